@@ -1,0 +1,134 @@
+"""Conversion time and peak memory: `mixtral quantize` against llama.cpp's own convert_hf_to_gguf.py.
+
+Both convert the same bf16 checkpoint (a random Mixtral of about 1.6 GB from `mixtral tiny`) to F16 in one
+run, each in its own process, and the script prints both and the ratios. The reference converter comes
+from llama-cpp-python's source distribution (fetched with pip when --llama-cpp is not given) and needs
+torch and transformers, which the test extra installs.
+
+    python benchmarks/convert.py [--llama-cpp DIR] [--work DIR] [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
+
+# The shape of the reference figures in shared/reference/testing-with-real-parts.md: 791M parameters.
+BENCH_SPEC = TinyMixtralSpec(
+    hidden_size=1024, intermediate_size=3584, num_layers=8, num_experts=8, num_heads=8, num_kv_heads=2
+)
+LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
+
+
+def measure(command: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one child process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{command[:3]} failed:\n{process.stderr.read().decode()[-2000:]}")
+    return seconds, usage.ru_maxrss * 1024
+
+
+def reference_converter(llama_cpp: Path | None, work: Path) -> Path:
+    if llama_cpp is None:
+        llama_cpp = work / "llama.cpp"
+        if not llama_cpp.exists():
+            sdist_dir = work / "sdist"
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    "-d",
+                    sdist_dir,
+                    LLAMA_CPP_PYTHON,
+                ],
+                check=True,
+            )
+            with tarfile.open(next(sdist_dir.glob("*.tar.gz"))) as tar:
+                tar.extractall(work / "src", filter="data")
+            shutil.move(next((work / "src").glob("*/vendor/llama.cpp")), llama_cpp)
+    script = llama_cpp / "convert_hf_to_gguf.py"
+    if not script.exists():
+        raise SystemExit(f"{script} not found")
+    return script
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--llama-cpp", type=Path, help="a llama.cpp source tree (default: from the sdist)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mixtral-bench")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each; the best time is kept")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    checkpoint = args.work / "checkpoint"
+    if not (checkpoint / "model.safetensors").exists():
+        print("building the checkpoint ...", file=sys.stderr)
+        build_tiny_mixtral(checkpoint, BENCH_SPEC)
+    size = (checkpoint / "model.safetensors").stat().st_size
+    script = reference_converter(args.llama_cpp, args.work)
+    # The reference imports its own gguf-py from the tree it ships in.
+    env_path = str(script.parent / "gguf-py")
+    ours_out, theirs_out = args.work / "ours.gguf", args.work / "theirs.gguf"
+    commands = {
+        "mixtral quantize": [
+            sys.executable,
+            "-m",
+            "mixtral_cli",
+            "quantize",
+            str(checkpoint),
+            "--type",
+            "F16",
+            "-o",
+            str(ours_out),
+            "--force",
+        ],
+        "convert_hf_to_gguf.py": [
+            "env",
+            f"PYTHONPATH={env_path}",
+            sys.executable,
+            str(script),
+            str(checkpoint),
+            "--outtype",
+            "f16",
+            "--outfile",
+            str(theirs_out),
+        ],
+    }
+    results: dict[str, tuple[float, int]] = {}
+    for _ in range(args.repeat):
+        for name, command in commands.items():
+            seconds, rss = measure(command)
+            best = results.get(name, (float("inf"), 0))
+            results[name] = (min(best[0], seconds), max(best[1], rss))
+
+    print(f"checkpoint: {size / 1e9:.2f} GB bf16, {BENCH_SPEC}")
+    print(f"{'converter':<24}{'time (s)':>10}{'peak RSS (MB)':>16}{'output (MB)':>14}")
+    for name, (seconds, rss) in results.items():
+        out = ours_out if name.startswith("mixtral") else theirs_out
+        print(f"{name:<24}{seconds:>10.1f}{rss / 1e6:>16.0f}{out.stat().st_size / 1e6:>14.0f}")
+    (ours_t, ours_rss), (ref_t, ref_rss) = results["mixtral quantize"], results["convert_hf_to_gguf.py"]
+    print(
+        f"ratios mixtral/reference: time {ours_t / ref_t:.2f}x (target <= 1.2), "
+        f"peak RSS {ours_rss / ref_rss:.2f}x (target < 1)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+complete --command mixtral --no-files --arguments "(env _MIXTRAL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) mixtral)" --condition "env _MIXTRAL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) mixtral"

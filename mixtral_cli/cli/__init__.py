@@ -1,0 +1,87 @@
+"""The `mixtral` command: a Typer app whose commands stay thin, and the one place errors are printed."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from . import completion, quantize, tiny
+
+app = typer.Typer(
+    name="mixtral",
+    help="Run Mistral AI's Mixtral mixture-of-experts models on your own machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("quantize")(quantize.quantize)
+app.command("tiny")(tiny.tiny)
+app.command("completion")(completion.completion)
+
+_debug = False
+INTERRUPTED = 130
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"mixtral {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback when something fails.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    global _debug
+    _debug = _debug or debug
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the app; our errors become one message on stderr and an exit code, never a traceback."""
+    from ..errors import MixtralError
+
+    global _debug
+    _debug = os.environ.get("MIXTRAL_DEBUG", "") not in ("", "0")
+    if "_MIXTRAL_COMPLETE" in os.environ:
+        # The scripts in completions/ call back with this set; typer's shells are registered only on demand.
+        from typer.completion import completion_init
+
+        completion_init()
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="mixtral", standalone_mode=False)
+    except MixtralError as exc:
+        _report(exc, exc.message, exc.hint)
+        code = exc.exit_code
+    except typer.Abort as exc:
+        _report(exc, "Aborted.", None)
+        code = 1
+    except typer.TyperException as exc:
+        # Usage errors from typer's own click: they print themselves, usage line included.
+        exc.show()
+        code = exc.exit_code
+    if code == INTERRUPTED:
+        # typer turns Ctrl-C into this exit code, silently; the cleanup has already run.
+        from ..ui.console import print_notice
+
+        print_notice("Interrupted.")
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _report(exc: BaseException, message: str, hint: str | None) -> None:
+    from ..ui.console import print_error
+
+    if _debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    print_error(message, hint)

@@ -1,0 +1,132 @@
+"""The safetensors file format, read and written with plain file I/O.
+
+Reading goes through ``np.fromfile`` per tensor instead of a memory map: a map keeps every page it has
+touched resident, so converting a 93 GB checkpoint would grow the process to the checkpoint's size.
+numpy has no bfloat16, so BF16 data travels as its raw ``uint16`` bits.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..atomic import atomic_path
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# safetensors dtype name -> (numpy dtype of the raw bits, bytes per element)
+DTYPES = {"BF16": ("uint16", 2), "F16": ("float16", 2), "F32": ("float32", 4)}
+_MAX_HEADER = 100 * 2**20
+
+
+class SafetensorsFormatError(ValueError):
+    """A file is not valid safetensors; the message names the file and the fault."""
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """Where one tensor's bytes lie in a safetensors file."""
+
+    name: str
+    path: Path
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+    def read_raw(self) -> np.ndarray:
+        """The tensor as stored: float16/float32, or uint16 bits for BF16."""
+        import numpy as np
+
+        raw_dtype, _ = DTYPES[self.dtype]
+        count = self.nbytes // np.dtype(raw_dtype).itemsize
+        array = np.fromfile(self.path, dtype=raw_dtype, count=count, offset=self.offset)
+        if array.size != count:
+            raise SafetensorsFormatError(f"{self.path} is truncated inside tensor {self.name}")
+        return array.reshape(self.shape)
+
+    def read_f32(self) -> np.ndarray:
+        return to_float32(self.read_raw(), self.dtype)
+
+
+def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
+    import numpy as np
+
+    if dtype == "BF16":
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(np.float32, copy=False)
+
+
+def float32_to_bf16_bits(values: np.ndarray) -> np.ndarray:
+    """Round float32 to the nearest bfloat16 (ties to even) and return the bits as uint16."""
+    import numpy as np
+
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounded = bits + (0x7FFF + ((bits >> 16) & 1))
+    return (rounded >> 16).astype(np.uint16)
+
+
+def read_index(path: Path) -> dict[str, TensorRef]:
+    """The tensors of one safetensors file, by name, checked against the file's size."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise SafetensorsFormatError(f"{path} is too short to be a safetensors file")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > min(_MAX_HEADER, size - 8):
+            raise SafetensorsFormatError(f"{path} has a corrupt header")
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SafetensorsFormatError(f"{path} has a corrupt header") from exc
+    if not isinstance(header, dict):
+        raise SafetensorsFormatError(f"{path} has a corrupt header")
+    data_start = 8 + header_len
+    tensors: dict[str, TensorRef] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SafetensorsFormatError(f"{path} has a corrupt entry for {name}") from exc
+        if dtype not in DTYPES:
+            raise SafetensorsFormatError(f"{path} stores {name} as {dtype}; only BF16, F16 and F32 are read")
+        n_elements = 1
+        for dim in shape:
+            n_elements *= dim
+        if end - begin != n_elements * DTYPES[dtype][1] or begin < 0:
+            raise SafetensorsFormatError(f"{path} has a corrupt entry for {name}")
+        if data_start + end > size:
+            raise SafetensorsFormatError(f"{path} is truncated: {name} ends past the end of the file")
+        tensors[name] = TensorRef(name, path, dtype, shape, data_start + begin, end - begin)
+    return tensors
+
+
+def write_file(
+    path: Path,
+    tensors: Mapping[str, tuple[str, np.ndarray]],
+    *,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write ``{name: (dtype, raw array)}`` as a safetensors file, atomically."""
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    offset = 0
+    for name, (dtype, array) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the format aligns the data section to 8 bytes
+    with atomic_path(path) as partial, open(partial, "wb") as f:
+        f.write(struct.pack("<Q", len(encoded)))
+        f.write(encoded)
+        for _, array in tensors.values():
+            array.tofile(f)

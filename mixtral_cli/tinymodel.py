@@ -1,0 +1,185 @@
+"""A tiny random-weight Mixtral in exact Hugging Face Hub layout.
+
+Random weights give gibberish text but exact, checkable numbers: the tests convert this checkpoint and
+compare llama.cpp with transformers, and the demo model is this checkpoint run through ``mixtral
+quantize``. The tokenizer is the real one, copied from the mistral-common wheel into ``mixtral_cli/data``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from .convert.safetensors import float32_to_bf16_bits, write_file
+from .errors import InvalidShapeError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+TokenizerVersion = Literal["v1", "v3"]
+TOKENIZER_FILES: dict[str, str] = {"v1": "tokenizer.model.v1", "v3": "tokenizer.model.v3"}
+VOCAB_SIZES: dict[str, int] = {"v1": 32000, "v3": 32768}
+
+
+@dataclass(frozen=True)
+class TinyMixtralSpec:
+    """The shape of a tiny Mixtral; the defaults keep every matrix a multiple of 256 for k-quants."""
+
+    tokenizer: TokenizerVersion = "v1"
+    hidden_size: int = 256
+    intermediate_size: int = 512
+    num_layers: int = 2
+    num_experts: int = 8
+    experts_per_token: int = 2
+    num_heads: int = 8
+    num_kv_heads: int = 2
+    max_position_embeddings: int = 32768
+    rope_theta: float = 1e6
+    rms_norm_eps: float = 1e-5
+    seed: int = 0
+    shards: int = 1
+
+
+def tokenizer_model_path(version: TokenizerVersion) -> Path:
+    """The real SentencePiece model of a tokenizer version, as shipped in this package."""
+    return Path(str(resources.files("mixtral_cli") / "data" / TOKENIZER_FILES[version]))
+
+
+def build_tiny_mixtral(directory: Path, spec: TinyMixtralSpec = TinyMixtralSpec()) -> Path:
+    """Write a random Mixtral checkpoint into ``directory``; the same spec always gives the same bytes."""
+    head_dim, odd_heads = divmod(spec.hidden_size, spec.num_heads)
+    if odd_heads or head_dim % 2 or spec.num_heads % spec.num_kv_heads:
+        raise InvalidShapeError(
+            f"hidden size {spec.hidden_size} with {spec.num_heads} heads and {spec.num_kv_heads} KV heads is no "
+            "valid shape.",
+            hint="The hidden size must divide into heads of even size, and the heads into the KV heads.",
+        )
+    if not 1 <= spec.experts_per_token <= spec.num_experts:
+        raise InvalidShapeError(
+            f"{spec.experts_per_token} experts per token out of {spec.num_experts} is no valid shape.",
+            hint="Use between 1 and the number of experts.",
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab_size = VOCAB_SIZES[spec.tokenizer]
+    _write_json(directory / "config.json", _config(spec, vocab_size))
+    _write_json(directory / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2})
+    _write_json(directory / "tokenizer_config.json", _tokenizer_config(vocab_size))
+    _write_json(directory / "special_tokens_map.json", {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
+    (directory / "tokenizer.model").write_bytes(tokenizer_model_path(spec.tokenizer).read_bytes())
+    _write_weights(directory, spec, _random_weights(spec, vocab_size))
+    return directory
+
+
+def _config(spec: TinyMixtralSpec, vocab_size: int) -> dict[str, object]:
+    # Key for key as mistralai/Mixtral-8x7B-v0.1 has it, with the tiny shape.
+    return {
+        "architectures": ["MixtralForCausalLM"],
+        "attention_dropout": 0.0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "hidden_act": "silu",
+        "hidden_size": spec.hidden_size,
+        "initializer_range": 0.02,
+        "intermediate_size": spec.intermediate_size,
+        "max_position_embeddings": spec.max_position_embeddings,
+        "model_type": "mixtral",
+        "num_attention_heads": spec.num_heads,
+        "num_experts_per_tok": spec.experts_per_token,
+        "num_hidden_layers": spec.num_layers,
+        "num_key_value_heads": spec.num_kv_heads,
+        "num_local_experts": spec.num_experts,
+        "output_router_logits": False,
+        "rms_norm_eps": spec.rms_norm_eps,
+        "rope_theta": spec.rope_theta,
+        "router_aux_loss_coef": 0.02,
+        "sliding_window": None,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.36.0.dev0",
+        "use_cache": True,
+        "vocab_size": vocab_size,
+    }
+
+
+def _tokenizer_config(vocab_size: int) -> dict[str, object]:
+    special = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+    return {
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "added_tokens_decoder": {str(i): {"content": t, **special} for i, t in enumerate(["<unk>", "<s>", "</s>"])},
+        "bos_token": "<s>",
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "</s>",
+        "legacy": True,
+        "model_max_length": 1000000000000000019884624838656,
+        "pad_token": None,
+        "sp_model_kwargs": {},
+        "spaces_between_special_tokens": False,
+        "tokenizer_class": "LlamaTokenizer",
+        "unk_token": "<unk>",
+        "use_default_system_prompt": False,
+        "vocab_size": vocab_size,
+    }
+
+
+def _random_weights(spec: TinyMixtralSpec, vocab_size: int) -> dict[str, np.ndarray]:
+    """Every tensor as BF16 bits, in the checkpoint's order."""
+    import numpy as np
+
+    rng = np.random.default_rng(spec.seed)
+    head_dim = spec.hidden_size // spec.num_heads
+    h, ffn = spec.hidden_size, spec.intermediate_size
+
+    def linear(rows: int, cols: int) -> np.ndarray:
+        # 1/sqrt(fan_in) keeps activations and logits near unit scale through the layers.
+        return float32_to_bf16_bits(rng.normal(0.0, cols**-0.5, size=(rows, cols)))
+
+    def norm() -> np.ndarray:
+        # Not all ones, so a norm weight that went missing or to the wrong place changes the logits.
+        return float32_to_bf16_bits(1.0 + rng.normal(0.0, 0.1, size=h))
+
+    weights = {"model.embed_tokens.weight": float32_to_bf16_bits(rng.normal(0.0, 1.0, size=(vocab_size, h)))}
+    for n in range(spec.num_layers):
+        p = f"model.layers.{n}."
+        weights[p + "input_layernorm.weight"] = norm()
+        weights[p + "self_attn.q_proj.weight"] = linear(spec.num_heads * head_dim, h)
+        weights[p + "self_attn.k_proj.weight"] = linear(spec.num_kv_heads * head_dim, h)
+        weights[p + "self_attn.v_proj.weight"] = linear(spec.num_kv_heads * head_dim, h)
+        weights[p + "self_attn.o_proj.weight"] = linear(h, spec.num_heads * head_dim)
+        weights[p + "post_attention_layernorm.weight"] = norm()
+        weights[p + "block_sparse_moe.gate.weight"] = linear(spec.num_experts, h)
+        for e in range(spec.num_experts):
+            q = f"{p}block_sparse_moe.experts.{e}."
+            weights[q + "w1.weight"] = linear(ffn, h)
+            weights[q + "w2.weight"] = linear(h, ffn)
+            weights[q + "w3.weight"] = linear(ffn, h)
+    weights["model.norm.weight"] = norm()
+    weights["lm_head.weight"] = linear(vocab_size, h)
+    return weights
+
+
+def _write_weights(directory: Path, spec: TinyMixtralSpec, weights: dict[str, np.ndarray]) -> None:
+    names = list(weights)
+    bf16 = {name: ("BF16", array) for name, array in weights.items()}
+    if spec.shards <= 1:
+        write_file(directory / "model.safetensors", bf16, metadata={"format": "pt"})
+        return
+    # Contiguous runs of tensors per shard, as the Hub's sharded checkpoints are laid out.
+    per_shard = -(-len(names) // spec.shards)
+    weight_map: dict[str, str] = {}
+    for i in range(spec.shards):
+        shard_names = names[i * per_shard : (i + 1) * per_shard]
+        filename = f"model-{i + 1:05d}-of-{spec.shards:05d}.safetensors"
+        write_file(directory / filename, {n: bf16[n] for n in shard_names}, metadata={"format": "pt"})
+        weight_map.update({n: filename for n in shard_names})
+    total_size = sum(array.nbytes for _, array in bf16.values())
+    _write_json(
+        directory / "model.safetensors.index.json", {"metadata": {"total_size": total_size}, "weight_map": weight_map}
+    )
+
+
+def _write_json(path: Path, value: object) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n")

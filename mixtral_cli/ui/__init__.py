@@ -1,0 +1,1 @@
+"""Everything the user sees: the rich consoles, progress bars and summaries."""

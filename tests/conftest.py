@@ -1,0 +1,82 @@
+"""Shared fixtures: an isolated, offline home for every test, and tiny Mixtrals that llama.cpp really runs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mixtral_cli.cli import main
+from mixtral_cli.convert.checkpoint import open_checkpoint
+from mixtral_cli.convert.hf_to_gguf import write_gguf
+from mixtral_cli.quant_types import quant_type
+from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("MIXTRAL_HOME", str(home / "mixtral"))
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("MIXTRAL_DEBUG", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def build_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """Build (once per spec) a tiny checkpoint folder."""
+    built: dict[TinyMixtralSpec, Path] = {}
+
+    def build(spec: TinyMixtralSpec = TinyMixtralSpec()) -> Path:
+        if spec not in built:
+            built[spec] = build_tiny_mixtral(tmp_path_factory.mktemp("checkpoint"), spec)
+        return built[spec]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def convert(tmp_path_factory: pytest.TempPathFactory, build_checkpoint):
+    """Convert (once per spec and type) a tiny checkpoint to a GGUF with the project's converter."""
+    converted: dict[tuple[TinyMixtralSpec, str], Path] = {}
+
+    def run(spec: TinyMixtralSpec = TinyMixtralSpec(), type_name: str = "F32") -> Path:
+        if (spec, type_name) not in converted:
+            output = tmp_path_factory.mktemp("gguf") / f"tiny-{type_name}.gguf"
+            write_gguf(open_checkpoint(build_checkpoint(spec)), output, quant_type(type_name))
+            converted[spec, type_name] = output
+        return converted[spec, type_name]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(build_checkpoint) -> Path:
+    return build_checkpoint()
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def mixtral(capsys: pytest.CaptureFixture[str]):
+    """Run the CLI in this process, as the console script would, and capture what it prints."""
+
+    def run(*args: str | os.PathLike[str]) -> Result:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return run

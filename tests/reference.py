@@ -1,0 +1,50 @@
+"""The reference implementations the tests compare against: transformers, sentencepiece, llama.cpp as-is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# Varied text: accents, emoji, code, newlines and runs of spaces, as the tokenizer tests need.
+PROMPT = (
+    "The mixture of experts routes each token to two of eight feed-forward networks. "
+    "Déjà vu: naïve café, Straße, 東京, emoji 🦙🚀, code `def f(x):\n    return x ** 2`  and   spaces."
+)
+
+
+def sentencepiece_ids(checkpoint: Path, text: str) -> list[int]:
+    from sentencepiece import SentencePieceProcessor
+
+    return SentencePieceProcessor(model_file=str(checkpoint / "tokenizer.model")).encode(text)
+
+
+def transformers_logits(checkpoint: Path, ids: list[int]) -> np.ndarray:
+    import torch
+    from transformers import MixtralForCausalLM
+
+    model = MixtralForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+    model.eval()
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].numpy()
+
+
+def llama_cpp_logits(gguf: Path, ids: list[int]) -> np.ndarray:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=256, n_batch=256, logits_all=True, n_threads=2, verbose=False)
+    try:
+        llm.eval(ids)
+        return np.array(llm.scores[: len(ids)], dtype=np.float32)
+    finally:
+        llm.close()
+
+
+def llama_cpp_tokenize(gguf: Path, text: str) -> list[int]:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+    try:
+        return llm.tokenize(text.encode(), add_bos=False, special=False)
+    finally:
+        llm.close()

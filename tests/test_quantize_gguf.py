@@ -1,0 +1,120 @@
+"""`mixtral quantize` with a GGUF as source: requantizing, and rewriting the old per-expert layout."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from mixtral_cli.tinymodel import TinyMixtralSpec
+
+from .reference import llama_cpp_logits, sentencepiece_ids
+
+_STACKED = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down)_exps\.weight$")
+
+
+def write_legacy_layout(source: Path, output: Path) -> None:
+    """Split each stacked expert tensor into one tensor per expert, as GGUFs from before April 2024 have it."""
+    reader = gguf.GGUFReader(source)
+    writer = gguf.GGUFWriter(output, "llama")
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        sub_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), field.types[0], sub_type)
+    for tensor in reader.tensors:
+        match = _STACKED.match(tensor.name)
+        data = np.asarray(tensor.data)
+        if not match:
+            writer.add_tensor(tensor.name, data, raw_dtype=tensor.tensor_type)
+            continue
+        for expert in range(data.shape[0]):
+            name = f"blk.{match[1]}.ffn_{match[2]}.{expert}.weight"
+            writer.add_tensor(name, np.ascontiguousarray(data[expert]), raw_dtype=tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _tensor_bytes(path: Path) -> dict[str, bytes]:
+    return {t.name: bytes(np.asarray(t.data).tobytes()) for t in gguf.GGUFReader(path).tensors}
+
+
+@pytest.fixture(scope="module")
+def legacy_f16(convert, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("legacy") / "legacy.gguf"
+    write_legacy_layout(convert(TinyMixtralSpec(), "F16"), output)
+    return output
+
+
+def test_legacy_layout_is_rewritten_with_the_same_bytes(mixtral, legacy_f16, convert, tmp_path):
+    output = tmp_path / "current.gguf"
+    result = mixtral("quantize", legacy_f16, "-o", output)
+
+    assert result.exit_code == 0, result.stderr
+    assert "one tensor per expert" in result.stderr
+    assert _tensor_bytes(output) == _tensor_bytes(convert(TinyMixtralSpec(), "F16"))
+
+
+def test_legacy_layout_is_rewritten_then_quantized(mixtral, legacy_f16, tiny_checkpoint, tmp_path):
+    output = tmp_path / "current-Q4_K_M.gguf"
+    result = mixtral("quantize", legacy_f16, "--type", "Q4_K_M", "-o", output)
+
+    assert result.exit_code == 0, result.stderr
+    names = set(_tensor_bytes(output))
+    assert "blk.0.ffn_gate_exps.weight" in names and "blk.0.ffn_gate.0.weight" not in names
+    ids = [1, *sentencepiece_ids(tiny_checkpoint, "Quantized from an old file, still a Mixtral.")]
+    assert np.isfinite(llama_cpp_logits(output, ids)).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current-Q4_K_M.gguf"]
+
+
+def test_current_gguf_without_type_asks_for_one(mixtral, convert):
+    result = mixtral("quantize", convert(TinyMixtralSpec(), "F16"))
+
+    assert result.exit_code == 1
+    assert "--type" in result.stderr
+
+
+def test_requantizing_a_quantized_gguf_warns(mixtral, convert, tmp_path):
+    output = tmp_path / "re.gguf"
+    result = mixtral("quantize", convert(TinyMixtralSpec(), "Q8_0"), "--type", "Q4_K_M", "-o", output)
+
+    assert result.exit_code == 0, result.stderr
+    assert "already quantized" in result.stderr
+    assert int(gguf.GGUFReader(output).get_field("general.file_type").contents()) == gguf.LlamaFileType.MOSTLY_Q4_K_M
+
+
+def test_gguf_of_another_architecture_is_refused(mixtral, tmp_path):
+    other = tmp_path / "qwen.gguf"
+    writer = gguf.GGUFWriter(other, "qwen2")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    result = mixtral("quantize", other, "--type", "Q8_0")
+    assert result.exit_code == 1
+    assert "qwen2" in result.stderr and "not Mixtral" in result.stderr
+
+
+def test_truncated_gguf_is_one_clear_error(mixtral, convert, tmp_path):
+    truncated = tmp_path / "cut.gguf"
+    truncated.write_bytes(convert(TinyMixtralSpec(), "F16").read_bytes()[:100_000])
+
+    result = mixtral("quantize", truncated, "--type", "Q4_K_M")
+    assert result.exit_code == 1
+    assert "truncated or corrupt" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_file_that_is_not_gguf_is_refused(mixtral, tmp_path):
+    fake = tmp_path / "model.gguf"
+    fake.write_text("hello")
+
+    result = mixtral("quantize", fake, "--type", "Q4_K_M")
+    assert result.exit_code == 1
+    assert "neither a model folder nor a GGUF file" in result.stderr
