@@ -2,7 +2,7 @@
 
 Both convert the same bf16 checkpoint (a random Mixtral of about 1.6 GB from `mixtral tiny`) to F16 in one
 run, each in its own process, and the script prints both and the ratios. The reference converter comes
-from llama-cpp-python's source distribution (fetched with pip when --llama-cpp is not given) and needs
+from llama-cpp-python's source distribution on PyPI (unless --llama-cpp names a tree) and needs
 torch and transformers, which the test extra installs.
 
     python benchmarks/convert.py [--llama-cpp DIR] [--work DIR] [--repeat N]
@@ -11,13 +11,16 @@ torch and transformers, which the test extra installs.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
@@ -26,7 +29,7 @@ from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
 BENCH_SPEC = TinyMixtralSpec(
     hidden_size=1024, intermediate_size=3584, num_layers=8, num_experts=8, num_heads=8, num_kv_heads=2
 )
-LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
+LLAMA_CPP_PYTHON_NAME, LLAMA_CPP_PYTHON_VERSION = "llama-cpp-python", "0.3.36"
 
 
 def measure(command: list[str]) -> tuple[float, int]:
@@ -40,33 +43,23 @@ def measure(command: list[str]) -> tuple[float, int]:
     return seconds, usage.ru_maxrss * 1024
 
 
-def reference_converter(llama_cpp: Path | None, work: Path) -> Path:
-    if llama_cpp is None:
-        llama_cpp = work / "llama.cpp"
-        if not llama_cpp.exists():
-            sdist_dir = work / "sdist"
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--no-binary",
-                    ":all:",
-                    "-d",
-                    sdist_dir,
-                    LLAMA_CPP_PYTHON,
-                ],
-                check=True,
-            )
-            with tarfile.open(next(sdist_dir.glob("*.tar.gz"))) as tar:
-                tar.extractall(work / "src", filter="data")
-            shutil.move(next((work / "src").glob("*/vendor/llama.cpp")), llama_cpp)
-    script = llama_cpp / "convert_hf_to_gguf.py"
-    if not script.exists():
-        raise SystemExit(f"{script} not found")
-    return script
+def fetch_llama_cpp(work: Path) -> Path:
+    """llama.cpp's source tree, from llama-cpp-python's sdist on PyPI (checked against its sha256)."""
+    tree = work / "llama.cpp"
+    if tree.exists():
+        return tree
+    index = urllib.request.urlopen(f"https://pypi.org/simple/{LLAMA_CPP_PYTHON_NAME}/").read().decode()
+    url = next(u for u in re.findall(r'href="([^"]+)"', index) if f"-{LLAMA_CPP_PYTHON_VERSION}.tar.gz" in u)
+    url, _, expected = url.partition("#sha256=")
+    sdist = work / url.rsplit("/", 1)[1]
+    if not sdist.exists():
+        urllib.request.urlretrieve(url, sdist)
+    if hashlib.sha256(sdist.read_bytes()).hexdigest() != expected:
+        raise SystemExit(f"{sdist} does not match PyPI's sha256")
+    with tarfile.open(sdist) as tar:
+        tar.extractall(work / "src", filter="data")
+    shutil.move(next((work / "src").glob("*/vendor/llama.cpp")), tree)
+    return tree
 
 
 def main() -> None:
@@ -82,7 +75,7 @@ def main() -> None:
         print("building the checkpoint ...", file=sys.stderr)
         build_tiny_mixtral(checkpoint, BENCH_SPEC)
     size = (checkpoint / "model.safetensors").stat().st_size
-    script = reference_converter(args.llama_cpp, args.work)
+    script = (args.llama_cpp or fetch_llama_cpp(args.work)) / "convert_hf_to_gguf.py"
     # The reference imports its own gguf-py from the tree it ships in.
     env_path = str(script.parent / "gguf-py")
     ours_out, theirs_out = args.work / "ours.gguf", args.work / "theirs.gguf"
