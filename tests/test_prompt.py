@@ -1,0 +1,125 @@
+"""Prompt ids equal mistral-common's, for v1 and v3, on the reference examples and fuzzed conversations."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from sentencepiece import SentencePieceProcessor
+
+from mixtral_cli.prompt import (
+    InvalidConversationError,
+    Message,
+    PromptFormat,
+    SpecialIds,
+    chat_prompt_ids,
+    messages_from_dicts,
+)
+from mixtral_cli.tinymodel import tokenizer_model_path
+
+SPECIAL = {PromptFormat.V1: SpecialIds(bos=1, eos=2), PromptFormat.V3: SpecialIds(bos=1, eos=2, inst=3, inst_end=4)}
+PIECES = [
+    "Hello, how are you?",
+    "Fine, and you?",
+    "I'm doing great!",
+    "",
+    " ",
+    "  leading and trailing  ",
+    "tabs\tand\nnew\n\nlines",
+    "</s>",
+    "<s>",
+    "[INST]",
+    "[/INST]",
+    "déjà vu à Paris",
+    "emoji 🦙🚀👩‍💻",
+    "東京 한국어",
+    "code: `x = [i ** 2 for i in range(10)]`",
+    "runs    of     spaces",
+]
+
+
+def reference_ids(messages: list[Message], prompt_format: PromptFormat) -> list[int]:
+    from mistral_common.protocol.instruct.messages import AssistantMessage, SystemMessage, UserMessage
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+    classes = {"system": SystemMessage, "user": UserMessage, "assistant": AssistantMessage}
+    tokenizer = _mistral_tokenizer(prompt_format, MistralTokenizer)
+    request = ChatCompletionRequest(messages=[classes[m.role](content=m.content) for m in messages])
+    return tokenizer.encode_chat_completion(request).tokens
+
+
+_tokenizers: dict[PromptFormat, object] = {}
+
+
+def _mistral_tokenizer(prompt_format, factory):
+    if prompt_format not in _tokenizers:
+        _tokenizers[prompt_format] = factory.v1() if prompt_format is PromptFormat.V1 else factory.v3()
+    return _tokenizers[prompt_format]
+
+
+def our_ids(messages: list[Message], prompt_format: PromptFormat) -> list[int]:
+    version = "v1" if prompt_format is PromptFormat.V1 else "v3"
+    processor = SentencePieceProcessor(model_file=str(tokenizer_model_path(version)))
+    return chat_prompt_ids(messages, prompt_format=prompt_format, special=SPECIAL[prompt_format], encode=processor.encode)
+
+
+THREE_TURNS = [Message("user", "Hello, how are you?"), Message("assistant", "Fine, and you?"), Message("user", "I'm doing great!")]
+
+
+@pytest.mark.parametrize("prompt_format", list(PromptFormat))
+def test_three_turns_match_mistral_common(prompt_format):
+    assert our_ids(THREE_TURNS, prompt_format) == reference_ids(THREE_TURNS, prompt_format)
+
+
+@pytest.mark.parametrize("prompt_format", list(PromptFormat))
+def test_system_prompt_goes_where_each_version_puts_it(prompt_format):
+    messages = [Message("system", "Answer in French."), *THREE_TURNS]
+    ids = our_ids(messages, prompt_format)
+
+    assert ids == reference_ids(messages, prompt_format)
+    processor = SentencePieceProcessor(model_file=str(tokenizer_model_path(prompt_format.value)))
+    first_user = processor.encode("[INST] Answer in French.\n\nHello, how are you? [/INST]")
+    assert (ids[1 : 1 + len(first_user)] == first_user) is (prompt_format is PromptFormat.V1)
+
+
+def _random_conversation(rng: random.Random) -> list[Message]:
+    messages = []
+    for _ in range(rng.randint(1, 7)):
+        role = rng.choices(["system", "user", "assistant"], weights=[1, 3, 2])[0]
+        content = rng.choice(PIECES) if rng.random() < 0.6 else " ".join(rng.sample(PIECES, 2))
+        messages.append(Message(role, content))
+    if rng.random() < 0.8 and messages[-1].role != "user":
+        messages.append(Message("user", rng.choice(PIECES)))
+    return messages
+
+
+@pytest.mark.parametrize("prompt_format", list(PromptFormat))
+def test_fuzzed_conversations_match_mistral_common_or_both_refuse(prompt_format):
+    rng = random.Random(20261122)
+    compared = refused = 0
+    for _ in range(1000):
+        messages = _random_conversation(rng)
+        try:
+            expected = reference_ids(messages, prompt_format)
+        except Exception:
+            with pytest.raises(InvalidConversationError):
+                our_ids(messages, prompt_format)
+            refused += 1
+            continue
+        assert our_ids(messages, prompt_format) == expected, messages
+        compared += 1
+    # The fuzzer must exercise both paths, mostly the valid one.
+    assert compared > 600 and refused > 20
+
+
+def test_messages_from_json_are_checked():
+    assert messages_from_dicts([{"role": "user", "content": "hi"}]) == [Message("user", "hi")]
+    for bad in ({"role": "user"}, [{"role": "robot", "content": "x"}], [{"role": "user", "content": 3}]):
+        with pytest.raises(InvalidConversationError):
+            messages_from_dicts(bad)
+
+
+def test_vocab_size_chooses_the_format():
+    assert PromptFormat.for_vocab_size(32000) is PromptFormat.V1
+    assert PromptFormat.for_vocab_size(32768) is PromptFormat.V3
