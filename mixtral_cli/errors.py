@@ -90,3 +90,19 @@ class LlamaCppError(MixtralError, RuntimeError):
 
 def _gib(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:.2f} GiB"
+
+
+class ModelNotFoundError(MixtralError, LookupError):
+    """No model by that name or path."""
+
+
+class ContextOverflowError(MixtralError):
+    """A prompt that does not fit the context window."""
+
+    def __init__(self, *, prompt_tokens: int, n_ctx: int, hint: str | None = None) -> None:
+        super().__init__(
+            f"The prompt is {prompt_tokens} tokens but the context holds {n_ctx}.",
+            hint=hint or "Shorten the prompt, or raise --ctx-size if the model and memory allow.",
+        )
+        self.prompt_tokens = prompt_tokens
+        self.n_ctx = n_ctx

@@ -8,6 +8,7 @@ templates, llama.cpp's built-in ones) differs from mistral-common somewhere; the
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -102,7 +103,7 @@ def _validate(messages: Sequence[Message]) -> None:
         raise InvalidConversationError("The conversation is empty.")
     if messages[-1].role == "assistant":
         raise InvalidConversationError("The last message is the assistant's; end with a user message to answer.")
-    for previous, current in zip(messages, messages[1:]):
+    for previous, current in itertools.pairwise(messages):
         if previous.role == "assistant" and current.role == "system":
             raise InvalidConversationError("A system message cannot follow an assistant message.")
     for message in messages:

@@ -71,10 +71,14 @@ def quantize_model(
     output: Path | None = None,
     force: bool = False,
     threads: int | None = None,
+    name: str | None = None,
     progress: Progress | None = None,
     on_notice: Callable[[str], None] | None = None,
 ) -> QuantizeResult:
-    """Convert or requantize ``source`` into a GGUF of ``type_name`` (default Q4_K_M)."""
+    """Convert or requantize ``source`` into a GGUF of ``type_name`` (default Q4_K_M).
+
+    ``name`` sets ``general.name`` of a converted checkpoint (default: its folder's name).
+    """
     started = time.perf_counter()
     progress = progress or _NoProgress()
     notices: list[str] = []
@@ -99,7 +103,7 @@ def quantize_model(
         n_params = sum(_n_elements(t.shape) for t in checkpoint.tensors.values())
         intermediate = 0 if quant.direct else checkpoint.nbytes
         _check_disk(target, _estimate_bytes(n_params, quant) + intermediate)
-        _convert_checkpoint(checkpoint, target, quant, threads=threads, progress=progress)
+        _convert_checkpoint(checkpoint, target, quant, threads=threads, name=name, progress=progress)
         source_bytes = checkpoint.nbytes
     else:
         raise CheckpointError(
@@ -181,19 +185,19 @@ def _n_elements(shape: tuple[int, ...]) -> int:
 
 
 def _convert_checkpoint(
-    checkpoint: Checkpoint, target: Path, quant: QuantType, *, threads: int | None, progress: Progress
+    checkpoint: Checkpoint, target: Path, quant: QuantType, *, threads: int | None, name: str | None, progress: Progress
 ) -> None:
     if quant.direct:
         progress.stage(f"Converting to {quant.name}", checkpoint.nbytes)
         with atomic_path(target) as partial:
-            write_gguf(checkpoint, partial, quant, on_progress=progress.advance)
+            write_gguf(checkpoint, partial, quant, name=name, on_progress=progress.advance)
         return
     # Lossless: the intermediate keeps the checkpoint's own precision.
     dtypes = {t.dtype for t in checkpoint.tensors.values()}
     lossless = quant_type(dtypes.pop() if len(dtypes) == 1 else "F32")
     progress.stage(f"Converting to {lossless.name}", checkpoint.nbytes)
     with scratch_path(target) as intermediate:
-        write_gguf(checkpoint, intermediate, lossless, on_progress=progress.advance)
+        write_gguf(checkpoint, intermediate, lossless, name=name, on_progress=progress.advance)
         _llama_quantize(intermediate, target, quant, threads=threads, progress=progress)
 
 

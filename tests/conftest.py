@@ -11,17 +11,38 @@ import pytest
 from mixtral_cli.cli import main
 from mixtral_cli.convert.checkpoint import open_checkpoint
 from mixtral_cli.convert.hf_to_gguf import write_gguf
+from mixtral_cli.demo import demo_model_path, ensure_demo_model
 from mixtral_cli.quant_types import quant_type
 from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
 
 
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in demo model, built once for the whole session by the real pipeline."""
+    home = tmp_path_factory.mktemp("demo-home")
+    previous = os.environ.get("MIXTRAL_HOME")
+    os.environ["MIXTRAL_HOME"] = str(home)
+    try:
+        return ensure_demo_model()
+    finally:
+        if previous is None:
+            del os.environ["MIXTRAL_HOME"]
+        else:
+            os.environ["MIXTRAL_HOME"] = previous
+
+
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, demo_model: Path) -> Path:
+    """A fresh, offline home for every test; the demo model is linked in so `-m tiny` needs no rebuild."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("MIXTRAL_HOME", str(home / "mixtral"))
+    linked = demo_model_path()
+    linked.parent.mkdir(parents=True)
+    linked.symlink_to(demo_model)
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("MIXTRAL_DEBUG", raising=False)
+    monkeypatch.delenv("MIXTRAL_MODEL", raising=False)
     return home
 
 

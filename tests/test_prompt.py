@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
@@ -49,22 +50,26 @@ def reference_ids(messages: list[Message], prompt_format: PromptFormat) -> list[
     return tokenizer.encode_chat_completion(request).tokens
 
 
-_tokenizers: dict[PromptFormat, object] = {}
-
-
+@functools.cache
 def _mistral_tokenizer(prompt_format, factory):
-    if prompt_format not in _tokenizers:
-        _tokenizers[prompt_format] = factory.v1() if prompt_format is PromptFormat.V1 else factory.v3()
-    return _tokenizers[prompt_format]
+    return factory.v1() if prompt_format is PromptFormat.V1 else factory.v3()
+
+
+@functools.cache
+def _processor(prompt_format: PromptFormat) -> SentencePieceProcessor:
+    return SentencePieceProcessor(model_file=str(tokenizer_model_path(prompt_format.value)))
 
 
 def our_ids(messages: list[Message], prompt_format: PromptFormat) -> list[int]:
-    version = "v1" if prompt_format is PromptFormat.V1 else "v3"
-    processor = SentencePieceProcessor(model_file=str(tokenizer_model_path(version)))
-    return chat_prompt_ids(messages, prompt_format=prompt_format, special=SPECIAL[prompt_format], encode=processor.encode)
+    encode = _processor(prompt_format).encode
+    return chat_prompt_ids(messages, prompt_format=prompt_format, special=SPECIAL[prompt_format], encode=encode)
 
 
-THREE_TURNS = [Message("user", "Hello, how are you?"), Message("assistant", "Fine, and you?"), Message("user", "I'm doing great!")]
+THREE_TURNS = [
+    Message("user", "Hello, how are you?"),
+    Message("assistant", "Fine, and you?"),
+    Message("user", "I'm doing great!"),
+]
 
 
 @pytest.mark.parametrize("prompt_format", list(PromptFormat))
@@ -78,8 +83,7 @@ def test_system_prompt_goes_where_each_version_puts_it(prompt_format):
     ids = our_ids(messages, prompt_format)
 
     assert ids == reference_ids(messages, prompt_format)
-    processor = SentencePieceProcessor(model_file=str(tokenizer_model_path(prompt_format.value)))
-    first_user = processor.encode("[INST] Answer in French.\n\nHello, how are you? [/INST]")
+    first_user = _processor(prompt_format).encode("[INST] Answer in French.\n\nHello, how are you? [/INST]")
     assert (ids[1 : 1 + len(first_user)] == first_user) is (prompt_format is PromptFormat.V1)
 
 

@@ -8,6 +8,7 @@ from .console import stderr_console
 from .progress import format_bytes
 
 if TYPE_CHECKING:
+    from ..engine.model import Engine, GenerationStats
     from ..quantize import QuantizeResult
 
 
@@ -19,4 +20,27 @@ def print_quantize_summary(result: QuantizeResult) -> None:
         f"  {result.quant.name}: {format_bytes(result.source_bytes)} → {format_bytes(result.output_bytes)}, "
         f"{result.bits_per_weight:.2f} bits per weight, {result.n_params / 1e6:,.1f}M parameters, "
         f"{result.seconds:.1f} s"
+    )
+
+
+def completion_json(engine: Engine, text: str, stats: GenerationStats) -> str:
+    """The `--json` object of `mixtral complete`."""
+    import json
+
+    return json.dumps(
+        {
+            "text": text,
+            "model": engine.info.name,
+            "prompt_tokens": stats.prompt_tokens,
+            "completion_tokens": stats.completion_tokens,
+            "stop_reason": stats.stop_reason,
+            "timings": {
+                "load_s": round(engine.load_s, 6),
+                "prompt_eval_s": round(stats.prompt_eval_s, 6),
+                "decode_s": round(stats.decode_s, 6),
+                "prompt_tokens_per_second": round(stats.prompt_tokens_per_second, 3),
+                "decode_tokens_per_second": round(stats.decode_tokens_per_second, 3),
+            },
+        },
+        ensure_ascii=False,
     )

@@ -1,0 +1,90 @@
+"""The Azure ML online-endpoint request schema of the Mixtral model cards, in and out.
+
+In: ``{"input_data": {"input_string": [...], "parameters": {...}}}``, where ``input_string`` is a list of
+prompts or one conversation (a list of role/content messages), and ``parameters`` may also sit beside
+``input_data``. Out: ``[{"0": "generated text"}, ...]``, one object per input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+
+from .engine.options import SamplingOptions
+from .errors import MixtralError
+from .prompt import Message, messages_from_dicts
+
+
+class InvalidRequestError(MixtralError, ValueError):
+    """A request file that does not follow the model cards' schema."""
+
+
+@dataclass(frozen=True)
+class ModelCardRequest:
+    inputs: tuple[str | tuple[Message, ...], ...]
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    do_sample: bool = True
+    return_full_text: bool = False
+
+    def sampling(self, base: SamplingOptions) -> SamplingOptions:
+        """The CLI's sampling options, overridden by the request's parameters."""
+        sampling = replace(
+            base,
+            max_tokens=self.max_new_tokens if self.max_new_tokens is not None else base.max_tokens,
+            temperature=self.temperature if self.temperature is not None else base.temperature,
+            top_p=self.top_p if self.top_p is not None else base.top_p,
+        )
+        return sampling if self.do_sample else replace(sampling, temperature=0.0)
+
+    def full_text(self, index: int, generated: str) -> str:
+        if not self.return_full_text:
+            return generated
+        source = self.inputs[index]
+        prompt = source if isinstance(source, str) else "\n\n".join(m.content for m in source) + "\n\n"
+        return prompt + generated
+
+
+def parse_request(text: str) -> ModelCardRequest:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestError(f"The request is not valid JSON ({exc.msg} at line {exc.lineno}).") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("input_data"), dict):
+        raise InvalidRequestError('The request needs an "input_data" object.')
+    input_data = data["input_data"]
+    strings = input_data.get("input_string")
+    if not isinstance(strings, list) or not strings:
+        raise InvalidRequestError('"input_data.input_string" must be a non-empty list.')
+    if all(isinstance(s, str) for s in strings):
+        inputs: tuple[str | tuple[Message, ...], ...] = tuple(strings)
+    elif all(isinstance(s, dict) for s in strings):
+        try:
+            inputs = (tuple(messages_from_dicts(strings)),)
+        except MixtralError as exc:
+            raise InvalidRequestError(f'"input_string" holds a bad message: {exc.message}') from exc
+    else:
+        raise InvalidRequestError('"input_string" must list prompts or role/content messages, not a mix.')
+    parameters = {**(data.get("parameters") or {}), **(input_data.get("parameters") or {})}
+    return ModelCardRequest(
+        inputs=inputs,
+        max_new_tokens=_number(parameters, "max_new_tokens", int),
+        temperature=_number(parameters, "temperature", float),
+        top_p=_number(parameters, "top_p", float),
+        do_sample=bool(parameters.get("do_sample", True)),
+        return_full_text=bool(parameters.get("return_full_text", False)),
+    )
+
+
+def _number(parameters: dict, key: str, kind: type) -> int | float | None:
+    value = parameters.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InvalidRequestError(f'"parameters.{key}" must be a non-negative number.')
+    return kind(value)
+
+
+def render_response(outputs: list[str]) -> str:
+    return json.dumps([{"0": text} for text in outputs], ensure_ascii=False)

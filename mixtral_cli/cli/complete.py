@@ -1,0 +1,177 @@
+"""`mixtral complete`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..engine.options import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_MIN_P,
+    DEFAULT_REPEAT_PENALTY,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+)
+from .options import (
+    BatchSizeOption,
+    CpuMoeOption,
+    CtxSizeOption,
+    FlashAttnOption,
+    GpuLayersOption,
+    MaxTokensOption,
+    MinPOption,
+    ModelOption,
+    NCpuMoeOption,
+    RepeatPenaltyOption,
+    SeedOption,
+    StopOption,
+    SystemOption,
+    TemperatureOption,
+    ThreadsOption,
+    TopKOption,
+    TopPOption,
+    VerboseOption,
+    engine_options,
+    sampling_options,
+)
+
+
+def complete(
+    prompt: Annotated[str | None, typer.Argument(show_default=False, help="The prompt; '-' reads stdin.")] = None,
+    model: ModelOption = None,
+    system: SystemOption = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Plain completion, no chat format.")] = False,
+    chat: Annotated[bool, typer.Option("--chat", help="The Instruct chat format, whatever the model.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object: text, token counts, timings.")] = False,
+    request: Annotated[
+        str | None,
+        typer.Option(
+            "--request", metavar="FILE|-", help="Answer a model-card (Azure ML) request file.", show_default=False
+        ),
+    ] = None,
+    temperature: TemperatureOption = DEFAULT_TEMPERATURE,
+    top_p: TopPOption = DEFAULT_TOP_P,
+    top_k: TopKOption = DEFAULT_TOP_K,
+    min_p: MinPOption = DEFAULT_MIN_P,
+    repeat_penalty: RepeatPenaltyOption = DEFAULT_REPEAT_PENALTY,
+    max_tokens: MaxTokensOption = DEFAULT_MAX_TOKENS,
+    seed: SeedOption = None,
+    stop: StopOption = None,
+    ctx_size: CtxSizeOption = None,
+    batch_size: BatchSizeOption = 512,
+    threads: ThreadsOption = None,
+    n_gpu_layers: GpuLayersOption = None,
+    cpu_moe: CpuMoeOption = False,
+    n_cpu_moe: NCpuMoeOption = 0,
+    flash_attn: FlashAttnOption = True,
+    verbose: VerboseOption = False,
+) -> None:
+    """Complete a prompt and print the answer: for shell pipelines.
+
+    The prompt comes from the argument, from stdin when it is piped (or PROMPT is '-'), or both: stdin
+    first, then the argument, after a blank line. Instruct models get Mistral's chat format, base models
+    plain completion. On a pipe, stdout holds the completion and a newline, nothing else.
+
+    Examples:
+
+        mixtral complete -m tiny "Write a haiku about experts"
+
+        git diff | mixtral complete -m model.gguf "Write a commit message for this diff" --temperature 0.5
+
+        mixtral complete -m model.gguf --request request.json
+    """
+    from ..completion import PromptMode
+    from ..engine.model import Engine
+    from ..models import resolve_model
+    from ..ui.console import print_notice
+    from ..ui.progress import StageProgress
+
+    if raw and chat:
+        raise typer.BadParameter("--raw and --chat exclude each other.", param_hint="--raw/--chat")
+    if request is not None and prompt is not None:
+        raise typer.BadParameter("give either a prompt or --request, not both.", param_hint="--request")
+    sampling = sampling_options(
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        repeat_penalty=repeat_penalty,
+        max_tokens=max_tokens,
+        seed=seed,
+        stop=stop,
+    )
+    options = engine_options(
+        ctx_size=ctx_size,
+        batch_size=batch_size,
+        threads=threads,
+        n_gpu_layers=n_gpu_layers,
+        cpu_moe=cpu_moe,
+        n_cpu_moe=n_cpu_moe,
+        flash_attn=flash_attn,
+        verbose=verbose,
+    )
+    mode = PromptMode.RAW if raw else PromptMode.CHAT if chat else PromptMode.AUTO
+    request_text = _read_request(request) if request is not None else None
+    text = None if request_text is not None else _read_prompt(prompt)
+    with StageProgress() as progress:
+        path = resolve_model(model, progress=progress)
+    with Engine(path, options, on_notice=print_notice) as engine:
+        if request_text is not None:
+            _answer_request(engine, request_text, sampling, mode=mode, system=system)
+        else:
+            _complete_text(engine, text, sampling, mode=mode, system=system, json_output=json_output)
+
+
+def _complete_text(engine, text, sampling, *, mode, system, json_output) -> None:  # noqa: ANN001
+    from ..completion import prepare_prompt
+    from ..ui.stream import stream_text
+    from ..ui.summary import completion_json
+
+    prepared = prepare_prompt(engine, text, system=system, mode=mode)
+    generation = engine.generate(prepared.ids, sampling, answer=prepared.chat)
+    if json_output:
+        typer.echo(completion_json(engine, "".join(generation), generation.stats))
+    else:
+        stream_text(generation)
+
+
+def _answer_request(engine, request_text, sampling, *, mode, system) -> None:  # noqa: ANN001
+    from ..azure_request import parse_request, render_response
+    from ..completion import prepare_prompt
+
+    request = parse_request(request_text)
+    outputs = []
+    for index, source in enumerate(request.inputs):
+        prompt = list(source) if isinstance(source, tuple) else source
+        prepared = prepare_prompt(engine, prompt, system=system, mode=mode)
+        generated = "".join(engine.generate(prepared.ids, request.sampling(sampling), answer=prepared.chat))
+        outputs.append(request.full_text(index, generated))
+    typer.echo(render_response(outputs))
+
+
+def _read_prompt(argument: str | None) -> str:
+    from ..errors import MixtralError
+
+    piped = argument == "-" or not sys.stdin.isatty()
+    stdin_text = sys.stdin.read() if piped else ""
+    parts = [part for part in (stdin_text.rstrip("\n"), argument if argument != "-" else None) if part]
+    if not parts:
+        raise MixtralError(
+            "No prompt given.", hint='Pass one as an argument, or pipe it: echo "..." | mixtral complete'
+        )
+    return "\n\n".join(parts)
+
+
+def _read_request(source: str) -> str:
+    from ..errors import MixtralError
+
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MixtralError(f"Cannot read the request file {source}: {exc}.") from exc

@@ -1,0 +1,90 @@
+"""`mixtral prompt`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .options import ModelOption, SystemOption
+
+
+def prompt(
+    text: Annotated[str | None, typer.Argument(show_default=False, help="One user message.")] = None,
+    model: ModelOption = None,
+    messages: Annotated[
+        str | None,
+        typer.Option(
+            "--messages", metavar="FILE|-", show_default=False, help="A JSON list of {role, content} messages."
+        ),
+    ] = None,
+    system: SystemOption = None,
+    ids: Annotated[bool, typer.Option("--ids", help="Print the token ids, space separated, on one line.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Compare with mistral-common's encoding and say where they differ.")
+    ] = False,
+) -> None:
+    """Show exactly what the model would see for a conversation, special tokens included.
+
+    Examples:
+
+        mixtral prompt -m tiny "Hello, how are you?"
+
+        mixtral prompt -m model.gguf --messages conversation.json --ids --check
+    """
+    from ..engine.model import Engine
+    from ..engine.options import EngineOptions
+    from ..errors import MixtralError
+    from ..models import resolve_model
+    from ..prompt import Message, messages_from_dicts
+    from ..ui.console import print_notice
+
+    if (text is None) == (messages is None):
+        raise typer.BadParameter("give either a message or --messages FILE.", param_hint="--messages")
+    if messages is not None:
+        raw = sys.stdin.read() if messages == "-" else _read(Path(messages))
+        try:
+            conversation = messages_from_dicts(json.loads(raw))
+        except json.JSONDecodeError as exc:
+            raise MixtralError(f"{messages} is not valid JSON ({exc.msg} at line {exc.lineno}).") from exc
+    else:
+        conversation = [Message("user", text or "")]
+    if system:
+        conversation = [Message("system", system), *conversation]
+    with Engine(resolve_model(model), EngineOptions(ctx_size=512), on_notice=print_notice) as engine:
+        prompt_ids = engine.chat_ids(conversation)
+        if ids:
+            typer.echo(" ".join(map(str, prompt_ids)))
+        else:
+            typer.echo(b"".join(engine.piece(i, special=True) for i in prompt_ids).decode("utf-8", "replace"))
+        if check:
+            _report_check(engine, conversation, prompt_ids)
+
+
+def _report_check(engine, conversation, prompt_ids) -> None:  # noqa: ANN001
+    from ..reference_check import check_against_mistral_common
+    from ..ui.console import stderr_console
+
+    version = engine.info.prompt_format.value
+    result = check_against_mistral_common(conversation, prompt_ids, engine.info.prompt_format)
+    if result.first_difference is None:
+        stderr_console().print(f"[green]Matches[/] mistral-common's {version} encoding ({len(prompt_ids)} tokens).")
+        return
+    i = result.first_difference
+    stderr_console().print(
+        f"[red]Differs[/] from mistral-common's {version} encoding at token {i}: "
+        f"ours {prompt_ids[i : i + 8]}, mistral-common {result.reference[i : i + 8]}."
+    )
+    raise typer.Exit(1)
+
+
+def _read(path: Path) -> str:
+    from ..errors import MixtralError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MixtralError(f"Cannot read {path}: {exc}.") from exc

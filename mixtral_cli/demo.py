@@ -1,0 +1,35 @@
+"""The built-in demo model (`-m tiny`): the tiny random Mixtral, run through the real quantize pipeline.
+
+Built on first use and cached in the mixtral home; later runs load it in milliseconds. It speaks
+gibberish, but every part of the tool works on it offline.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from .paths import mixtral_home
+from .quantize import Progress, quantize_model
+from .tinymodel import TinyMixtralSpec, build_tiny_mixtral
+
+DEMO_NAME = "tiny"
+DEMO_TYPE = "Q4_K_M"
+# "Instruct" in the name makes commands use the chat format by default, as they would for the real model.
+DEMO_MODEL_NAME = "Tiny-Mixtral-Instruct (random weights)"
+
+
+def demo_model_path() -> Path:
+    return mixtral_home() / "demo" / f"tiny-mixtral-instruct-{DEMO_TYPE}.gguf"
+
+
+def ensure_demo_model(progress: Progress | None = None) -> Path:
+    """The demo GGUF, built if it is not there yet."""
+    path = demo_model_path()
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        checkpoint = build_tiny_mixtral(Path(scratch) / "tiny-mixtral-instruct", TinyMixtralSpec())
+        quantize_model(checkpoint, type_name=DEMO_TYPE, output=path, name=DEMO_MODEL_NAME, progress=progress)
+    return path

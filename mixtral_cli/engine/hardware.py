@@ -1,0 +1,41 @@
+"""What this machine has: cores and free memory (Linux /proc, with portable fallbacks)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def physical_cores() -> int:
+    """Physical cores: llama.cpp decodes fastest with one thread per core, not per hyperthread."""
+    try:
+        cores = set()
+        physical_id = core_id = None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "physical id":
+                physical_id = value.strip()
+            elif key == "core id":
+                core_id = value.strip()
+            elif not line.strip() and core_id is not None:
+                cores.add((physical_id, core_id))
+                physical_id = core_id = None
+        if core_id is not None:
+            cores.add((physical_id, core_id))
+        if cores:
+            return len(cores)
+    except OSError:
+        pass
+    return os.cpu_count() or 1
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation, or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

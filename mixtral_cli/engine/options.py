@@ -1,0 +1,44 @@
+"""What a command can ask of the engine: how to load the model, and how to sample from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Loading and placement; shared by every command that runs a model."""
+
+    ctx_size: int | None = None  # None: the model's own context length, capped to what memory allows
+    batch_size: int = 512
+    threads: int | None = None  # None: the physical cores
+    n_gpu_layers: int | None = None  # None: all layers when a GPU backend exists
+    cpu_moe: bool = False  # keep every expert tensor in host memory
+    n_cpu_moe: int = 0  # keep the experts of the first N layers in host memory
+    flash_attn: bool = True
+    verbose: bool = False  # show llama.cpp's own log
+
+
+# The model card's widget samples at temperature 0.5; the rest are llama.cpp's defaults.
+DEFAULT_TEMPERATURE = 0.5
+DEFAULT_TOP_P = 0.95
+DEFAULT_TOP_K = 40
+DEFAULT_MIN_P = 0.05
+DEFAULT_REPEAT_PENALTY = 1.0
+DEFAULT_MAX_TOKENS = 512
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    temperature: float = DEFAULT_TEMPERATURE  # 0: greedy
+    top_p: float = DEFAULT_TOP_P
+    top_k: int = DEFAULT_TOP_K
+    min_p: float = DEFAULT_MIN_P
+    repeat_penalty: float = DEFAULT_REPEAT_PENALTY
+    seed: int | None = None  # None: a new seed each run
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    stop: tuple[str, ...] = field(default=())
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0

@@ -1,0 +1,163 @@
+"""The engine on a tiny Mixtral that llama.cpp really runs: prompt ids, KV reuse, stops, overflow."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mixtral_cli.engine.hardware import physical_cores
+from mixtral_cli.engine.model import Engine
+from mixtral_cli.engine.options import EngineOptions, SamplingOptions
+from mixtral_cli.errors import ContextOverflowError, GGUFError, ModelNotFoundError, UnsupportedArchitectureError
+from mixtral_cli.prompt import InvalidConversationError, Message, PromptFormat
+from mixtral_cli.tinymodel import TinyMixtralSpec
+
+from .test_prompt import PIECES, reference_ids
+
+GREEDY = SamplingOptions(temperature=0, max_tokens=24)
+
+
+@pytest.fixture(scope="module")
+def engines(convert):
+    loaded = {
+        PromptFormat.V1: Engine(convert(TinyMixtralSpec(tokenizer="v1"), "Q8_0"), EngineOptions(ctx_size=512)),
+        PromptFormat.V3: Engine(convert(TinyMixtralSpec(tokenizer="v3"), "Q8_0"), EngineOptions(ctx_size=512)),
+    }
+    yield loaded
+    for engine in loaded.values():
+        engine.close()
+
+
+@pytest.mark.parametrize("prompt_format", list(PromptFormat))
+def test_prompt_format_comes_from_the_vocabulary(prompt_format, engines):
+    assert engines[prompt_format].info.prompt_format is prompt_format
+
+
+@pytest.mark.parametrize("prompt_format", list(PromptFormat))
+def test_chat_ids_equal_mistral_common_on_fuzzed_conversations(prompt_format, engines):
+    engine = engines[prompt_format]
+    rng = random.Random(7)
+    compared = 0
+    for _ in range(300):
+        messages = [
+            Message(rng.choice(["system", "user", "assistant"]), rng.choice(PIECES)) for _ in range(rng.randint(1, 6))
+        ]
+        if messages[-1].role != "user":
+            messages.append(Message("user", rng.choice(PIECES)))
+        try:
+            expected = reference_ids(messages, prompt_format)
+        except Exception:
+            with pytest.raises(InvalidConversationError):
+                engine.chat_ids(messages)
+            continue
+        assert engine.chat_ids(messages) == expected, messages
+        compared += 1
+    assert compared > 150
+
+
+def test_greedy_generation_equals_llama_cpp_python(engines):
+    from llama_cpp import Llama
+
+    engine = engines[PromptFormat.V1]
+    ours = "".join(engine.generate(engine.raw_ids("The mixture of experts"), GREEDY))
+    # Random weights leave near-ties that any change of kernel flips: run llama.cpp exactly as the engine does.
+    llm = Llama(
+        model_path=str(engine.info.path),
+        n_ctx=512,
+        n_batch=512,
+        n_ubatch=512,
+        flash_attn=True,
+        n_threads=physical_cores(),
+        n_threads_batch=physical_cores(),
+        verbose=False,
+    )
+    try:
+        theirs = llm.create_completion("The mixture of experts", max_tokens=GREEDY.max_tokens, temperature=0)
+    finally:
+        llm.close()
+    assert ours == theirs["choices"][0]["text"]
+
+
+def test_kv_cache_reuse_evaluates_only_new_tokens(engines):
+    engine = engines[PromptFormat.V1]
+    first = engine.chat_ids([Message("user", "Hello, how are you?")])
+    answer = "".join(engine.generate(first, GREEDY, answer=True))
+    cached = engine.cached_tokens
+    assert cached[: len(first)] == tuple(first)
+
+    second = engine.chat_ids(
+        [Message("user", "Hello, how are you?"), Message("assistant", answer), Message("user", "Tell me more.")]
+    )
+    follow_up = engine.generate(second, GREEDY, answer=True)
+    "".join(follow_up)
+    shared = next((i for i, (a, b) in enumerate(zip(cached, second, strict=False)) if a != b), len(cached))
+    assert follow_up.stats.prompt_tokens == len(second)
+    assert follow_up.stats.prompt_tokens_evaluated == len(second) - shared
+    assert shared >= len(first)
+
+
+def test_stop_string_cuts_the_text_where_it_starts(engines):
+    engine = engines[PromptFormat.V1]
+    full = "".join(engine.generate(engine.raw_ids("Once upon a time"), GREEDY))
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
+    generation = engine.generate(
+        engine.raw_ids("Once upon a time"), SamplingOptions(temperature=0, max_tokens=24, stop=(stop,))
+    )
+
+    assert "".join(generation) == full[: full.index(stop)]
+    assert generation.stats.stop_reason == "stop"
+
+
+def test_same_seed_same_text_other_seed_other_text(engines):
+    engine = engines[PromptFormat.V1]
+
+    def sample(seed: int) -> str:
+        return "".join(
+            engine.generate(engine.raw_ids("Hi"), SamplingOptions(temperature=1.0, seed=seed, max_tokens=16))
+        )
+
+    assert sample(1) == sample(1)
+    assert sample(1) != sample(2)
+
+
+def test_max_tokens_ends_with_length(engines):
+    engine = engines[PromptFormat.V1]
+    generation = engine.generate(engine.raw_ids("Hi"), SamplingOptions(temperature=0, max_tokens=5))
+    "".join(generation)
+    assert (generation.stats.completion_tokens, generation.stats.stop_reason) == (5, "length")
+
+
+def test_prompt_longer_than_context_is_refused_with_both_counts(engines):
+    engine = engines[PromptFormat.V1]
+    ids = engine.raw_ids("word " * 600)
+    with pytest.raises(ContextOverflowError) as caught:
+        engine.generate(ids, GREEDY)
+    assert (caught.value.prompt_tokens, caught.value.n_ctx) == (len(ids), 512)
+    assert str(len(ids)) in caught.value.message and "512" in caught.value.message
+
+
+def test_missing_truncated_and_foreign_files_are_clear_errors(tmp_path, convert):
+    with pytest.raises(ModelNotFoundError):
+        Engine(tmp_path / "missing.gguf")
+    (tmp_path / "notes.gguf").write_text("not a model")
+    with pytest.raises(GGUFError, match="not a GGUF"):
+        Engine(tmp_path / "notes.gguf")
+    (tmp_path / "cut.gguf").write_bytes(convert(TinyMixtralSpec(), "Q8_0").read_bytes()[:300_000])
+    with pytest.raises(GGUFError, match="could not load"):
+        Engine(tmp_path / "cut.gguf")
+
+
+def test_gguf_of_another_architecture_is_refused(tmp_path):
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "dense.gguf"
+    writer = gguf.GGUFWriter(path, "gpt2")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises((UnsupportedArchitectureError, GGUFError)):
+        Engine(path)
