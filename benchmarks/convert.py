@@ -11,55 +11,11 @@ torch and transformers, which the test extra installs.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
-import re
-import shutil
-import subprocess
 import sys
-import tarfile
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
-
-# The shape of the reference figures in shared/reference/testing-with-real-parts.md: 791M parameters.
-BENCH_SPEC = TinyMixtralSpec(
-    hidden_size=1024, intermediate_size=3584, num_layers=8, num_experts=8, num_heads=8, num_kv_heads=2
-)
-LLAMA_CPP_PYTHON_NAME, LLAMA_CPP_PYTHON_VERSION = "llama-cpp-python", "0.3.36"
-
-
-def measure(command: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one child process."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{command[:3]} failed:\n{process.stderr.read().decode()[-2000:]}")
-    return seconds, usage.ru_maxrss * 1024
-
-
-def fetch_llama_cpp(work: Path) -> Path:
-    """llama.cpp's source tree, from llama-cpp-python's sdist on PyPI (checked against its sha256)."""
-    tree = work / "llama.cpp"
-    if tree.exists():
-        return tree
-    index = urllib.request.urlopen(f"https://pypi.org/simple/{LLAMA_CPP_PYTHON_NAME}/").read().decode()
-    url = next(u for u in re.findall(r'href="([^"]+)"', index) if f"-{LLAMA_CPP_PYTHON_VERSION}.tar.gz" in u)
-    url, _, expected = url.partition("#sha256=")
-    sdist = work / url.rsplit("/", 1)[1]
-    if not sdist.exists():
-        urllib.request.urlretrieve(url, sdist)
-    if hashlib.sha256(sdist.read_bytes()).hexdigest() != expected:
-        raise SystemExit(f"{sdist} does not match PyPI's sha256")
-    with tarfile.open(sdist) as tar:
-        tar.extractall(work / "src", filter="data")
-    shutil.move(next((work / "src").glob("*/vendor/llama.cpp")), tree)
-    return tree
+from common import BENCH_SPEC, bench_checkpoint, fetch_llama_cpp, measure
 
 
 def main() -> None:
@@ -70,10 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
-    checkpoint = args.work / "checkpoint"
-    if not (checkpoint / "model.safetensors").exists():
-        print("building the checkpoint ...", file=sys.stderr)
-        build_tiny_mixtral(checkpoint, BENCH_SPEC)
+    checkpoint = bench_checkpoint(args.work)
     size = (checkpoint / "model.safetensors").stat().st_size
     script = (args.llama_cpp or fetch_llama_cpp(args.work)) / "convert_hf_to_gguf.py"
     # The reference imports its own gguf-py from the tree it ships in.
@@ -107,7 +60,7 @@ def main() -> None:
     results: dict[str, tuple[float, int]] = {}
     for _ in range(args.repeat):
         for name, command in commands.items():
-            seconds, rss = measure(command)
+            seconds, rss, _, _ = measure(command)
             best = results.get(name, (float("inf"), 0))
             results[name] = (min(best[0], seconds), max(best[1], rss))
 

@@ -16,7 +16,7 @@ app = typer.Typer(
     help="Run Mistral AI's Mixtral mixture-of-experts models on your own machine.",
     no_args_is_help=True,
     add_completion=False,
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -76,12 +76,10 @@ def complete(
     first, then the argument, after a blank line. Instruct models get Mistral's chat format, base models
     plain completion. On a pipe, stdout holds the completion and a newline, nothing else.
 
+    \b
     Examples:
-
         mixtral complete -m tiny "Write a haiku about experts"
-
         git diff | mixtral complete -m model.gguf "Write a commit message for this diff" --temperature 0.5
-
         mixtral complete -m model.gguf --request request.json
     """
     from ..completion import PromptMode

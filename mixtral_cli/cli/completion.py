@@ -19,10 +19,9 @@ class Shell(str, Enum):
 def completion(shell: Annotated[Shell, typer.Argument(help="The shell to write the script for.")]) -> None:
     """Print the shell completion script for bash, zsh or fish.
 
+    \b
     Examples:
-
         mixtral completion bash > ~/.local/share/bash-completion/completions/mixtral
-
         mixtral completion zsh > "${fpath[1]}/_mixtral"
 
         mixtral completion fish > ~/.config/fish/completions/mixtral.fish

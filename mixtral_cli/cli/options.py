@@ -22,7 +22,7 @@ ModelOption = Annotated[
         "-m",
         envvar="MIXTRAL_MODEL",
         show_default=False,
-        help="A .gguf file, or 'tiny' for the built-in demo model [env: MIXTRAL_MODEL].",
+        help="A .gguf file, or 'tiny' for the built-in demo model.",
     ),
 ]
 SystemOption = Annotated[str | None, typer.Option("--system", "-s", help="System prompt (chat format only).")]

@@ -29,10 +29,9 @@ def prompt(
 ) -> None:
     """Show exactly what the model would see for a conversation, special tokens included.
 
+    \b
     Examples:
-
         mixtral prompt -m tiny "Hello, how are you?"
-
         mixtral prompt -m model.gguf --messages conversation.json --ids --check
     """
     from ..engine.model import Engine

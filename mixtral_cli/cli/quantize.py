@@ -49,10 +49,9 @@ def quantize(
     F32, F16, BF16 and Q8_0 come straight from the converter; every other type goes through llama.cpp's
     quantizer. The output's path is printed on stdout; progress and the summary go to stderr.
 
+    \b
     Examples:
-
         mixtral quantize ./Mixtral-8x7B-Instruct-v0.1 --type Q5_K_M
-
         mixtral quantize mixtral-8x7b-F16.gguf --type Q4_K_M -o ~/models/
     """
     from ..quant_types import quant_type

@@ -34,8 +34,8 @@ def tiny(
     The real Mistral tokenizer, real config.json keys and bf16 safetensors, at a size that converts and
     runs in a second: for trying `mixtral quantize` and for tests. Its text is gibberish.
 
+    \b
     Example:
-
         mixtral tiny ./tiny-mixtral --layers 3 --experts 6 && mixtral quantize ./tiny-mixtral
     """
     from ..tinymodel import TinyMixtralSpec, build_tiny_mixtral

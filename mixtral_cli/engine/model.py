@@ -103,6 +103,8 @@ class Engine:
                 llama_cpp.llama_model_free(self._model)
                 raise
         self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
+        # llama.cpp may shrink the batch to fit the context; prompts are fed in batches of what it kept.
+        self._n_batch = llama_cpp.llama_n_batch(self._ctx)
         self.special = self._special_ids()
         self.load_s = time.perf_counter() - started
         self._evaluated: list[int] = []  # the tokens in the KV cache, in order
@@ -282,8 +284,8 @@ class Engine:
         llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), 0, common, -1)
         del self._evaluated[common:]
         pending = prompt_ids[common:]
-        for start in range(0, len(pending), self.options.batch_size):
-            chunk = pending[start : start + self.options.batch_size]
+        for start in range(0, len(pending), self._n_batch):
+            chunk = pending[start : start + self._n_batch]
             array = (llama_cpp.llama_token * len(chunk))(*chunk)
             if llama_cpp.llama_decode(self._ctx, llama_cpp.llama_batch_get_one(array, len(chunk))) != 0:
                 raise LlamaCppError("llama.cpp failed to evaluate the prompt.")

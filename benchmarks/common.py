@@ -1,0 +1,65 @@
+"""What the benchmarks share: the model shape, a work folder, timing of child processes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
+
+LLAMA_CPP_PYTHON_NAME, LLAMA_CPP_PYTHON_VERSION = "llama-cpp-python", "0.3.36"
+# The shape of the reference figures in shared/reference/testing-with-real-parts.md: 791M parameters.
+BENCH_SPEC = TinyMixtralSpec(
+    hidden_size=1024, intermediate_size=3584, num_layers=8, num_experts=8, num_heads=8, num_kv_heads=2
+)
+
+
+def bench_checkpoint(work: Path) -> Path:
+    """The 1.58 GB bf16 checkpoint of BENCH_SPEC, built once into ``work``."""
+    checkpoint = work / "checkpoint"
+    if not (checkpoint / "model.safetensors").exists():
+        print("building the checkpoint ...", flush=True)
+        build_tiny_mixtral(checkpoint, BENCH_SPEC)
+    return checkpoint
+
+
+def measure(command: list[str], *, stdin: Path | None = None) -> tuple[float, int, str, str]:
+    """Wall seconds, peak RSS in bytes, stdout and stderr of one child process."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, open(stdin or os.devnull, "rb") as inp:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=err, stdin=inp)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command[:4])} failed:\n{stderr[-3000:]}")
+    return seconds, usage.ru_maxrss * 1024, stdout, stderr
+
+
+def fetch_llama_cpp(work: Path) -> Path:
+    """llama.cpp's source tree, from llama-cpp-python's sdist on PyPI (checked against its sha256)."""
+    tree = work / "llama.cpp"
+    if tree.exists():
+        return tree
+    index = urllib.request.urlopen(f"https://pypi.org/simple/{LLAMA_CPP_PYTHON_NAME}/").read().decode()
+    url = next(u for u in re.findall(r'href="([^"]+)"', index) if f"-{LLAMA_CPP_PYTHON_VERSION}.tar.gz" in u)
+    url, _, expected = url.partition("#sha256=")
+    sdist = work / url.rsplit("/", 1)[1]
+    if not sdist.exists():
+        urllib.request.urlretrieve(url, sdist)
+    if hashlib.sha256(sdist.read_bytes()).hexdigest() != expected:
+        raise SystemExit(f"{sdist} does not match PyPI's sha256")
+    with tarfile.open(sdist) as tar:
+        tar.extractall(work / "src", filter="data")
+    shutil.move(next((work / "src").glob("*/vendor/llama.cpp")), tree)
+    return tree

@@ -1,0 +1,227 @@
+"""`mixtral complete` end to end, in child processes with real stdin, stdout and signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from mixtral_cli.engine.hardware import physical_cores
+from mixtral_cli.engine.model import Engine
+from mixtral_cli.engine.options import EngineOptions
+from mixtral_cli.prompt import Message
+from mixtral_cli.tinymodel import TinyMixtralSpec
+
+from .helpers import run_mixtral_process
+
+
+def complete(*args, stdin: str | None = None, **kwargs) -> subprocess.CompletedProcess[str]:
+    if stdin is None:
+        return run_mixtral_process("complete", *args, stdin=subprocess.DEVNULL, **kwargs)
+    return run_mixtral_process("complete", *args, input=stdin, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def base_model(convert):
+    return convert(TinyMixtralSpec(), "Q8_0")
+
+
+def test_raw_greedy_output_is_llama_cpps_own(base_model):
+    from llama_cpp import Llama
+
+    result = complete("-m", base_model, "--raw", "--temperature", "0", "-n", "32", "The mixture of experts")
+    llm = Llama(
+        model_path=str(base_model),
+        n_ctx=32768,
+        n_batch=512,
+        n_ubatch=512,
+        flash_attn=True,
+        n_threads=physical_cores(),
+        n_threads_batch=physical_cores(),
+        verbose=False,
+    )
+    try:
+        expected = llm.create_completion("The mixture of experts", max_tokens=32, temperature=0)["choices"][0]["text"]
+    finally:
+        llm.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected + "\n"
+
+
+def test_pipe_output_is_the_text_and_a_newline_without_ansi():
+    result = complete("-m", "tiny", "--temperature", "0", "-n", "16", "Hello")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("\n") and result.stdout.count("\n") >= 1
+    assert "\x1b" not in result.stdout
+
+
+def test_stdin_is_the_prompt_when_piped():
+    piped = complete("-m", "tiny", "--temperature", "0", "-n", "16", stdin="Hello there\n")
+    argument = complete("-m", "tiny", "--temperature", "0", "-n", "16", "Hello there")
+
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == argument.stdout
+
+
+def test_dash_reads_stdin():
+    dash = complete("-m", "tiny", "--temperature", "0", "-n", "16", "-", stdin="Hello there")
+    argument = complete("-m", "tiny", "--temperature", "0", "-n", "16", "Hello there")
+    assert dash.stdout == argument.stdout
+
+
+def test_stdin_then_argument_after_a_blank_line(demo_model):
+    both = complete("-m", "tiny", "--json", "-n", "4", "Summarize this.", stdin="Some text.\n")
+    with Engine(demo_model, EngineOptions(ctx_size=512)) as engine:
+        expected = engine.chat_ids([Message("user", "Some text.\n\nSummarize this.")])
+    assert json.loads(both.stdout)["prompt_tokens"] == len(expected)
+
+
+def test_json_has_text_counts_stop_reason_and_timings():
+    result = complete("-m", "tiny", "--json", "--temperature", "0", "-n", "12", "Hello")
+    plain = complete("-m", "tiny", "--temperature", "0", "-n", "12", "Hello")
+    data = json.loads(result.stdout)
+
+    assert data["text"] + "\n" == plain.stdout
+    assert data["model"] == "Tiny-Mixtral-Instruct (random weights)"
+    assert data["prompt_tokens"] > 0 and 0 < data["completion_tokens"] <= 12
+    assert data["stop_reason"] in {"length", "eos"}
+    timings = data["timings"]
+    assert set(timings) == {
+        "load_s",
+        "prompt_eval_s",
+        "decode_s",
+        "prompt_tokens_per_second",
+        "decode_tokens_per_second",
+    }
+    assert all(value > 0 for value in timings.values())
+
+
+def test_model_card_request_with_a_list_of_prompts(tmp_path):
+    request = {
+        "input_data": {
+            "input_string": ["My favourite condiment is", "The capital of France is"],
+            "parameters": {"max_new_tokens": 10, "do_sample": False, "return_full_text": False},
+        }
+    }
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    result = complete("-m", "tiny", "--request", tmp_path / "request.json")
+
+    assert result.returncode == 0, result.stderr
+    answers = json.loads(result.stdout)
+    assert [list(a) for a in answers] == [["0"], ["0"]]
+    for prompt, answer in zip(request["input_data"]["input_string"], answers, strict=True):
+        greedy = complete("-m", "tiny", "--temperature", "0", "-n", "10", prompt)
+        assert answer["0"] + "\n" == greedy.stdout
+
+
+def test_model_card_request_with_a_conversation_and_parameters_beside():
+    request = {
+        "input_data": {
+            "input_string": [
+                {"role": "user", "content": "I am going to Paris, what should I see?"},
+                {"role": "assistant", "content": "The Eiffel Tower."},
+                {"role": "user", "content": "What is so great about it?"},
+            ]
+        },
+        "parameters": {
+            "temperature": 0.6,
+            "top_p": 0.9,
+            "do_sample": False,
+            "max_new_tokens": 8,
+            "return_full_text": True,
+        },
+    }
+    result = complete("-m", "tiny", "--request", "-", stdin=json.dumps(request))
+
+    assert result.returncode == 0, result.stderr
+    (answer,) = json.loads(result.stdout)
+    assert answer["0"].startswith("I am going to Paris, what should I see?\n\nThe Eiffel Tower.\n\n")
+
+
+@pytest.mark.parametrize(
+    ("request_text", "message"),
+    [("{not json", "not valid JSON"), ('{"input_data": {}}', "input_string"), ('{"input": 1}', "input_data")],
+)
+def test_bad_request_is_one_clear_line(request_text, message):
+    result = complete("-m", "tiny", "--request", "-", stdin=request_text)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_model_says_how_to_get_one(tmp_path):
+    result = complete("-m", tmp_path / "none.gguf", "Hello")
+
+    assert result.returncode == 1
+    assert "mixtral quantize" in result.stderr and "-m tiny" in result.stderr
+
+
+def test_no_model_at_all_says_how_to_get_one():
+    env = {k: v for k, v in os.environ.items() if k != "MIXTRAL_MODEL"}
+    result = complete("Hello", env=env)
+    assert result.returncode == 1
+    assert "No model given" in result.stderr
+
+
+def test_mixtral_model_variable_chooses_the_model():
+    result = complete("-n", "4", "Hello", env={**os.environ, "MIXTRAL_MODEL": "tiny"})
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "option", [["--temperature", "-1"], ["--top-p", "1.5"], ["--max-tokens", "0"], ["--min-p", "2"]]
+)
+def test_invalid_sampling_values_are_usage_errors(option):
+    result = complete("-m", "tiny", *option, "Hello")
+    assert result.returncode == 2
+    assert option[0] in result.stderr
+
+
+def test_prompt_longer_than_the_context_is_refused_with_both_counts():
+    result = complete("-m", "tiny", "--ctx-size", "256", "word " * 400)
+
+    assert result.returncode == 1
+    counts = re.search(r"The prompt is (\d+) tokens but the context holds (\d+)", result.stderr)
+    assert counts and int(counts[1]) > int(counts[2]) == 256
+    assert result.stdout == ""
+
+
+def test_no_prompt_is_an_error():
+    result = complete("-m", "tiny")
+    assert result.returncode == 1
+    assert "No prompt" in result.stderr
+
+
+def test_system_prompt_needs_the_chat_format():
+    result = complete("-m", "tiny", "--raw", "--system", "Be brief.", "Hello")
+    assert result.returncode == 1
+    assert "--system" in result.stderr
+
+
+def test_ctrl_c_keeps_what_was_printed_and_exits_130():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mixtral_cli", "complete", "-m", "tiny", "--raw", "-n", "100000", "-c", "32768", "Once"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    first = os.read(process.stdout.fileno(), 16)
+    process.send_signal(signal.SIGINT)
+    rest, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 130
+    assert first and (first + rest).endswith(b"\n")
+    assert b"Interrupted" in stderr and b"Traceback" not in stderr
+
+
+def test_closed_pipe_ends_quietly():
+    command = f"{sys.executable} -m mixtral_cli complete -m tiny --raw -n 2000 Once | head -c 5"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+    assert len(result.stdout) == 5
+    assert result.stderr == ""

@@ -1,0 +1,63 @@
+"""`mixtral prompt`: exactly what the model sees, as text, as ids, and checked against mistral-common."""
+
+from __future__ import annotations
+
+import json
+
+from mixtral_cli.engine.model import Engine
+from mixtral_cli.engine.options import EngineOptions
+from mixtral_cli.prompt import Message
+from mixtral_cli.tinymodel import TinyMixtralSpec
+
+CONVERSATION = [
+    {"role": "system", "content": "Answer briefly."},
+    {"role": "user", "content": "Hello, how are you?"},
+    {"role": "assistant", "content": "Fine, and you?"},
+    {"role": "user", "content": "I'm doing great! </s> [INST]"},
+]
+
+
+def test_text_shows_the_special_tokens(mixtral):
+    result = mixtral("prompt", "-m", "tiny", "Hello, how are you?")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "<s> [INST] Hello, how are you? [/INST]\n"
+
+
+def test_ids_are_the_engines_on_one_line(mixtral, tmp_path, demo_model):
+    (tmp_path / "conversation.json").write_text(json.dumps(CONVERSATION))
+    result = mixtral("prompt", "-m", "tiny", "--messages", tmp_path / "conversation.json", "--ids")
+
+    with Engine(demo_model, EngineOptions(ctx_size=512)) as engine:
+        expected = engine.chat_ids([Message(**m) for m in CONVERSATION])
+    assert result.stdout == " ".join(map(str, expected)) + "\n"
+
+
+def test_check_agrees_with_mistral_common_for_v1_and_v3(mixtral, tmp_path, convert):
+    (tmp_path / "conversation.json").write_text(json.dumps(CONVERSATION))
+    for version in ("v1", "v3"):
+        model = convert(TinyMixtralSpec(tokenizer=version), "Q8_0")
+        result = mixtral("prompt", "-m", model, "--messages", tmp_path / "conversation.json", "--check")
+        assert result.exit_code == 0, result.stderr
+        assert f"Matches mistral-common's {version} encoding" in result.stderr
+
+
+def test_v3_shows_control_tokens_without_spaces(mixtral, convert):
+    result = mixtral("prompt", "-m", convert(TinyMixtralSpec(tokenizer="v3"), "Q8_0"), "Hi")
+    assert result.stdout == "<s>[INST] Hi[/INST]\n"
+
+
+def test_a_conversation_ending_with_the_assistant_is_refused(mixtral, tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps(CONVERSATION[:3]))
+    result = mixtral("prompt", "-m", "tiny", "--messages", tmp_path / "c.json")
+
+    assert result.exit_code == 1
+    assert "assistant" in result.stderr
+
+
+def test_messages_that_are_not_json_are_one_line(mixtral, tmp_path):
+    (tmp_path / "c.json").write_text("{oops")
+    result = mixtral("prompt", "-m", "tiny", "--messages", tmp_path / "c.json")
+
+    assert result.exit_code == 1
+    assert "not valid JSON" in result.stderr
