@@ -1,10 +1,11 @@
-"""Running the CLI in a child process."""
+"""Running the CLI in a child process, and files the tests need."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def run_mixtral_process(*args: str | os.PathLike[str], **kwargs) -> subprocess.CompletedProcess[str]:
@@ -12,3 +13,17 @@ def run_mixtral_process(*args: str | os.PathLike[str], **kwargs) -> subprocess.C
     return subprocess.run(
         [sys.executable, "-m", "mixtral_cli", *map(str, args)], capture_output=True, text=True, **kwargs
     )
+
+
+def write_gguf_of_architecture(path: Path, architecture: str) -> Path:
+    """A small valid GGUF of another model family."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(path, architecture)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -48,3 +48,28 @@ def llama_cpp_tokenize(gguf: Path, text: str) -> list[int]:
         return llm.tokenize(text.encode(), add_bos=False, special=False)
     finally:
         llm.close()
+
+
+def llama_cpp_greedy(gguf: Path, prompt: str, max_tokens: int, *, n_ctx: int) -> str:
+    """llama-cpp-python's greedy completion, configured as the engine configures llama.cpp.
+
+    Random weights leave near-ties that any change of kernel flips: same threads, batch and flash attention.
+    """
+    from llama_cpp import Llama
+
+    from mixtral_cli.engine.hardware import physical_cores
+
+    llm = Llama(
+        model_path=str(gguf),
+        n_ctx=n_ctx,
+        n_batch=512,
+        n_ubatch=512,
+        flash_attn=True,
+        n_threads=physical_cores(),
+        n_threads_batch=physical_cores(),
+        verbose=False,
+    )
+    try:
+        return llm.create_completion(prompt, max_tokens=max_tokens, temperature=0)["choices"][0]["text"]
+    finally:
+        llm.close()

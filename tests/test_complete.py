@@ -11,13 +11,13 @@ import sys
 
 import pytest
 
-from mixtral_cli.engine.hardware import physical_cores
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions
 from mixtral_cli.prompt import Message
 from mixtral_cli.tinymodel import TinyMixtralSpec
 
 from .helpers import run_mixtral_process
+from .reference import llama_cpp_greedy
 
 
 def complete(*args, stdin: str | None = None, **kwargs) -> subprocess.CompletedProcess[str]:
@@ -32,25 +32,10 @@ def base_model(convert):
 
 
 def test_raw_greedy_output_is_llama_cpps_own(base_model):
-    from llama_cpp import Llama
-
     result = complete("-m", base_model, "--raw", "--temperature", "0", "-n", "32", "The mixture of experts")
-    llm = Llama(
-        model_path=str(base_model),
-        n_ctx=32768,
-        n_batch=512,
-        n_ubatch=512,
-        flash_attn=True,
-        n_threads=physical_cores(),
-        n_threads_batch=physical_cores(),
-        verbose=False,
-    )
-    try:
-        expected = llm.create_completion("The mixture of experts", max_tokens=32, temperature=0)["choices"][0]["text"]
-    finally:
-        llm.close()
+
     assert result.returncode == 0, result.stderr
-    assert result.stdout == expected + "\n"
+    assert result.stdout == llama_cpp_greedy(base_model, "The mixture of experts", 32, n_ctx=32768) + "\n"
 
 
 def test_pipe_output_is_the_text_and_a_newline_without_ansi():

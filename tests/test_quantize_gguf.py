@@ -11,6 +11,7 @@ import pytest
 
 from mixtral_cli.tinymodel import TinyMixtralSpec
 
+from .helpers import write_gguf_of_architecture
 from .reference import llama_cpp_logits, sentencepiece_ids
 
 _STACKED = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down)_exps\.weight$")
@@ -89,13 +90,7 @@ def test_requantizing_a_quantized_gguf_warns(mixtral, convert, tmp_path):
 
 
 def test_gguf_of_another_architecture_is_refused(mixtral, tmp_path):
-    other = tmp_path / "qwen.gguf"
-    writer = gguf.GGUFWriter(other, "qwen2")
-    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    other = write_gguf_of_architecture(tmp_path / "qwen.gguf", "qwen2")
 
     result = mixtral("quantize", other, "--type", "Q8_0")
     assert result.exit_code == 1

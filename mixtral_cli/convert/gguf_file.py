@@ -55,9 +55,7 @@ def _open(path: Path) -> gguf.GGUFReader:
         return gguf.GGUFReader(path)
     except (ValueError, IndexError, OSError) as exc:
         # The reader maps the whole file and walks its tables: a cut-off file fails here.
-        raise GGUFError(
-            f"{path} is truncated or corrupt ({exc}).", path=path, hint="Download or convert it again."
-        ) from exc
+        raise GGUFError(f"{path} is truncated or corrupt.", path=path, hint="Download or convert it again.") from exc
 
 
 def _field(reader: gguf.GGUFReader, key: str) -> object:

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..convert.gguf_file import is_gguf
-from ..errors import ContextOverflowError, GGUFError, LlamaCppError, ModelNotFoundError, UnsupportedArchitectureError
+from ..convert.gguf_file import inspect_gguf, is_gguf
+from ..errors import ContextOverflowError, GGUFError, LlamaCppError, ModelNotFoundError
 from ..prompt import Message, PromptFormat, SpecialIds, chat_prompt_ids, raw_prompt_ids
 from . import logs
 from .hardware import available_memory, physical_cores
@@ -86,7 +86,7 @@ class Engine:
         self._llama = llama_cpp
         self.options = options
         notice = on_notice or (lambda text: None)
-        _check_file(path)
+        _check_file(path, notice)
         _init_backend()
         log_handler = _print_log if options.verbose else _collect_errors
         _collected_errors.clear()
@@ -320,11 +320,17 @@ def _init_backend() -> None:
         _backend_ready = True
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path, notice: Callable[[str], None]) -> None:
+    """Refuse what is not a Mixtral GGUF before llama.cpp spends time loading it."""
     if not path.exists():
         raise ModelNotFoundError(f"{path} does not exist.", hint="Check the path, or see `mixtral quantize --help`.")
     if not path.is_file() or not is_gguf(path):
         raise GGUFError(f"{path} is not a GGUF file.", path=path, hint="Convert it with `mixtral quantize`.")
+    if inspect_gguf(path).legacy_experts:
+        notice(
+            f"{path.name} keeps one tensor per expert, which llama.cpp loads about 30x slower; "
+            f"`mixtral quantize {path}` rewrites it in the current layout."
+        )
 
 
 def _load_model(path: Path, placement):  # noqa: ANN001, ANN202 - llama.cpp pointers
@@ -357,9 +363,6 @@ def _meta(model, key: str) -> str | None:  # noqa: ANN001 - a llama_model_p
 def _model_info(path: Path, model, *, gpu: bool) -> ModelInfo:  # noqa: ANN001 - a llama_model_p
     import llama_cpp
 
-    architecture = _meta(model, "general.architecture") or "unknown"
-    if architecture != "llama" or int(_meta(model, "llama.expert_count") or 0) == 0:
-        raise UnsupportedArchitectureError(architecture if architecture != "llama" else "dense llama", path=path)
     n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
     return ModelInfo(
         path=path,
