@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import complete, completion, prompt, quantize, tiny
+from . import chat, complete, completion, prompt, quantize, tiny
 
 app = typer.Typer(
     name="mixtral",
@@ -20,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("chat")(chat.chat)
 app.command("complete")(complete.complete)
 app.command("prompt")(prompt.prompt)
 app.command("quantize")(quantize.quantize)

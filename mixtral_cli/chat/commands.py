@@ -1,0 +1,164 @@
+"""Slash commands: parsed here, acted on through the session; the REPL shows what they return."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from ..engine.model import Engine
+from .session import ChatError, ChatSession, TurnResult
+from .transcript import Transcript
+
+HELP = """\
+/help                 this list
+/exit                 leave (also Ctrl-D)
+/clear                forget the conversation (the system prompt stays)
+/undo                 remove the last exchange
+/retry                answer the last message again
+/system [TEXT]        set the system prompt; without TEXT, show it
+/set NAME VALUE       temperature, top_p, top_k, min_p, max_tokens or seed
+/show                 the model and the settings
+/context              tokens used and left, turns kept
+/stats                tokens and speed of this session
+/save [FILE]          save the chat (JSON, or Markdown for a .md name)
+/load FILE            continue a saved chat
+/model NAME           switch model, keep the conversation
+Multi-line input: Alt-Enter (or Esc then Enter) for a new line, or a block between triple quotes.\
+"""
+COMMANDS = (
+    "/help",
+    "/exit",
+    "/clear",
+    "/undo",
+    "/retry",
+    "/system",
+    "/set",
+    "/show",
+    "/context",
+    "/stats",
+    "/save",
+    "/load",
+    "/model",
+)
+
+# name -> (type, check, what is allowed)
+_SETTINGS: dict[str, tuple[type, Callable[[float], bool], str]] = {
+    "temperature": (float, lambda v: v >= 0, "a number of 0 or more"),
+    "top_p": (float, lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+    "top_k": (int, lambda v: v >= 0, "a whole number of 0 or more"),
+    "min_p": (float, lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+    "max_tokens": (int, lambda v: v >= 1, "a whole number of 1 or more"),
+    "seed": (int, lambda v: 0 <= v < 2**32 - 1, "a whole number from 0 to 4294967294"),
+}
+
+
+@dataclass
+class CommandResult:
+    output: str | None = None
+    answer: tuple[Iterator[str], Callable[[], TurnResult]] | None = None
+    exit: bool = False
+
+
+def is_command(line: str) -> bool:
+    return line.startswith("/") and not line.startswith("//")
+
+
+def run_command(session: ChatSession, line: str, *, load_engine: Callable[[str], Engine]) -> CommandResult:
+    """Carry out one slash command; a bad one raises ChatError with a line of help."""
+    try:
+        name, *args = shlex.split(line)
+    except ValueError:
+        name, *args = line.split()
+    rest = line[len(name) :].strip()
+    if name in ("/exit", "/quit"):
+        return CommandResult(exit=True)
+    if name == "/help":
+        return CommandResult(HELP)
+    if name == "/clear":
+        session.clear()
+        return CommandResult("Conversation cleared.")
+    if name == "/undo":
+        session.undo()
+        return CommandResult("Removed the last exchange.")
+    if name == "/retry":
+        return CommandResult(answer=session.retry())
+    if name == "/system":
+        if not rest:
+            return CommandResult(
+                f"System prompt: {session.transcript.system}" if session.transcript.system else "No system prompt."
+            )
+        session.set_system(rest)
+        return CommandResult("System prompt set.")
+    if name == "/set":
+        return CommandResult(_set(session, args))
+    if name == "/show":
+        return CommandResult(_show(session))
+    if name == "/context":
+        used, total = session.context_used(), session.engine.n_ctx
+        return CommandResult(
+            f"{used} of {total} tokens used, {total - used} left; {len(session.transcript.turns)} messages kept."
+        )
+    if name == "/stats":
+        return CommandResult(_stats(session))
+    if name == "/save":
+        if rest:
+            return CommandResult(f"Saved to {session.transcript.save(Path(rest))}.")
+        session.autosave()
+        return CommandResult(f"Saved to {session.autosave_path}.")
+    if name == "/load":
+        if not rest:
+            raise ChatError("/load needs a file: /load FILE")
+        session.transcript = Transcript.load(Path(rest))
+        session.autosave()
+        return CommandResult(f"Loaded {len(session.transcript.turns)} messages from {rest}.")
+    if name == "/model":
+        if not rest:
+            raise ChatError("/model needs a model: /model NAME")
+        engine = load_engine(rest)
+        session.engine.close()
+        session.engine = engine
+        session.transcript.model = rest
+        session.autosave()
+        return CommandResult(f"Now talking to {engine.info.name}.")
+    raise ChatError(f"Unknown command {name}; /help lists them.")
+
+
+def _set(session: ChatSession, args: list[str]) -> str:
+    if len(args) != 2 or args[0] not in _SETTINGS:
+        raise ChatError(f"Usage: /set NAME VALUE, where NAME is one of {', '.join(_SETTINGS)}.")
+    name, raw = args
+    kind, allowed, description = _SETTINGS[name]
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not allowed(value):
+        raise ChatError(f"{name} must be {description}, not {raw!r}.")
+    session.set_sampling(**{name: value})
+    return f"{name} = {value}"
+
+
+def _show(session: ChatSession) -> str:
+    info = session.engine.info
+    sampling = session.sampling
+    settings = ", ".join(f"{f.name}={getattr(sampling, f.name)}" for f in fields(sampling) if f.name != "stop")
+    return "\n".join(
+        [
+            f"model: {info.name} ({info.path})",
+            f"format: {info.prompt_format.value}, context: {session.engine.n_ctx} tokens",
+            f"sampling: {settings}",
+            f"system: {session.transcript.system or '(none)'}",
+            f"autosave: {session.autosave_path}",
+        ]
+    )
+
+
+def _stats(session: ChatSession) -> str:
+    totals = session.totals
+    return (
+        f"prompt: {totals.prompt_tokens_evaluated} tokens evaluated of {totals.prompt_tokens} sent, "
+        f"{totals.prompt_tokens_per_second:.1f} tok/s; answers: {totals.completion_tokens} tokens, "
+        f"{totals.decode_tokens_per_second:.1f} tok/s"
+    )

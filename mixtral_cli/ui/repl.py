@@ -1,0 +1,148 @@
+"""The interactive chat loop: prompt-toolkit input, rich Markdown answers; plain lines when piped."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ..chat.commands import COMMANDS, CommandResult, is_command, run_command
+from ..chat.session import ChatSession, TurnResult
+from ..engine.model import Engine
+from ..errors import MixtralError
+from .console import print_error, print_notice, stderr_console, stdout_console
+
+TRIPLE_QUOTES = '"""'
+
+
+def run_repl(session: ChatSession, *, history_file: Path, load_engine: Callable[[str], Engine]) -> None:
+    """Talk until /exit or end of input. With stdin not a terminal, each line is one user turn."""
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    read = _prompt_reader(history_file) if interactive else _line_reader()
+    if interactive:
+        stdout_console().print(
+            f"[bold]{session.engine.info.name}[/] · {session.engine.n_ctx} tokens of context · "
+            "[dim]/help for commands, Ctrl-D to leave[/]"
+        )
+    while True:
+        try:
+            line = read()
+        except EOFError:
+            return
+        except KeyboardInterrupt:
+            print_notice("Ctrl-D or /exit leaves the chat.")
+            continue
+        if not line.strip():
+            continue
+        try:
+            result = run_command(session, line, load_engine=load_engine) if is_command(line) else None
+            if result is not None and result.exit:
+                return
+            if result is not None and result.output:
+                _show_output(result, interactive)
+            answer = result.answer if result is not None else session.send(line)
+        except MixtralError as exc:
+            print_error(exc.message, exc.hint)
+            continue
+        if answer is not None:
+            _render_answer(session, answer, interactive)
+
+
+def _show_output(result: CommandResult, interactive: bool) -> None:
+    console = stdout_console() if interactive else stderr_console()
+    console.print(result.output, markup=False)
+
+
+def _render_answer(
+    session: ChatSession, answer: tuple[Iterator[str], Callable[[], TurnResult]], interactive: bool
+) -> None:
+    chunks, finish = answer
+    try:
+        if interactive:
+            from .markdown_stream import MarkdownStream
+
+            with MarkdownStream(stdout_console()) as stream:
+                for chunk in chunks:
+                    stream.feed(chunk)
+        else:
+            for chunk in chunks:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        chunks.close()
+        if not interactive:
+            raise
+        print_notice("Stopped; the partial answer is kept.")
+    finally:
+        result = finish()
+    _print_turn_stats(session, result, interactive)
+
+
+def _print_turn_stats(session: ChatSession, result: TurnResult, interactive: bool) -> None:
+    stats = result.stats
+    if result.dropped_turns:
+        print_notice(f"Dropped the {result.dropped_turns} oldest messages to fit the context.")
+    console = stdout_console() if interactive else stderr_console()
+    console.print(
+        f"[dim]{stats.completion_tokens} tokens · {stats.decode_tokens_per_second:.1f} tok/s · "
+        f"context {session.context_used()} of {session.engine.n_ctx}[/]"
+    )
+
+
+def _line_reader() -> Callable[[], str]:
+    def read() -> str:
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\n")
+
+    return read
+
+
+def _prompt_reader(history_file: Path) -> Callable[[], str]:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.completion import WordCompleter
+    from prompt_toolkit.history import FileHistory
+    from prompt_toolkit.key_binding import KeyBindings
+
+    history_file.parent.mkdir(parents=True, exist_ok=True)
+    bindings = KeyBindings()
+
+    @bindings.add("enter")
+    def _enter(event) -> None:  # noqa: ANN001 - prompt-toolkit's event
+        buffer = event.current_buffer
+        text = buffer.text
+        # Inside a """ block Enter adds a line; the closing """ sends it.
+        if text.lstrip().startswith(TRIPLE_QUOTES) and not _closed_block(text):
+            buffer.insert_text("\n")
+        else:
+            buffer.validate_and_handle()
+
+    @bindings.add("escape", "enter")
+    def _newline(event) -> None:  # noqa: ANN001
+        event.current_buffer.insert_text("\n")
+
+    session = PromptSession(
+        history=FileHistory(str(history_file)),
+        completer=WordCompleter(list(COMMANDS), sentence=True, match_middle=False),
+        complete_while_typing=True,
+        key_bindings=bindings,
+        multiline=True,
+        enable_history_search=True,
+    )
+
+    def read() -> str:
+        text = session.prompt(">>> ", prompt_continuation="... ")
+        stripped = text.strip()
+        if stripped.startswith(TRIPLE_QUOTES) and _closed_block(stripped):
+            return stripped[3:-3].strip("\n")
+        return text
+
+    return read
+
+
+def _closed_block(text: str) -> bool:
+    stripped = text.strip()
+    return len(stripped) >= 6 and stripped.endswith(TRIPLE_QUOTES)
