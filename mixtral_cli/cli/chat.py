@@ -141,17 +141,25 @@ def chat(
 
 
 def _print_saved_chats() -> None:
+    """A table on a terminal; one tab-separated line per chat on a pipe, for scripts."""
     from rich.table import Table
 
     from ..chat.session import list_saved_chats
     from ..ui.console import stdout_console
 
     chats = list_saved_chats()
-    if not chats:
-        stdout_console().print("No saved chats yet.")
+    console = stdout_console()
+    rows = [
+        (str(c.path), c.created, c.model, str(c.messages), c.first_question.replace("\n", " ")[:60]) for c in chats
+    ]
+    if not console.is_terminal:
+        for row in rows:
+            typer.echo("\t".join(row))
+        return
+    if not rows:
+        console.print("No saved chats yet.")
         return
     table = Table("file", "started", "model", "messages", "first question", box=None, pad_edge=False)
-    for saved in chats:
-        question = saved.first_question.replace("\n", " ")
-        table.add_row(str(saved.path), saved.created, saved.model, str(saved.messages), question[:48])
-    stdout_console().print(table)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
