@@ -41,7 +41,17 @@ def test_each_piped_line_is_a_turn_and_answers_go_to_stdout(isolated_home):
 
 def test_slash_commands_edit_the_conversation(isolated_home):
     script = "\n".join(
-        ["/system Answer briefly.", "One", "Two", "/undo", "/set temperature 0.3", "/set top_k 5", "Three", "/retry", ""]
+        [
+            "/system Answer briefly.",
+            "One",
+            "Two",
+            "/undo",
+            "/set temperature 0.3",
+            "/set top_k 5",
+            "Three",
+            "/retry",
+            "",
+        ]
     )
     result = chat(stdin=script)
 

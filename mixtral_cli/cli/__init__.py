@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import chat, complete, completion, prompt, quantize, tiny
+from . import chat, complete, completion, prompt, quantize, summarize, tiny
 
 app = typer.Typer(
     name="mixtral",
@@ -24,6 +24,7 @@ app.command("chat")(chat.chat)
 app.command("complete")(complete.complete)
 app.command("prompt")(prompt.prompt)
 app.command("quantize")(quantize.quantize)
+app.command("summarize")(summarize.summarize)
 app.command("tiny")(tiny.tiny)
 app.command("completion")(completion.completion)
 

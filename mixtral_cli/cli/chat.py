@@ -149,9 +149,7 @@ def _print_saved_chats() -> None:
 
     chats = list_saved_chats()
     console = stdout_console()
-    rows = [
-        (str(c.path), c.created, c.model, str(c.messages), c.first_question.replace("\n", " ")[:60]) for c in chats
-    ]
+    rows = [(str(c.path), c.created, c.model, str(c.messages), c.first_question.replace("\n", " ")[:60]) for c in chats]
     if not console.is_terminal:
         for row in rows:
             typer.echo("\t".join(row))

@@ -69,6 +69,9 @@ class StageProgress:
         completed = min(task.completed + amount, task.total or 0)
         self._progress.update(self._task, completed=completed, amount=self._amount(completed, task.total or 0))
 
+    def advance_one(self) -> None:
+        self.advance(1)
+
     def _finish_stage(self) -> None:
         total = self._progress.tasks[-1].total or 0
         self._progress.update(self._task, completed=total, amount=self._amount(total, total))

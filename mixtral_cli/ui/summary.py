@@ -10,6 +10,7 @@ from .progress import format_bytes
 if TYPE_CHECKING:
     from ..engine.model import Engine, GenerationStats
     from ..quantize import QuantizeResult
+    from ..summarize import SummaryPlan
 
 
 def print_quantize_summary(result: QuantizeResult) -> None:
@@ -44,3 +45,26 @@ def completion_json(engine: Engine, text: str, stats: GenerationStats) -> str:
         },
         ensure_ascii=False,
     )
+
+
+def summary_json(text: str, plan: SummaryPlan, *, name: str | None) -> str:
+    """The `--json` object of `mixtral summarize`."""
+    import json
+
+    data = {
+        "summary": text,
+        "chunks": plan.levels[0],
+        "depth": plan.depth,
+        "levels": plan.levels,
+        "model_calls": plan.model_calls,
+        "tokens_in": plan.tokens_in,
+        "tokens_out": plan.tokens_out,
+        "timings": {
+            "prompt_eval_s": round(plan.prompt_eval_s, 6),
+            "decode_s": round(plan.decode_s, 6),
+            "total_s": round(plan.wall_s, 6),
+        },
+    }
+    if name is not None:
+        data = {"file": name, **data}
+    return json.dumps(data, ensure_ascii=False)
