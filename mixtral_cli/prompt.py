@@ -36,6 +36,12 @@ class PromptFormat(str, Enum):
         return cls.V3 if n_vocab >= 32768 else cls.V1
 
 
+class PromptMode(str, Enum):
+    AUTO = "auto"  # chat for Instruct models, raw for base models
+    RAW = "raw"
+    CHAT = "chat"
+
+
 @dataclass(frozen=True)
 class SpecialIds:
     bos: int

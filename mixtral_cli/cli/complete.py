@@ -82,9 +82,9 @@ def complete(
         git diff | mixtral complete -m model.gguf "Write a commit message for this diff" --temperature 0.5
         mixtral complete -m model.gguf --request request.json
     """
-    from ..completion import PromptMode
     from ..engine.model import Engine
     from ..models import resolve_model
+    from ..prompt import PromptMode
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
 
@@ -125,12 +125,11 @@ def complete(
 
 
 def _complete_text(engine, text, sampling, *, mode, system, json_output) -> None:  # noqa: ANN001
-    from ..completion import prepare_prompt
     from ..ui.stream import stream_text
     from ..ui.summary import completion_json
 
-    prepared = prepare_prompt(engine, text, system=system, mode=mode)
-    generation = engine.generate(prepared.ids, sampling, answer=prepared.chat)
+    ids, chat = engine.completion_ids(text, system=system, mode=mode)
+    generation = engine.generate(ids, sampling, answer=chat)
     if json_output:
         typer.echo(completion_json(engine, "".join(generation), generation.stats))
     else:
@@ -139,14 +138,13 @@ def _complete_text(engine, text, sampling, *, mode, system, json_output) -> None
 
 def _answer_request(engine, request_text, sampling, *, mode, system) -> None:  # noqa: ANN001
     from ..azure_request import parse_request, render_response
-    from ..completion import prepare_prompt
 
     request = parse_request(request_text)
     outputs = []
     for index, source in enumerate(request.inputs):
         prompt = list(source) if isinstance(source, tuple) else source
-        prepared = prepare_prompt(engine, prompt, system=system, mode=mode)
-        generated = "".join(engine.generate(prepared.ids, request.sampling(sampling), answer=prepared.chat))
+        ids, chat = engine.completion_ids(prompt, system=system, mode=mode)
+        generated = "".join(engine.generate(ids, request.sampling(sampling), answer=chat))
         outputs.append(request.full_text(index, generated))
     typer.echo(render_response(outputs))
 

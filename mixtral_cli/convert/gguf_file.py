@@ -7,12 +7,14 @@ slower to load. Stacking them gives the current layout with the very same bytes.
 
 from __future__ import annotations
 
+import math
 import re
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import GGUFError, UnsupportedArchitectureError
 from .streaming import ProgressCallback, StreamedTensor
@@ -33,7 +35,10 @@ class GGUFInfo:
     expert_count: int
     legacy_experts: bool
     n_params: int
-    nbytes: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.path.stat().st_size
 
 
 def is_gguf(path: Path) -> bool:
@@ -44,41 +49,89 @@ def is_gguf(path: Path) -> bool:
         return False
 
 
-def _open(path: Path) -> gguf.GGUFReader:
-    import gguf
+# GGUF value types: fixed sizes in bytes, and the two variable ones.
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
 
+
+class _HeaderReader:
+    """Reads a GGUF header's key/values (arrays skipped) and tensor table, without touching tensor data.
+
+    gguf's own reader decodes every array element in Python, the 32000-token vocabulary too: seconds
+    per file. This reads only what identifies the model.
+    """
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+
+    def _read(self, n: int) -> bytes:
+        data = self._f.read(n)
+        if len(data) < n:
+            raise EOFError
+        return data
+
+    def _unpack(self, fmt: str) -> object:
+        return struct.unpack(fmt, self._read(struct.calcsize(fmt)))[0]
+
+    def _string(self) -> str:
+        return self._read(int(self._unpack("<Q"))).decode("utf-8", errors="replace")
+
+    def _value(self, value_type: int) -> object:
+        if value_type in _SCALARS:
+            return self._unpack(_SCALARS[value_type])
+        if value_type == _STRING:
+            return self._string()
+        if value_type == _ARRAY:
+            element_type, count = int(self._unpack("<I")), int(self._unpack("<Q"))
+            if element_type in _SCALARS:
+                self._f.seek(count * struct.calcsize(_SCALARS[element_type]), 1)
+            else:
+                for _ in range(count):
+                    self._value(element_type)
+            return None
+        raise ValueError(f"unknown GGUF value type {value_type}")
+
+    def read(self) -> tuple[dict[str, object], list[tuple[str, tuple[int, ...]]]]:
+        if self._read(4) != GGUF_MAGIC:
+            raise ValueError("not GGUF")
+        self._unpack("<I")  # version
+        n_tensors, n_values = int(self._unpack("<Q")), int(self._unpack("<Q"))
+        metadata = {}
+        for _ in range(n_values):
+            key = self._string()
+            metadata[key] = self._value(int(self._unpack("<I")))
+        tensors = []
+        for _ in range(n_tensors):
+            name = self._string()
+            dims = tuple(int(self._unpack("<Q")) for _ in range(int(self._unpack("<I"))))
+            self._read(4 + 8)  # type, offset
+            tensors.append((name, dims))
+        return metadata, tensors
+
+
+def inspect_gguf(path: Path) -> GGUFInfo:
+    """Read a GGUF's header and refuse anything but a Mixtral."""
     if not path.is_file():
         raise GGUFError(f"{path} does not exist.", path=path)
     if not is_gguf(path):
         raise GGUFError(f"{path} is not a GGUF file.", path=path)
     try:
-        return gguf.GGUFReader(path)
-    except (ValueError, IndexError, OSError) as exc:
-        # The reader maps the whole file and walks its tables: a cut-off file fails here.
+        with open(path, "rb") as f:
+            metadata, tensors = _HeaderReader(f).read()
+    except (EOFError, ValueError, struct.error) as exc:
         raise GGUFError(f"{path} is truncated or corrupt.", path=path, hint="Download or convert it again.") from exc
-
-
-def _field(reader: gguf.GGUFReader, key: str) -> object:
-    field = reader.get_field(key)
-    return None if field is None else field.contents()
-
-
-def inspect_gguf(path: Path) -> GGUFInfo:
-    """Read a GGUF's tables and refuse anything but a Mixtral."""
-    reader = _open(path)
-    architecture = str(_field(reader, "general.architecture") or "unknown")
-    expert_count = int(_field(reader, f"{architecture}.expert_count") or 0)
+    architecture = str(metadata.get("general.architecture") or "unknown")
+    expert_count = int(metadata.get(f"{architecture}.expert_count") or 0)  # type: ignore[call-overload]
     if architecture != "llama" or expert_count == 0:
         raise UnsupportedArchitectureError(architecture if architecture != "llama" else "dense llama", path=path)
-    file_type = _field(reader, "general.file_type")
+    file_type = metadata.get("general.file_type")
     return GGUFInfo(
         path=path,
         architecture=architecture,
-        file_type=None if file_type is None else int(file_type),
+        file_type=None if file_type is None else int(file_type),  # type: ignore[call-overload]
         expert_count=expert_count,
-        legacy_experts=any(_LEGACY_EXPERT.match(t.name) for t in reader.tensors),
-        n_params=sum(int(t.n_elements) for t in reader.tensors),
-        nbytes=sum(int(t.n_bytes) for t in reader.tensors),
+        legacy_experts=any(_LEGACY_EXPERT.match(name) for name, _ in tensors),
+        n_params=sum(math.prod(dims) for _, dims in tensors),
     )
 
 
@@ -87,8 +140,8 @@ def rewrite_legacy_layout(source: Path, output: Path, *, on_progress: ProgressCa
     import gguf
     import numpy as np
 
-    reader = _open(source)
-    writer = gguf.GGUFWriter(output, str(_field(reader, "general.architecture")))
+    reader = gguf.GGUFReader(source)
+    writer = gguf.GGUFWriter(output, str(reader.get_field("general.architecture").contents()))
     for field in reader.fields.values():
         if field.name.startswith("GGUF.") or field.name == "general.architecture":
             continue

@@ -11,7 +11,15 @@ from pathlib import Path
 
 from ..convert.gguf_file import inspect_gguf, is_gguf
 from ..errors import ContextOverflowError, GGUFError, LlamaCppError, ModelNotFoundError
-from ..prompt import Message, PromptFormat, SpecialIds, chat_prompt_ids, raw_prompt_ids
+from ..prompt import (
+    InvalidConversationError,
+    Message,
+    PromptFormat,
+    PromptMode,
+    SpecialIds,
+    chat_prompt_ids,
+    raw_prompt_ids,
+)
 from . import logs
 from .hardware import available_memory, physical_cores
 from .options import EngineOptions, SamplingOptions
@@ -210,6 +218,25 @@ class Engine:
 
     def raw_ids(self, text: str) -> list[int]:
         return raw_prompt_ids(text, special=self.special, encode=self.tokenize)
+
+    def completion_ids(
+        self, prompt: str | list[Message], *, system: str | None = None, mode: PromptMode = PromptMode.AUTO
+    ) -> tuple[list[int], bool]:
+        """Ids for a text (one user turn in chat mode) or a conversation, and whether they are a chat."""
+        chat = (
+            isinstance(prompt, list) or mode is PromptMode.CHAT or (mode is PromptMode.AUTO and self.info.is_instruct)
+        )
+        if not chat:
+            if system:
+                raise InvalidConversationError(
+                    "--system needs the chat format, but this prompt is a raw completion.",
+                    hint="Add --chat, or put the instructions into the prompt.",
+                )
+            return self.raw_ids(prompt), False  # type: ignore[arg-type]
+        messages = prompt if isinstance(prompt, list) else [Message("user", prompt)]
+        if system:
+            messages = [Message("system", system), *messages]
+        return self.chat_ids(messages), True
 
     # -- generation -----------------------------------------------------------------------------------
 
