@@ -8,36 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ..engine.options import (
-    DEFAULT_MAX_TOKENS,
-    DEFAULT_MIN_P,
-    DEFAULT_REPEAT_PENALTY,
-    DEFAULT_TEMPERATURE,
-    DEFAULT_TOP_K,
-    DEFAULT_TOP_P,
-)
-from .options import (
-    BatchSizeOption,
-    CpuMoeOption,
-    CtxSizeOption,
-    FlashAttnOption,
-    GpuLayersOption,
-    MaxTokensOption,
-    MinPOption,
-    ModelOption,
-    NCpuMoeOption,
-    RepeatPenaltyOption,
-    SeedOption,
-    StopOption,
-    SystemOption,
-    TemperatureOption,
-    ThreadsOption,
-    TopKOption,
-    TopPOption,
-    VerboseOption,
-    engine_options,
-    sampling_options,
-)
+from ..engine.options import EngineOptions, SamplingOptions
+from .options import ModelOption, SystemOption, runs_a_model
 
 
 class ContextPolicyChoice(str, Enum):
@@ -45,6 +17,7 @@ class ContextPolicyChoice(str, Enum):
     error = "error"
 
 
+@runs_a_model
 def chat(
     model: ModelOption = None,
     system: SystemOption = None,
@@ -56,22 +29,9 @@ def chat(
         ContextPolicyChoice,
         typer.Option(help="When the history outgrows the context: drop the oldest exchanges, or refuse."),
     ] = ContextPolicyChoice.drop,
-    temperature: TemperatureOption = DEFAULT_TEMPERATURE,
-    top_p: TopPOption = DEFAULT_TOP_P,
-    top_k: TopKOption = DEFAULT_TOP_K,
-    min_p: MinPOption = DEFAULT_MIN_P,
-    repeat_penalty: RepeatPenaltyOption = DEFAULT_REPEAT_PENALTY,
-    max_tokens: MaxTokensOption = DEFAULT_MAX_TOKENS,
-    seed: SeedOption = None,
-    stop: StopOption = None,
-    ctx_size: CtxSizeOption = None,
-    batch_size: BatchSizeOption = 512,
-    threads: ThreadsOption = None,
-    n_gpu_layers: GpuLayersOption = None,
-    cpu_moe: CpuMoeOption = False,
-    n_cpu_moe: NCpuMoeOption = 0,
-    flash_attn: FlashAttnOption = True,
-    verbose: VerboseOption = False,
+    *,
+    sampling: SamplingOptions,
+    engine_options: EngineOptions,
 ) -> None:
     """Chat with a model: multi-turn, streamed as Markdown, saved as you go.
 
@@ -97,31 +57,11 @@ def chat(
     if list_chats:
         _print_saved_chats()
         return
-    options = engine_options(
-        ctx_size=ctx_size,
-        batch_size=batch_size,
-        threads=threads,
-        n_gpu_layers=n_gpu_layers,
-        cpu_moe=cpu_moe,
-        n_cpu_moe=n_cpu_moe,
-        flash_attn=flash_attn,
-        verbose=verbose,
-    )
     if resume is not None:
         transcript = Transcript.load(resume)
         if system:
             transcript.system = system
     else:
-        sampling = sampling_options(
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            min_p=min_p,
-            repeat_penalty=repeat_penalty,
-            max_tokens=max_tokens,
-            seed=seed,
-            stop=stop,
-        )
         transcript = Transcript(model="", system=system, sampling=sampling)
     spec = model or transcript.model or None
     if spec is None:
@@ -129,7 +69,7 @@ def chat(
     transcript.model = spec
 
     def load_engine(name: str) -> Engine:
-        return Engine(resolve_model(name), options, on_notice=print_notice)
+        return Engine(resolve_model(name), engine_options, on_notice=print_notice)
 
     session = ChatSession(
         load_engine(spec), transcript, policy=ContextPolicy(context_policy.value), autosave_path=resume

@@ -8,38 +8,11 @@ from typing import Annotated
 
 import typer
 
-from ..engine.options import (
-    DEFAULT_MAX_TOKENS,
-    DEFAULT_MIN_P,
-    DEFAULT_REPEAT_PENALTY,
-    DEFAULT_TEMPERATURE,
-    DEFAULT_TOP_K,
-    DEFAULT_TOP_P,
-)
-from .options import (
-    BatchSizeOption,
-    CpuMoeOption,
-    CtxSizeOption,
-    FlashAttnOption,
-    GpuLayersOption,
-    MaxTokensOption,
-    MinPOption,
-    ModelOption,
-    NCpuMoeOption,
-    RepeatPenaltyOption,
-    SeedOption,
-    StopOption,
-    SystemOption,
-    TemperatureOption,
-    ThreadsOption,
-    TopKOption,
-    TopPOption,
-    VerboseOption,
-    engine_options,
-    sampling_options,
-)
+from ..engine.options import EngineOptions, SamplingOptions
+from .options import ModelOption, SystemOption, runs_a_model
 
 
+@runs_a_model
 def complete(
     prompt: Annotated[str | None, typer.Argument(show_default=False, help="The prompt; '-' reads stdin.")] = None,
     model: ModelOption = None,
@@ -53,22 +26,9 @@ def complete(
             "--request", metavar="FILE|-", help="Answer a model-card (Azure ML) request file.", show_default=False
         ),
     ] = None,
-    temperature: TemperatureOption = DEFAULT_TEMPERATURE,
-    top_p: TopPOption = DEFAULT_TOP_P,
-    top_k: TopKOption = DEFAULT_TOP_K,
-    min_p: MinPOption = DEFAULT_MIN_P,
-    repeat_penalty: RepeatPenaltyOption = DEFAULT_REPEAT_PENALTY,
-    max_tokens: MaxTokensOption = DEFAULT_MAX_TOKENS,
-    seed: SeedOption = None,
-    stop: StopOption = None,
-    ctx_size: CtxSizeOption = None,
-    batch_size: BatchSizeOption = 512,
-    threads: ThreadsOption = None,
-    n_gpu_layers: GpuLayersOption = None,
-    cpu_moe: CpuMoeOption = False,
-    n_cpu_moe: NCpuMoeOption = 0,
-    flash_attn: FlashAttnOption = True,
-    verbose: VerboseOption = False,
+    *,
+    sampling: SamplingOptions,
+    engine_options: EngineOptions,
 ) -> None:
     """Complete a prompt and print the answer: for shell pipelines.
 
@@ -92,32 +52,12 @@ def complete(
         raise typer.BadParameter("--raw and --chat exclude each other.", param_hint="--raw/--chat")
     if request is not None and prompt is not None:
         raise typer.BadParameter("give either a prompt or --request, not both.", param_hint="--request")
-    sampling = sampling_options(
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        min_p=min_p,
-        repeat_penalty=repeat_penalty,
-        max_tokens=max_tokens,
-        seed=seed,
-        stop=stop,
-    )
-    options = engine_options(
-        ctx_size=ctx_size,
-        batch_size=batch_size,
-        threads=threads,
-        n_gpu_layers=n_gpu_layers,
-        cpu_moe=cpu_moe,
-        n_cpu_moe=n_cpu_moe,
-        flash_attn=flash_attn,
-        verbose=verbose,
-    )
     mode = PromptMode.RAW if raw else PromptMode.CHAT if chat else PromptMode.AUTO
     request_text = _read_request(request) if request is not None else None
     text = None if request_text is not None else _read_prompt(prompt)
     with StageProgress() as progress:
         path = resolve_model(model, progress=progress)
-    with Engine(path, options, on_notice=print_notice) as engine:
+    with Engine(path, engine_options, on_notice=print_notice) as engine:
         if request_text is not None:
             _answer_request(engine, request_text, sampling, mode=mode, system=system)
         else:

@@ -1,16 +1,28 @@
 """Options shared by every command that runs a model, defined once.
 
-A command declares ``model: ModelOption = None`` and so on, then builds the engine's option objects with
-``engine_options(...)`` and ``sampling_options(...)``.
+A command declares ``model: ModelOption = None``; ``@runs_a_model`` adds the sampling and engine options
+and hands them to it as ``sampling`` and ``engine_options``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
-from ..engine.options import EngineOptions, SamplingOptions
+from ..engine.options import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_MIN_P,
+    DEFAULT_REPEAT_PENALTY,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    EngineOptions,
+    SamplingOptions,
+)
 
 ENGINE = "Engine"
 SAMPLING = "Sampling"
@@ -89,47 +101,48 @@ FlashAttnOption = Annotated[
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel=ENGINE, help="Show llama.cpp's log.")]
 
 
-def engine_options(
-    *,
-    ctx_size: int | None,
-    batch_size: int,
-    threads: int | None,
-    n_gpu_layers: int | None,
-    cpu_moe: bool,
-    n_cpu_moe: int,
-    flash_attn: bool,
-    verbose: bool,
-) -> EngineOptions:
-    return EngineOptions(
-        ctx_size=ctx_size,
-        batch_size=batch_size,
-        threads=threads,
-        n_gpu_layers=n_gpu_layers,
-        cpu_moe=cpu_moe,
-        n_cpu_moe=n_cpu_moe,
-        flash_attn=flash_attn,
-        verbose=verbose,
-    )
+# The options every command that runs a model shares: (parameter, option, default).
+_SAMPLING_OPTIONS = (
+    ("temperature", TemperatureOption, DEFAULT_TEMPERATURE),
+    ("top_p", TopPOption, DEFAULT_TOP_P),
+    ("top_k", TopKOption, DEFAULT_TOP_K),
+    ("min_p", MinPOption, DEFAULT_MIN_P),
+    ("repeat_penalty", RepeatPenaltyOption, DEFAULT_REPEAT_PENALTY),
+    ("max_tokens", MaxTokensOption, DEFAULT_MAX_TOKENS),
+    ("seed", SeedOption, None),
+    ("stop", StopOption, None),
+)
+_ENGINE_OPTIONS = (
+    ("ctx_size", CtxSizeOption, None),
+    ("batch_size", BatchSizeOption, 512),
+    ("threads", ThreadsOption, None),
+    ("n_gpu_layers", GpuLayersOption, None),
+    ("cpu_moe", CpuMoeOption, False),
+    ("n_cpu_moe", NCpuMoeOption, 0),
+    ("flash_attn", FlashAttnOption, True),
+    ("verbose", VerboseOption, False),
+)
 
 
-def sampling_options(
-    *,
-    temperature: float,
-    top_p: float,
-    top_k: int,
-    min_p: float,
-    repeat_penalty: float,
-    max_tokens: int,
-    seed: int | None,
-    stop: list[str] | None,
-) -> SamplingOptions:
-    return SamplingOptions(
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        min_p=min_p,
-        repeat_penalty=repeat_penalty,
-        max_tokens=max_tokens,
-        seed=seed,
-        stop=tuple(stop or ()),
-    )
+def runs_a_model(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the shared sampling and engine options, handed to it as ``sampling`` and ``engine_options``.
+
+    Typer reads a command's options from its signature, so the wrapper presents the command's own
+    parameters followed by the shared ones, and turns the latter into the two option objects.
+    """
+    own = inspect.signature(command, eval_str=True)
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=option)
+        for name, option, default in (*_SAMPLING_OPTIONS, *_ENGINE_OPTIONS)
+    ]
+    kept = [p for p in own.parameters.values() if p.name not in ("sampling", "engine_options")]
+
+    @functools.wraps(command)
+    def run(**values: Any) -> None:
+        sampling = {name: values.pop(name) for name, _, _ in _SAMPLING_OPTIONS}
+        sampling["stop"] = tuple(sampling["stop"] or ())
+        engine_options = EngineOptions(**{name: values.pop(name) for name, _, _ in _ENGINE_OPTIONS})
+        command(**values, sampling=SamplingOptions(**sampling), engine_options=engine_options)
+
+    run.__signature__ = own.replace(parameters=[*kept, *shared])  # type: ignore[attr-defined]
+    return run

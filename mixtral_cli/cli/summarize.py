@@ -9,35 +9,8 @@ from typing import Annotated
 
 import typer
 
-from ..engine.options import (
-    DEFAULT_MAX_TOKENS,
-    DEFAULT_MIN_P,
-    DEFAULT_REPEAT_PENALTY,
-    DEFAULT_TEMPERATURE,
-    DEFAULT_TOP_K,
-    DEFAULT_TOP_P,
-)
-from .options import (
-    BatchSizeOption,
-    CpuMoeOption,
-    CtxSizeOption,
-    FlashAttnOption,
-    GpuLayersOption,
-    MaxTokensOption,
-    MinPOption,
-    ModelOption,
-    NCpuMoeOption,
-    RepeatPenaltyOption,
-    SeedOption,
-    StopOption,
-    TemperatureOption,
-    ThreadsOption,
-    TopKOption,
-    TopPOption,
-    VerboseOption,
-    engine_options,
-    sampling_options,
-)
+from ..engine.options import EngineOptions, SamplingOptions
+from .options import ModelOption, runs_a_model
 
 
 class StyleChoice(str, Enum):
@@ -52,6 +25,7 @@ class LengthChoice(str, Enum):
     long = "long"
 
 
+@runs_a_model
 def summarize(
     files: Annotated[
         list[str] | None, typer.Argument(show_default=False, help="Text or Markdown files; '-' or none reads stdin.")
@@ -71,22 +45,9 @@ def summarize(
     json_output: Annotated[
         bool, typer.Option("--json", help="The summary with chunks, depth, tokens, timings.")
     ] = False,
-    temperature: TemperatureOption = DEFAULT_TEMPERATURE,
-    top_p: TopPOption = DEFAULT_TOP_P,
-    top_k: TopKOption = DEFAULT_TOP_K,
-    min_p: MinPOption = DEFAULT_MIN_P,
-    repeat_penalty: RepeatPenaltyOption = DEFAULT_REPEAT_PENALTY,
-    max_tokens: MaxTokensOption = DEFAULT_MAX_TOKENS,
-    seed: SeedOption = None,
-    stop: StopOption = None,
-    ctx_size: CtxSizeOption = None,
-    batch_size: BatchSizeOption = 512,
-    threads: ThreadsOption = None,
-    n_gpu_layers: GpuLayersOption = None,
-    cpu_moe: CpuMoeOption = False,
-    n_cpu_moe: NCpuMoeOption = 0,
-    flash_attn: FlashAttnOption = True,
-    verbose: VerboseOption = False,
+    *,
+    sampling: SamplingOptions,
+    engine_options: EngineOptions,
 ) -> None:
     """Summarize files or piped text, of any length.
 
@@ -113,27 +74,7 @@ def summarize(
     options = SummaryOptions(
         style=Style(style.value), length=Length(length.value), max_words=max_words, focus=focus, language=language
     )
-    sampling = sampling_options(
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        min_p=min_p,
-        repeat_penalty=repeat_penalty,
-        max_tokens=max_tokens,
-        seed=seed,
-        stop=stop,
-    )
-    engine_opts = engine_options(
-        ctx_size=ctx_size,
-        batch_size=batch_size,
-        threads=threads,
-        n_gpu_layers=n_gpu_layers,
-        cpu_moe=cpu_moe,
-        n_cpu_moe=n_cpu_moe,
-        flash_attn=flash_attn,
-        verbose=verbose,
-    )
-    with Engine(resolve_model(model), engine_opts, on_notice=print_notice) as engine:
+    with Engine(resolve_model(model), engine_options, on_notice=print_notice) as engine:
         for name, text in inputs_to_summarize(documents, each=each):
             if name is not None and not json_output:
                 typer.echo(f"==> {name} <==")
