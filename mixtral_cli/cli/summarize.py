@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..engine.options import EngineOptions, SamplingOptions
+from ..summarize import Length, Style
 from .options import ModelOption, runs_a_model
-
-
-class StyleChoice(str, Enum):
-    paragraph = "paragraph"
-    bullets = "bullets"
-    tldr = "tldr"
-
-
-class LengthChoice(str, Enum):
-    short = "short"
-    medium = "medium"
-    long = "long"
 
 
 @runs_a_model
@@ -32,10 +20,8 @@ def summarize(
     ] = None,
     model: ModelOption = None,
     each: Annotated[bool, typer.Option("--each", help="One summary per file instead of one of all.")] = False,
-    style: Annotated[
-        StyleChoice, typer.Option(help="Prose, a bulleted list, or one sentence.")
-    ] = StyleChoice.paragraph,
-    length: Annotated[LengthChoice, typer.Option(help="About 60, 150 or 300 words.")] = LengthChoice.medium,
+    style: Annotated[Style, typer.Option(help="Prose, a bulleted list, or one sentence.")] = Style.PARAGRAPH,
+    length: Annotated[Length, typer.Option(help="About 60, 150 or 300 words.")] = Length.MEDIUM,
     max_words: Annotated[int | None, typer.Option(min=5, show_default=False, help="Overrides --length.")] = None,
     focus: Annotated[str | None, typer.Option(show_default=False, help="What to pay attention to.")] = None,
     language: Annotated[
@@ -64,16 +50,14 @@ def summarize(
     """
     from ..engine.model import Engine
     from ..models import resolve_model
-    from ..summarize import Length, Style, Summarizer, SummaryOptions, inputs_to_summarize
+    from ..summarize import Summarizer, SummaryOptions, inputs_to_summarize
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
     from ..ui.stream import stream_text
     from ..ui.summary import summary_json
 
     documents = _read_documents(files or [])
-    options = SummaryOptions(
-        style=Style(style.value), length=Length(length.value), max_words=max_words, focus=focus, language=language
-    )
+    options = SummaryOptions(style=style, length=length, max_words=max_words, focus=focus, language=language)
     with Engine(resolve_model(model), engine_options, on_notice=print_notice) as engine:
         for name, text in inputs_to_summarize(documents, each=each):
             if name is not None and not json_output:
