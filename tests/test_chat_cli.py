@@ -121,7 +121,8 @@ def test_a_message_larger_than_the_context_is_refused_with_both_counts():
 def spawn_chat(*args: str) -> pexpect.spawn:
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "mixtral_cli", "chat", "-m", "tiny", *args],
+        # Greedy: a sampled answer could end at EOS before the test is done with it.
+        ["-m", "mixtral_cli", "chat", "-m", "tiny", "--temperature", "0", *args],
         env={**os.environ, "TERM": "xterm", "COLUMNS": "100", "LINES": "40"},
         encoding="utf-8",
         timeout=60,
@@ -146,7 +147,7 @@ def test_interactive_turns_render_and_report_tokens(isolated_home):
 def test_ctrl_c_stops_the_answer_keeps_it_and_the_chat_goes_on(isolated_home):
     child = spawn_chat("-n", "20000", "--ctx-size", "32768")
     child.sendline("Write a very long story.")
-    time.sleep(3)  # well into the answer: 20000 tokens take half a minute or more
+    time.sleep(2)  # well into the answer: 20000 tokens take half a minute or more
     child.sendintr()
     child.expect("partial answer is kept")
     child.expect(">>>")

@@ -81,7 +81,7 @@ def test_undo_removes_the_last_exchange(engines, tmp_path):
 
 
 def test_retry_replaces_the_last_answer_and_sends_the_same_prompt(engines, tmp_path):
-    session = new_session(engines[PromptFormat.V1], tmp_path, sampling=SamplingOptions(temperature=1.0, max_tokens=16))
+    session = new_session(engines[PromptFormat.V1], tmp_path)
     _, first = turn(session, "Tell me something.")
     chunks, finish = session.retry()
     "".join(chunks)

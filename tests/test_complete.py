@@ -190,7 +190,22 @@ def test_system_prompt_needs_the_chat_format():
 
 def test_ctrl_c_keeps_what_was_printed_and_exits_130():
     process = subprocess.Popen(
-        [sys.executable, "-m", "mixtral_cli", "complete", "-m", "tiny", "--raw", "-n", "100000", "-c", "32768", "Once"],
+        [
+            sys.executable,
+            "-m",
+            "mixtral_cli",
+            "complete",
+            "-m",
+            "tiny",
+            "--raw",
+            "--temperature",
+            "0",
+            "-n",
+            "100000",
+            "-c",
+            "32768",
+            "Once",
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -205,7 +220,7 @@ def test_ctrl_c_keeps_what_was_printed_and_exits_130():
 
 
 def test_closed_pipe_ends_quietly():
-    command = f"{sys.executable} -m mixtral_cli complete -m tiny --raw -n 2000 Once | head -c 5"
+    command = f"{sys.executable} -m mixtral_cli complete -m tiny --raw --temperature 0 -n 2000 Once | head -c 5"
     result = subprocess.run(["bash", "-c", command], capture_output=True, stdin=subprocess.DEVNULL)
 
     assert len(result.stdout) == 5  # bytes, as head counts them
