@@ -202,3 +202,25 @@ def test_a_killed_session_leaves_an_autosave_that_resumes(isolated_home):
     assert json.loads(saved.read_text())["messages"][0]["content"] == "Remember this"
     resumed = run_mixtral_process("chat", "--resume", saved, input="/context\n")
     assert "2 messages kept" in resumed.stderr
+
+
+def test_model_switch_keeps_the_conversation(isolated_home, convert):
+    from mixtral_cli.tinymodel import TinyMixtralSpec
+
+    other = convert(TinyMixtralSpec(), "Q8_0")
+    result = chat(stdin=f"One\n/model {other}\n/context\nTwo\n/model {other.parent / 'missing.gguf'}\n/show\n")
+
+    assert result.returncode == 0, result.stderr
+    assert "Now talking to " in result.stderr
+    assert "2 messages kept" in result.stderr
+    assert "missing.gguf" in result.stderr  # a model that cannot load is one error; the chat goes on
+    assert f"({other})" in result.stderr
+    transcript = Transcript.load(autosaves(isolated_home)[0])
+    assert transcript.model == str(other) and len(transcript.turns) == 4
+
+
+def test_help_lists_every_command():
+    from mixtral_cli.chat.commands import COMMANDS
+
+    result = chat(stdin="/help\n")
+    assert all(command in result.stderr for command in COMMANDS)
