@@ -55,9 +55,6 @@ class Message:
     role: Role
     content: str
 
-    def to_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
-
 
 def messages_from_dicts(items: object) -> list[Message]:
     """Messages from parsed JSON (``[{"role": ..., "content": ...}, ...]``), checked."""

@@ -39,10 +39,6 @@ class PlannedTensor:
             n_elements *= dim
         return n_elements // block_size * type_size
 
-    @property
-    def source_nbytes(self) -> int:
-        return sum(s.nbytes for s in self.sources)
-
 
 def plan_tensors(checkpoint: Checkpoint, out_type: QuantType) -> list[PlannedTensor]:
     """Every tensor of the GGUF, in llama.cpp's naming, with the type each is stored as."""
