@@ -224,3 +224,13 @@ def test_help_lists_every_command():
 
     result = chat(stdin="/help\n")
     assert all(command in result.stderr for command in COMMANDS)
+
+
+def test_tab_completes_slash_commands():
+    child = spawn_chat()
+    child.send("/hel\t")
+    child.send("\r")
+    child.expect("remove the last exchange")  # a line of /help's output
+    child.expect(">>>")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)

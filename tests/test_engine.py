@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from mixtral_cli.engine.model import Engine
+from mixtral_cli.engine.model import Engine, context_that_fits
 from mixtral_cli.engine.options import EngineOptions, SamplingOptions
 from mixtral_cli.errors import ContextOverflowError, GGUFError, ModelNotFoundError, UnsupportedArchitectureError
 from mixtral_cli.prompt import InvalidConversationError, Message, PromptFormat
@@ -136,3 +136,16 @@ def test_gguf_of_another_architecture_is_refused(tmp_path):
     with pytest.raises((UnsupportedArchitectureError, GGUFError)) as caught:
         Engine(write_gguf_of_architecture(tmp_path / "dense.gguf", "gpt2"))
     assert "gpt2" in caught.value.message
+
+
+def test_context_is_capped_to_what_memory_holds_for_8x7b():
+    # 8x7B: 32 layers, 8 KV heads of 128: K and V in f16 take 128 KiB per token; Q4_K_M weighs 26.4 GB.
+    per_token, model = 2 * 32 * 8 * 128 * 2, 26_400_000_000
+    roomy = context_that_fits(32768, bytes_per_token=per_token, free=64 * 2**30, model_bytes=model)
+    tight = context_that_fits(32768, bytes_per_token=per_token, free=32 * 2**30, model_bytes=model)
+    starved = context_that_fits(32768, bytes_per_token=per_token, free=24 * 2**30, model_bytes=model)
+
+    assert roomy == 32768
+    assert tight < 32768 and tight % 256 == 0
+    assert tight * per_token <= (32 * 2**30 - model) // 2 < (tight + 256) * per_token
+    assert starved == 512

@@ -144,19 +144,20 @@ class Engine:
         if self.options.ctx_size:
             return self.options.ctx_size
         wanted = self.info.n_ctx_train
-        llama_cpp = self._llama
-        # K and V in f16 for every layer: what each token of context costs in memory.
-        n_layer = llama_cpp.llama_model_n_layer(self._model)
-        head_dim = llama_cpp.llama_model_n_embd(self._model) // llama_cpp.llama_model_n_head(self._model)
-        per_token = 2 * n_layer * head_dim * llama_cpp.llama_model_n_head_kv(self._model) * 2
         free = available_memory()
         if free is None or self.info.gpu_offload:
             return wanted
-        budget = (free - self.info.size_bytes) // 2  # leave half of what remains to everything else
-        if wanted * per_token <= budget:
-            return wanted
-        capped = max(_MIN_CTX, budget // per_token // 256 * 256)
-        notice(f"Context capped at {capped} tokens (the model allows {wanted}) to fit in memory; --ctx-size overrides.")
+        llama_cpp = self._llama
+        # K and V in f16 for every layer: what each token of context costs in memory.
+        head_dim = llama_cpp.llama_model_n_embd(self._model) // llama_cpp.llama_model_n_head(self._model)
+        per_token = (
+            2 * llama_cpp.llama_model_n_layer(self._model) * head_dim * llama_cpp.llama_model_n_head_kv(self._model) * 2
+        )
+        capped = context_that_fits(wanted, bytes_per_token=per_token, free=free, model_bytes=self.info.size_bytes)
+        if capped < wanted:
+            notice(
+                f"Context capped at {capped} tokens (the model allows {wanted}) to fit in memory; --ctx-size overrides."
+            )
         return capped
 
     def _special_ids(self) -> SpecialIds:
@@ -318,6 +319,14 @@ class Engine:
                 raise LlamaCppError("llama.cpp failed to evaluate the prompt.")
             self._evaluated.extend(chunk)
         return len(pending)
+
+
+def context_that_fits(wanted: int, *, bytes_per_token: int, free: int, model_bytes: int) -> int:
+    """The model's context, or less when its KV cache would not fit in half the memory the model leaves."""
+    budget = (free - model_bytes) // 2  # the other half is for everything else on the machine
+    if wanted * bytes_per_token <= budget:
+        return wanted
+    return max(_MIN_CTX, budget // bytes_per_token // 256 * 256)
 
 
 _collected_errors: list[str] = []
