@@ -27,3 +27,22 @@ def write_gguf_of_architecture(path: Path, architecture: str) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def split_gguf(source: Path, folder: Path, *, max_tensors: int) -> list[Path]:
+    """Write ``source`` as a split GGUF (``NAME-0000i-of-0000n.gguf``), as big models are published."""
+    import gguf
+    import numpy as np
+
+    from mixtral_cli.convert.gguf_file import copy_metadata
+
+    reader = gguf.GGUFReader(source)
+    writer = gguf.GGUFWriter(folder / source.name, "llama", split_max_tensors=max_tensors)
+    copy_metadata(reader, writer)
+    for tensor in reader.tensors:
+        writer.add_tensor(tensor.name, np.asarray(tensor.data), raw_dtype=tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return sorted(folder.glob(f"{source.stem}-*-of-*.gguf"))

@@ -12,7 +12,7 @@ from mixtral_cli.errors import ContextOverflowError, GGUFError, ModelNotFoundErr
 from mixtral_cli.prompt import InvalidConversationError, Message, PromptFormat
 from mixtral_cli.tinymodel import TinyMixtralSpec
 
-from .helpers import write_gguf_of_architecture
+from .helpers import split_gguf, write_gguf_of_architecture
 from .reference import llama_cpp_greedy
 from .test_prompt import PIECES, reference_ids
 
@@ -149,3 +149,15 @@ def test_context_is_capped_to_what_memory_holds_for_8x7b():
     assert tight < 32768 and tight % 256 == 0
     assert tight * per_token <= (32 * 2**30 - model) // 2 < (tight + 256) * per_token
     assert starved == 512
+
+
+def test_split_model_loads_from_its_first_shard(convert, tmp_path):
+    single = convert(TinyMixtralSpec(), "Q8_0")
+    shards = split_gguf(single, tmp_path, max_tensors=10)
+    assert len(shards) > 1
+
+    def greedy(path):
+        with Engine(path, EngineOptions(ctx_size=512)) as engine:
+            return "".join(engine.generate(engine.raw_ids("Experts and routers"), GREEDY))
+
+    assert greedy(shards[0]) == greedy(single)

@@ -9,6 +9,7 @@ import gguf
 import numpy as np
 import pytest
 
+from mixtral_cli.convert.gguf_file import copy_metadata
 from mixtral_cli.tinymodel import TinyMixtralSpec
 
 from .helpers import write_gguf_of_architecture
@@ -21,11 +22,7 @@ def write_legacy_layout(source: Path, output: Path) -> None:
     """Split each stacked expert tensor into one tensor per expert, as GGUFs from before April 2024 have it."""
     reader = gguf.GGUFReader(source)
     writer = gguf.GGUFWriter(output, "llama")
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name == "general.architecture":
-            continue
-        sub_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), field.types[0], sub_type)
+    copy_metadata(reader, writer)
     for tensor in reader.tensors:
         match = _STACKED.match(tensor.name)
         data = np.asarray(tensor.data)

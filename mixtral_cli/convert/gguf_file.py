@@ -135,6 +135,17 @@ def inspect_gguf(path: Path) -> GGUFInfo:
     )
 
 
+def copy_metadata(reader: gguf.GGUFReader, writer: gguf.GGUFWriter) -> None:
+    """Every key/value of ``reader`` into ``writer``, but those the writer sets itself."""
+    import gguf
+
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        sub_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), field.types[0], sub_type)
+
+
 def rewrite_legacy_layout(source: Path, output: Path, *, on_progress: ProgressCallback | None = None) -> None:
     """Write ``source`` with each layer's experts stacked into ``ffn_*_exps``; every byte is kept."""
     import gguf
@@ -142,11 +153,7 @@ def rewrite_legacy_layout(source: Path, output: Path, *, on_progress: ProgressCa
 
     reader = gguf.GGUFReader(source)
     writer = gguf.GGUFWriter(output, str(reader.get_field("general.architecture").contents()))
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name == "general.architecture":
-            continue
-        sub_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), field.types[0], sub_type)
+    copy_metadata(reader, writer)
 
     groups: dict[str, list[gguf.ReaderTensor]] = {}
     for tensor in reader.tensors:
