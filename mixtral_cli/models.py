@@ -10,16 +10,18 @@ from .quantize import Progress
 
 MODEL_ENV = "MIXTRAL_MODEL"
 _HOW_TO_GET_ONE = (
-    "Use -m tiny for the built-in demo, -m PATH.gguf for a GGUF file, or make one with "
-    "`mixtral quantize ./Mixtral-8x7B-Instruct-v0.1`."
+    "Use -m tiny for the built-in demo, -m PATH.gguf for a GGUF file, or get one with "
+    "`mixtral pull 8x7b-instruct` or `mixtral quantize ./Mixtral-8x7B-Instruct-v0.1`."
 )
 
 
 def resolve_model(spec: str | None, *, progress: Progress | None = None) -> Path:
-    """``spec`` (or $MIXTRAL_MODEL): ``tiny``, or a path to a GGUF file."""
+    """``spec`` (else $MIXTRAL_MODEL, else the store's default): ``tiny``, a GGUF path, or a pulled name."""
     from .demo import DEMO_NAME, ensure_demo_model
+    from .store import ModelStore
 
-    spec = spec or os.environ.get(MODEL_ENV)
+    store = ModelStore()
+    spec = spec or os.environ.get(MODEL_ENV) or store.default()
     if not spec:
         raise ModelNotFoundError("No model given.", hint=f"Pass -m MODEL or set {MODEL_ENV}. {_HOW_TO_GET_ONE}")
     if spec == DEMO_NAME:
@@ -27,4 +29,9 @@ def resolve_model(spec: str | None, *, progress: Progress | None = None) -> Path
     path = Path(spec).expanduser()
     if path.exists():
         return path
-    raise ModelNotFoundError(f"No model {spec!r}: no such file.", hint=_HOW_TO_GET_ONE)
+    entry = store.get(spec)
+    if entry is not None:
+        return entry.path
+    raise ModelNotFoundError(
+        f"No model {spec!r}: no such file, and no pulled model by that name.", hint=_HOW_TO_GET_ONE
+    )

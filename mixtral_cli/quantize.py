@@ -91,14 +91,14 @@ def quantize_model(
     source = source.expanduser()
     if source.is_file() and is_gguf(source):
         info = inspect_gguf(source)
-        quant = _choose_type(type_name, info=info, force=force)
+        quant = choose_quant_type(type_name, info=info, force=force)
         target = _target(source, output, quant, force=force)
         _check_disk(target, _estimate_bytes(info.n_params, quant) + (info.nbytes if info.legacy_experts else 0))
         _quantize_gguf(info, target, quant, threads=threads, progress=progress, notice=notice)
         n_params, source_bytes = info.n_params, info.nbytes
     elif source.is_dir() or not source.exists():
         checkpoint = open_checkpoint(source)
-        quant = _choose_type(type_name, info=None, force=force)
+        quant = choose_quant_type(type_name, info=None, force=force)
         target = _target(source, output, quant, force=force)
         n_params = sum(_n_elements(t.shape) for t in checkpoint.tensors.values())
         intermediate = 0 if quant.direct else checkpoint.nbytes
@@ -123,7 +123,8 @@ def quantize_model(
     )
 
 
-def _choose_type(type_name: str | None, *, info: GGUFInfo | None, force: bool) -> QuantType:
+def choose_quant_type(type_name: str | None, *, info: GGUFInfo | None, force: bool) -> QuantType:
+    """The type to write, refused when llama.cpp cannot make it or it is too coarse without ``force``."""
     if type_name is None and info is not None and not info.legacy_experts:
         raise QuantizationTypeError(
             f"{info.path} is already a GGUF in the current layout.", hint="Pass --type to requantize it."

@@ -16,7 +16,7 @@ def test_help_lists_the_commands(mixtral):
     result = mixtral("--help")
 
     assert result.exit_code == 0
-    for command in ("quantize", "tiny"):
+    for command in ("chat", "complete", "summarize", "prompt", "pull", "models", "quantize", "tiny", "completion"):
         assert command in result.stdout
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import chat, complete, completion, prompt, quantize, summarize, tiny
+from . import chat, complete, completion, models, prompt, pull, quantize, summarize, tiny
 
 app = typer.Typer(
     name="mixtral",
@@ -23,6 +23,8 @@ app = typer.Typer(
 app.command("chat")(chat.chat)
 app.command("complete")(complete.complete)
 app.command("prompt")(prompt.prompt)
+app.command("pull")(pull.pull)
+app.add_typer(models.app, name="models")
 app.command("quantize")(quantize.quantize)
 app.command("summarize")(summarize.summarize)
 app.command("tiny")(tiny.tiny)

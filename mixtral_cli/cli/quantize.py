@@ -21,7 +21,9 @@ def _complete_type(incomplete: str) -> list[str]:
 
 
 def quantize(
-    source: Annotated[Path, typer.Argument(help="A Hugging Face Mixtral folder, or a GGUF to requantize.")],
+    source: Annotated[
+        str, typer.Argument(help="A Hugging Face Mixtral folder, a GGUF to requantize, or a Hub name (ORG/NAME, 8x7b).")
+    ],
     type_name: Annotated[
         str | None,
         typer.Option(
@@ -65,9 +67,14 @@ def quantize(
             f"{type_name} stores under 3 bits per weight: expect a clear loss of quality, more so for a "
             "mixture of experts than for a dense model."
         )
+    local, hub_name = _local_source(source)
+    if hub_name and output is None:
+        # Not into the Hub cache beside the download: here, named after the repo.
+        output = Path.cwd() / f"{hub_name}-{type_name or DEFAULT_TYPE}.gguf"
     with StageProgress() as progress:
         result = quantize_model(
-            source,
+            local,
+            name=hub_name,
             type_name=type_name,
             output=output,
             force=force,
@@ -77,3 +84,20 @@ def quantize(
         )
     print_quantize_summary(result)
     typer.echo(str(result.output))
+
+
+def _local_source(source: str) -> tuple[Path, str | None]:
+    """A path as given; a Hub name that is no local path is downloaded into the Hub cache first.
+
+    Returns the local path, and for a Hub name the repo's name (for the output and general.name).
+    """
+    from ..catalog import CATALOG, parse_model_ref
+    from ..pull import fetch_source
+    from ..ui.console import print_notice
+
+    path = Path(source).expanduser()
+    if path.exists() or (source.lower() not in CATALOG and source.count("/") != 1):
+        return path, None
+    ref = parse_model_ref(source)
+    repo = ref.catalog.repo if ref.catalog else ref.source
+    return fetch_source(ref, on_notice=print_notice), repo.rsplit("/", 1)[-1]

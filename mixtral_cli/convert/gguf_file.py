@@ -35,6 +35,12 @@ class GGUFInfo:
     expert_count: int
     legacy_experts: bool
     n_params: int
+    metadata: dict[str, object]  # scalars and strings; arrays as their length
+
+    @property
+    def tokenizer_version(self) -> str | None:
+        n_vocab = self.metadata.get("tokenizer.ggml.tokens")
+        return None if not isinstance(n_vocab, int) else ("v3" if n_vocab >= 32768 else "v1")
 
     @property
     def nbytes(self) -> int:
@@ -88,7 +94,7 @@ class _HeaderReader:
             else:
                 for _ in range(count):
                     self._value(element_type)
-            return None
+            return count  # an array stands for its length
         raise ValueError(f"unknown GGUF value type {value_type}")
 
     def read(self) -> tuple[dict[str, object], list[tuple[str, tuple[int, ...]]]]:
@@ -132,6 +138,7 @@ def inspect_gguf(path: Path) -> GGUFInfo:
         expert_count=expert_count,
         legacy_experts=any(_LEGACY_EXPERT.match(name) for name, _ in tensors),
         n_params=sum(math.prod(dims) for _, dims in tensors),
+        metadata=metadata,
     )
 
 

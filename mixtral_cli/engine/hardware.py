@@ -32,10 +32,38 @@ def physical_cores() -> int:
 
 def available_memory() -> int | None:
     """Bytes of memory available to a new allocation, or None where unknown."""
+    return _meminfo("MemAvailable")
+
+
+def total_memory() -> int | None:
+    return _meminfo("MemTotal")
+
+
+def _meminfo(key: str) -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def gpu_memory() -> int | None:
+    """Bytes of memory of all NVIDIA GPUs, or None when there is none (or no nvidia-smi to ask)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        return sum(int(line) for line in out.split()) * 2**20 or None
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None

@@ -9,6 +9,7 @@ from .progress import format_bytes
 
 if TYPE_CHECKING:
     from ..engine.model import Engine, GenerationStats
+    from ..pull import PullPlan
     from ..quantize import QuantizeResult
     from ..summarize import SummaryPlan
 
@@ -68,3 +69,30 @@ def summary_json(text: str, plan: SummaryPlan, *, name: str | None) -> str:
     if name is not None:
         data = {"file": name, **data}
     return json.dumps(data, ensure_ascii=False)
+
+
+def print_pull_plan(plan: PullPlan) -> None:
+    """What a pull will fetch and need, before anything downloads (stdout: it is the answer to --dry-run)."""
+    from rich.markup import escape
+
+    from .console import stdout_console
+
+    console = stdout_console()
+    what = "download as is" if plan.kind == "gguf" else f"convert to {plan.quant}"
+    console.print(f"[bold]{escape(plan.name)}[/] from {escape(plan.remote.repo)} @ {plan.remote.commit[:12]}: {what}")
+    for file in plan.files:
+        console.print(f"  {escape(file.path)}  {format_bytes(file.size)}")
+    console.print(
+        f"  {format_bytes(plan.total_bytes)} in all, {format_bytes(plan.missing_bytes)} not in the Hub cache yet"
+    )
+    for folder, needed, free in plan.disk:
+        console.print(f"  disk: {format_bytes(needed)} needed in {escape(str(folder))}, {format_bytes(free)} free")
+    ram = format_bytes(plan.ram) if plan.ram else "unknown"
+    gpu = format_bytes(plan.gpu) if plan.gpu else "no GPU found"
+    console.print(f"  memory: {ram} RAM, {gpu}")
+    for c in plan.candidates:
+        moe = f", GPU with --cpu-moe {format_bytes(c.gpu_bytes_cpu_moe)}" if c.gpu_bytes_cpu_moe else ""
+        kv = f" + {format_bytes(c.kv_bytes)} KV cache" if c.kv_bytes else ""
+        console.print(f"  {c.quant:<7} {format_bytes(c.size)}{kv}{moe}")
+    if plan.recommendation:
+        console.print(f"  recommended for this machine: {plan.recommendation}")

@@ -1,0 +1,93 @@
+"""`mixtral models`: the store's list, details, removal and default."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="List, show, remove and choose the default of pulled models.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_models() -> None:
+    """List the pulled models (tab-separated on a pipe)."""
+    from ..store import ModelStore
+    from ..ui.console import stdout_console
+    from ..ui.progress import format_bytes
+
+    store = ModelStore()
+    default = store.default()
+    rows = [
+        (("* " if e.name == default else "") + e.name, e.repo, e.quant, format_bytes(e.size), e.kind, e.created)
+        for e in store.entries()
+    ]
+    console = stdout_console()
+    if not console.is_terminal:
+        for row in rows:
+            typer.echo("\t".join(row))
+        return
+    if not rows:
+        console.print("No models yet: `mixtral pull 8x7b-instruct` fetches one.")
+        return
+    from rich.table import Table
+
+    table = Table("name", "repo", "quant", "size", "kind", "pulled", box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command("show")
+def show(name: Annotated[str, typer.Argument(help="A name from `mixtral models list`.")]) -> None:
+    """Show a model's GGUF metadata and files."""
+    from ..convert.gguf_file import inspect_gguf
+    from ..quant_types import QUANT_TYPES
+    from ..store import ModelStore
+
+    entry = ModelStore().require(name)
+    info = inspect_gguf(entry.path)
+    meta = info.metadata
+    file_type = next((q.name for q in QUANT_TYPES.values() if q.file_type == info.file_type), str(info.file_type))
+    lines = [
+        f"name: {entry.name}",
+        f"source: {entry.repo} @ {entry.revision}",
+        f"architecture: {info.architecture} (Mixtral), {meta.get('llama.block_count')} layers",
+        f"experts: {info.expert_count}, used per token: {meta.get('llama.expert_used_count')}",
+        f"context: {meta.get('llama.context_length')} tokens",
+        f"quantization: {file_type}",
+        f"tokenizer: {info.tokenizer_version}",
+        f"parameters: {info.n_params / 1e9:.2f}B",
+        "files:",
+        *(f"  {f}" for f in entry.files),
+    ]
+    typer.echo("\n".join(lines))
+
+
+@app.command("rm")
+def remove(
+    name: Annotated[str, typer.Argument(help="A name from `mixtral models list`.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Remove a model and the files only it uses."""
+    from ..errors import MixtralError
+    from ..store import ModelStore
+
+    store = ModelStore()
+    store.require(name)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise MixtralError(f"Not removing {name} without confirmation.", hint="Pass --yes.")
+        typer.confirm(f"Remove {name} and its files?", abort=True)
+    removed = store.remove(name)
+    typer.echo(f"Removed {name} ({len(removed)} files deleted).")
+
+
+@app.command("default")
+def default(name: Annotated[str, typer.Argument(help="A name from `mixtral models list`.")]) -> None:
+    """Make a model the default for commands run without -m."""
+    from ..store import ModelStore
+
+    ModelStore().set_default(name)
+    typer.echo(f"{name} is the default model.")

@@ -1,0 +1,152 @@
+"""The Hugging Face Hub through huggingface_hub: file lists, checked downloads, errors users can act on.
+
+Downloads land in the Hub cache (``HF_HOME``) and are reused from there, never copied: Mixtral files are
+26-280 GB. huggingface_hub resumes interrupted files; every LFS file is checked against the Hub's sha256,
+so a corrupt or cut-off file is fetched again instead of used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import MixtralError
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class HubError(MixtralError, OSError):
+    """The Hub refused, or could not be reached."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    size: int
+    sha256: str | None  # LFS files only: the Hub's ETag is their sha256
+
+
+@dataclass(frozen=True)
+class RemoteRepo:
+    repo: str
+    commit: str
+    files: tuple[str, ...]
+
+
+def endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+@contextlib.contextmanager
+def hub_errors(repo: str, revision: str | None = None) -> Iterator[None]:
+    """Turn huggingface_hub's exceptions into one sentence with the next step."""
+    from huggingface_hub import errors
+
+    try:
+        yield
+    except errors.GatedRepoError as exc:
+        raise HubError(
+            f"{repo} is gated: its terms must be accepted on {endpoint()}/{repo} first.",
+            hint="Accept them with your account, then `hf auth login` or set HF_TOKEN.",
+        ) from exc
+    except errors.RepositoryNotFoundError as exc:
+        raise HubError(
+            f"There is no Hub repo {repo}{f' at revision {revision}' if revision else ''}, or it is private.",
+            hint="Check the name (or the revision); for a private repo, `hf auth login` or set HF_TOKEN.",
+        ) from exc
+    except errors.RevisionNotFoundError as exc:
+        raise HubError(f"{repo} has no revision {revision}.", hint="Check --revision.") from exc
+    except errors.OfflineModeIsEnabled as exc:
+        raise HubError("HF_HUB_OFFLINE is set, and pulling needs the Hub.", hint="Unset HF_HUB_OFFLINE.") from exc
+    except errors.LocalEntryNotFoundError as exc:
+        raise HubError(
+            f"Cannot reach the Hub at {endpoint()} to fetch {repo}.",
+            hint="Check the connection or HF_ENDPOINT; run the same command again to resume.",
+        ) from exc
+    except errors.HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "an error"
+        raise HubError(f"The Hub answered {status} for {repo}.", hint="Try again later.") from exc
+    except (OSError, *_transport_errors()) as exc:
+        if isinstance(exc, MixtralError):
+            raise
+        raise HubError(
+            f"Cannot reach the Hub at {endpoint()} to fetch {repo} ({exc}).",
+            hint="Check the connection or HF_ENDPOINT; run the same command again to resume.",
+        ) from exc
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """The HTTP client's connection errors: huggingface_hub uses httpx (or its fork httpx2), not OSError."""
+    import importlib
+
+    found = []
+    for name in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+def list_repo(repo: str, revision: str | None = None) -> RemoteRepo:
+    from huggingface_hub import HfApi
+
+    with hub_errors(repo, revision):
+        info = HfApi().model_info(repo, revision=revision or "main")
+    return RemoteRepo(repo, str(info.sha), tuple(s.rfilename for s in info.siblings or ()))
+
+
+def describe_files(remote: RemoteRepo, paths: list[str]) -> list[RemoteFile]:
+    """Size and sha256 of each file, from the Hub's headers."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    described = []
+    with hub_errors(remote.repo):
+        for path in paths:
+            meta = get_hf_file_metadata(hf_hub_url(remote.repo, path, revision=remote.commit))
+            etag = (meta.etag or "").strip('"')
+            described.append(RemoteFile(path, int(meta.size or 0), etag if _SHA256.match(etag) else None))
+    return described
+
+
+def cached_file(remote: RemoteRepo, path: str) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(remote.repo, path, revision=remote.commit)
+    return Path(found) if isinstance(found, str) else None
+
+
+def download(remote: RemoteRepo, file: RemoteFile, *, on_notice: Callable[[str], None] | None = None) -> Path:
+    """The file in the Hub cache, downloaded or resumed as needed, and checked against its sha256."""
+    from huggingface_hub import hf_hub_download
+
+    with hub_errors(remote.repo):
+        path = Path(hf_hub_download(remote.repo, file.path, revision=remote.commit))
+        if file.sha256 is None or sha256_of(path) == file.sha256:
+            return path
+        if on_notice:
+            on_notice(f"{file.path} in the Hub cache does not match the Hub's sha256: downloading it again.")
+        blob = path.resolve()
+        path.unlink()
+        blob.unlink(missing_ok=True)
+        path = Path(hf_hub_download(remote.repo, file.path, revision=remote.commit, force_download=True))
+    if sha256_of(path) != file.sha256:
+        raise HubError(
+            f"{file.path} from {remote.repo} does not match the Hub's sha256 even after a fresh download.",
+            hint="Try again later; the Hub or a proxy may be serving a broken file.",
+        )
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * 2**20):
+            digest.update(chunk)
+    return digest.hexdigest()

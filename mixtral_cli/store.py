@@ -1,0 +1,114 @@
+"""The model store: one manifest in MIXTRAL_HOME naming every pulled model and where its files are.
+
+A model pulled as GGUF keeps its files in the Hub cache (never copied); a converted one lives in
+MIXTRAL_HOME/models. The manifest is rewritten atomically on every change.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .atomic import atomic_path
+from .errors import MixtralError, ModelNotFoundError
+from .paths import mixtral_home
+
+
+class StoreError(MixtralError):
+    """A manifest that cannot be read."""
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    name: str  # as pulled: 8x7b-instruct:Q4_K_M, ORG/NAME:QUANT
+    repo: str
+    revision: str
+    quant: str
+    kind: str  # "gguf" (files from the Hub cache) or "converted" (a file of the store's own)
+    files: tuple[str, ...]  # absolute paths; the first is what llama.cpp loads
+    size: int
+    tokenizer: str | None = None
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def path(self) -> Path:
+        return Path(self.files[0])
+
+
+class ModelStore:
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home or mixtral_home()
+        self.manifest = self.home / "models.json"
+        self.models_dir = self.home / "models"
+
+    def _read(self) -> dict:
+        if not self.manifest.exists():
+            return {"default": None, "models": {}}
+        try:
+            data = json.loads(self.manifest.read_text(encoding="utf-8"))
+            data["models"] = {
+                name: StoreEntry(**{**e, "files": tuple(e["files"])}) for name, e in data["models"].items()
+            }
+            return data
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(
+                f"{self.manifest} is corrupt ({exc}).", hint="Move it away; pulled files stay where they are."
+            ) from exc
+
+    def _write(self, data: dict) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        serial = {"default": data["default"], "models": {n: asdict(e) for n, e in data["models"].items()}}
+        with atomic_path(self.manifest) as partial:
+            partial.write_text(json.dumps(serial, indent=2) + "\n", encoding="utf-8")
+
+    def entries(self) -> list[StoreEntry]:
+        return sorted(self._read()["models"].values(), key=lambda e: e.name)
+
+    def get(self, name: str) -> StoreEntry | None:
+        return self._read()["models"].get(name)
+
+    def require(self, name: str) -> StoreEntry:
+        entry = self.get(name)
+        if entry is None:
+            raise ModelNotFoundError(f"No model {name!r} in the store.", hint="`mixtral models list` shows them.")
+        return entry
+
+    def add(self, entry: StoreEntry) -> None:
+        data = self._read()
+        data["models"][entry.name] = entry
+        self._write(data)
+
+    def remove(self, name: str) -> list[Path]:
+        """Forget ``name`` and delete the files no other model uses; returns what was deleted."""
+        data = self._read()
+        entry = self.require(name)
+        del data["models"][name]
+        if data["default"] == name:
+            data["default"] = None
+        still_used = {f for other in data["models"].values() for f in other.files}
+        self._write(data)
+        removed = []
+        for file in map(Path, entry.files):
+            if str(file) in still_used or not file.exists():
+                continue
+            target = file.resolve()  # a Hub cache snapshot links to its blob
+            file.unlink()
+            if target != file:
+                target.unlink(missing_ok=True)
+            removed.append(file)
+        return removed
+
+    def default(self) -> str | None:
+        return self._read()["default"]
+
+    def set_default(self, name: str) -> None:
+        data = self._read()
+        self.require(name)
+        data["default"] = name
+        self._write(data)
+
+    def converted_path(self, name: str) -> Path:
+        return self.models_dir / (re.sub(r"[^A-Za-z0-9._-]+", "--", name) + ".gguf")
