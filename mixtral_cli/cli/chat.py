@@ -81,23 +81,11 @@ def chat(
 
 
 def _print_saved_chats() -> None:
-    """A table on a terminal; one tab-separated line per chat on a pipe, for scripts."""
-    from rich.table import Table
-
     from ..chat.session import list_saved_chats
-    from ..ui.console import stdout_console
+    from ..ui.table import print_rows
 
-    chats = list_saved_chats()
-    console = stdout_console()
-    rows = [(str(c.path), c.created, c.model, str(c.messages), c.first_question.replace("\n", " ")[:60]) for c in chats]
-    if not console.is_terminal:
-        for row in rows:
-            typer.echo("\t".join(row))
-        return
-    if not rows:
-        console.print("No saved chats yet.")
-        return
-    table = Table("file", "started", "model", "messages", "first question", box=None, pad_edge=False)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    rows = [
+        (str(c.path), c.created, c.model, str(c.messages), c.first_question.replace("\n", " ")[:60])
+        for c in list_saved_chats()
+    ]
+    print_rows(("file", "started", "model", "messages", "first question"), rows, empty="No saved chats yet.")

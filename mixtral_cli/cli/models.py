@@ -14,8 +14,8 @@ app = typer.Typer(help="List, show, remove and choose the default of pulled mode
 def list_models() -> None:
     """List the pulled models (tab-separated on a pipe)."""
     from ..store import ModelStore
-    from ..ui.console import stdout_console
     from ..ui.progress import format_bytes
+    from ..ui.table import print_rows
 
     store = ModelStore()
     default = store.default()
@@ -23,20 +23,11 @@ def list_models() -> None:
         (("* " if e.name == default else "") + e.name, e.repo, e.quant, format_bytes(e.size), e.kind, e.created)
         for e in store.entries()
     ]
-    console = stdout_console()
-    if not console.is_terminal:
-        for row in rows:
-            typer.echo("\t".join(row))
-        return
-    if not rows:
-        console.print("No models yet: `mixtral pull 8x7b-instruct` fetches one.")
-        return
-    from rich.table import Table
-
-    table = Table("name", "repo", "quant", "size", "kind", "pulled", box=None, pad_edge=False)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    print_rows(
+        ("name", "repo", "quant", "size", "kind", "pulled"),
+        rows,
+        empty="No models yet: `mixtral pull 8x7b-instruct` fetches one.",
+    )
 
 
 @app.command("show")
