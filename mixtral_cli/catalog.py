@@ -8,10 +8,9 @@ from .errors import MixtralError
 
 
 @dataclass(frozen=True)
-class CatalogModel:
-    name: str
-    repo: str  # the official safetensors checkpoint
-    gguf_repos: tuple[str, ...]  # well-known pre-quantized GGUFs, tried first
+class MixtralShape:
+    """What memory planning needs of a model size (shared/reference/models.md)."""
+
     total_params: float
     active_params: float
     n_layers: int
@@ -20,52 +19,36 @@ class CatalogModel:
     context: int
 
 
+SHAPE_8X7B = MixtralShape(46.7e9, 12.9e9, n_layers=32, n_kv_heads=8, head_dim=128, context=32768)
+SHAPE_8X22B = MixtralShape(141e9, 39e9, n_layers=56, n_kv_heads=8, head_dim=128, context=65536)
+
+
+@dataclass(frozen=True)
+class CatalogModel:
+    name: str
+    repo: str  # the official safetensors checkpoint
+    gguf_repos: tuple[str, ...]  # well-known pre-quantized GGUFs, tried first
+    shape: MixtralShape
+
+
 CATALOG: dict[str, CatalogModel] = {
     m.name: m
     for m in (
-        CatalogModel(
-            "8x7b",
-            "mistralai/Mixtral-8x7B-v0.1",
-            ("TheBloke/Mixtral-8x7B-v0.1-GGUF",),
-            46.7e9,
-            12.9e9,
-            32,
-            8,
-            128,
-            32768,
-        ),
+        CatalogModel("8x7b", "mistralai/Mixtral-8x7B-v0.1", ("TheBloke/Mixtral-8x7B-v0.1-GGUF",), SHAPE_8X7B),
         CatalogModel(
             "8x7b-instruct",
             "mistralai/Mixtral-8x7B-Instruct-v0.1",
             ("TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF",),
-            46.7e9,
-            12.9e9,
-            32,
-            8,
-            128,
-            32768,
+            SHAPE_8X7B,
         ),
         CatalogModel(
-            "8x22b",
-            "mistral-community/Mixtral-8x22B-v0.1",
-            ("MaziyarPanahi/Mixtral-8x22B-v0.1-GGUF",),
-            141e9,
-            39e9,
-            56,
-            8,
-            128,
-            65536,
+            "8x22b", "mistral-community/Mixtral-8x22B-v0.1", ("MaziyarPanahi/Mixtral-8x22B-v0.1-GGUF",), SHAPE_8X22B
         ),
         CatalogModel(
             "8x22b-instruct",
             "mistralai/Mixtral-8x22B-Instruct-v0.1",
             ("MaziyarPanahi/Mixtral-8x22B-Instruct-v0.1-GGUF",),
-            141e9,
-            39e9,
-            56,
-            8,
-            128,
-            65536,
+            SHAPE_8X22B,
         ),
     )
 }

@@ -65,20 +65,21 @@ def hub_errors(repo: str, revision: str | None = None) -> Iterator[None]:
     except errors.OfflineModeIsEnabled as exc:
         raise HubError("HF_HUB_OFFLINE is set, and pulling needs the Hub.", hint="Unset HF_HUB_OFFLINE.") from exc
     except errors.LocalEntryNotFoundError as exc:
-        raise HubError(
-            f"Cannot reach the Hub at {endpoint()} to fetch {repo}.",
-            hint="Check the connection or HF_ENDPOINT; run the same command again to resume.",
-        ) from exc
+        raise _unreachable(repo) from exc
     except errors.HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "an error"
         raise HubError(f"The Hub answered {status} for {repo}.", hint="Try again later.") from exc
     except (OSError, *_transport_errors()) as exc:
         if isinstance(exc, MixtralError):
             raise
-        raise HubError(
-            f"Cannot reach the Hub at {endpoint()} to fetch {repo} ({exc}).",
-            hint="Check the connection or HF_ENDPOINT; run the same command again to resume.",
-        ) from exc
+        raise _unreachable(repo, detail=str(exc)) from exc
+
+
+def _unreachable(repo: str, *, detail: str | None = None) -> HubError:
+    return HubError(
+        f"Cannot reach the Hub at {endpoint()} to fetch {repo}{f' ({detail})' if detail else ''}.",
+        hint="Check the connection or HF_ENDPOINT; run the same command again to resume.",
+    )
 
 
 def _transport_errors() -> tuple[type[Exception], ...]:

@@ -130,10 +130,11 @@ def _safetensors_plan(ref: ModelRef, remote: RemoteRepo, catalog: CatalogModel |
 def _candidate(quant: str, size: int, catalog: CatalogModel | None) -> Candidate:
     if catalog is None:
         return Candidate(quant, size, 0, 0)
-    kv = 2 * catalog.n_layers * catalog.n_kv_heads * catalog.head_dim * catalog.context * 2  # K and V, f16
+    shape = catalog.shape
+    kv = 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * shape.context * 2  # K and V, f16
     # Top-2 of 8 experts: the idle 6/8 of the experts is total - active, so all experts are 8/6 of that;
     # what is not an expert (attention, embeddings, norms, routers) stays on the GPU under --cpu-moe.
-    shared = 1 - (catalog.total_params - catalog.active_params) / catalog.total_params * 8 / 6
+    shared = 1 - (shape.total_params - shape.active_params) / shape.total_params * 8 / 6
     return Candidate(quant, size, kv, int(size * max(shared, 0.03)) + kv)
 
 
