@@ -103,10 +103,10 @@ def _gguf_plan(ref: ModelRef, remote: RemoteRepo, catalog: CatalogModel | None) 
     shards = [_SHARD.search(p) for p in paths]
     if any(shards) and len(paths) != int(shards[0][2]):
         raise HubError(f"{remote.repo} has {len(paths)} of the {int(shards[0][2])} shards of its {quant} GGUF.")
-    files = tuple(describe_files(remote, paths))
-    sizes = {
-        q: sum(f.size for f in describe_files(remote, p)) for q, p in quants.items() if q in _CANDIDATES or q == quant
-    }
+    # One HEAD request per file: the asked quantization's files and the other candidates' sizes.
+    described = {q: describe_files(remote, p) for q, p in quants.items() if q in _CANDIDATES or q == quant}
+    files = tuple(described[quant])
+    sizes = {q: sum(f.size for f in fs) for q, fs in described.items()}
     candidates = tuple(_candidate(q, size, catalog) for q, size in sorted(sizes.items(), key=lambda item: item[1]))
     return _plan(ref, remote, "gguf", quant, files, candidates, conversion_bytes=0)
 
