@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -63,3 +64,26 @@ def fetch_llama_cpp(work: Path) -> Path:
         tar.extractall(work / "src", filter="data")
     shutil.move(next((work / "src").glob("*/vendor/llama.cpp")), tree)
     return tree
+
+
+def shaped_8x7b_model(work: Path, layers: int) -> Path:
+    """A random Mixtral with 8x7B's real tensor shapes but only ``layers`` of its 32 layers, at Q4_K_M."""
+    model = work / f"8x7b-shaped-{layers}-layers-Q4_K_M.gguf"
+    if model.exists():
+        return model
+    spec = TinyMixtralSpec(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_layers=layers,
+        num_experts=8,
+        num_heads=32,
+        num_kv_heads=8,
+        shards=4 * layers + 2,  # a few tensors per shard: one shard is in memory while it is written
+    )
+    checkpoint = work / f"8x7b-shaped-{layers}-layers"
+    if not (checkpoint / "config.json").exists():
+        print(f"building the {layers}-layer 8x7B-shaped checkpoint ...", flush=True)
+        build_tiny_mixtral(checkpoint, spec)
+    print("quantizing to Q4_K_M ...", flush=True)
+    measure([sys.executable, "-m", "mixtral_cli", "quantize", str(checkpoint), "--type", "Q4_K_M", "-o", str(model)])
+    return model

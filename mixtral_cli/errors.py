@@ -106,3 +106,28 @@ class ContextOverflowError(MixtralError):
         )
         self.prompt_tokens = prompt_tokens
         self.n_ctx = n_ctx
+
+
+INSTALL_RPC_COMMAND = "bash scripts/install-llama-cpp.sh"
+
+
+class RpcUnavailableError(MixtralError, RuntimeError):
+    """This llama.cpp build has no RPC backend, so workers can be neither served nor used."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This llama-cpp-python was built without llama.cpp's RPC backend.",
+            hint=f"Rebuild it with RPC from a mixtral checkout: `{INSTALL_RPC_COMMAND}` (see README, GPUs and workers).",
+        )
+
+
+class WorkerError(MixtralError, ConnectionError):
+    """An RPC worker that cannot be used: unreachable, not a worker, another protocol version, no devices."""
+
+    def __init__(self, message: str, *, endpoint: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.endpoint = endpoint
+
+
+class PlacementError(MixtralError, ValueError):
+    """A placement that cannot be made: a --tensor-split that does not match the devices, say."""

@@ -7,9 +7,10 @@ quantize` writes the GGUF into the store.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class PullPlan:
     candidates: tuple[Candidate, ...]
     ram: int | None
     gpu: int | None
+    workers: int = 0  # bytes the --rpc workers' devices have free
 
     @property
     def total_bytes(self) -> int:
@@ -57,11 +59,18 @@ class PullPlan:
     @property
     def recommendation(self) -> str | None:
         """The largest quantization that fits this machine, on the GPU when there is one."""
-        room = self.gpu if self.gpu else self.ram
+        room = (self.gpu if self.gpu else self.ram or 0) + self.workers
         if not room:
             return None
         fitting = [c for c in self.candidates if c.size + c.kv_bytes <= room * _MEMORY_SHARE]
         return max(fitting, key=lambda c: c.size).quant if fitting else None
+
+
+def with_workers(plan: PullPlan, endpoints: Sequence[str]) -> PullPlan:
+    """The plan with the free memory of these workers' devices counted beside this machine's."""
+    from .engine.rpc import add_workers
+
+    return dataclasses.replace(plan, workers=sum(d.free for d in add_workers(endpoints)))
 
 
 def plan_pull(ref: ModelRef, *, revision: str | None = None, force: bool = False) -> PullPlan:

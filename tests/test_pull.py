@@ -209,3 +209,16 @@ def _one_blob_done_and_one_on_its_way(blobs: Path) -> bool:
         n for n, size in sizes.items() if size > 2**20 and not n.endswith(".incomplete") and not n.startswith("tmp")
     ]
     return bool(done) and any(n.endswith(".incomplete") for n in sizes)
+
+
+def test_the_plan_counts_the_workers_memory(online, tmp_path):
+    from .workers import Worker
+
+    worker = Worker(tmp_path, "--no-cache")
+    try:
+        result = mixtral("pull", "test/tiny-gguf:F16", "--dry-run", "--rpc", worker.endpoint, env=online)
+    finally:
+        worker.stop()
+
+    assert result.returncode == 0, result.stderr
+    assert "GiB on the --rpc workers" in result.stdout

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import chat, complete, completion, models, prompt, pull, quantize, summarize, tiny
+from . import chat, complete, completion, devices, models, prompt, pull, quantize, summarize, tiny, worker
 
 app = typer.Typer(
     name="mixtral",
@@ -28,6 +28,8 @@ app.add_typer(models.app, name="models")
 app.command("quantize")(quantize.quantize)
 app.command("summarize")(summarize.summarize)
 app.command("tiny")(tiny.tiny)
+app.command("devices")(devices.devices)
+app.command("worker")(worker.worker)
 app.command("completion")(completion.completion)
 
 _debug = False

@@ -99,6 +99,50 @@ FlashAttnOption = Annotated[
     bool, typer.Option("--flash-attn/--no-flash-attn", rich_help_panel=ENGINE, help="Flash attention where supported.")
 ]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel=ENGINE, help="Show llama.cpp's log.")]
+RpcOption = Annotated[
+    str | None,
+    typer.Option(
+        "--rpc",
+        envvar="MIXTRAL_RPC",
+        metavar="HOST:PORT[,...]",
+        rich_help_panel=ENGINE,
+        show_default=False,
+        help="Workers (`mixtral worker`) whose devices take layers too.",
+    ),
+]
+TensorSplitOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tensor-split",
+        "-ts",
+        metavar="A,B,...",
+        rich_help_panel=ENGINE,
+        show_default="by free memory",
+        help="Each GPU's and worker's share of the offloaded layers, in `mixtral devices` order.",
+    ),
+]
+
+
+def engine_options_from(**values: Any) -> EngineOptions:
+    """EngineOptions from the shared options' values, --rpc and --tensor-split parsed."""
+    from ..engine.rpc import parse_endpoints
+
+    rpc, split = values.pop("rpc", None), values.pop("tensor_split", None)
+    return EngineOptions(
+        **values,
+        rpc=tuple(parse_endpoints(rpc)) if rpc else (),
+        tensor_split=_parse_split(split) if split else None,
+    )
+
+
+def _parse_split(text: str) -> tuple[float, ...]:
+    try:
+        shares = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        shares = ()
+    if not shares or any(share < 0 for share in shares):
+        raise typer.BadParameter("give non-negative numbers separated by commas, e.g. 3,1.", param_hint="--tensor-split")
+    return shares
 
 
 # The options every command that runs a model shares: (parameter, option, default).
@@ -121,6 +165,8 @@ _ENGINE_OPTIONS = (
     ("n_cpu_moe", NCpuMoeOption, 0),
     ("flash_attn", FlashAttnOption, True),
     ("verbose", VerboseOption, False),
+    ("rpc", RpcOption, None),
+    ("tensor_split", TensorSplitOption, None),
 )
 
 
@@ -141,7 +187,7 @@ def runs_a_model(command: Callable[..., None]) -> Callable[..., None]:
     def run(**values: Any) -> None:
         sampling = {name: values.pop(name) for name, _, _ in _SAMPLING_OPTIONS}
         sampling["stop"] = tuple(sampling["stop"] or ())
-        engine_options = EngineOptions(**{name: values.pop(name) for name, _, _ in _ENGINE_OPTIONS})
+        engine_options = engine_options_from(**{name: values.pop(name) for name, _, _ in _ENGINE_OPTIONS})
         command(**values, sampling=SamplingOptions(**sampling), engine_options=engine_options)
 
     run.__signature__ = own.replace(parameters=[*kept, *shared])  # type: ignore[attr-defined]

@@ -36,6 +36,7 @@ class GGUFInfo:
     legacy_experts: bool
     n_params: int
     metadata: dict[str, object]  # scalars and strings; arrays as their length
+    tensor_bytes: dict[str, int]  # in this file; a split model's other shards are not read
 
     @property
     def tokenizer_version(self) -> str | None:
@@ -97,7 +98,8 @@ class _HeaderReader:
             return count  # an array stands for its length
         raise ValueError(f"unknown GGUF value type {value_type}")
 
-    def read(self) -> tuple[dict[str, object], list[tuple[str, tuple[int, ...]]]]:
+    def read(self) -> tuple[dict[str, object], list[tuple[str, tuple[int, ...], int]]]:
+        """Key/values and, per tensor, its name, dims and offset in the data section."""
         if self._read(4) != GGUF_MAGIC:
             raise ValueError("not GGUF")
         self._unpack("<I")  # version
@@ -110,8 +112,8 @@ class _HeaderReader:
         for _ in range(n_tensors):
             name = self._string()
             dims = tuple(int(self._unpack("<Q")) for _ in range(int(self._unpack("<I"))))
-            self._read(4 + 8)  # type, offset
-            tensors.append((name, dims))
+            self._read(4)  # type
+            tensors.append((name, dims, int(self._unpack("<Q"))))
         return metadata, tensors
 
 
@@ -124,6 +126,8 @@ def inspect_gguf(path: Path) -> GGUFInfo:
     try:
         with open(path, "rb") as f:
             metadata, tensors = _HeaderReader(f).read()
+            alignment = int(metadata.get("general.alignment") or 32)  # type: ignore[call-overload]
+            data_start = -(-f.tell() // alignment) * alignment
     except (EOFError, ValueError, struct.error) as exc:
         raise GGUFError(f"{path} is truncated or corrupt.", path=path, hint="Download or convert it again.") from exc
     architecture = str(metadata.get("general.architecture") or "unknown")
@@ -136,10 +140,18 @@ def inspect_gguf(path: Path) -> GGUFInfo:
         architecture=architecture,
         file_type=None if file_type is None else int(file_type),  # type: ignore[call-overload]
         expert_count=expert_count,
-        legacy_experts=any(_LEGACY_EXPERT.match(name) for name, _ in tensors),
-        n_params=sum(math.prod(dims) for _, dims in tensors),
+        legacy_experts=any(_LEGACY_EXPERT.match(name) for name, _, _ in tensors),
+        n_params=sum(math.prod(dims) for _, dims, _ in tensors),
         metadata=metadata,
+        tensor_bytes=_tensor_bytes(tensors, data_bytes=path.stat().st_size - data_start),
     )
+
+
+def _tensor_bytes(tensors: list[tuple[str, tuple[int, ...], int]], *, data_bytes: int) -> dict[str, int]:
+    """Each tensor's size on disk (alignment padding included): from one offset to the next."""
+    ordered = sorted(tensors, key=lambda t: t[2])
+    ends = [offset for _, _, offset in ordered[1:]] + [data_bytes]
+    return {name: max(end - offset, 0) for (name, _, offset), end in zip(ordered, ends, strict=True)}
 
 
 def copy_metadata(reader: gguf.GGUFReader, writer: gguf.GGUFWriter) -> None:

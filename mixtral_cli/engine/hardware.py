@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -49,21 +54,37 @@ def _meminfo(key: str) -> int | None:
     return None
 
 
-def gpu_memory() -> int | None:
-    """Bytes of memory of all NVIDIA GPUs, or None when there is none (or no nvidia-smi to ask)."""
-    import shutil
-    import subprocess
+@dataclass(frozen=True)
+class LocalGpu:
+    description: str  # e.g. "an NVIDIA GPU (NVIDIA H100 80GB HBM3)"
+    backend: str  # the llama.cpp build that uses it: cuda, metal
+    memory: int | None  # bytes, all such GPUs together; None where the OS does not say
 
+
+@functools.cache
+def gpu_on_this_machine() -> LocalGpu | None:
+    """A GPU the operating system shows, whatever llama.cpp was built for: NVIDIA's through nvidia-smi, Apple's."""
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
+        return LocalGpu("Apple silicon (Metal)", "metal", None)
     if shutil.which("nvidia-smi") is None:
         return None
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=10,
             check=True,
         ).stdout
-        return sum(int(line) for line in out.split()) * 2**20 or None
+        rows = [line.rsplit(",", 1) for line in out.strip().splitlines() if "," in line]
+        if not rows:
+            return None
+        return LocalGpu(f"an NVIDIA GPU ({rows[0][0].strip()})", "cuda", sum(int(m) for _, m in rows) * 2**20)
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
+
+
+def gpu_memory() -> int | None:
+    """Bytes of memory of this machine's GPUs, or None when there is none (or no way to ask)."""
+    gpu = gpu_on_this_machine()
+    return gpu.memory if gpu else None

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..convert.gguf_file import inspect_gguf, is_gguf
+from ..convert.gguf_file import GGUFInfo, inspect_gguf, is_gguf
 from ..errors import ContextOverflowError, GGUFError, LlamaCppError, ModelNotFoundError
 from ..prompt import (
     InvalidConversationError,
@@ -21,14 +21,14 @@ from ..prompt import (
     raw_prompt_ids,
 )
 from . import logs
-from .hardware import available_memory, physical_cores
+from .devices import has_gpu_backend, init_backend
+from .hardware import available_memory, gpu_on_this_machine, physical_cores
 from .options import EngineOptions, SamplingOptions
-from .placement import BuftOverrides, plan_placement
+from .placement import LoadParams, Placement, describe_placement, plan_model_placement
 from .sampler import build_sampler
 from .text import TextStream
 
 _MIN_CTX = 512
-_backend_ready = False
 
 
 @dataclass(frozen=True)
@@ -94,17 +94,20 @@ class Engine:
         self._llama = llama_cpp
         self.options = options
         notice = on_notice or (lambda text: None)
-        _check_file(path, notice)
-        _init_backend()
+        header = _check_file(path, notice)
+        init_backend()
+        _notice_missing_gpu_backend(notice)
         log_handler = _print_log if options.verbose else _collect_errors
         _collected_errors.clear()
         with logs.log_handler(log_handler):
-            placement = plan_placement(options, gpu=llama_cpp.llama_supports_gpu_offload())
-            if placement.notice:
-                notice(placement.notice)
-            self._model = _load_model(path, placement)
+            self.placement = plan_model_placement(options, n_layer=int(header.metadata.get("llama.block_count") or 0))
+            if self.placement.notice:
+                notice(self.placement.notice)
+            if options.verbose:
+                notice(describe_placement(self.placement))
+            self._model = _load_model(path, self.placement)
             try:
-                self.info = _model_info(path, self._model, gpu=llama_cpp.llama_supports_gpu_offload())
+                self.info = _model_info(path, self._model, gpu=bool(self.placement.devices))
                 self._vocab = llama_cpp.llama_model_get_vocab(self._model)
                 self._ctx = self._new_context(notice)
             except BaseException:
@@ -346,38 +349,44 @@ def _last_error() -> str:
     return f": {_collected_errors[-1]}" if _collected_errors else ""
 
 
-def _init_backend() -> None:
-    global _backend_ready
-    if not _backend_ready:
-        import llama_cpp
-
-        logs.install()
-        llama_cpp.llama_backend_init()
-        _backend_ready = True
+_gpu_notice_given = False
 
 
-def _check_file(path: Path, notice: Callable[[str], None]) -> None:
+def _notice_missing_gpu_backend(notice: Callable[[str], None]) -> None:
+    """Once per process: this machine has a GPU that this llama.cpp build cannot use."""
+    global _gpu_notice_given
+    if _gpu_notice_given:
+        return
+    _gpu_notice_given = True
+    gpu = gpu_on_this_machine()
+    if gpu and not has_gpu_backend():
+        notice(
+            f"This machine has {gpu.description}, but llama-cpp-python was built for the CPU only; "
+            f"`bash scripts/install-llama-cpp.sh {gpu.backend}` rebuilds it (see README, GPUs and workers)."
+        )
+
+
+def _check_file(path: Path, notice: Callable[[str], None]) -> GGUFInfo:
     """Refuse what is not a Mixtral GGUF before llama.cpp spends time loading it."""
     if not path.exists():
         raise ModelNotFoundError(f"{path} does not exist.", hint="Check the path, or see `mixtral quantize --help`.")
     if not path.is_file() or not is_gguf(path):
         raise GGUFError(f"{path} is not a GGUF file.", path=path, hint="Convert it with `mixtral quantize`.")
-    if inspect_gguf(path).legacy_experts:
+    info = inspect_gguf(path)
+    if info.legacy_experts:
         notice(
             f"{path.name} keeps one tensor per expert, which llama.cpp loads about 30x slower; "
             f"`mixtral quantize {path}` rewrites it in the current layout."
         )
+    return info
 
 
-def _load_model(path: Path, placement):  # noqa: ANN001, ANN202 - llama.cpp pointers
+def _load_model(path: Path, placement: Placement):  # noqa: ANN202 - a llama_model_p
     import llama_cpp
 
     params = llama_cpp.llama_model_default_params()
-    params.n_gpu_layers = placement.n_gpu_layers
-    params.use_mmap = True
-    overrides = BuftOverrides(placement.expert_patterns) if placement.expert_patterns else None
-    if overrides:
-        params.tensor_buft_overrides = overrides.pointer
+    load_params = LoadParams(placement)
+    load_params.apply(params)
     model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
     if not model:
         raise GGUFError(

@@ -17,6 +17,8 @@ class EngineOptions:
     n_cpu_moe: int = 0  # keep the experts of the first N layers in host memory
     flash_attn: bool = True
     verbose: bool = False  # show llama.cpp's own log
+    rpc: tuple[str, ...] = ()  # workers' HOST:PORT endpoints, whose devices take layers too
+    tensor_split: tuple[float, ...] | None = None  # each offload device's share of the layers; None: by free memory
 
 
 # The model card's widget samples at temperature 0.5; the rest are llama.cpp's defaults.

@@ -89,7 +89,8 @@ def print_pull_plan(plan: PullPlan) -> None:
         console.print(f"  disk: {format_bytes(needed)} needed in {escape(str(folder))}, {format_bytes(free)} free")
     ram = format_bytes(plan.ram) if plan.ram else "unknown"
     gpu = format_bytes(plan.gpu) if plan.gpu else "no GPU found"
-    console.print(f"  memory: {ram} RAM, {gpu}")
+    workers = f", {format_bytes(plan.workers)} on the --rpc workers" if plan.workers else ""
+    console.print(f"  memory: {ram} RAM, {gpu}{workers}")
     for c in plan.candidates:
         moe = f", GPU with --cpu-moe {format_bytes(c.gpu_bytes_cpu_moe)}" if c.gpu_bytes_cpu_moe else ""
         kv = f" + {format_bytes(c.kv_bytes)} KV cache" if c.kv_bytes else ""
