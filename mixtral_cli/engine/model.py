@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..convert.gguf_file import inspect_gguf, is_gguf
-from ..errors import ContextOverflowError, GGUFError, LlamaCppError, ModelNotFoundError
+from ..errors import ContextOverflowError, GGUFError, LegacyLayoutError, LlamaCppError, ModelNotFoundError
 from ..prompt import (
     InvalidConversationError,
     Message,
@@ -94,7 +94,7 @@ class Engine:
         self._llama = llama_cpp
         self.options = options
         notice = on_notice or (lambda text: None)
-        _check_file(path, notice)
+        _check_file(path)
         _init_backend()
         log_handler = _print_log if options.verbose else _collect_errors
         _collected_errors.clear()
@@ -356,17 +356,15 @@ def _init_backend() -> None:
         _backend_ready = True
 
 
-def _check_file(path: Path, notice: Callable[[str], None]) -> None:
+def _check_file(path: Path) -> None:
     """Refuse what is not a Mixtral GGUF before llama.cpp spends time loading it."""
     if not path.exists():
         raise ModelNotFoundError(f"{path} does not exist.", hint="Check the path, or see `mixtral quantize --help`.")
     if not path.is_file() or not is_gguf(path):
         raise GGUFError(f"{path} is not a GGUF file.", path=path, hint="Convert it with `mixtral quantize`.")
-    if inspect_gguf(path).legacy_experts:
-        notice(
-            f"{path.name} keeps one tensor per expert, which llama.cpp loads about 30x slower; "
-            f"`mixtral quantize {path}` rewrites it in the current layout."
-        )
+    info = inspect_gguf(path)
+    if info.legacy_experts:
+        raise LegacyLayoutError(path, size=info.nbytes)
 
 
 def _load_model(path: Path, placement):  # noqa: ANN001, ANN202 - llama.cpp pointers
