@@ -139,9 +139,10 @@ class GatedHub:
         answer = connection.getresponse()
         data = answer.read()
         request.send_response(answer.status)
+        # A HEAD answer keeps the upstream's length: it is the file's size.
+        dropped = {"transfer-encoding", "connection"} | ({"content-length"} if request.command != "HEAD" else set())
         for key, value in answer.getheaders():
-            # A HEAD answer keeps the upstream's length: it is the file's size.
-            if key.lower() not in ("transfer-encoding", "connection", *(() if request.command == "HEAD" else ("content-length",))):
+            if key.lower() not in dropped:
                 request.send_header(key, value)
         if request.command != "HEAD":
             request.send_header("Content-Length", str(len(data)))
