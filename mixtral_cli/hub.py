@@ -164,11 +164,12 @@ def download(
 
     with hub_errors(remote.repo):
         path = Path(hf_hub_download(remote.repo, file.path, revision=remote.commit))
-        if file.sha256 is None or _verified(path, file.sha256, progress):
-            return path
-        if on_notice:
-            on_notice(f"{file.path} in the Hub cache does not match the Hub's sha256: downloading it again.")
-        delete_cached(path)
+    if file.sha256 is None or _verified(path, file.sha256, progress):
+        return path
+    if on_notice:
+        on_notice(f"{file.path} in the Hub cache does not match the Hub's sha256: downloading it again.")
+    delete_cached(path)
+    with hub_errors(remote.repo):
         path = Path(hf_hub_download(remote.repo, file.path, revision=remote.commit, force_download=True))
     if not _verified(path, file.sha256, progress):
         raise HubError(
