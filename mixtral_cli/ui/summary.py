@@ -84,7 +84,8 @@ def print_pull_plan(plan: PullPlan) -> None:
     what = {"gguf": "download as is", "safetensors": f"download the checkpoint and convert to {plan.quant}"}[plan.kind]
     if plan.rewrite:
         what = "download, then rewrite the old one-tensor-per-expert layout into the store"
-    console.print(f"[bold]{escape(plan.name)}[/] from {escape(plan.remote.repo)} @ {plan.remote.commit[:12]}: {what}")
+    console.print(f"[bold]{escape(plan.name)}[/] from {escape(plan.remote.repo)} @ {plan.remote.commit[:12]}")
+    console.print(f"  {what}")
     for file in plan.files:
         console.print(f"  {escape(file.path)}  {format_bytes(file.size)}")
     console.print(
@@ -107,6 +108,8 @@ def print_pull_plan(plan: PullPlan) -> None:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "a second"
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
