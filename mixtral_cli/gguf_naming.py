@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import MixtralError
+from .hub import HubError
 from .quant_types import normalize_quant
 
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})$")
@@ -51,4 +51,4 @@ def check_shards(repo: str, quant: str, paths: list[str]) -> None:
     """Refuse a split model with shards missing from the repo."""
     suffix = _SHARD.search(paths[0].removesuffix(".gguf"))
     if suffix and len(paths) != int(suffix[2]):
-        raise MixtralError(f"{repo} has {len(paths)} of the {int(suffix[2])} shards of its {quant} GGUF.")
+        raise HubError(f"{repo} has {len(paths)} of the {int(suffix[2])} shards of its {quant} GGUF.")

@@ -1,4 +1,4 @@
-"""The GGUF file types `mixtral quantize` can produce, and what each costs in bits per weight."""
+"""The GGUF file types `mixtral quantize` can produce, what each costs in bits per weight, and their spellings."""
 
 from __future__ import annotations
 
