@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import MixtralError
+from .gguf_naming import ANY_NAMING, DASH_NAMING, DOT_NAMING, GGUFNaming
+from .quant_types import normalize_quant
 
 
 @dataclass(frozen=True)
@@ -24,34 +26,71 @@ SHAPE_8X22B = MixtralShape(141e9, 39e9, n_layers=56, n_kv_heads=8, head_dim=128,
 
 
 @dataclass(frozen=True)
+class GGUFRepo:
+    """A repo of pre-quantized GGUFs: how it names its files, and whether they predate stacked experts."""
+
+    repo: str
+    naming: GGUFNaming
+    legacy_layout: bool = False  # one tensor per expert: rewritten once after download
+
+
+@dataclass(frozen=True)
 class CatalogModel:
     name: str
-    repo: str  # the official safetensors checkpoint
-    gguf_repos: tuple[str, ...]  # well-known pre-quantized GGUFs, tried first
+    repo: str  # the official safetensors checkpoint (gated), converted only when asked
+    gguf_repos: tuple[GGUFRepo, ...]  # tried in order: current layout first
     shape: MixtralShape
 
+    @property
+    def checkpoint_bytes(self) -> int:
+        return int(self.shape.total_params * 2)  # bf16
 
+
+# File names from public listings of the real repos (shared/reference/models.md).
 CATALOG: dict[str, CatalogModel] = {
     m.name: m
     for m in (
-        CatalogModel("8x7b", "mistralai/Mixtral-8x7B-v0.1", ("TheBloke/Mixtral-8x7B-v0.1-GGUF",), SHAPE_8X7B),
         CatalogModel(
-            "8x7b-instruct",
-            "mistralai/Mixtral-8x7B-Instruct-v0.1",
-            ("TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF",),
+            "8x7b",
+            "mistralai/Mixtral-8x7B-v0.1",
+            (GGUFRepo("TheBloke/Mixtral-8x7B-v0.1-GGUF", DOT_NAMING, legacy_layout=True),),
             SHAPE_8X7B,
         ),
         CatalogModel(
-            "8x22b", "mistral-community/Mixtral-8x22B-v0.1", ("MaziyarPanahi/Mixtral-8x22B-v0.1-GGUF",), SHAPE_8X22B
+            "8x7b-instruct",
+            "mistralai/Mixtral-8x7B-Instruct-v0.1",
+            (
+                GGUFRepo("bartowski/Mixtral-8x7B-Instruct-v0.1-GGUF", DASH_NAMING),
+                GGUFRepo("TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF", DOT_NAMING, legacy_layout=True),
+            ),
+            SHAPE_8X7B,
+        ),
+        CatalogModel(
+            "8x22b",
+            "mistralai/Mixtral-8x22B-v0.1",
+            (
+                GGUFRepo("bartowski/Mixtral-8x22B-v0.1-GGUF", DASH_NAMING),
+                GGUFRepo("MaziyarPanahi/Mixtral-8x22B-v0.1-GGUF", DOT_NAMING),
+            ),
+            SHAPE_8X22B,
         ),
         CatalogModel(
             "8x22b-instruct",
             "mistralai/Mixtral-8x22B-Instruct-v0.1",
-            ("MaziyarPanahi/Mixtral-8x22B-Instruct-v0.1-GGUF",),
+            (
+                GGUFRepo("MaziyarPanahi/Mixtral-8x22B-Instruct-v0.1-GGUF", DOT_NAMING),
+                GGUFRepo("bartowski/Mixtral-8x22B-Instruct-v0.1-GGUF", DASH_NAMING),
+            ),
             SHAPE_8X22B,
         ),
     )
 }
+
+
+def gguf_repo(repo: str) -> GGUFRepo:
+    """The catalog's knowledge of a GGUF repo; any other repo's names are read either way."""
+    known = (g for m in CATALOG.values() for g in m.gguf_repos if g.repo.lower() == repo.lower())
+    return next(known, GGUFRepo(repo, ANY_NAMING))
 
 
 @dataclass(frozen=True)
@@ -77,4 +116,15 @@ def parse_model_ref(text: str) -> ModelRef:
             f"{text!r} is neither a Mixtral name nor a Hub repo id.",
             hint=f"Use one of {', '.join(CATALOG)} or ORG/NAME, optionally with :QUANT (e.g. 8x7b-instruct:Q4_K_M).",
         )
-    return ModelRef(source, quant.upper() or None)
+    return ModelRef(source.lower() if source.lower() in CATALOG else source, _normal_quant(quant) if quant else None)
+
+
+def canonical_name(text: str) -> str:
+    """A model name as the store records it: catalog names in lower case, the quantization normalised."""
+    source, _, quant = text.partition(":")
+    source = source.lower() if source.lower() in CATALOG else source
+    return f"{source}:{_normal_quant(quant)}" if quant else source
+
+
+def _normal_quant(quant: str) -> str:
+    return normalize_quant(quant) or quant.upper()

@@ -48,8 +48,24 @@ class GGUFError(MixtralError, ValueError):
         self.path = path
 
 
+class LegacyLayoutError(GGUFError):
+    """A GGUF in the one-tensor-per-expert layout of before April 2024, which llama.cpp no longer loads."""
+
+    def __init__(self, path: Path, *, size: int) -> None:
+        # One line, no hint: the fix is part of the sentence.
+        super().__init__(
+            f"llama.cpp no longer loads {path.name}'s layout (one tensor per expert): "
+            f"`mixtral quantize {path}` rewrites it into a new file beside it ({_gib(size)}).",
+            path=path,
+        )
+
+
 class QuantizationTypeError(MixtralError, ValueError):
     """An unknown quantization type, or one this tool cannot produce."""
+
+
+class QuantizationNotFoundError(MixtralError, LookupError):
+    """No GGUF repo of the model has the asked quantization."""
 
 
 class LowBitsError(MixtralError):
@@ -117,7 +133,7 @@ class RpcUnavailableError(MixtralError, RuntimeError):
     def __init__(self) -> None:
         super().__init__(
             "This llama-cpp-python was built without llama.cpp's RPC backend.",
-            hint=f"Rebuild it with RPC from a mixtral checkout: `{INSTALL_RPC_COMMAND}` (see README, GPUs and workers).",
+            hint=f"Rebuild it with RPC from a mixtral checkout: `{INSTALL_RPC_COMMAND}` (README: GPUs and workers).",
         )
 
 

@@ -2,21 +2,26 @@
 
 Downloads land in the Hub cache (``HF_HOME``) and are reused from there, never copied: Mixtral files are
 26-280 GB. huggingface_hub resumes interrupted files; every LFS file is checked against the Hub's sha256,
-so a corrupt or cut-off file is fetched again instead of used.
+so a corrupt or cut-off file is fetched again instead of used. What was checked is remembered in
+MIXTRAL_HOME/verified.json, so a file of many gigabytes is hashed once, not on every pull.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .atomic import atomic_path
 from .errors import MixtralError
+from .paths import mixtral_home
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+if TYPE_CHECKING:
+    from .quantize import Progress
 
 
 class HubError(MixtralError, OSError):
@@ -27,14 +32,22 @@ class HubError(MixtralError, OSError):
 class RemoteFile:
     path: str
     size: int
-    sha256: str | None  # LFS files only: the Hub's ETag is their sha256
+    sha256: str | None  # LFS files only
 
 
 @dataclass(frozen=True)
 class RemoteRepo:
     repo: str
     commit: str
-    files: tuple[str, ...]
+    files: tuple[RemoteFile, ...]
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(f.path for f in self.files)
+
+    def described(self, paths: list[str]) -> list[RemoteFile]:
+        by_path = {f.path: f for f in self.files}
+        return [by_path[p] for p in paths]
 
 
 def endpoint() -> str:
@@ -51,10 +64,7 @@ def hub_errors(repo: str, revision: str | None = None) -> Iterator[None]:
     try:
         yield
     except errors.GatedRepoError as exc:
-        raise HubError(
-            f"{repo} is gated: its terms must be accepted on {endpoint()}/{repo} first.",
-            hint="Accept them with your account, then `hf auth login` or set HF_TOKEN.",
-        ) from exc
+        raise _gated(repo, logged_in=exc.response is not None and exc.response.status_code == 403) from exc
     except errors.RepositoryNotFoundError as exc:
         raise HubError(
             f"There is no Hub repo {repo}{f' at revision {revision}' if revision else ''}, or it is private.",
@@ -73,6 +83,20 @@ def hub_errors(repo: str, revision: str | None = None) -> Iterator[None]:
         if isinstance(exc, MixtralError):
             raise
         raise _unreachable(repo, detail=str(exc)) from exc
+
+
+def _gated(repo: str, *, logged_in: bool) -> HubError:
+    # The Hub answers 401 without a token and 403 when the token's account has not been let in.
+    page = f"{endpoint()}/{repo}"
+    if logged_in:
+        return HubError(
+            f"{repo} is gated and the account of your token has not accepted its terms on {page}.",
+            hint="Accept them there with that account (or wait until the request is granted), then pull again.",
+        )
+    return HubError(
+        f"{repo} is gated: accept its terms on {page}, then log in.",
+        hint="Log in with `hf auth login`, or set HF_TOKEN to a token of the account that accepted them.",
+    )
 
 
 def _unreachable(repo: str, *, detail: str | None = None) -> HubError:
@@ -96,24 +120,26 @@ def _transport_errors() -> tuple[type[Exception], ...]:
 
 
 def list_repo(repo: str, revision: str | None = None) -> RemoteRepo:
+    """The repo's commit and every file with the size and sha256 the Hub reports (two requests)."""
     from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
 
+    api = HfApi()
     with hub_errors(repo, revision):
-        info = HfApi().model_info(repo, revision=revision or "main")
-    return RemoteRepo(repo, str(info.sha), tuple(s.rfilename for s in info.siblings or ()))
+        commit = str(api.model_info(repo, revision=revision or "main").sha)
+        tree = api.list_repo_tree(repo, revision=commit, recursive=True)
+        files = tuple(
+            RemoteFile(e.path, int(e.size), e.lfs.sha256 if e.lfs else None) for e in tree if isinstance(e, RepoFile)
+        )
+    return RemoteRepo(repo, commit, files)
 
 
-def describe_files(remote: RemoteRepo, paths: list[str]) -> list[RemoteFile]:
-    """Size and sha256 of each file, from the Hub's headers."""
+def check_access(remote: RemoteRepo, path: str) -> None:
+    """Ask for one file's headers: a gated repo lists its files to anyone but refuses their contents."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-    described = []
     with hub_errors(remote.repo):
-        for path in paths:
-            meta = get_hf_file_metadata(hf_hub_url(remote.repo, path, revision=remote.commit))
-            etag = (meta.etag or "").strip('"')
-            described.append(RemoteFile(path, int(meta.size or 0), etag if _SHA256.match(etag) else None))
-    return described
+        get_hf_file_metadata(hf_hub_url(remote.repo, path, revision=remote.commit))
 
 
 def cached_file(remote: RemoteRepo, path: str) -> Path | None:
@@ -123,21 +149,29 @@ def cached_file(remote: RemoteRepo, path: str) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def download(remote: RemoteRepo, file: RemoteFile, *, on_notice: Callable[[str], None] | None = None) -> Path:
-    """The file in the Hub cache, downloaded or resumed as needed, and checked against its sha256."""
+def download(
+    remote: RemoteRepo,
+    file: RemoteFile,
+    *,
+    progress: Progress | None = None,
+    on_notice: Callable[[str], None] | None = None,
+) -> Path:
+    """The file in the Hub cache, downloaded or resumed as needed, and checked against its sha256.
+
+    A file checked once is not hashed again while it stays as it was (same size and modification time).
+    """
     from huggingface_hub import hf_hub_download
 
     with hub_errors(remote.repo):
         path = Path(hf_hub_download(remote.repo, file.path, revision=remote.commit))
-        if file.sha256 is None or sha256_of(path) == file.sha256:
-            return path
-        if on_notice:
-            on_notice(f"{file.path} in the Hub cache does not match the Hub's sha256: downloading it again.")
-        blob = path.resolve()
-        path.unlink()
-        blob.unlink(missing_ok=True)
+    if file.sha256 is None or _verified(path, file.sha256, progress):
+        return path
+    if on_notice:
+        on_notice(f"{file.path} in the Hub cache does not match the Hub's sha256: downloading it again.")
+    delete_cached(path)
+    with hub_errors(remote.repo):
         path = Path(hf_hub_download(remote.repo, file.path, revision=remote.commit, force_download=True))
-    if sha256_of(path) != file.sha256:
+    if not _verified(path, file.sha256, progress):
         raise HubError(
             f"{file.path} from {remote.repo} does not match the Hub's sha256 even after a fresh download.",
             hint="Try again later; the Hub or a proxy may be serving a broken file.",
@@ -145,9 +179,42 @@ def download(remote: RemoteRepo, file: RemoteFile, *, on_notice: Callable[[str],
     return path
 
 
-def sha256_of(path: Path) -> str:
+def delete_cached(path: Path) -> None:
+    """Delete a file and, for a Hub cache snapshot entry, the blob it links to."""
+    target = path.resolve()
+    path.unlink(missing_ok=True)
+    if target != path:
+        target.unlink(missing_ok=True)
+
+
+def _verified(path: Path, sha256: str, progress: Progress | None) -> bool:
+    blob = path.resolve()
+    stat = blob.stat()
+    identity = [sha256, stat.st_size, stat.st_mtime_ns]
+    record = mixtral_home() / "verified.json"
+    try:
+        checked = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        checked = {}
+    if checked.get(str(blob)) == identity:
+        return True
+    if progress:
+        progress.stage(f"Checking {path.name}", stat.st_size)
+    if sha256_of(blob, on_progress=progress.advance if progress else None) != sha256:
+        return False
+    checked = {name: entry for name, entry in checked.items() if Path(name).exists()}
+    checked[str(blob)] = identity
+    record.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(record) as partial:
+        partial.write_text(json.dumps(checked, indent=1) + "\n", encoding="utf-8")
+    return True
+
+
+def sha256_of(path: Path, *, on_progress: Callable[[int], None] | None = None) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(8 * 2**20):
             digest.update(chunk)
+            if on_progress:
+                on_progress(len(chunk))
     return digest.hexdigest()

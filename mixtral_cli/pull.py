@@ -1,30 +1,30 @@
 """`mixtral pull`: a Hub name in, a model in the store out, with a plan shown before anything downloads.
 
-A GGUF repo that has the asked quantization is downloaded as is (every shard of a split model). Any other
-source is a safetensors checkpoint: only the files conversion needs are downloaded, then `mixtral
-quantize` writes the GGUF into the store.
+A catalog name is looked up in its GGUF repos in order, and the first that has the quantization is
+downloaded as is (every shard of a split model); when none has it, the pull stops and says what each has.
+A GGUF in the old one-tensor-per-expert layout, which llama.cpp no longer loads, is rewritten once into
+the store right after download. A safetensors checkpoint is downloaded and converted only when asked:
+``--convert``, or an ORG/NAME that holds one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .catalog import CatalogModel, ModelRef
+from .catalog import CATALOG, CatalogModel, GGUFRepo, ModelRef, gguf_repo
 from .convert.gguf_file import inspect_gguf
-from .engine.hardware import gpu_memory, total_memory
-from .errors import DiskSpaceError, QuantizationTypeError
-from .hub import HubError, RemoteFile, RemoteRepo, cached_file, describe_files, download, list_repo
-from .quant_types import DEFAULT_TYPE, QUANT_TYPES
-from .quantize import Progress, choose_quant_type, quantize_model
+from .engine.hardware import gpu_memory, physical_cores, total_memory
+from .errors import DiskSpaceError, GGUFError, QuantizationNotFoundError
+from .gguf_naming import check_shards, quantizations
+from .hub import HubError, RemoteFile, RemoteRepo, cached_file, check_access, delete_cached, download, list_repo
+from .quant_types import DEFAULT_TYPE, QUANT_TYPES, quant_type
+from .quantize import Progress, choose_quant_type, estimate_seconds, quantize_model
 from .store import ModelStore, StoreEntry
 
-_QUANT_IN_NAME = re.compile(r"(?<![A-Za-z0-9])(IQ\d_[A-Za-z]+|Q\d_K_[SMLsml]|Q\d_K|Q\d_\d|BF16|F16|F32)(?![A-Za-z0-9])")
-_SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 _CONVERSION_FILES = ("config.json", "tokenizer.model", "tokenizer_config.json", "model.safetensors.index.json")
 _CANDIDATES = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
 _MEMORY_SHARE = 0.9  # of RAM or GPU memory a model may take; the rest is the system's
@@ -50,6 +50,9 @@ class PullPlan:
     candidates: tuple[Candidate, ...]
     ram: int | None
     gpu: int | None
+    rewrite: bool = False  # a GGUF in the old layout, rewritten into the store after download
+    work_seconds: float = 0.0  # converting or rewriting after the download, estimated
+    pulled: StoreEntry | None = None  # already in the store from this very revision: nothing to do
     workers: int = 0  # bytes the --rpc workers' devices have free
 
     @property
@@ -73,66 +76,118 @@ def with_workers(plan: PullPlan, endpoints: Sequence[str]) -> PullPlan:
     return dataclasses.replace(plan, workers=sum(d.free for d in add_workers(endpoints)))
 
 
-def plan_pull(ref: ModelRef, *, revision: str | None = None, force: bool = False) -> PullPlan:
+@dataclass(frozen=True)
+class RepoOffer:
+    """The GGUFs one repo has, by quantization; or why it could not be listed."""
+
+    repo: GGUFRepo
+    remote: RemoteRepo | None
+    quants: dict[str, tuple[RemoteFile, ...]] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def summary(self) -> str:
+        if self.error:
+            return f"{self.repo.repo} could not be listed ({self.error.rstrip('.')})"
+        return f"{self.repo.repo} has {', '.join(sorted(self.quants)) or 'no GGUF'}"
+
+
+def list_offer(repo: GGUFRepo, revision: str | None = None) -> RepoOffer:
+    try:
+        remote = list_repo(repo.repo, revision)
+    except HubError as exc:
+        return RepoOffer(repo, None, error=exc.message)
+    return _offer(repo, remote)
+
+
+def _offer(repo: GGUFRepo, remote: RemoteRepo) -> RepoOffer:
+    found = quantizations(remote.paths, repo.naming)
+    return RepoOffer(repo, remote, {quant: tuple(remote.described(paths)) for quant, paths in found.items()})
+
+
+def plan_pull(
+    ref: ModelRef, *, revision: str | None = None, force: bool = False, convert: bool = False
+) -> PullPlan:
     """Find the files for ``ref`` and check the disk; raises before anything is downloaded."""
+    if ref.quant:
+        quant_type(ref.quant)  # an unknown spelling is refused before the Hub is asked
     catalog = ref.catalog
-    for gguf_repo in catalog.gguf_repos if catalog else ():
-        try:
-            remote = list_repo(gguf_repo, revision)
-        except HubError:
-            continue  # a missing mirror is not fatal: the official checkpoint can be converted instead
-        if (ref.quant or DEFAULT_TYPE) in gguf_quants(remote.files):
-            return _gguf_plan(ref, remote, catalog)
+    if catalog and not convert:
+        quant = ref.quant or DEFAULT_TYPE
+        offers = [list_offer(repo, revision) for repo in catalog.gguf_repos]
+        found = next((offer for offer in offers if quant in offer.quants), None)
+        if found is None:
+            raise _not_offered(catalog, quant, offers)
+        return _gguf_plan(ref, found, catalog)
     remote = list_repo(catalog.repo if catalog else ref.source, revision)
-    if gguf_quants(remote.files):
-        return _gguf_plan(ref, remote, catalog)
+    offer = _offer(gguf_repo(remote.repo), remote)
+    if offer.quants and not convert:
+        return _gguf_plan(ref, offer, catalog)
     return _safetensors_plan(ref, remote, catalog, force=force)
 
 
-def gguf_quants(files: tuple[str, ...]) -> dict[str, list[str]]:
-    """Quantization tag -> its GGUF files (all shards, in order)."""
-    quants: dict[str, list[str]] = {}
-    for path in files:
-        if not path.endswith(".gguf"):
-            continue
-        match = _QUANT_IN_NAME.search(path.rsplit("/", 1)[-1])
-        if match:
-            quants.setdefault(match[1].upper(), []).append(path)
-    return {quant: sorted(paths) for quant, paths in quants.items()}
+def _not_offered(catalog: CatalogModel, quant: str, offers: list[RepoOffer]) -> QuantizationNotFoundError:
+    return QuantizationNotFoundError(
+        f"No GGUF of {catalog.name} in {quant}: {'; '.join(offer.summary for offer in offers)}.",
+        hint=f"Pull one of those with {catalog.name}:QUANT, or add --convert to download the "
+        f"{catalog.checkpoint_bytes / 2**30:.0f} GiB checkpoint {catalog.repo} and quantize it to {quant}.",
+    )
 
 
-def _gguf_plan(ref: ModelRef, remote: RemoteRepo, catalog: CatalogModel | None) -> PullPlan:
-    quants = gguf_quants(remote.files)
+def _gguf_plan(ref: ModelRef, offer: RepoOffer, catalog: CatalogModel | None) -> PullPlan:
+    assert offer.remote is not None
+    quants = offer.quants
     quant = ref.quant or (next(iter(quants)) if len(quants) == 1 else DEFAULT_TYPE)
     if quant not in quants:
-        raise QuantizationTypeError(
-            f"{remote.repo} has no {quant} GGUF.", hint=f"It has {', '.join(sorted(quants))}: pull one with :TYPE."
+        raise QuantizationNotFoundError(
+            f"{offer.repo.repo} has no {quant} GGUF.", hint=f"It has {', '.join(sorted(quants))}: pull one with :TYPE."
         )
-    paths = quants[quant]
-    shards = [_SHARD.search(p) for p in paths]
-    if any(shards) and len(paths) != int(shards[0][2]):
-        raise HubError(f"{remote.repo} has {len(paths)} of the {int(shards[0][2])} shards of its {quant} GGUF.")
-    # One HEAD request per file: the asked quantization's files and the other candidates' sizes.
-    described = {q: describe_files(remote, p) for q, p in quants.items() if q in _CANDIDATES or q == quant}
-    files = tuple(described[quant])
-    sizes = {q: sum(f.size for f in fs) for q, fs in described.items()}
+    files = quants[quant]
+    check_shards(offer.repo.repo, quant, [f.path for f in files])
+    sizes = {q: sum(f.size for f in fs) for q, fs in quants.items() if q in _CANDIDATES or q == quant}
     candidates = tuple(_candidate(q, size, catalog) for q, size in sorted(sizes.items(), key=lambda item: item[1]))
-    return _plan(ref, remote, "gguf", quant, files, candidates, conversion_bytes=0)
+    rewrite = offer.repo.legacy_layout
+    return _plan(
+        ref,
+        offer.remote,
+        "gguf",
+        quant,
+        files,
+        candidates,
+        store_bytes=sizes[quant] if rewrite else 0,
+        work_seconds=estimate_seconds(sizes[quant], None, threads=physical_cores()) if rewrite else 0.0,
+        rewrite=rewrite,
+    )
+
+
+def checkpoint_files(remote: RemoteRepo) -> list[str]:
+    """What converting needs of a safetensors repo (not Mistral's own ``consolidated`` copy); empty if none."""
+    weights = [f for f in remote.paths if f.endswith(".safetensors") and not f.startswith("consolidated")]
+    if not weights or "config.json" not in remote.paths:
+        return []
+    return [*(f for f in _CONVERSION_FILES if f in remote.paths), *sorted(weights)]
 
 
 def _safetensors_plan(ref: ModelRef, remote: RemoteRepo, catalog: CatalogModel | None, *, force: bool) -> PullPlan:
-    quant = choose_quant_type(ref.quant or DEFAULT_TYPE, info=None, force=force).name
-    weights = [f for f in remote.files if f.endswith(".safetensors") and not f.startswith("consolidated")]
-    if not weights or "config.json" not in remote.files:
-        raise HubError(f"{remote.repo} has neither GGUF files nor a safetensors checkpoint to convert.")
-    files = tuple(describe_files(remote, [*(f for f in _CONVERSION_FILES if f in remote.files), *sorted(weights)]))
+    quant = choose_quant_type(ref.quant or DEFAULT_TYPE, info=None, force=force)
+    paths = checkpoint_files(remote)
+    if not paths:
+        raise HubError(f"{remote.repo} has no safetensors checkpoint (config.json and *.safetensors) to convert.")
+    files = tuple(remote.described(paths))
     checkpoint_bytes = sum(f.size for f in files if f.path.endswith(".safetensors"))
     n_params = checkpoint_bytes // 2  # bf16
-    estimates = {q: int(n_params * QUANT_TYPES[q].bits_per_weight / 8) for q in {*_CANDIDATES, quant}}
+    estimates = {q: int(n_params * QUANT_TYPES[q].bits_per_weight / 8) for q in {*_CANDIDATES, quant.name}}
     candidates = tuple(_candidate(q, size, catalog) for q, size in sorted(estimates.items(), key=lambda i: i[1]))
     # Conversion writes a lossless intermediate beside the output, then the output.
     return _plan(
-        ref, remote, "safetensors", quant, files, candidates, conversion_bytes=checkpoint_bytes + estimates[quant]
+        ref,
+        remote,
+        "safetensors",
+        quant.name,
+        files,
+        candidates,
+        store_bytes=checkpoint_bytes + estimates[quant.name],
+        work_seconds=estimate_seconds(checkpoint_bytes, quant, threads=physical_cores()),
     )
 
 
@@ -155,13 +210,21 @@ def _plan(
     files: tuple[RemoteFile, ...],
     candidates: tuple[Candidate, ...],
     *,
-    conversion_bytes: int,
+    store_bytes: int,
+    work_seconds: float,
+    rewrite: bool = False,
 ) -> PullPlan:
     from huggingface_hub import constants
 
-    missing = sum(f.size for f in files if cached_file(remote, f.path) is None)
+    name = f"{ref.source}:{quant}"
+    store = ModelStore()
+    pulled = _already_pulled(store.get(name), remote)
+    missing_files = [f for f in files if cached_file(remote, f.path) is None] if pulled is None else []
+    if missing_files:
+        check_access(remote, missing_files[0].path)  # a gated repo says so now, not after the plan
+    missing = sum(f.size for f in missing_files)
     needs: dict[Path, int] = {}
-    for folder, amount in ((Path(constants.HF_HUB_CACHE), missing), (ModelStore().home, conversion_bytes)):
+    for folder, amount in ((Path(constants.HF_HUB_CACHE), missing), (store.home, 0 if pulled else store_bytes)):
         folder = _existing(folder)
         needs[folder] = needs.get(folder, 0) + amount
     # Folders on one filesystem share its free space.
@@ -174,8 +237,28 @@ def _plan(
     for folder, amount, free in disk:
         if amount > free:
             raise DiskSpaceError(directory=folder, needed=amount, free=free)
-    name = f"{ref.source}:{quant}"
-    return PullPlan(name, remote, kind, quant, files, missing, disk, candidates, total_memory(), gpu_memory())
+    return PullPlan(
+        name,
+        remote,
+        kind,
+        quant,
+        files,
+        missing,
+        disk,
+        candidates,
+        total_memory(),
+        gpu_memory(),
+        rewrite=rewrite,
+        work_seconds=0.0 if pulled else work_seconds,
+        pulled=pulled,
+    )
+
+
+def _already_pulled(entry: StoreEntry | None, remote: RemoteRepo) -> StoreEntry | None:
+    """A converted or rewritten model of this revision that is still there: its source is gone or not needed."""
+    if entry is None or entry.kind == "gguf" or (entry.repo, entry.revision) != (remote.repo, remote.commit):
+        return None
+    return entry if all(Path(f).exists() for f in entry.files) else None
 
 
 def _existing(folder: Path) -> Path:
@@ -188,8 +271,9 @@ def fetch_source(ref: ModelRef, *, revision: str | None = None, on_notice: Calla
     """What `mixtral quantize` converts from a Hub name: the checkpoint's folder, or a GGUF's first file."""
     catalog = ref.catalog
     remote = list_repo(catalog.repo if catalog else ref.source, revision)
-    if gguf_quants(remote.files):
-        plan = _gguf_plan(ref, remote, catalog)
+    offer = _offer(gguf_repo(remote.repo), remote)
+    if offer.quants:
+        plan = _gguf_plan(ref, offer, catalog)
     else:
         plan = _safetensors_plan(ModelRef(ref.source, None), remote, catalog, force=True)
     paths = [download(remote, file, on_notice=on_notice) for file in plan.files]
@@ -203,37 +287,97 @@ def run_pull(
     progress: Progress | None = None,
     on_notice: Callable[[str], None] | None = None,
 ) -> StoreEntry:
-    """Download (resuming and checking every file), convert when needed, and record the model."""
-    paths = [download(plan.remote, file, on_notice=on_notice) for file in plan.files]
-    if plan.kind == "gguf":
-        info = inspect_gguf(paths[0])
-        if info.legacy_experts and on_notice:
-            on_notice(
-                f"{paths[0].name} keeps one tensor per expert, which loads about 30x slower; "
-                f"`mixtral quantize` can rewrite it."
-            )
-        files, tokenizer = tuple(str(p) for p in paths), info.tokenizer_version
+    """Download (resuming, checking what was not checked yet), convert or rewrite when needed, and record it."""
+    if plan.pulled:
+        return plan.pulled
+    paths = [download(plan.remote, file, progress=progress, on_notice=on_notice) for file in plan.files]
+    if plan.kind == "safetensors":
+        files, kind = (_write_into_store(plan, paths[0].parent, plan.quant, store, progress, on_notice),), "converted"
+    elif inspect_gguf(paths[0]).legacy_experts:
+        files, kind = (_rewrite_into_store(plan, paths, store, progress, on_notice),), "rewritten"
     else:
-        output = store.converted_path(plan.name)
-        result = quantize_model(
-            paths[0].parent,
-            type_name=plan.quant,
-            output=output,
-            force=True,
-            name=plan.remote.repo.rsplit("/", 1)[-1],
-            progress=progress,
-            on_notice=on_notice,
-        )
-        files, tokenizer = (str(result.output),), inspect_gguf(result.output).tokenizer_version
+        files, kind = tuple(paths), "gguf"
     entry = StoreEntry(
         name=plan.name,
         repo=plan.remote.repo,
         revision=plan.remote.commit,
         quant=plan.quant,
-        kind="converted" if plan.kind == "safetensors" else "gguf",
-        files=files,
-        size=sum(Path(f).stat().st_size for f in files),
-        tokenizer=tokenizer,
+        kind=kind,
+        files=tuple(str(f) for f in files),
+        size=sum(f.stat().st_size for f in files),
+        tokenizer=inspect_gguf(files[0]).tokenizer_version,
     )
     store.add(entry)
     return entry
+
+
+def _rewrite_into_store(
+    plan: PullPlan,
+    paths: list[Path],
+    store: ModelStore,
+    progress: Progress | None,
+    on_notice: Callable[[str], None] | None,
+) -> Path:
+    """Stack the experts of an old-layout download into the store, then drop the download nothing can load."""
+    if len(paths) > 1:
+        raise GGUFError(
+            f"{plan.remote.repo}'s {plan.quant} GGUF is split and in the one-tensor-per-expert layout.",
+            path=paths[0],
+            hint="mixtral rewrites that layout from single files only: pull another quantization or repo.",
+        )
+    rewritten = _write_into_store(plan, paths[0], None, store, progress, on_notice)
+    delete_cached(paths[0])
+    if on_notice:
+        on_notice(f"Removed the old-layout download from the Hub cache; the model is {rewritten}.")
+    return rewritten
+
+
+def _write_into_store(
+    plan: PullPlan,
+    source: Path,
+    type_name: str | None,
+    store: ModelStore,
+    progress: Progress | None,
+    on_notice: Callable[[str], None] | None,
+) -> Path:
+    result = quantize_model(
+        source,
+        type_name=type_name,
+        output=store.converted_path(plan.name),
+        force=True,
+        name=plan.remote.repo.rsplit("/", 1)[-1],
+        progress=progress,
+        on_notice=on_notice,
+    )
+    return result.output
+
+
+@dataclass(frozen=True)
+class Available:
+    """One line of `mixtral pull --list`: a GGUF to pull, or the checkpoint to convert (quant "convert")."""
+
+    model: str
+    quant: str
+    size: int | None
+    repo: str
+    note: str = ""
+
+
+def available_models() -> list[Available]:
+    """Every catalog model's GGUFs and checkpoint, with the sizes the Hub reports."""
+    rows = []
+    for model in CATALOG.values():
+        for offer in (list_offer(repo) for repo in model.gguf_repos):
+            if offer.error:
+                rows.append(Available(model.name, "-", None, offer.repo.repo, offer.error))
+            note = "old layout: rewritten after download" if offer.repo.legacy_layout else ""
+            for quant, files in sorted(offer.quants.items(), key=lambda item: sum(f.size for f in item[1])):
+                rows.append(Available(model.name, quant, sum(f.size for f in files), offer.repo.repo, note))
+        try:
+            remote = list_repo(model.repo)
+        except HubError as exc:
+            rows.append(Available(model.name, "convert", None, model.repo, exc.message))
+            continue
+        size = sum(f.size for f in remote.described(checkpoint_files(remote)))
+        rows.append(Available(model.name, "convert", size, model.repo, "safetensors: --convert, any type"))
+    return rows

@@ -1,7 +1,8 @@
-"""The GGUF file types `mixtral quantize` can produce, and what each costs in bits per weight."""
+"""The GGUF file types `mixtral quantize` can produce, what each costs in bits per weight, and their spellings."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import QuantizationTypeError
@@ -61,11 +62,22 @@ _TYPES = [
 QUANT_TYPES: dict[str, QuantType] = {t.name: t for t in _TYPES}
 
 
+# Other spellings seen in GGUF repos: llama.cpp's own aliases (tools/quantize) and MaziyarPanahi's file names.
+_ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M", "Q6": "Q6_K", "FP16": "F16", "FP32": "F32"}
+
+
+def normalize_quant(spelling: str) -> str | None:
+    """The type's name however it is spelled (any case, ``-`` or ``.`` between its parts, an alias); None if unknown."""
+    name = re.sub(r"[-.]", "_", spelling.strip()).upper()
+    name = _ALIASES.get(name, name)
+    return name if name in QUANT_TYPES else None
+
+
 def quant_type(name: str) -> QuantType:
-    """Look a type up by name, in any case."""
-    try:
-        return QUANT_TYPES[name.upper()]
-    except KeyError:
+    """Look a type up by any spelling of its name."""
+    normal = normalize_quant(name)
+    if normal is None:
         raise QuantizationTypeError(
             f"{name!r} is not a quantization type.", hint=f"Choose one of {', '.join(QUANT_TYPES)}."
-        ) from None
+        )
+    return QUANT_TYPES[normal]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .atomic import atomic_path
 from .errors import MixtralError, ModelNotFoundError
+from .hub import delete_cached
 from .paths import mixtral_home
 
 
@@ -27,7 +28,7 @@ class StoreEntry:
     repo: str
     revision: str
     quant: str
-    kind: str  # "gguf" (files from the Hub cache) or "converted" (a file of the store's own)
+    kind: str  # "gguf" (files from the Hub cache); "converted" or "rewritten" (a file of the store's own)
     files: tuple[str, ...]  # absolute paths; the first is what llama.cpp loads
     size: int
     tokenizer: str | None = None
@@ -68,7 +69,11 @@ class ModelStore:
         return sorted(self._read()["models"].values(), key=lambda e: e.name)
 
     def get(self, name: str) -> StoreEntry | None:
-        return self._read()["models"].get(name)
+        """The entry by its name as pulled, however its quantization is spelled (q4_k_m, Q4_K_M)."""
+        from .catalog import canonical_name
+
+        models = self._read()["models"]
+        return models.get(name) or models.get(canonical_name(name))
 
     def require(self, name: str) -> StoreEntry:
         entry = self.get(name)
@@ -85,8 +90,8 @@ class ModelStore:
         """Forget ``name`` and delete the files no other model uses; returns what was deleted."""
         data = self._read()
         entry = self.require(name)
-        del data["models"][name]
-        if data["default"] == name:
+        del data["models"][entry.name]
+        if data["default"] == entry.name:
             data["default"] = None
         still_used = {f for other in data["models"].values() for f in other.files}
         self._write(data)
@@ -94,10 +99,7 @@ class ModelStore:
         for file in map(Path, entry.files):
             if str(file) in still_used or not file.exists():
                 continue
-            target = file.resolve()  # a Hub cache snapshot links to its blob
-            file.unlink()
-            if target != file:
-                target.unlink(missing_ok=True)
+            delete_cached(file)
             removed.append(file)
         return removed
 
@@ -106,8 +108,7 @@ class ModelStore:
 
     def set_default(self, name: str) -> None:
         data = self._read()
-        self.require(name)
-        data["default"] = name
+        data["default"] = self.require(name).name
         self._write(data)
 
     def converted_path(self, name: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +47,32 @@ def split_gguf(source: Path, folder: Path, *, max_tensors: int) -> list[Path]:
     writer.write_tensors_to_file()
     writer.close()
     return sorted(folder.glob(f"{source.stem}-*-of-*.gguf"))
+
+
+_STACKED = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down)_exps\.weight$")
+
+
+def write_legacy_layout(source: Path, output: Path) -> Path:
+    """Split each stacked expert tensor into one tensor per expert, as GGUFs from before April 2024 have it."""
+    import gguf
+    import numpy as np
+
+    from mixtral_cli.convert.gguf_file import copy_metadata
+
+    reader = gguf.GGUFReader(source)
+    writer = gguf.GGUFWriter(output, "llama")
+    copy_metadata(reader, writer)
+    for tensor in reader.tensors:
+        match = _STACKED.match(tensor.name)
+        data = np.asarray(tensor.data)
+        if not match:
+            writer.add_tensor(tensor.name, data, raw_dtype=tensor.tensor_type)
+            continue
+        for expert in range(data.shape[0]):
+            name = f"blk.{match[1]}.ffn_{match[2]}.{expert}.weight"
+            writer.add_tensor(name, np.ascontiguousarray(data[expert]), raw_dtype=tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return output

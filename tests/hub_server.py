@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 class LocalHub:
@@ -76,6 +80,76 @@ class LocalHub:
         subprocess.run([*git, "init", "-q", "-b", "main"], cwd=folder, check=True)
         subprocess.run([*git, "add", "-A"], cwd=folder, check=True)
         subprocess.run([*git, "commit", "-qm", "add model"], cwd=folder, check=True)
+
+
+class GatedHub:
+    """The Hub in front of ``upstream`` with one repo gated as huggingface.co gates it.
+
+    Its listing stays public; its files answer 401 without a token and 403 with one whose account has
+    not accepted the terms, with the ``X-Error-Code: GatedRepo`` header huggingface_hub reads.
+    Everything else is passed through to ``upstream``.
+    """
+
+    def __init__(self, upstream: str, repo: str) -> None:
+        self.repo = repo
+        target = urlsplit(upstream)
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's names
+                gate._answer(self, target.hostname, target.port)
+
+            do_HEAD = do_POST = do_GET  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> GatedHub:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _answer(self, request: BaseHTTPRequestHandler, host: str, port: int) -> None:
+        if request.path.startswith(f"/{self.repo}/resolve/"):
+            logged_in = "authorization" in {k.lower() for k in request.headers}
+            message = (
+                f"Access to model {self.repo} is restricted and you are not in the authorized list. "
+                f"Visit https://huggingface.co/{self.repo} to ask for access."
+                if logged_in
+                else f"Access to model {self.repo} is restricted. You must have access to it and be "
+                "authenticated to access it. Please log in."
+            )
+            request.send_response(403 if logged_in else 401)
+            request.send_header("X-Error-Code", "GatedRepo")
+            request.send_header("X-Error-Message", message)
+            request.send_header("Content-Length", "0")
+            request.end_headers()
+            return
+        length = int(request.headers.get("Content-Length") or 0)
+        body = request.rfile.read(length) if length else None
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        connection.request(request.command, request.path, body=body, headers=headers)
+        answer = connection.getresponse()
+        data = answer.read()
+        request.send_response(answer.status)
+        # A HEAD answer keeps the upstream's length: it is the file's size.
+        dropped = {"transfer-encoding", "connection"} | ({"content-length"} if request.command != "HEAD" else set())
+        for key, value in answer.getheaders():
+            if key.lower() not in dropped:
+                request.send_header(key, value)
+        if request.command != "HEAD":
+            request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        if request.command != "HEAD":
+            request.wfile.write(data)
+        connection.close()
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:

@@ -9,7 +9,7 @@ import pytest
 
 from mixtral_cli.engine.devices import Device, DeviceKind
 from mixtral_cli.engine.options import EngineOptions
-from mixtral_cli.engine.placement import plan_placement, placement_needs
+from mixtral_cli.engine.placement import placement_needs, plan_placement
 from mixtral_cli.errors import PlacementError
 
 from .helpers import run_mixtral_process

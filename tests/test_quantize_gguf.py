@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
 
-from mixtral_cli.convert.gguf_file import copy_metadata
 from mixtral_cli.tinymodel import TinyMixtralSpec
 
-from .helpers import write_gguf_of_architecture
+from .helpers import write_gguf_of_architecture, write_legacy_layout
 from .reference import llama_cpp_logits, sentencepiece_ids
-
-_STACKED = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down)_exps\.weight$")
-
-
-def write_legacy_layout(source: Path, output: Path) -> None:
-    """Split each stacked expert tensor into one tensor per expert, as GGUFs from before April 2024 have it."""
-    reader = gguf.GGUFReader(source)
-    writer = gguf.GGUFWriter(output, "llama")
-    copy_metadata(reader, writer)
-    for tensor in reader.tensors:
-        match = _STACKED.match(tensor.name)
-        data = np.asarray(tensor.data)
-        if not match:
-            writer.add_tensor(tensor.name, data, raw_dtype=tensor.tensor_type)
-            continue
-        for expert in range(data.shape[0]):
-            name = f"blk.{match[1]}.ffn_{match[2]}.{expert}.weight"
-            writer.add_tensor(name, np.ascontiguousarray(data[expert]), raw_dtype=tensor.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
 
 
 def _tensor_bytes(path: Path) -> dict[str, bytes]:

@@ -141,7 +141,9 @@ def _parse_split(text: str) -> tuple[float, ...]:
     except ValueError:
         shares = ()
     if not shares or any(share < 0 for share in shares):
-        raise typer.BadParameter("give non-negative numbers separated by commas, e.g. 3,1.", param_hint="--tensor-split")
+        raise typer.BadParameter(
+            "give non-negative numbers separated by commas, e.g. 3,1.", param_hint="--tensor-split"
+        )
     return shares
 
 

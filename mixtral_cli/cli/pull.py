@@ -10,24 +10,37 @@ from .options import RpcOption
 
 
 def pull(
-    model: Annotated[str, typer.Argument(help="8x7b, 8x7b-instruct, 8x22b, 8x22b-instruct or ORG/NAME, with :QUANT.")],
+    model: Annotated[
+        str | None,
+        typer.Argument(metavar="MODEL", help="8x7b, 8x7b-instruct, 8x22b, 8x22b-instruct or ORG/NAME, with :QUANT."),
+    ] = None,
     revision: Annotated[str | None, typer.Option(show_default="main", help="A branch, tag or commit.")] = None,
+    convert: Annotated[
+        bool, typer.Option("--convert", help="Download the safetensors checkpoint and quantize it here.")
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Allow types below 3 bits per weight.")] = False,
+    list_available: Annotated[
+        bool, typer.Option("--list", help="List the catalog's quantizations and sizes on the Hub, and stop.")
+    ] = False,
     rpc: RpcOption = None,
 ) -> None:
     """Download a Mixtral from the Hugging Face Hub into the model store, ready for -m.
 
-    A GGUF repo with the asked quantization is downloaded as is; otherwise the safetensors checkpoint is
-    downloaded and converted (default Q4_K_M). Before anything downloads, the plan: files, sizes, the disk
-    it needs (refused when short) and the memory each quantization needs on this machine (and on the
-    --rpc workers, whose memory counts towards the recommendation). Interrupted
-    pulls resume; every file is checked against the Hub's sha256.
+    A catalog name is looked up in its GGUF repos in order; the first with the quantization (default
+    Q4_K_M) is downloaded as is, and one in the old one-tensor-per-expert layout is rewritten into the
+    store once. When none has it, nothing is downloaded: the error says what each repo has. The
+    safetensors checkpoint is converted only with --convert, or when ORG/NAME is a safetensors repo.
+    Before anything downloads, the plan: files, sizes, the disk and time it needs (refused when the disk
+    is short) and the memory each quantization needs here and on the --rpc workers. Interrupted pulls
+    resume; every file is checked against the Hub's sha256 once.
 
     \b
     Examples:
         mixtral pull 8x7b-instruct:Q4_K_M
-        mixtral pull mistralai/Mixtral-8x7B-Instruct-v0.1:Q5_K_M --dry-run
+        mixtral pull 8x22b:Q3_K_L --convert --dry-run
+        mixtral pull mistralai/Mixtral-8x7B-Instruct-v0.1:Q5_K_M
+        mixtral pull --list
     """
     from ..catalog import parse_model_ref
     from ..engine.rpc import parse_endpoints
@@ -35,9 +48,16 @@ def pull(
     from ..store import ModelStore
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
-    from ..ui.summary import print_pull_plan
+    from ..ui.summary import print_available, print_pull_plan
 
-    plan = plan_pull(parse_model_ref(model), revision=revision, force=force)
+    if list_available:
+        from ..pull import available_models
+
+        print_available(available_models())
+        return
+    if model is None:
+        raise typer.BadParameter("give a MODEL to pull, or --list.", param_hint="MODEL")
+    plan = plan_pull(parse_model_ref(model), revision=revision, force=force, convert=convert)
     if rpc:
         plan = with_workers(plan, parse_endpoints(rpc))
     print_pull_plan(plan)

@@ -7,13 +7,16 @@ from typing import Annotated
 
 import typer
 
-from ..quant_types import DEFAULT_TYPE, QUANT_TYPES
+from ..quant_types import DEFAULT_TYPE, QUANT_TYPES, normalize_quant
 
 
 def _check_type(value: str | None) -> str | None:
-    if value is not None and value.upper() not in QUANT_TYPES:
+    if value is None:
+        return None
+    normal = normalize_quant(value)
+    if normal is None:
         raise typer.BadParameter(f"{value!r} is not a quantization type; choose one of {', '.join(QUANT_TYPES)}.")
-    return value and value.upper()
+    return normal
 
 
 def _complete_type(incomplete: str) -> list[str]:

@@ -1,8 +1,8 @@
 """Existing GGUF files: what they hold, and rewriting the old one-tensor-per-expert Mixtral layout.
 
 GGUF files written before April 2024 keep each expert in its own tensor (``blk.N.ffn_gate.E.weight``).
-llama.cpp still loads them, but cannot map them from disk and copies every expert instead: about 30x
-slower to load. Stacking them gives the current layout with the very same bytes.
+The llama.cpp mixtral builds on no longer loads them (``tensor 'blk.0.ffn_down_exps.weight' not found``).
+Stacking them gives the current layout with the very same bytes.
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ def init_backend() -> None:
 def backend_names() -> list[str]:
     """The backends this llama.cpp build registered (CPU, RPC, CUDA, Metal, ...), workers excluded."""
     lib = ggml()
-    names = [lib.ggml_backend_reg_name(lib.ggml_backend_reg_get(i)).decode() for i in range(lib.ggml_backend_reg_count())]
+    regs = (lib.ggml_backend_reg_get(i) for i in range(lib.ggml_backend_reg_count()))
+    names = [lib.ggml_backend_reg_name(reg).decode() for reg in regs]
     return [name for name in names if not name.startswith("RPC[")]
 
 

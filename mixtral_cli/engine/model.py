@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..convert.gguf_file import GGUFInfo, inspect_gguf, is_gguf
-from ..errors import ContextOverflowError, GGUFError, LlamaCppError, ModelNotFoundError
+from ..errors import ContextOverflowError, GGUFError, LegacyLayoutError, LlamaCppError, ModelNotFoundError
 from ..prompt import (
     InvalidConversationError,
     Message,
@@ -94,7 +94,7 @@ class Engine:
         self._llama = llama_cpp
         self.options = options
         notice = on_notice or (lambda text: None)
-        header = _check_file(path, notice)
+        header = _check_file(path)
         init_backend()
         _notice_missing_gpu_backend(notice)
         log_handler = _print_log if options.verbose else _collect_errors
@@ -366,7 +366,7 @@ def _notice_missing_gpu_backend(notice: Callable[[str], None]) -> None:
         )
 
 
-def _check_file(path: Path, notice: Callable[[str], None]) -> GGUFInfo:
+def _check_file(path: Path) -> GGUFInfo:
     """Refuse what is not a Mixtral GGUF before llama.cpp spends time loading it."""
     if not path.exists():
         raise ModelNotFoundError(f"{path} does not exist.", hint="Check the path, or see `mixtral quantize --help`.")
@@ -374,10 +374,7 @@ def _check_file(path: Path, notice: Callable[[str], None]) -> GGUFInfo:
         raise GGUFError(f"{path} is not a GGUF file.", path=path, hint="Convert it with `mixtral quantize`.")
     info = inspect_gguf(path)
     if info.legacy_experts:
-        notice(
-            f"{path.name} keeps one tensor per expert, which llama.cpp loads about 30x slower; "
-            f"`mixtral quantize {path}` rewrites it in the current layout."
-        )
+        raise LegacyLayoutError(path, size=info.nbytes)
     return info
 
 

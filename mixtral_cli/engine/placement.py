@@ -134,7 +134,8 @@ def describe_placement(placement: Placement) -> str:
         layers = [i for i, _ in group]
         span = f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
         runs.append(f"{span} on {device}")
-    experts = f"; experts of {len(placement.experts_on_host)} GPU layers in host memory" if placement.experts_on_host else ""
+    host = len(placement.experts_on_host)
+    experts = f"; experts of {host} GPU layers in host memory" if host else ""
     return f"Placement: layers {', '.join(runs)}, output on {names[-1]}{experts}."
 
 

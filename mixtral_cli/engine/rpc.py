@@ -78,7 +78,7 @@ def check_worker(endpoint: str, *, timeout: float = _CHECK_TIMEOUT_S) -> WorkerH
                     hint="Install the same mixtral and llama-cpp-python version on every machine.",
                 )
             (count,) = struct.unpack("<I", _call(conn, _CMD_DEVICE_COUNT, b"")[:4])
-    except socket.timeout as exc:
+    except TimeoutError as exc:
         raise WorkerError(
             f"The worker at {endpoint} did not answer within {timeout:g} s.",
             endpoint=endpoint,

@@ -9,7 +9,7 @@ from .progress import format_bytes
 
 if TYPE_CHECKING:
     from ..engine.model import Engine, GenerationStats
-    from ..pull import PullPlan
+    from ..pull import Available, PullPlan
     from ..quantize import QuantizeResult
     from ..summarize import SummaryPlan
 
@@ -78,8 +78,14 @@ def print_pull_plan(plan: PullPlan) -> None:
     from .console import stdout_console
 
     console = stdout_console()
-    what = "download as is" if plan.kind == "gguf" else f"convert to {plan.quant}"
-    console.print(f"[bold]{escape(plan.name)}[/] from {escape(plan.remote.repo)} @ {plan.remote.commit[:12]}: {what}")
+    if plan.pulled:
+        console.print(f"[bold]{escape(plan.name)}[/] is already in the store: {escape(str(plan.pulled.path))}")
+        return
+    what = {"gguf": "download as is", "safetensors": f"download the checkpoint and convert to {plan.quant}"}[plan.kind]
+    if plan.rewrite:
+        what = "download, then rewrite the old one-tensor-per-expert layout into the store"
+    console.print(f"[bold]{escape(plan.name)}[/] from {escape(plan.remote.repo)} @ {plan.remote.commit[:12]}")
+    console.print(f"  {what}")
     for file in plan.files:
         console.print(f"  {escape(file.path)}  {format_bytes(file.size)}")
     console.print(
@@ -87,6 +93,9 @@ def print_pull_plan(plan: PullPlan) -> None:
     )
     for folder, needed, free in plan.disk:
         console.print(f"  disk: {format_bytes(needed)} needed in {escape(str(folder))}, {format_bytes(free)} free")
+    if plan.work_seconds:
+        work = "converting" if plan.kind == "safetensors" else "rewriting"
+        console.print(f"  time: about {_duration(plan.work_seconds)} of {work} after the download")
     ram = format_bytes(plan.ram) if plan.ram else "unknown"
     gpu = format_bytes(plan.gpu) if plan.gpu else "no GPU found"
     workers = f", {format_bytes(plan.workers)} on the --rpc workers" if plan.workers else ""
@@ -97,3 +106,20 @@ def print_pull_plan(plan: PullPlan) -> None:
         console.print(f"  {c.quant:<7} {format_bytes(c.size)}{kv}{moe}")
     if plan.recommendation:
         console.print(f"  recommended for this machine: {plan.recommendation}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "a second"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def print_available(rows: list[Available]) -> None:
+    """`mixtral pull --list`: what each catalog model can be pulled as."""
+    from .table import print_rows
+
+    print_rows(
+        ("model", "quant", "size", "repo", "note"),
+        [(r.model, r.quant, format_bytes(r.size) if r.size is not None else "?", r.repo, r.note) for r in rows],
+        empty="The catalog is empty.",
+    )
