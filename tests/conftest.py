@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,11 +89,15 @@ class Result:
 
 
 @pytest.fixture
-def mixtral(capsys: pytest.CaptureFixture[str]):
-    """Run the CLI in this process, as the console script would, and capture what it prints."""
+def mixtral(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """Run the CLI in this process, as the console script would, and capture what it prints.
 
-    def run(*args: str | os.PathLike[str]) -> Result:
+    ``input`` is stdin as a pipe would give it; without it stdin is an empty pipe, as under /dev/null.
+    """
+
+    def run(*args: str | os.PathLike[str], input: str = "") -> Result:
         capsys.readouterr()
+        monkeypatch.setattr(sys, "stdin", io.StringIO(input))
         try:
             main([str(a) for a in args])
             code = 0

@@ -3,16 +3,38 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 
+def with_default_sigint() -> None:
+    """A child's ``preexec_fn``: Ctrl-C works in it even when this suite runs where SIGINT is ignored
+    (nohup, a background job), whose children would inherit SIG_IGN and Python keeps it then."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_mixtral_process(*args: str | os.PathLike[str], **kwargs) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m mixtral_cli`` in a child process: for exit codes, signals and real stdio."""
+    """Run ``python -m mixtral_cli`` in a child process: for real stdio, a fresh interpreter, or a child's env."""
     return subprocess.run(
         [sys.executable, "-m", "mixtral_cli", *map(str, args)], capture_output=True, text=True, **kwargs
     )
+
+
+def on_a_small_disk(folder: Path, size: str, argv: list[str]) -> list[str]:
+    """``argv`` run with a fresh tmpfs of ``size`` (e.g. "64k") mounted on ``folder``.
+
+    The mount lives in a user and mount namespace of the child's own (``unshare``), so no root is needed
+    and nothing outside sees it; writes past ``size`` fail with a real ENOSPC.
+    """
+    import pytest
+
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"this kernel refuses unprivileged user namespaces: {probe.stderr.decode().strip()}")
+    script = 'mount -t tmpfs -o "size=$1" tmpfs "$2" && shift 2 && exec "$@"'
+    return ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", size, str(folder), *argv]
 
 
 def write_gguf_of_architecture(path: Path, architecture: str) -> Path:
