@@ -29,26 +29,35 @@ class CatalogModel:
     repo: str  # the official safetensors checkpoint
     gguf_repos: tuple[str, ...]  # well-known pre-quantized GGUFs, tried first
     shape: MixtralShape
+    instruct: bool
 
 
 CATALOG: dict[str, CatalogModel] = {
     m.name: m
     for m in (
-        CatalogModel("8x7b", "mistralai/Mixtral-8x7B-v0.1", ("TheBloke/Mixtral-8x7B-v0.1-GGUF",), SHAPE_8X7B),
+        CatalogModel(
+            "8x7b", "mistralai/Mixtral-8x7B-v0.1", ("TheBloke/Mixtral-8x7B-v0.1-GGUF",), SHAPE_8X7B, instruct=False
+        ),
         CatalogModel(
             "8x7b-instruct",
             "mistralai/Mixtral-8x7B-Instruct-v0.1",
             ("TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF",),
             SHAPE_8X7B,
+            instruct=True,
         ),
         CatalogModel(
-            "8x22b", "mistral-community/Mixtral-8x22B-v0.1", ("MaziyarPanahi/Mixtral-8x22B-v0.1-GGUF",), SHAPE_8X22B
+            "8x22b",
+            "mistral-community/Mixtral-8x22B-v0.1",
+            ("MaziyarPanahi/Mixtral-8x22B-v0.1-GGUF",),
+            SHAPE_8X22B,
+            instruct=False,
         ),
         CatalogModel(
             "8x22b-instruct",
             "mistralai/Mixtral-8x22B-Instruct-v0.1",
             ("MaziyarPanahi/Mixtral-8x22B-Instruct-v0.1-GGUF",),
             SHAPE_8X22B,
+            instruct=True,
         ),
     )
 }

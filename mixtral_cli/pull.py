@@ -49,6 +49,7 @@ class PullPlan:
     candidates: tuple[Candidate, ...]
     ram: int | None
     gpu: int | None
+    instruct: bool | None = None  # as the catalog entry says; None: not pulled by a catalog name
 
     @property
     def total_bytes(self) -> int:
@@ -166,7 +167,10 @@ def _plan(
         if amount > free:
             raise DiskSpaceError(directory=folder, needed=amount, free=free)
     name = f"{ref.source}:{quant}"
-    return PullPlan(name, remote, kind, quant, files, missing, disk, candidates, total_memory(), gpu_memory())
+    instruct = ref.catalog.instruct if ref.catalog else None
+    return PullPlan(
+        name, remote, kind, quant, files, missing, disk, candidates, total_memory(), gpu_memory(), instruct=instruct
+    )
 
 
 def _existing(folder: Path) -> Path:
@@ -225,6 +229,7 @@ def run_pull(
         files=files,
         size=sum(Path(f).stat().st_size for f in files),
         tokenizer=tokenizer,
+        instruct=plan.instruct,
     )
     store.add(entry)
     return entry

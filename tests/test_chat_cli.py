@@ -75,7 +75,8 @@ def test_clear_forgets_and_show_and_context_report(chat, isolated_home):
 
     assert result.exit_code == 0, result.stderr
     assert "0 messages kept" in result.stderr
-    assert "format: v1" in result.stderr and "temperature=0.0" in result.stderr
+    assert "format: v1 ids, Instruct: chat format (it has a chat template" in result.stderr
+    assert "temperature=0.0" in result.stderr
     assert Transcript.load(autosaves(isolated_home)[0]).turns == []
 
 

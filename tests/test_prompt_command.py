@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions
@@ -61,3 +62,13 @@ def test_messages_that_are_not_json_are_one_line(mixtral, tmp_path):
 
     assert result.exit_code == 1
     assert "not valid JSON" in result.stderr
+
+
+def test_prompt_ids_need_the_vocabulary_only(demo_model, capsys):
+    # llama.cpp's own log says what it loaded: the vocabulary, no tensors, no context.
+    with Engine(demo_model, EngineOptions(verbose=True), vocab_only=True) as vocabulary:
+        ids = vocabulary.chat_ids([Message("user", "Hello")])
+    log = capsys.readouterr().err
+    assert re.search(r"vocab_only\s+= 1", log) and "load_tensors" not in log and "llama_context" not in log
+    with Engine(demo_model, EngineOptions(ctx_size=256)) as engine:
+        assert ids == engine.chat_ids([Message("user", "Hello")])

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..engine.model import Engine
+from ..instruct import describe
 from .session import ChatError, ChatSession, TurnResult
 
 HELP = """\
@@ -143,7 +144,8 @@ def _show(session: ChatSession) -> str:
     return "\n".join(
         [
             f"model: {info.name} ({info.path})",
-            f"format: {info.prompt_format.value}, context: {session.engine.n_ctx} tokens",
+            f"format: {info.prompt_format.value} ids, {describe(info.instruct, info.instruct_source)}",
+            f"context: {session.engine.n_ctx} tokens",
             f"sampling: {settings}",
             f"system: {session.transcript.system or '(none)'}",
             f"autosave: {session.autosave_path}",

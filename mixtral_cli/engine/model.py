@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..convert.gguf_file import inspect_gguf, is_gguf
 from ..errors import ContextOverflowError, GGUFError, LlamaCppError, ModelNotFoundError
+from ..instruct import CHAT_TEMPLATE_KEY, instruct_from_data
 from ..prompt import (
     InvalidConversationError,
     Message,
@@ -20,6 +21,7 @@ from ..prompt import (
     chat_prompt_ids,
     raw_prompt_ids,
 )
+from ..store import ModelStore
 from . import logs
 from .hardware import available_memory, physical_cores
 from .options import EngineOptions, SamplingOptions
@@ -41,10 +43,8 @@ class ModelInfo:
     size_bytes: int
     prompt_format: PromptFormat
     gpu_offload: bool
-
-    @property
-    def is_instruct(self) -> bool:
-        return "instruct" in self.name.lower()
+    instruct: bool  # chat format by default; from the model's data, never its name
+    instruct_source: str  # what decided ``instruct``, for reports
 
 
 @dataclass
@@ -87,7 +87,9 @@ class Engine:
         options: EngineOptions = EngineOptions(),
         *,
         on_notice: Callable[[str], None] | None = None,
+        vocab_only: bool = False,
     ) -> None:
+        """``vocab_only`` loads the vocabulary and metadata alone (no weights, no context): for prompt ids."""
         import llama_cpp
 
         started = time.perf_counter()
@@ -99,20 +101,20 @@ class Engine:
         log_handler = _print_log if options.verbose else _collect_errors
         _collected_errors.clear()
         with logs.log_handler(log_handler):
-            placement = plan_placement(options, gpu=llama_cpp.llama_supports_gpu_offload())
-            if placement.notice:
+            placement = None if vocab_only else plan_placement(options, gpu=llama_cpp.llama_supports_gpu_offload())
+            if placement and placement.notice:
                 notice(placement.notice)
             self._model = _load_model(path, placement)
             try:
                 self.info = _model_info(path, self._model, gpu=llama_cpp.llama_supports_gpu_offload())
                 self._vocab = llama_cpp.llama_model_get_vocab(self._model)
-                self._ctx = self._new_context(notice)
+                self._ctx = None if vocab_only else self._new_context(notice)
             except BaseException:
                 llama_cpp.llama_model_free(self._model)
                 raise
-        self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
+        self.n_ctx = llama_cpp.llama_n_ctx(self._ctx) if self._ctx else 0
         # llama.cpp may shrink the batch to fit the context; prompts are fed in batches of what it kept.
-        self._n_batch = llama_cpp.llama_n_batch(self._ctx)
+        self._n_batch = llama_cpp.llama_n_batch(self._ctx) if self._ctx else 0
         self.special = self._special_ids()
         self.load_s = time.perf_counter() - started
         self._evaluated: list[int] = []  # the tokens in the KV cache, in order
@@ -225,7 +227,7 @@ class Engine:
     ) -> tuple[list[int], bool]:
         """Ids for a text (one user turn in chat mode) or a conversation, and whether they are a chat."""
         chat = (
-            isinstance(prompt, list) or mode is PromptMode.CHAT or (mode is PromptMode.AUTO and self.info.is_instruct)
+            isinstance(prompt, list) or mode is PromptMode.CHAT or (mode is PromptMode.AUTO and self.info.instruct)
         )
         if not chat:
             if system:
@@ -370,12 +372,14 @@ def _check_file(path: Path, notice: Callable[[str], None]) -> None:
 
 
 def _load_model(path: Path, placement):  # noqa: ANN001, ANN202 - llama.cpp pointers
+    """The model with ``placement``'s layout; without one, its vocabulary and metadata only."""
     import llama_cpp
 
     params = llama_cpp.llama_model_default_params()
-    params.n_gpu_layers = placement.n_gpu_layers
+    params.vocab_only = placement is None
+    params.n_gpu_layers = placement.n_gpu_layers if placement else 0
     params.use_mmap = True
-    overrides = BuftOverrides(placement.expert_patterns) if placement.expert_patterns else None
+    overrides = BuftOverrides(placement.expert_patterns) if placement and placement.expert_patterns else None
     if overrides:
         params.tensor_buft_overrides = overrides.pointer
     model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
@@ -400,6 +404,9 @@ def _model_info(path: Path, model, *, gpu: bool) -> ModelInfo:  # noqa: ANN001 -
     import llama_cpp
 
     n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
+    instruct, source = instruct_from_data(
+        chat_template=_meta(model, CHAT_TEMPLATE_KEY) is not None, pulled_as=ModelStore().pulled_as(path)
+    )
     return ModelInfo(
         path=path,
         name=_meta(model, "general.name") or path.stem,
@@ -409,4 +416,7 @@ def _model_info(path: Path, model, *, gpu: bool) -> ModelInfo:  # noqa: ANN001 -
         size_bytes=llama_cpp.llama_model_size(model),
         prompt_format=PromptFormat.for_vocab_size(n_vocab),
         gpu_offload=gpu,
+        instruct=instruct,
+        instruct_source=source,
     )
+
