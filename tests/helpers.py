@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -13,6 +16,39 @@ def with_default_sigint() -> None:
     """A child's ``preexec_fn``: Ctrl-C works in it even when this suite runs where SIGINT is ignored
     (nohup, a background job), whose children would inherit SIG_IGN and Python keeps it then."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def run_mixtral(*args: str | os.PathLike[str], input: str | bytes = "") -> subprocess.CompletedProcess[str]:
+    """Run the CLI in this process, as the console script would, with ``input`` as piped stdin.
+
+    Without ``input`` stdin is an empty pipe, as under /dev/null. For commands that need no signal,
+    terminal, real pipe or environment of their own: no interpreter to start.
+    """
+    from mixtral_cli.cli import main
+
+    data = input.encode() if isinstance(input, str) else input
+    stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+    argv = [str(a) for a in args]
+    with (
+        contextlib.redirect_stdout(io.StringIO()) as out,
+        contextlib.redirect_stderr(io.StringIO()) as err,
+        _replaced_stdin(stdin),
+    ):
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["mixtral", *argv], code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _replaced_stdin(stdin: io.TextIOWrapper) -> Iterator[None]:
+    previous, sys.stdin = sys.stdin, stdin
+    try:
+        yield
+    finally:
+        sys.stdin = previous
 
 
 def run_mixtral_process(*args: str | os.PathLike[str], **kwargs) -> subprocess.CompletedProcess[str]:

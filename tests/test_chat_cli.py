@@ -19,6 +19,8 @@ from mixtral_cli.demo import demo_model_path
 
 from .helpers import on_a_small_disk, with_default_sigint
 
+pytestmark = pytest.mark.usefixtures("demo_model")
+
 
 @pytest.fixture
 def chat(mixtral):
@@ -122,7 +124,7 @@ def test_load_says_where_the_chat_goes_on_and_leaves_both_files(chat, isolated_h
 
 
 def test_list_shows_saved_chats(chat, mixtral, isolated_home):
-    chat(stdin="A question to remember\n")
+    assert chat(stdin="A question to remember\n").exit_code == 0
     result = mixtral("chat", "--list")
 
     assert result.exit_code == 0
@@ -307,6 +309,7 @@ def test_help_lists_every_command(chat):
     from mixtral_cli.chat.commands import COMMANDS
 
     result = chat(stdin="/help\n")
+    assert result.exit_code == 0, result.stderr
     assert all(command in result.stderr for command in COMMANDS)
 
 

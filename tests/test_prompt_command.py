@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions
 from mixtral_cli.prompt import Message
 from mixtral_cli.tinymodel import TinyMixtralSpec
+
+pytestmark = pytest.mark.usefixtures("demo_model")
 
 CONVERSATION = [
     {"role": "system", "content": "Answer briefly."},
@@ -31,6 +35,7 @@ def test_ids_are_the_engines_on_one_line(mixtral, tmp_path, demo_model):
 
     with Engine(demo_model, EngineOptions(ctx_size=512)) as engine:
         expected = engine.chat_ids([Message(**m) for m in CONVERSATION])
+    assert result.exit_code == 0, result.stderr
     assert result.stdout == " ".join(map(str, expected)) + "\n"
 
 
@@ -45,6 +50,7 @@ def test_check_agrees_with_mistral_common_for_v1_and_v3(mixtral, tmp_path, conve
 
 def test_v3_shows_control_tokens_without_spaces(mixtral, convert):
     result = mixtral("prompt", "-m", convert(TinyMixtralSpec(tokenizer="v3"), "Q8_0"), "Hi")
+    assert result.exit_code == 0, result.stderr
     assert result.stdout == "<s>[INST] Hi[/INST]\n"
 
 
