@@ -19,6 +19,6 @@ def instruct_from_data(*, chat_template: bool, pulled_as: tuple[str, bool] | Non
 
 
 def describe(instruct: bool, source: str) -> str:
-    """One line for reports: the default format and why."""
+    """For reports: the format commands use by default, and why."""
     kind = "Instruct: chat format" if instruct else "base: plain completion"
-    return f"{kind} ({source}; --chat or --raw overrides)"
+    return f"{kind} ({source})"

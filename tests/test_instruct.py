@@ -96,7 +96,7 @@ def test_the_catalog_entry_a_model_was_pulled_by_decides(instruct, name, instruc
     shown = mixtral("models", "show", name)
     assert shown.exit_code == 0, shown.stderr
     kind = "Instruct: chat format" if instruct else "base: plain completion"
-    assert f"prompt: {kind} (pulled as {name};" in shown.stdout
+    assert f"prompt: {kind} (pulled as {name})" in shown.stdout
 
 
 @pytest.mark.parametrize(
@@ -113,4 +113,4 @@ def test_models_show_reports_a_converted_models_template(mixtral, instruct_model
     )
     shown = mixtral("models", "show", "test/tiny:Q8_0")
     assert shown.exit_code == 0, shown.stderr
-    assert re.search(r"^prompt: Instruct: chat format \(it has a chat template;", shown.stdout, re.M)
+    assert re.search(r"^prompt: Instruct: chat format \(it has a chat template\)$", shown.stdout, re.M)
