@@ -369,3 +369,37 @@ def test_ctrl_c_while_a_model_loads_returns_to_the_prompt_with_the_old_model(iso
     child.expect(pexpect.EOF)
 
     assert not demo.exists()
+
+
+def test_a_full_disk_in_the_terminal_is_one_notice_each_and_the_chat_goes_on(isolated_home, demo_model, tmp_path):
+    home = isolated_home / "small-home"
+    home.mkdir()
+    elsewhere = tmp_path / "elsewhere.json"
+    question = "A long question. " * 300  # more than the 4 kB disk holds, as history and as a chat
+    argv = [sys.executable, "-m", "mixtral_cli", "chat", "-m", str(demo_model), "--temperature", "0", "-n", "2"]
+    command = on_a_small_disk(home, "4k", argv)
+    child = pexpect.spawn(
+        command[0],
+        command[1:],
+        env={**os.environ, "MIXTRAL_HOME": str(home), "TERM": "xterm", "COLUMNS": "100", "LINES": "40"},
+        encoding="utf-8",
+        codec_errors="replace",
+        timeout=60,
+        dimensions=(40, 100),
+        preexec_fn=with_default_sigint,
+    )
+    child.expect(">>>")
+    child.sendline(question)
+    child.expect("Input history is not saved to .*: No space left on")
+    child.expect("Cannot save the chat to .*: No space left on")
+    child.expect(">>>")
+    child.sendline(f"/save {elsewhere}")
+    child.expect("Saved to")
+    child.expect(">>>")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+
+    assert child.exitstatus == 0
+    assert "Input history is not saved" not in child.before  # once is enough
+    assert [t.content for t in Transcript.load(elsewhere).turns][0] == question

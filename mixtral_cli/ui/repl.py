@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -128,7 +129,23 @@ def _prompt_reader(history_file: Path) -> Callable[[], str]:
     from prompt_toolkit.history import FileHistory
     from prompt_toolkit.key_binding import KeyBindings
 
-    history_file.parent.mkdir(parents=True, exist_ok=True)
+    class InputHistory(FileHistory):
+        """The input history file; one that cannot be written (a full disk) costs the history, not the chat."""
+
+        error: str | None = None  # to report once, after the prompt
+        failed = False
+
+        def store_string(self, string: str) -> None:
+            try:
+                super().store_string(string)
+            except OSError as exc:
+                if not self.failed:
+                    self.error = f"Input history is not saved to {history_file}: {exc.strerror or exc}."
+                self.failed = True
+
+    with contextlib.suppress(OSError):  # a home that cannot be made is reported with the first line stored
+        history_file.parent.mkdir(parents=True, exist_ok=True)
+    history = InputHistory(str(history_file))
     bindings = KeyBindings()
 
     @bindings.add("enter")
@@ -146,7 +163,7 @@ def _prompt_reader(history_file: Path) -> Callable[[], str]:
         event.current_buffer.insert_text("\n")
 
     session = PromptSession(
-        history=FileHistory(str(history_file)),
+        history=history,
         completer=WordCompleter(list(COMMANDS), sentence=True, match_middle=False),
         complete_while_typing=True,
         key_bindings=bindings,
@@ -156,6 +173,9 @@ def _prompt_reader(history_file: Path) -> Callable[[], str]:
 
     def read() -> str:
         text = session.prompt(">>> ", prompt_continuation="... ")
+        if history.error:
+            print_notice(history.error)
+            history.error = None
         stripped = text.strip()
         if stripped.startswith(TRIPLE_QUOTES) and _closed_block(stripped):
             return stripped[3:-3].strip("\n")
