@@ -24,10 +24,11 @@ pytestmark = pytest.mark.usefixtures("demo_model")
 
 @pytest.fixture
 def chat(mixtral):
-    """`mixtral chat -m tiny`, greedy and short, with ``stdin`` piped in."""
+    """`mixtral chat -m tiny`, greedy and short, with ``stdin`` piped in; a context of 2048 unless ``args``
+    say otherwise (the model's 32768 take seconds to set up on a busy machine)."""
 
     def run(*args, stdin: str):
-        return mixtral("chat", "-m", "tiny", "--temperature", "0", "-n", "12", *args, input=stdin)
+        return mixtral("chat", "-m", "tiny", "--temperature", "0", "-n", "12", "-c", "2048", *args, input=stdin)
 
     return run
 
@@ -116,11 +117,14 @@ def test_load_says_where_the_chat_goes_on_and_leaves_both_files(chat, isolated_h
 
     assert result.exit_code == 0, result.stderr
     assert (saved.read_text(), first_autosave.read_text()) == before
-    current, continued = (p for p in autosaves(isolated_home) if p != first_autosave)
+    new = {
+        path: [t.content for t in Transcript.load(path).turns if t.role == "user"]
+        for path in autosaves(isolated_home)
+        if path != first_autosave
+    }
+    assert sorted(new.values()) == [["Current question"], ["Saved question", "Next question"]]
+    (continued,) = (path for path, questions in new.items() if questions[0] == "Saved question")
     assert f"this chat now saves to {continued}" in result.stderr
-    assert [t.content for t in Transcript.load(current).turns if t.role == "user"] == ["Current question"]
-    questions = [t.content for t in Transcript.load(continued).turns if t.role == "user"]
-    assert questions == ["Saved question", "Next question"]
 
 
 def test_list_shows_saved_chats(chat, mixtral, isolated_home):
