@@ -158,7 +158,7 @@ def test_history_beyond_the_context_drops_the_oldest_exchanges(convert, tmp_path
         dropped = 0
         for i in range(12):
             _, result = turn(session, f"Question number {i}: " + "tell me more " * 4)
-            dropped += result.dropped_turns
+            dropped += result.newly_left_out
             assert len(result.prompt_ids) + 16 <= engine.n_ctx
         assert dropped > 0
         assert session.transcript.system == "Keep me."

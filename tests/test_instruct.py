@@ -99,9 +99,7 @@ def test_the_catalog_entry_a_model_was_pulled_by_decides(instruct, name, instruc
     assert f"prompt: {kind} (pulled as {name})" in shown.stdout
 
 
-@pytest.mark.parametrize(
-    ("model", "flag", "expected"), [("instruct", "--raw", "raw"), ("base", "--chat", "chat v1")]
-)
+@pytest.mark.parametrize(("model", "flag", "expected"), [("instruct", "--raw", "raw"), ("base", "--chat", "chat v1")])
 def test_chat_and_raw_override_what_the_model_is(model, flag, expected, mixtral, request):
     data = complete_json(mixtral, request.getfixturevalue(f"{model}_model"), flag)
     assert data["prompt_format"] == expected

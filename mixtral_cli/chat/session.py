@@ -35,7 +35,7 @@ class ChatError(MixtralError):
 @dataclass
 class TurnResult:
     stats: GenerationStats
-    dropped_turns: int  # oldest messages newly left out of what the model sees (the transcript keeps them)
+    newly_left_out: int  # oldest messages this turn left out of what the model sees (the transcript keeps them)
     prompt_ids: list[int]
     answered: bool  # False: nothing came back, and the conversation is as it was before the turn
 
@@ -260,4 +260,3 @@ class ChatSession:
         totals.completion_tokens += stats.completion_tokens
         totals.prompt_eval_s += stats.prompt_eval_s
         totals.decode_s += stats.decode_s
-

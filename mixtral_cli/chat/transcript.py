@@ -122,9 +122,7 @@ class Transcript:
 
 
 def _not_a_chat(path: Path, reason: str) -> TranscriptError:
-    return TranscriptError(
-        f"{path} is not a saved chat: {reason}.", hint="`mixtral chat --list` shows saved chats."
-    )
+    return TranscriptError(f"{path} is not a saved chat: {reason}.", hint="`mixtral chat --list` shows saved chats.")
 
 
 def _sampling(path: Path, saved: object) -> SamplingOptions:

@@ -226,9 +226,7 @@ class Engine:
         self, prompt: str | list[Message], *, system: str | None = None, mode: PromptMode = PromptMode.AUTO
     ) -> tuple[list[int], bool]:
         """Ids for a text (one user turn in chat mode) or a conversation, and whether they are a chat."""
-        chat = (
-            isinstance(prompt, list) or mode is PromptMode.CHAT or (mode is PromptMode.AUTO and self.info.instruct)
-        )
+        chat = isinstance(prompt, list) or mode is PromptMode.CHAT or (mode is PromptMode.AUTO and self.info.instruct)
         if not chat:
             if system:
                 raise InvalidConversationError(
@@ -419,4 +417,3 @@ def _model_info(path: Path, model, *, gpu: bool) -> ModelInfo:  # noqa: ANN001 -
         instruct=instruct,
         instruct_source=source,
     )
-

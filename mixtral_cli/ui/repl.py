@@ -101,9 +101,9 @@ def _render_answer(
 
 def _print_turn_stats(session: ChatSession, result: TurnResult, interactive: bool) -> None:
     stats = result.stats
-    if result.dropped_turns:
+    if result.newly_left_out:
         print_notice(
-            f"Left the {result.dropped_turns} oldest messages out of what the model sees, to fit the context "
+            f"Left the {result.newly_left_out} oldest messages out of what the model sees, to fit the context "
             "(the saved chat keeps them)."
         )
     console = stdout_console() if interactive else stderr_console()
