@@ -40,6 +40,7 @@ class CatalogModel:
     repo: str  # the official safetensors checkpoint (gated), converted only when asked
     gguf_repos: tuple[GGUFRepo, ...]  # tried in order: current layout first
     shape: MixtralShape
+    instruct: bool
 
     @property
     def checkpoint_bytes(self) -> int:
@@ -55,6 +56,7 @@ CATALOG: dict[str, CatalogModel] = {
             "mistralai/Mixtral-8x7B-v0.1",
             (GGUFRepo("TheBloke/Mixtral-8x7B-v0.1-GGUF", DOT_NAMING, legacy_layout=True),),
             SHAPE_8X7B,
+            instruct=False,
         ),
         CatalogModel(
             "8x7b-instruct",
@@ -64,6 +66,7 @@ CATALOG: dict[str, CatalogModel] = {
                 GGUFRepo("TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF", DOT_NAMING, legacy_layout=True),
             ),
             SHAPE_8X7B,
+            instruct=True,
         ),
         CatalogModel(
             "8x22b",
@@ -73,6 +76,7 @@ CATALOG: dict[str, CatalogModel] = {
                 GGUFRepo("MaziyarPanahi/Mixtral-8x22B-v0.1-GGUF", DOT_NAMING),
             ),
             SHAPE_8X22B,
+            instruct=False,
         ),
         CatalogModel(
             "8x22b-instruct",
@@ -82,6 +86,7 @@ CATALOG: dict[str, CatalogModel] = {
                 GGUFRepo("bartowski/Mixtral-8x22B-Instruct-v0.1-GGUF", DASH_NAMING),
             ),
             SHAPE_8X22B,
+            instruct=True,
         ),
     )
 }

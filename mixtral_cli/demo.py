@@ -15,12 +15,12 @@ from .tinymodel import TinyMixtralSpec, build_tiny_mixtral
 
 DEMO_NAME = "tiny"
 DEMO_TYPE = "Q4_K_M"
-# "Instruct" in the name makes commands use the chat format by default, as they would for the real model.
 DEMO_MODEL_NAME = "Tiny-Mixtral-Instruct (random weights)"
 
 
 def demo_model_path() -> Path:
-    return mixtral_home() / "demo" / f"tiny-mixtral-instruct-{DEMO_TYPE}.gguf"
+    # "-chat": built with the chat template that makes it Instruct; demo files built before lack it.
+    return mixtral_home() / "demo" / f"tiny-mixtral-instruct-chat-{DEMO_TYPE}.gguf"
 
 
 def ensure_demo_model(progress: Progress | None = None) -> Path:
@@ -30,6 +30,6 @@ def ensure_demo_model(progress: Progress | None = None) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
-        checkpoint = build_tiny_mixtral(Path(scratch) / "tiny-mixtral-instruct", TinyMixtralSpec())
+        checkpoint = build_tiny_mixtral(Path(scratch) / "tiny-mixtral-instruct", TinyMixtralSpec(instruct=True))
         quantize_model(checkpoint, type_name=DEMO_TYPE, output=path, name=DEMO_MODEL_NAME, progress=progress)
     return path

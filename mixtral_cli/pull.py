@@ -54,6 +54,7 @@ class PullPlan:
     work_seconds: float = 0.0  # converting or rewriting after the download, estimated
     pulled: StoreEntry | None = None  # already in the store from this very revision: nothing to do
     workers: int = 0  # bytes the --rpc workers' devices have free
+    instruct: bool | None = None  # as the catalog entry says; None: not pulled by a catalog name
 
     @property
     def total_bytes(self) -> int:
@@ -251,6 +252,7 @@ def _plan(
         rewrite=rewrite,
         work_seconds=0.0 if pulled else work_seconds,
         pulled=pulled,
+        instruct=ref.catalog.instruct if ref.catalog else None,
     )
 
 
@@ -306,6 +308,7 @@ def run_pull(
         files=tuple(str(f) for f in files),
         size=sum(f.stat().st_size for f in files),
         tokenizer=inspect_gguf(files[0]).tokenizer_version,
+        instruct=plan.instruct,
     )
     store.add(entry)
     return entry

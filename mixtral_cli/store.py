@@ -32,6 +32,7 @@ class StoreEntry:
     files: tuple[str, ...]  # absolute paths; the first is what llama.cpp loads
     size: int
     tokenizer: str | None = None
+    instruct: bool | None = None  # as the catalog entry it was pulled by says; None: as the file says
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property
@@ -80,6 +81,17 @@ class ModelStore:
         if entry is None:
             raise ModelNotFoundError(f"No model {name!r} in the store.", hint="`mixtral models list` shows them.")
         return entry
+
+    def pulled_as(self, path: Path) -> tuple[str, bool] | None:
+        """The catalog name ``path`` was pulled by and whether that entry is Instruct; None if not known."""
+        try:
+            entries = self._read()["models"].values()
+        except StoreError:
+            return None  # a corrupt manifest is reported by the commands that use it, not by every load
+        for entry in entries:
+            if entry.instruct is not None and Path(entry.files[0]).resolve() == path.resolve():
+                return entry.name, entry.instruct
+        return None
 
     def add(self, entry: StoreEntry) -> None:
         data = self._read()

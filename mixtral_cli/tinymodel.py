@@ -20,6 +20,26 @@ if TYPE_CHECKING:
     import numpy as np
 
 TokenizerVersion = Literal["v1", "v3"]
+
+# mistralai's "v1" chat template, with a system prompt, as the Instruct repos' tokenizer_config.json
+# carries it (llama.cpp's tests/test-chat-template.cpp holds the same string). mixtral never renders it:
+# prompts are built as ids. Its presence is what marks a checkpoint as Instruct, as in the real repos,
+# whose base checkpoints have no chat template.
+MISTRAL_CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}\n    {%- set system_message = messages[0]['content'] %}\n"
+    "    {%- set loop_messages = messages[1:] %}\n{%- else %}\n    {%- set loop_messages = messages %}\n"
+    "{%- endif %}\n\n{{- bos_token }}\n{%- for message in loop_messages %}\n"
+    "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}\n"
+    "        {{- raise_exception('After the optional system message, conversation roles must alternate "
+    "user/assistant/user/assistant/...') }}\n    {%- endif %}\n    {%- if message['role'] == 'user' %}\n"
+    "        {%- if loop.first and system_message is defined %}\n"
+    "            {{- ' [INST] ' + system_message + '\\n\\n' + message['content'] + ' [/INST]' }}\n"
+    "        {%- else %}\n            {{- ' [INST] ' + message['content'] + ' [/INST]' }}\n"
+    "        {%- endif %}\n    {%- elif message['role'] == 'assistant' %}\n"
+    "        {{- ' ' + message['content'] + eos_token}}\n    {%- else %}\n"
+    "        {{- raise_exception('Only user and assistant roles are supported, with the exception of an "
+    "initial optional system message!') }}\n    {%- endif %}\n{%- endfor %}\n"
+)
 TOKENIZER_FILES: dict[str, str] = {"v1": "tokenizer.model.v1", "v3": "tokenizer.model.v3"}
 VOCAB_SIZES: dict[str, int] = {"v1": 32000, "v3": 32768}
 
@@ -41,6 +61,7 @@ class TinyMixtralSpec:
     rms_norm_eps: float = 1e-5
     seed: int = 0
     shards: int = 1
+    instruct: bool = False  # True: tokenizer_config.json carries the chat template, as an Instruct repo's does
 
 
 def tokenizer_model_path(version: TokenizerVersion) -> Path:
@@ -66,7 +87,7 @@ def build_tiny_mixtral(directory: Path, spec: TinyMixtralSpec = TinyMixtralSpec(
     vocab_size = VOCAB_SIZES[spec.tokenizer]
     _write_json(directory / "config.json", _config(spec, vocab_size))
     _write_json(directory / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2})
-    _write_json(directory / "tokenizer_config.json", _tokenizer_config(vocab_size))
+    _write_json(directory / "tokenizer_config.json", _tokenizer_config(vocab_size, instruct=spec.instruct))
     _write_json(directory / "special_tokens_map.json", {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
     (directory / "tokenizer.model").write_bytes(tokenizer_model_path(spec.tokenizer).read_bytes())
     _write_weights(directory, spec, _random_weights(spec, vocab_size))
@@ -104,13 +125,15 @@ def _config(spec: TinyMixtralSpec, vocab_size: int) -> dict[str, object]:
     }
 
 
-def _tokenizer_config(vocab_size: int) -> dict[str, object]:
+def _tokenizer_config(vocab_size: int, *, instruct: bool) -> dict[str, object]:
     special = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+    chat = {"chat_template": MISTRAL_CHAT_TEMPLATE} if instruct else {}
     return {
         "add_bos_token": True,
         "add_eos_token": False,
         "added_tokens_decoder": {str(i): {"content": t, **special} for i, t in enumerate(["<unk>", "<s>", "</s>"])},
         "bos_token": "<s>",
+        **chat,
         "clean_up_tokenization_spaces": False,
         "eos_token": "</s>",
         "legacy": True,

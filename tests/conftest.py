@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_cli.cli import main
 from mixtral_cli.convert.checkpoint import open_checkpoint
 from mixtral_cli.convert.hf_to_gguf import write_gguf
 from mixtral_cli.demo import demo_model_path, ensure_demo_model
 from mixtral_cli.quant_types import quant_type
 from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
+
+from .helpers import run_mixtral
 
 
 @pytest.fixture(scope="session")
@@ -32,13 +33,22 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, demo_model: Path) -> Path:
-    """A fresh, offline home for every test; the demo model is linked in so `-m tiny` needs no rebuild."""
+def isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Path:
+    """A fresh, offline home for every test.
+
+    Tests that use the demo model (``-m tiny``) ask for ``demo_model``, often for the whole module with
+    ``pytestmark = pytest.mark.usefixtures("demo_model")``; it is linked in so `-m tiny` needs no
+    rebuild. Other tests never wait for it to be built.
+    """
+    demo = request.getfixturevalue("demo_model") if "demo_model" in request.fixturenames else None
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("MIXTRAL_HOME", str(home / "mixtral"))
-    linked = demo_model_path()
-    linked.parent.mkdir(parents=True)
-    linked.symlink_to(demo_model)
+    if demo is not None:
+        linked = demo_model_path()
+        linked.parent.mkdir(parents=True)
+        linked.symlink_to(demo)
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("MIXTRAL_DEBUG", raising=False)
@@ -87,17 +97,11 @@ class Result:
 
 
 @pytest.fixture
-def mixtral(capsys: pytest.CaptureFixture[str]):
-    """Run the CLI in this process, as the console script would, and capture what it prints."""
+def mixtral():
+    """Run the CLI in this process, as the console script would (``input``: piped stdin), and capture it."""
 
-    def run(*args: str | os.PathLike[str]) -> Result:
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
+    def run(*args: str | os.PathLike[str], input: str | bytes = "") -> Result:
+        done = run_mixtral(*args, input=input)
+        return Result(done.returncode, done.stdout, done.stderr)
 
     return run

@@ -2,18 +2,76 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 
+def with_default_sigint() -> None:
+    """A child's ``preexec_fn``: Ctrl-C works in it even when this suite runs where SIGINT is ignored
+    (nohup, a background job), whose children would inherit SIG_IGN and Python keeps it then."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def run_mixtral(*args: str | os.PathLike[str], input: str | bytes = "") -> subprocess.CompletedProcess[str]:
+    """Run the CLI in this process, as the console script would, with ``input`` as piped stdin.
+
+    Without ``input`` stdin is an empty pipe, as under /dev/null. For commands that need no signal,
+    terminal, real pipe or environment of their own: no interpreter to start.
+    """
+    from mixtral_cli.cli import main
+
+    data = input.encode() if isinstance(input, str) else input
+    stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+    argv = [str(a) for a in args]
+    with (
+        contextlib.redirect_stdout(io.StringIO()) as out,
+        contextlib.redirect_stderr(io.StringIO()) as err,
+        _replaced_stdin(stdin),
+    ):
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["mixtral", *argv], code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _replaced_stdin(stdin: io.TextIOWrapper) -> Iterator[None]:
+    previous, sys.stdin = sys.stdin, stdin
+    try:
+        yield
+    finally:
+        sys.stdin = previous
+
+
 def run_mixtral_process(*args: str | os.PathLike[str], **kwargs) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m mixtral_cli`` in a child process: for exit codes, signals and real stdio."""
+    """Run ``python -m mixtral_cli`` in a child process: for real stdio, a fresh interpreter, or a child's env."""
     return subprocess.run(
         [sys.executable, "-m", "mixtral_cli", *map(str, args)], capture_output=True, text=True, **kwargs
     )
+
+
+def on_a_small_disk(folder: Path, size: str, argv: list[str]) -> list[str]:
+    """``argv`` run with a fresh tmpfs of ``size`` (e.g. "64k") mounted on ``folder``.
+
+    The mount lives in a user and mount namespace of the child's own (``unshare``), so no root is needed
+    and nothing outside sees it; writes past ``size`` fail with a real ENOSPC.
+    """
+    import pytest
+
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"this kernel refuses unprivileged user namespaces: {probe.stderr.decode().strip()}")
+    script = 'mount -t tmpfs -o "size=$1" tmpfs "$2" && shift 2 && exec "$@"'
+    return ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", size, str(folder), *argv]
 
 
 def write_gguf_of_architecture(path: Path, architecture: str) -> Path:

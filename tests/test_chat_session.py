@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mixtral_cli.chat.session import ChatError, ChatSession, ContextPolicy
-from mixtral_cli.chat.transcript import Transcript
+from mixtral_cli.chat.transcript import Transcript, TranscriptError
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions, SamplingOptions
 from mixtral_cli.errors import ContextOverflowError
@@ -158,11 +158,26 @@ def test_history_beyond_the_context_drops_the_oldest_exchanges(convert, tmp_path
         dropped = 0
         for i in range(12):
             _, result = turn(session, f"Question number {i}: " + "tell me more " * 4)
-            dropped += result.dropped_turns
+            dropped += result.newly_left_out
             assert len(result.prompt_ids) + 16 <= engine.n_ctx
         assert dropped > 0
         assert session.transcript.system == "Keep me."
-        assert session.transcript.turns[0].role == "user"
+        assert session.sent_turns[0].role == "user"
+
+
+def test_the_saved_chat_keeps_the_exchanges_left_out_of_the_context(convert, tmp_path):
+    with Engine(convert(TinyMixtralSpec(), "Q8_0"), EngineOptions(ctx_size=256)) as engine:
+        session = new_session(engine, tmp_path, sampling=SamplingOptions(temperature=0, max_tokens=16))
+        questions = [f"Question number {i}: " + "tell me more " * 4 for i in range(12)]
+        for question in questions:
+            _, result = turn(session, question)
+
+        saved = Transcript.load(session.autosave_path)
+        assert session.left_out > 0
+        assert [t.content for t in saved.turns if t.role == "user"] == questions
+        assert saved.turns == session.transcript.turns
+        sent = session.messages(session.sent_turns)[:-1]  # the last answer came after the prompt
+        assert result.prompt_ids == reference_ids(sent, PromptFormat.V1)
 
 
 def test_error_policy_refuses_instead_of_dropping(convert, tmp_path):
@@ -181,3 +196,78 @@ def test_one_message_larger_than_the_context_is_refused_with_both_counts(convert
             session.send("word " * 400)
         assert caught.value.prompt_tokens > caught.value.n_ctx
         assert session.transcript.turns == []
+
+
+def test_a_retry_stopped_before_its_answer_keeps_the_previous_answer(engines, tmp_path):
+    session = new_session(engines[PromptFormat.V1], tmp_path)
+    turn(session, "Tell me something.")
+    before = list(session.transcript.turns)
+    chunks, finish = session.retry()
+    chunks.close()  # what Ctrl-C during the prompt's evaluation does
+    result = finish()
+
+    assert not result.answered
+    assert session.transcript.turns == before
+    assert Transcript.load(session.autosave_path).turns == before
+
+
+def test_a_retry_that_fails_keeps_the_previous_answer(convert, tmp_path):
+    with Engine(convert(TinyMixtralSpec(), "Q8_0"), EngineOptions(ctx_size=256)) as engine:
+        session = new_session(engine, tmp_path, policy=ContextPolicy.ERROR)
+        _, result = turn(session, "Question 0")
+        for i in range(1, 30):
+            if len(result.prompt_ids) + 64 > engine.n_ctx:
+                break  # a retry now needs more room than the context has
+            _, result = turn(session, f"Question {i}")
+        before = list(session.transcript.turns)
+        session.set_sampling(max_tokens=64)  # more room for the answer than the history leaves
+        with pytest.raises(ContextOverflowError):
+            session.retry()
+        assert session.transcript.turns == before
+
+
+def test_load_continues_into_a_new_file_and_writes_neither_old_one(engines, tmp_path):
+    engine = engines[PromptFormat.V1]
+    earlier = new_session(engine, tmp_path)
+    turn(earlier, "Saved question")
+    saved = earlier.transcript.save(tmp_path / "saved.json")
+    saved_text = saved.read_text()
+    session = ChatSession(engine, Transcript(model="tiny", sampling=GREEDY), autosave_path=tmp_path / "current.json")
+    turn(session, "Current question")
+    current_text = session.autosave_path.read_text()
+
+    session.load(saved)
+    turn(session, "Next question")
+
+    assert session.autosave_path not in (saved, tmp_path / "current.json")
+    assert (saved.read_text(), (tmp_path / "current.json").read_text()) == (saved_text, current_text)
+    continued = Transcript.load(session.autosave_path)
+    assert [t.content for t in continued.turns if t.role == "user"] == ["Saved question", "Next question"]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"# Chat with tiny\n", "it is not JSON (Expecting value at line 1, column 1)"),
+        (b"\xff\xfe{}", "byte 0 is not UTF-8 text"),
+        (b"[1, 2]", "it holds no list of messages"),
+        (b'{"messages": [{"role": "user"}]}', "message 1 has no text content"),
+        (b'{"messages": [{"role": "tool", "content": "x"}]}', "message 1's role is 'tool', not user or assistant"),
+        (b'{"messages": [], "sampling": {"temperature": "hot"}}', "its setting temperature is 'hot', not a number"),
+    ],
+)
+def test_a_file_that_is_not_a_chat_is_refused_with_its_name_and_why(content, reason, tmp_path):
+    path = tmp_path / "not-a-chat.json"
+    path.write_bytes(content)
+    with pytest.raises(TranscriptError) as caught:
+        Transcript.load(path)
+    assert caught.value.message == f"{path} is not a saved chat: {reason}."
+
+
+def test_saving_to_a_path_that_cannot_be_written_names_it_and_the_reason(tmp_path):
+    target = tmp_path / "a-folder"
+    target.mkdir()
+    with pytest.raises(TranscriptError) as caught:
+        Transcript(model="tiny").save(target)
+    assert caught.value.message == f"Cannot save the chat to {target}: Is a directory."
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder"]  # no partial file left

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import run_mixtral_process
+from .helpers import run_mixtral
 
 COMPLETIONS = Path(__file__).parent.parent / "completions"
 SHELLS = {"bash": "mixtral.bash", "zsh": "_mixtral", "fish": "mixtral.fish"}
@@ -23,11 +23,13 @@ def test_help_lists_the_commands(mixtral):
 def test_version(mixtral):
     from mixtral_cli import __version__
 
-    assert mixtral("--version").stdout.strip() == f"mixtral {__version__}"
+    result = mixtral("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"mixtral {__version__}"
 
 
 def test_user_error_is_one_message_without_traceback(tmp_path):
-    result = run_mixtral_process("quantize", tmp_path / "missing")
+    result = run_mixtral("quantize", tmp_path / "missing")
 
     assert result.returncode == 1
     assert result.stderr.startswith("Error:")
@@ -35,22 +37,22 @@ def test_user_error_is_one_message_without_traceback(tmp_path):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    result = run_mixtral_process("--debug", "quantize", tmp_path / "missing")
+    result = run_mixtral("--debug", "quantize", tmp_path / "missing")
 
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "CheckpointError" in result.stderr
 
 
-def test_mixtral_debug_variable_shows_the_traceback(tmp_path):
-    import os
-
-    result = run_mixtral_process("quantize", tmp_path / "missing", env={**os.environ, "MIXTRAL_DEBUG": "1"})
+def test_mixtral_debug_variable_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIXTRAL_DEBUG", "1")
+    result = run_mixtral("quantize", tmp_path / "missing")
+    assert result.returncode == 1
     assert "Traceback" in result.stderr
 
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_completion_scripts_are_fresh(shell):
-    generated = run_mixtral_process("completion", shell)
+    generated = run_mixtral("completion", shell)
 
     assert generated.returncode == 0, generated.stderr
     committed = (COMPLETIONS / SHELLS[shell]).read_text()
@@ -61,16 +63,11 @@ def test_completion_scripts_are_fresh(shell):
     ("words", "expected"),
     [("mixtral qu", {"quantize"}), ("mixtral quantize x --type Q4_K", {"Q4_K_M", "Q4_K_S"})],
 )
-def test_bash_completion_answers_from_the_app(words, expected):
-    import os
-
-    env = {
-        **os.environ,
-        "_MIXTRAL_COMPLETE": "complete_bash",
-        "COMP_WORDS": words,
-        "COMP_CWORD": str(len(words.split()) - 1),
-    }
-    result = run_mixtral_process(env=env)
+def test_bash_completion_answers_from_the_app(words, expected, monkeypatch):
+    monkeypatch.setenv("_MIXTRAL_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", words)
+    monkeypatch.setenv("COMP_CWORD", str(len(words.split()) - 1))
+    result = run_mixtral()
 
     assert result.returncode == 0, result.stderr
     assert set(result.stdout.split()) == expected

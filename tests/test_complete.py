@@ -1,4 +1,5 @@
-"""`mixtral complete` end to end, in child processes with real stdin, stdout and signals."""
+"""`mixtral complete` end to end: in this process with piped stdin, and in child processes for real
+pipes and signals."""
 
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ from mixtral_cli.engine.options import EngineOptions
 from mixtral_cli.prompt import Message
 from mixtral_cli.tinymodel import TinyMixtralSpec
 
-from .helpers import run_mixtral_process
+from .helpers import run_mixtral, with_default_sigint
 from .reference import llama_cpp_greedy
 
+pytestmark = pytest.mark.usefixtures("demo_model")
 
-def complete(*args, stdin: str | None = None, **kwargs) -> subprocess.CompletedProcess[str]:
-    if stdin is None:
-        return run_mixtral_process("complete", *args, stdin=subprocess.DEVNULL, **kwargs)
-    return run_mixtral_process("complete", *args, input=stdin, **kwargs)
+
+def complete(*args, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return run_mixtral("complete", *args, input=stdin)
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +51,14 @@ def test_stdin_is_the_prompt_when_piped():
     piped = complete("-m", "tiny", "--temperature", "0", "-n", "16", stdin="Hello there\n")
     argument = complete("-m", "tiny", "--temperature", "0", "-n", "16", "Hello there")
 
-    assert piped.returncode == 0, piped.stderr
+    assert (piped.returncode, argument.returncode) == (0, 0), piped.stderr + argument.stderr
     assert piped.stdout == argument.stdout
 
 
 def test_dash_reads_stdin():
     dash = complete("-m", "tiny", "--temperature", "0", "-n", "16", "-", stdin="Hello there")
     argument = complete("-m", "tiny", "--temperature", "0", "-n", "16", "Hello there")
+    assert (dash.returncode, argument.returncode) == (0, 0), dash.stderr + argument.stderr
     assert dash.stdout == argument.stdout
 
 
@@ -64,12 +66,14 @@ def test_stdin_then_argument_after_a_blank_line(demo_model):
     both = complete("-m", "tiny", "--json", "-n", "4", "Summarize this.", stdin="Some text.\n")
     with Engine(demo_model, EngineOptions(ctx_size=512)) as engine:
         expected = engine.chat_ids([Message("user", "Some text.\n\nSummarize this.")])
+    assert both.returncode == 0, both.stderr
     assert json.loads(both.stdout)["prompt_tokens"] == len(expected)
 
 
 def test_json_has_text_counts_stop_reason_and_timings():
     result = complete("-m", "tiny", "--json", "--temperature", "0", "-n", "12", "Hello")
     plain = complete("-m", "tiny", "--temperature", "0", "-n", "12", "Hello")
+    assert (result.returncode, plain.returncode) == (0, 0), result.stderr + plain.stderr
     data = json.loads(result.stdout)
 
     assert data["text"] + "\n" == plain.stdout
@@ -102,6 +106,7 @@ def test_model_card_request_with_a_list_of_prompts(tmp_path):
     assert [list(a) for a in answers] == [["0"], ["0"]]
     for prompt, answer in zip(request["input_data"]["input_string"], answers, strict=True):
         greedy = complete("-m", "tiny", "--temperature", "0", "-n", "10", prompt)
+        assert greedy.returncode == 0, greedy.stderr
         assert answer["0"] + "\n" == greedy.stdout
 
 
@@ -147,14 +152,15 @@ def test_missing_model_says_how_to_get_one(tmp_path):
 
 
 def test_no_model_at_all_says_how_to_get_one():
-    env = {k: v for k, v in os.environ.items() if k != "MIXTRAL_MODEL"}
-    result = complete("Hello", env=env)
+    assert "MIXTRAL_MODEL" not in os.environ
+    result = complete("Hello")
     assert result.returncode == 1
     assert "No model given" in result.stderr
 
 
-def test_mixtral_model_variable_chooses_the_model():
-    result = complete("-n", "4", "Hello", env={**os.environ, "MIXTRAL_MODEL": "tiny"})
+def test_mixtral_model_variable_chooses_the_model(monkeypatch):
+    monkeypatch.setenv("MIXTRAL_MODEL", "tiny")
+    result = complete("-n", "4", "Hello")
     assert result.returncode == 0, result.stderr
 
 
@@ -209,6 +215,7 @@ def test_ctrl_c_keeps_what_was_printed_and_exits_130():
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=with_default_sigint,
     )
     first = os.read(process.stdout.fileno(), 16)
     process.send_signal(signal.SIGINT)
@@ -220,8 +227,9 @@ def test_ctrl_c_keeps_what_was_printed_and_exits_130():
 
 
 def test_closed_pipe_ends_quietly():
-    command = f"{sys.executable} -m mixtral_cli complete -m tiny --raw --temperature 0 -n 2000 Once | head -c 5"
+    command = f"set -o pipefail; {sys.executable} -m mixtral_cli complete -m tiny --raw -n 2000 Once | head -c 5"
     result = subprocess.run(["bash", "-c", command], capture_output=True, stdin=subprocess.DEVNULL)
 
+    assert result.returncode == 1  # mixtral's own status under pipefail: click ends on EPIPE with 1
     assert len(result.stdout) == 5  # bytes, as head counts them
     assert result.stderr == b""

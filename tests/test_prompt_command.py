@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
+
+import pytest
 
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions
 from mixtral_cli.prompt import Message
 from mixtral_cli.tinymodel import TinyMixtralSpec
+
+pytestmark = pytest.mark.usefixtures("demo_model")
 
 CONVERSATION = [
     {"role": "system", "content": "Answer briefly."},
@@ -30,6 +35,7 @@ def test_ids_are_the_engines_on_one_line(mixtral, tmp_path, demo_model):
 
     with Engine(demo_model, EngineOptions(ctx_size=512)) as engine:
         expected = engine.chat_ids([Message(**m) for m in CONVERSATION])
+    assert result.exit_code == 0, result.stderr
     assert result.stdout == " ".join(map(str, expected)) + "\n"
 
 
@@ -44,6 +50,7 @@ def test_check_agrees_with_mistral_common_for_v1_and_v3(mixtral, tmp_path, conve
 
 def test_v3_shows_control_tokens_without_spaces(mixtral, convert):
     result = mixtral("prompt", "-m", convert(TinyMixtralSpec(tokenizer="v3"), "Q8_0"), "Hi")
+    assert result.exit_code == 0, result.stderr
     assert result.stdout == "<s>[INST] Hi[/INST]\n"
 
 
@@ -61,3 +68,13 @@ def test_messages_that_are_not_json_are_one_line(mixtral, tmp_path):
 
     assert result.exit_code == 1
     assert "not valid JSON" in result.stderr
+
+
+def test_prompt_ids_need_the_vocabulary_only(demo_model, capsys):
+    # llama.cpp's own log says what it loaded: the vocabulary, no tensors, no context.
+    with Engine(demo_model, EngineOptions(verbose=True), vocab_only=True) as vocabulary:
+        ids = vocabulary.chat_ids([Message("user", "Hello")])
+    log = capsys.readouterr().err
+    assert re.search(r"vocab_only\s+= 1", log) and "load_tensors" not in log and "llama_context" not in log
+    with Engine(demo_model, EngineOptions(ctx_size=256)) as engine:
+        assert ids == engine.chat_ids([Message("user", "Hello")])

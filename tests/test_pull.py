@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from mixtral_cli.tinymodel import TinyMixtralSpec
 
-from .helpers import run_mixtral_process, split_gguf
+from .helpers import on_a_small_disk, run_mixtral_process, split_gguf
 from .hub_server import LocalHub, folder_files
 
 
@@ -54,6 +56,7 @@ def test_safetensors_repo_is_downloaded_converted_and_runs(online, isolated_home
     answered = mixtral("complete", "-m", "test/tiny:Q8_0", "--raw", "-n", "4", "Hello", env=online)
     assert answered.returncode == 0, answered.stderr
     listed = mixtral("models", "list", env=online)
+    assert listed.returncode == 0, listed.stderr
     assert "test/tiny:Q8_0" in listed.stdout
 
 
@@ -101,6 +104,7 @@ def test_bad_names_are_one_line_and_leave_the_store_alone(ref, message, online, 
 
 def test_missing_quantization_lists_what_the_repo_has(online):
     result = mixtral("pull", "test/tiny-gguf:Q5_K_M", env=online)
+    assert result.returncode == 1
     assert "F16, Q8_0" in result.stderr
 
 
@@ -120,21 +124,24 @@ def test_a_corrupt_file_in_the_cache_is_detected_and_replaced(online, isolated_h
 def test_a_short_disk_is_refused_with_the_numbers(online, isolated_home, tmp_path):
     small = tmp_path / "small"
     small.mkdir()
-    if os.system(f"mount -t tmpfs -o size=1M tmpfs {small} 2>/dev/null") != 0:
-        pytest.fail("this test needs to mount a small tmpfs (root in the sandbox)")
-    try:
-        result = mixtral("pull", "test/tiny-gguf:F16", env={**online, "HF_HOME": str(small)})
-        assert result.returncode == 1
-        assert "free but this needs" in result.stderr
-        assert not (isolated_home / "mixtral" / "models.json").exists()
-    finally:
-        os.system(f"umount {small}")
+    argv = [sys.executable, "-m", "mixtral_cli", "pull", "test/tiny-gguf:F16"]
+    result = subprocess.run(
+        on_a_small_disk(small, "1M", argv),
+        env={**online, "HF_HOME": str(small)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert "free but this needs" in result.stderr
+    assert not (isolated_home / "mixtral" / "models.json").exists()
 
 
 def test_models_show_rm_and_default_round_trip(online, isolated_home):
     assert mixtral("pull", "test/tiny-gguf:Q8_0", env=online).returncode == 0
 
     shown = mixtral("models", "show", "test/tiny-gguf:Q8_0", env=online)
+    assert shown.returncode == 0, shown.stderr
     assert "experts: 8" in shown.stdout and "quantization: Q8_0" in shown.stdout and "tokenizer: v1" in shown.stdout
 
     assert mixtral("models", "default", "test/tiny-gguf:Q8_0", env=online).returncode == 0
@@ -195,6 +202,7 @@ def test_quantize_takes_a_hub_name_as_source(online, tmp_path):
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()) == tmp_path / "tiny-Q8_0.gguf"
     shown = mixtral("prompt", "-m", tmp_path / "tiny-Q8_0.gguf", "Hi", env=online)
+    assert shown.returncode == 0, shown.stderr
     assert shown.stdout == "<s> [INST] Hi [/INST]\n"
 
 

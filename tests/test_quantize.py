@@ -16,7 +16,7 @@ import pytest
 
 from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
 
-from .helpers import run_mixtral_process
+from .helpers import run_mixtral, run_mixtral_process, with_default_sigint
 from .reference import llama_cpp_logits, sentencepiece_ids
 
 
@@ -230,6 +230,7 @@ def _start_and_wait_for_partial(checkpoint: Path, output: Path) -> subprocess.Po
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=with_default_sigint,
     )
     partial = output.with_name(output.name + ".partial")
     deadline = time.monotonic() + 60
@@ -260,7 +261,7 @@ def test_killed_run_leaves_only_a_partial_that_the_next_run_replaces(tmp_path):
     assert not output.exists()
     assert output.with_name("out.gguf.partial").exists()
 
-    rerun = run_mixtral_process("quantize", checkpoint, "--type", "F32", "-o", output)
+    rerun = run_mixtral("quantize", checkpoint, "--type", "F32", "-o", output)
     assert rerun.returncode == 0, rerun.stderr
     assert output.exists() and not output.with_name("out.gguf.partial").exists()
 

@@ -20,8 +20,10 @@ from mixtral_cli.summarize import (
     plan_chunks,
 )
 
-from .helpers import run_mixtral_process
+from .helpers import run_mixtral
 from .test_prompt import reference_ids
+
+pytestmark = pytest.mark.usefixtures("demo_model")
 
 WORDS = "the router sends each token to two experts while the rest stay idle and bandwidth sets the pace".split()
 OPTIONS = SummaryOptions(max_words=20)
@@ -137,8 +139,8 @@ def test_no_chunk_refuses_input_larger_than_the_context(summarizer):
 # -- the command ----------------------------------------------------------------------------------------
 
 
-def summarize(*args, **kwargs):
-    return run_mixtral_process("summarize", "-m", "tiny", "--temperature", "0", "--max-words", "20", *args, **kwargs)
+def summarize(*args, input: str = ""):
+    return run_mixtral("summarize", "-m", "tiny", "--temperature", "0", "--max-words", "20", *args, input=input)
 
 
 def test_file_summary_streams_to_stdout(tmp_path):
@@ -168,6 +170,7 @@ def test_each_gives_one_summary_per_file(tmp_path):
 def test_json_reports_chunks_depth_tokens_and_timings(tmp_path):
     (tmp_path / "long.txt").write_text(prose(70))
     result = summarize("--ctx-size", "512", "--json", tmp_path / "long.txt")
+    assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
 
     assert data["summary"].strip()

@@ -77,3 +77,14 @@ def test_cli_refuses_an_impossible_shape_in_one_line(mixtral, tmp_path):
 
     assert result.exit_code == 1
     assert "no valid shape" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("instruct", [True, False])
+def test_instruct_gives_tokenizer_config_mistrals_chat_template(instruct, mixtral, tmp_path):
+    from mixtral_cli.tinymodel import MISTRAL_CHAT_TEMPLATE
+
+    result = mixtral("tiny", tmp_path / "t", "--layers", "1", *(["--instruct"] if instruct else []))
+
+    assert result.exit_code == 0, result.stderr
+    config = json.loads((tmp_path / "t" / "tokenizer_config.json").read_text())
+    assert config.get("chat_template") == (MISTRAL_CHAT_TEMPLATE if instruct else None)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..engine.model import Engine
+from ..instruct import describe
 from .session import ChatError, ChatSession, TurnResult
-from .transcript import Transcript
 
 HELP = """\
 /help                 this list
@@ -23,7 +23,7 @@ HELP = """\
 /context              tokens used and left, turns kept
 /stats                tokens and speed of this session
 /save [FILE]          save the chat (JSON, or Markdown for a .md name)
-/load FILE            continue a saved chat
+/load FILE            continue a saved chat (FILE stays as it is; this chat saves to a new file)
 /model NAME           switch model, keep the conversation
 Multi-line input: Alt-Enter (or Esc then Enter) for a new line, or a block between triple quotes.\
 """
@@ -96,10 +96,9 @@ def run_command(session: ChatSession, line: str, *, load_engine: Callable[[str],
     if name == "/show":
         return CommandResult(_show(session))
     if name == "/context":
-        used, total = session.context_used(), session.engine.n_ctx
-        return CommandResult(
-            f"{used} of {total} tokens used, {total - used} left; {len(session.transcript.turns)} messages kept."
-        )
+        used, total, kept = session.context_used(), session.engine.n_ctx, len(session.transcript.turns)
+        sent = f"the last {len(session.sent_turns)} sent to the model" if session.left_out else "all sent to the model"
+        return CommandResult(f"{used} of {total} tokens used, {total - used} left; {kept} messages kept, {sent}.")
     if name == "/stats":
         return CommandResult(_stats(session))
     if name == "/save":
@@ -110,18 +109,16 @@ def run_command(session: ChatSession, line: str, *, load_engine: Callable[[str],
     if name == "/load":
         if not rest:
             raise ChatError("/load needs a file: /load FILE")
-        session.transcript = Transcript.load(Path(rest))
-        session.autosave()
-        return CommandResult(f"Loaded {len(session.transcript.turns)} messages from {rest}.")
+        session.load(Path(rest))
+        return CommandResult(
+            f"Loaded {len(session.transcript.turns)} messages from {rest}; this chat now saves to "
+            f"{session.autosave_path}."
+        )
     if name == "/model":
         if not rest:
             raise ChatError("/model needs a model: /model NAME")
-        engine = load_engine(rest)
-        session.engine.close()
-        session.engine = engine
-        session.transcript.model = rest
-        session.autosave()
-        return CommandResult(f"Now talking to {engine.info.name}.")
+        session.switch_engine(load_engine(rest), rest)
+        return CommandResult(f"Now talking to {session.engine.info.name}.")
     raise ChatError(f"Unknown command {name}; /help lists them.")
 
 
@@ -147,7 +144,8 @@ def _show(session: ChatSession) -> str:
     return "\n".join(
         [
             f"model: {info.name} ({info.path})",
-            f"format: {info.prompt_format.value}, context: {session.engine.n_ctx} tokens",
+            f"format: {info.prompt_format.value} ids, {describe(info.instruct, info.instruct_source)}",
+            f"context: {session.engine.n_ctx} tokens",
             f"sampling: {settings}",
             f"system: {session.transcript.system or '(none)'}",
             f"autosave: {session.autosave_path}",

@@ -5,6 +5,7 @@ No terminal here: the REPL reads input and renders; this module decides what is 
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ from ..engine.options import SamplingOptions
 from ..errors import ContextOverflowError, MixtralError
 from ..paths import mixtral_home
 from ..prompt import Message
-from .transcript import Transcript, Turn
+from .transcript import Transcript, Turn, now
 
 # Room kept for the answer when deciding whether a turn fits: at most this share of the context.
 _ANSWER_SHARE = 4
@@ -34,8 +35,9 @@ class ChatError(MixtralError):
 @dataclass
 class TurnResult:
     stats: GenerationStats
-    dropped_turns: int
+    newly_left_out: int  # oldest messages this turn left out of what the model sees (the transcript keeps them)
     prompt_ids: list[int]
+    answered: bool  # False: nothing came back, and the conversation is as it was before the turn
 
 
 def chats_dir() -> Path:
@@ -66,13 +68,17 @@ def list_saved_chats() -> list[SavedChat]:
     return chats
 
 
-def _new_autosave_path(transcript: Transcript) -> Path:
-    stamp = transcript.created[:19].replace(":", "").replace("-", "")
+def _new_autosave_path() -> Path:
+    stamp = now()[:19].replace(":", "").replace("-", "")
     return chats_dir() / f"{stamp}-{uuid.uuid4().hex[:6]}.json"
 
 
 class ChatSession:
-    """A conversation with one engine; every change is autosaved to ``autosave_path``."""
+    """A conversation with one engine; every change is autosaved to ``autosave_path``.
+
+    The transcript always holds the whole conversation. When it outgrows the context, only what is sent
+    to the model leaves out the oldest exchanges (``left_out`` messages), never the transcript.
+    """
 
     def __init__(
         self,
@@ -85,7 +91,8 @@ class ChatSession:
         self.engine = engine
         self.transcript = transcript
         self.policy = policy
-        self.autosave_path = autosave_path or _new_autosave_path(transcript)
+        self.autosave_path = autosave_path or _new_autosave_path()
+        self.left_out = 0
         self.last_prompt_ids: list[int] = []
         self.totals = GenerationStats(stop_reason="")
 
@@ -100,34 +107,52 @@ class ChatSession:
         system = [Message("system", self.transcript.system)] if self.transcript.system else []
         return [*system, *(turn.message for turn in turns)]
 
+    @property
+    def sent_turns(self) -> list[Turn]:
+        """The messages the model sees: the conversation without the ``left_out`` oldest."""
+        return self.transcript.turns[self.left_out :]
+
     def context_used(self) -> int:
         """Tokens the conversation so far takes (with an empty next question)."""
-        if not self.transcript.turns:
+        if not self.sent_turns:
             return 0
-        return len(self.engine.chat_ids([*self.messages(), Message("user", "")]))
+        return len(self.engine.chat_ids([*self.messages(self.sent_turns), Message("user", "")]))
 
     def send(self, text: str) -> tuple[Iterator[str], Callable[[], TurnResult]]:
         """Start answering ``text``: the chunks to show, and a function that finishes the turn.
 
         The user's message joins the conversation at once; the answer joins when the chunks are
-        consumed or when iteration stops early (Ctrl-C), marked as interrupted then.
+        consumed or when iteration stops early (Ctrl-C), marked as interrupted then. A turn that
+        fails or brings nothing back leaves the conversation as it was.
         """
         self.transcript.turns.append(Turn("user", text))
-        try:
-            prompt_ids, dropped = self._fit()
-        except BaseException:
-            self.transcript.turns.pop()
-            raise
-        return self._answer(prompt_ids, dropped)
+        return self._start(replaced=None)
 
     def retry(self) -> tuple[Iterator[str], Callable[[], TurnResult]]:
-        """Answer the last user message again, replacing the last answer."""
+        """Answer the last user message again; the last answer stays unless a new one comes back."""
         turns = self.transcript.turns
         if not turns or turns[-1].role != "assistant":
             raise ChatError("There is no answer to retry yet.")
-        turns.pop()
-        prompt_ids, dropped = self._fit()
-        return self._answer(prompt_ids, dropped)
+        return self._start(replaced=turns.pop())
+
+    def load(self, path: Path) -> None:
+        """Continue the chat saved in ``path`` with this model, autosaving to a new file from now on.
+
+        Neither ``path`` nor the file this session saved to until now is written again.
+        """
+        transcript = Transcript.load(path)
+        transcript.model = self.transcript.model
+        self.transcript = transcript
+        self.autosave_path = _new_autosave_path()
+        self.left_out = 0
+
+    def switch_engine(self, engine: Engine, model: str) -> None:
+        """Talk to ``engine`` (loaded by the caller) from now on; the conversation stays."""
+        self.engine.close()
+        self.engine = engine
+        self.transcript.model = model
+        self.left_out = 0  # another context size fits another window
+        self.autosave()
 
     def undo(self) -> None:
         """Remove the last exchange (the last user message and its answer)."""
@@ -138,10 +163,12 @@ class ChatSession:
             turns.pop()
         if turns and turns[-1].role == "user":
             turns.pop()
+        self.left_out = min(self.left_out, len(turns))
         self.autosave()
 
     def clear(self) -> None:
         self.transcript.turns.clear()
+        self.left_out = 0
         self.autosave()
 
     def set_system(self, text: str | None) -> None:
@@ -157,35 +184,17 @@ class ChatSession:
 
     # -- internals -------------------------------------------------------------------------------------
 
-    def _fit(self) -> tuple[list[int], int]:
-        """Prompt ids for the conversation, dropping the oldest exchanges if the policy allows."""
-        n_ctx = self.engine.n_ctx
-        reserve = min(self.sampling.max_tokens, n_ctx // _ANSWER_SHARE)
-        turns = self.transcript.turns
-        last = self.engine.chat_ids(self.messages(turns[-1:]))
-        if len(last) >= n_ctx - reserve:
-            raise ContextOverflowError(
-                prompt_tokens=len(last), n_ctx=n_ctx - reserve, hint="Send a shorter message, or raise --ctx-size."
-            )
-        dropped = 0
-        while True:
-            ids = self.engine.chat_ids(self.messages(turns[dropped:]))
-            if len(ids) + reserve <= n_ctx:
-                break
-            if self.policy is ContextPolicy.ERROR:
-                raise ContextOverflowError(
-                    prompt_tokens=len(ids),
-                    n_ctx=n_ctx - reserve,
-                    hint="/undo or /clear some history, or use --context-policy drop.",
-                )
-            dropped += _exchange_length(turns, dropped)
-        if dropped:
-            del turns[:dropped]
-        return ids, dropped
-
-    def _answer(self, prompt_ids: list[int], dropped: int) -> tuple[Iterator[str], Callable[[], TurnResult]]:
+    def _start(self, *, replaced: Turn | None) -> tuple[Iterator[str], Callable[[], TurnResult]]:
+        """Fit the conversation (its last message a question) and start the answer; undone on failure."""
+        try:
+            prompt_ids, left_out = self._fit()
+            generation = self.engine.generate(prompt_ids, self.sampling, answer=True)
+        except BaseException:
+            self._restore(replaced)
+            raise
+        newly_left_out = max(0, left_out - self.left_out)
+        self.left_out = left_out
         self.last_prompt_ids = prompt_ids
-        generation = self.engine.generate(prompt_ids, self.sampling, answer=True)
         parts: list[str] = []
 
         def chunks() -> Iterator[str]:
@@ -199,13 +208,50 @@ class ChatSession:
             if text.strip():
                 self.transcript.turns.append(Turn("assistant", text, interrupted=stats.stop_reason == "interrupted"))
             else:
-                # An empty answer is no valid message: the question goes too, so it can be asked again.
-                self.transcript.turns.pop()
+                self._restore(replaced)
             self._add_totals(stats)
+            result = TurnResult(stats, newly_left_out, prompt_ids, answered=bool(text.strip()))
             self.autosave()
-            return TurnResult(stats=stats, dropped_turns=dropped, prompt_ids=prompt_ids)
+            return result
 
         return chunks(), finish
+
+    def _restore(self, replaced: Turn | None) -> None:
+        """Undo a turn that brought nothing back: a retry keeps the answer it was to replace; a new
+        question goes (an empty answer is no valid message), so that it can be asked again."""
+        if replaced is not None:
+            self.transcript.turns.append(replaced)
+        else:
+            self.transcript.turns.pop()
+
+    def _fit(self) -> tuple[list[int], int]:
+        """Prompt ids for the conversation, and how many of the oldest messages they leave out."""
+        n_ctx = self.engine.n_ctx
+        reserve = min(self.sampling.max_tokens, n_ctx // _ANSWER_SHARE)
+        turns = self.transcript.turns
+
+        def ids_from(start: int) -> list[int]:
+            return self.engine.chat_ids(self.messages(turns[start:]))
+
+        last = ids_from(len(turns) - 1)
+        if len(last) >= n_ctx - reserve:
+            raise ContextOverflowError(
+                prompt_tokens=len(last), n_ctx=n_ctx - reserve, hint="Send a shorter message, or raise --ctx-size."
+            )
+        whole = ids_from(0)
+        if len(whole) + reserve <= n_ctx:
+            return whole, 0
+        if self.policy is ContextPolicy.ERROR:
+            raise ContextOverflowError(
+                prompt_tokens=len(whole),
+                n_ctx=n_ctx - reserve,
+                hint="/undo or /clear some history, or use --context-policy drop.",
+            )
+        # Whole exchanges go, oldest first: the window starts at a question. Fewer messages never take
+        # more tokens, so the first start that fits is found by bisection; the last question fits.
+        starts = [i for i, turn in enumerate(turns) if i > 0 and turn.role == "user"]
+        first = bisect.bisect_left(starts, True, key=lambda start: len(ids_from(start)) + reserve <= n_ctx)
+        return ids_from(starts[first]), starts[first]
 
     def _add_totals(self, stats: GenerationStats) -> None:
         totals = self.totals
@@ -214,8 +260,3 @@ class ChatSession:
         totals.completion_tokens += stats.completion_tokens
         totals.prompt_eval_s += stats.prompt_eval_s
         totals.decode_s += stats.decode_s
-
-
-def _exchange_length(turns: list[Turn], start: int) -> int:
-    """How many turns from ``start`` make one exchange; never the last turn, the question being asked."""
-    return 2 if start + 1 < len(turns) - 1 and turns[start + 1].role == "assistant" else 1

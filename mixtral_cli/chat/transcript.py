@@ -68,15 +68,21 @@ class Transcript:
         return "\n".join(lines)
 
     def save(self, path: Path) -> Path:
-        """Write JSON, or Markdown when the name ends in .md; atomically."""
+        """Write JSON, or Markdown when the name ends in .md; atomically, so a failure leaves the old file."""
         path = path.expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
         text = self.to_markdown() if path.suffix.lower() == ".md" else self.to_json()
-        with atomic_path(path) as partial:
-            partial.write_text(text, encoding="utf-8")
-            # A crash right after the rename must not leave an empty file behind.
-            with open(partial, "rb") as f:
-                os.fsync(f.fileno())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as partial:
+                partial.write_text(text, encoding="utf-8")
+                # A crash right after the rename must not leave an empty file behind.
+                with open(partial, "rb") as f:
+                    os.fsync(f.fileno())
+        except OSError as exc:
+            raise TranscriptError(
+                f"Cannot save the chat to {path}: {exc.strerror or exc}.",
+                hint="The conversation is still here: /save FILE writes it elsewhere.",
+            ) from exc
         return path
 
     @classmethod
@@ -86,27 +92,62 @@ class Transcript:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise TranscriptError(f"{path} does not exist.", hint="`mixtral chat --list` shows saved chats.") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise TranscriptError(f"{path} is not a saved chat ({exc}).") from exc
-        try:
-            turns = [
-                Turn(m["role"], m["content"], m.get("timestamp", now()), bool(m.get("interrupted", False)))
-                for m in data["messages"]
-            ]
-            sampling = data.get("sampling") or {}
-            transcript = cls(
-                model=str(data.get("model", "")),
-                system=data.get("system"),
-                sampling=replace(
-                    SamplingOptions(),
-                    **{k: v for k, v in sampling.items() if k in SamplingOptions.__dataclass_fields__ and k != "stop"},
-                    stop=tuple(sampling.get("stop") or ()),
-                ),
-                turns=turns,
-                created=str(data.get("created", now())),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TranscriptError(f"{path} is not a saved chat: {exc!r} is missing or wrong.") from exc
-        if any(turn.role not in ROLES[1:] for turn in turns):
-            raise TranscriptError(f"{path} holds a message whose role is neither user nor assistant.")
-        return transcript
+        except OSError as exc:
+            raise TranscriptError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+        except UnicodeDecodeError as exc:
+            raise _not_a_chat(path, f"byte {exc.start} is not UTF-8 text") from exc
+        except json.JSONDecodeError as exc:
+            raise _not_a_chat(path, f"it is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+        messages = data.get("messages") if isinstance(data, dict) else None
+        if not isinstance(messages, list):
+            raise _not_a_chat(path, "it holds no list of messages")
+        turns = []
+        for number, message in enumerate(messages, 1):
+            if not (isinstance(message, dict) and isinstance(message.get("content"), str)):
+                raise _not_a_chat(path, f"message {number} has no text content")
+            if message.get("role") not in ROLES[1:]:
+                raise _not_a_chat(path, f"message {number}'s role is {message.get('role')!r}, not user or assistant")
+            timestamp = str(message.get("timestamp") or now())
+            turns.append(Turn(message["role"], message["content"], timestamp, bool(message.get("interrupted"))))
+        system = data.get("system")
+        if system is not None and not isinstance(system, str):
+            raise _not_a_chat(path, "its system prompt is not text")
+        return cls(
+            model=str(data.get("model") or ""),
+            system=system,
+            sampling=_sampling(path, data.get("sampling")),
+            turns=turns,
+            created=str(data.get("created") or now()),
+        )
+
+
+def _not_a_chat(path: Path, reason: str) -> TranscriptError:
+    return TranscriptError(f"{path} is not a saved chat: {reason}.", hint="`mixtral chat --list` shows saved chats.")
+
+
+def _sampling(path: Path, saved: object) -> SamplingOptions:
+    """The saved settings; one of a wrong type is refused by name rather than sent to llama.cpp."""
+    if saved is None:
+        return SamplingOptions()
+    if not isinstance(saved, dict):
+        raise _not_a_chat(path, "its sampling settings are not an object")
+    values: dict[str, object] = {}
+    for name, value in saved.items():
+        known = SamplingOptions.__dataclass_fields__.get(name)
+        if known is None:
+            continue  # a setting of a later version
+        if name == "stop":
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise _not_a_chat(path, "its stop strings are not a list of text")
+            value = tuple(value)
+        elif not _fits_type(value, str(known.type)):
+            raise _not_a_chat(path, f"its setting {name} is {value!r}, not a number")
+        values[name] = value
+    return replace(SamplingOptions(), **values)
+
+
+def _fits_type(value: object, annotation: str) -> bool:
+    """Whether a JSON value fits a field annotated ``float``, ``int`` or ``int | None``."""
+    if value is None or isinstance(value, bool):
+        return value is None and "None" in annotation
+    return isinstance(value, int) or (isinstance(value, float) and annotation.startswith("float"))

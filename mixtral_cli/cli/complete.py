@@ -33,8 +33,9 @@ def complete(
     """Complete a prompt and print the answer: for shell pipelines.
 
     The prompt comes from the argument, from stdin when it is piped (or PROMPT is '-'), or both: stdin
-    first, then the argument, after a blank line. Instruct models get Mistral's chat format, base models
-    plain completion. On a pipe, stdout holds the completion and a newline, nothing else.
+    first, then the argument, after a blank line. Instruct models (a chat template in the GGUF, or pulled
+    by an Instruct name) get Mistral's chat format, base models plain completion. On a pipe, stdout holds
+    the completion and a newline, nothing else.
 
     \b
     Examples:
@@ -71,7 +72,7 @@ def _complete_text(engine, text, sampling, *, mode, system, json_output) -> None
     ids, chat = engine.completion_ids(text, system=system, mode=mode)
     generation = engine.generate(ids, sampling, answer=chat)
     if json_output:
-        typer.echo(completion_json(engine, "".join(generation), generation.stats))
+        typer.echo(completion_json(engine, "".join(generation), generation.stats, chat=chat))
     else:
         stream_text(generation)
 

@@ -34,6 +34,7 @@ def list_models() -> None:
 def show(name: Annotated[str, typer.Argument(help="A name from `mixtral models list`.")]) -> None:
     """Show a model's GGUF metadata and files."""
     from ..convert.gguf_file import inspect_gguf
+    from ..instruct import CHAT_TEMPLATE_KEY, describe, instruct_from_data
     from ..quant_types import QUANT_TYPES
     from ..store import ModelStore
 
@@ -41,6 +42,8 @@ def show(name: Annotated[str, typer.Argument(help="A name from `mixtral models l
     info = inspect_gguf(entry.path)
     meta = info.metadata
     file_type = next((q.name for q in QUANT_TYPES.values() if q.file_type == info.file_type), str(info.file_type))
+    pulled_as = (entry.name, entry.instruct) if entry.instruct is not None else None
+    instruct = instruct_from_data(chat_template=CHAT_TEMPLATE_KEY in meta, pulled_as=pulled_as)
     lines = [
         f"name: {entry.name}",
         f"source: {entry.repo} @ {entry.revision}",
@@ -49,6 +52,7 @@ def show(name: Annotated[str, typer.Argument(help="A name from `mixtral models l
         f"context: {meta.get('llama.context_length')} tokens",
         f"quantization: {file_type}",
         f"tokenizer: {info.tokenizer_version}",
+        f"prompt: {describe(*instruct)}",
         f"parameters: {info.n_params / 1e9:.2f}B",
         "files:",
         *(f"  {f}" for f in entry.files),

@@ -35,7 +35,6 @@ def prompt(
         mixtral prompt -m model.gguf --messages conversation.json --ids --check
     """
     from ..engine.model import Engine
-    from ..engine.options import EngineOptions
     from ..errors import MixtralError
     from ..models import resolve_model
     from ..prompt import Message, messages_from_dicts
@@ -53,7 +52,8 @@ def prompt(
         conversation = [Message("user", text or "")]
     if system:
         conversation = [Message("system", system), *conversation]
-    with Engine(resolve_model(model), EngineOptions(ctx_size=512), on_notice=print_notice) as engine:
+    # The vocabulary is all the ids need: no weights are read and no GPU memory is taken.
+    with Engine(resolve_model(model), on_notice=print_notice, vocab_only=True) as engine:
         prompt_ids = engine.chat_ids(conversation)
         if ids:
             typer.echo(" ".join(map(str, prompt_ids)))

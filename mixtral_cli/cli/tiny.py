@@ -28,6 +28,9 @@ def tiny(
     kv_heads: Annotated[int, typer.Option(min=1)] = 2,
     shards: Annotated[int, typer.Option(min=1, help="Split the weights into this many safetensors files.")] = 1,
     seed: Annotated[int, typer.Option(help="The same seed and shape always give the same bytes.")] = 0,
+    instruct: Annotated[
+        bool, typer.Option(help="Give tokenizer_config.json Mistral's chat template, as an Instruct repo has.")
+    ] = False,
 ) -> None:
     """Write a tiny random-weight Mixtral checkpoint in Hugging Face layout.
 
@@ -51,5 +54,6 @@ def tiny(
         num_kv_heads=kv_heads,
         shards=shards,
         seed=seed,
+        instruct=instruct,
     )
     typer.echo(str(build_tiny_mixtral(directory, spec)))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..convert.gguf_file import GGUFInfo, inspect_gguf, is_gguf
 from ..errors import ContextOverflowError, GGUFError, LegacyLayoutError, LlamaCppError, ModelNotFoundError
+from ..instruct import CHAT_TEMPLATE_KEY, instruct_from_data
 from ..prompt import (
     InvalidConversationError,
     Message,
@@ -20,6 +21,7 @@ from ..prompt import (
     chat_prompt_ids,
     raw_prompt_ids,
 )
+from ..store import ModelStore
 from . import logs
 from .devices import has_gpu_backend, init_backend
 from .hardware import available_memory, gpu_on_this_machine, physical_cores
@@ -41,10 +43,8 @@ class ModelInfo:
     size_bytes: int
     prompt_format: PromptFormat
     gpu_offload: bool
-
-    @property
-    def is_instruct(self) -> bool:
-        return "instruct" in self.name.lower()
+    instruct: bool  # chat format by default; from the model's data, never its name
+    instruct_source: str  # what decided ``instruct``, for reports
 
 
 @dataclass
@@ -87,7 +87,9 @@ class Engine:
         options: EngineOptions = EngineOptions(),
         *,
         on_notice: Callable[[str], None] | None = None,
+        vocab_only: bool = False,
     ) -> None:
+        """``vocab_only`` loads the vocabulary and metadata alone (no weights, no context): for prompt ids."""
         import llama_cpp
 
         started = time.perf_counter()
@@ -100,22 +102,23 @@ class Engine:
         log_handler = _print_log if options.verbose else _collect_errors
         _collected_errors.clear()
         with logs.log_handler(log_handler):
-            self.placement = plan_model_placement(options, n_layer=int(header.metadata.get("llama.block_count") or 0))
-            if self.placement.notice:
+            n_layer = int(header.metadata.get("llama.block_count") or 0)  # type: ignore[call-overload]
+            self.placement = None if vocab_only else plan_model_placement(options, n_layer=n_layer)
+            if self.placement and self.placement.notice:
                 notice(self.placement.notice)
-            if options.verbose:
+            if self.placement and options.verbose:
                 notice(describe_placement(self.placement))
             self._model = _load_model(path, self.placement)
             try:
-                self.info = _model_info(path, self._model, gpu=bool(self.placement.devices))
+                self.info = _model_info(path, self._model, gpu=bool(self.placement and self.placement.devices))
                 self._vocab = llama_cpp.llama_model_get_vocab(self._model)
-                self._ctx = self._new_context(notice)
+                self._ctx = None if vocab_only else self._new_context(notice)
             except BaseException:
                 llama_cpp.llama_model_free(self._model)
                 raise
-        self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
+        self.n_ctx = llama_cpp.llama_n_ctx(self._ctx) if self._ctx else 0
         # llama.cpp may shrink the batch to fit the context; prompts are fed in batches of what it kept.
-        self._n_batch = llama_cpp.llama_n_batch(self._ctx)
+        self._n_batch = llama_cpp.llama_n_batch(self._ctx) if self._ctx else 0
         self.special = self._special_ids()
         self.load_s = time.perf_counter() - started
         self._evaluated: list[int] = []  # the tokens in the KV cache, in order
@@ -227,9 +230,7 @@ class Engine:
         self, prompt: str | list[Message], *, system: str | None = None, mode: PromptMode = PromptMode.AUTO
     ) -> tuple[list[int], bool]:
         """Ids for a text (one user turn in chat mode) or a conversation, and whether they are a chat."""
-        chat = (
-            isinstance(prompt, list) or mode is PromptMode.CHAT or (mode is PromptMode.AUTO and self.info.is_instruct)
-        )
+        chat = isinstance(prompt, list) or mode is PromptMode.CHAT or (mode is PromptMode.AUTO and self.info.instruct)
         if not chat:
             if system:
                 raise InvalidConversationError(
@@ -378,12 +379,16 @@ def _check_file(path: Path) -> GGUFInfo:
     return info
 
 
-def _load_model(path: Path, placement: Placement):  # noqa: ANN202 - a llama_model_p
+def _load_model(path: Path, placement: Placement | None):  # noqa: ANN202 - a llama_model_p
+    """The model with ``placement``'s layout; without one, its vocabulary and metadata only."""
     import llama_cpp
 
     params = llama_cpp.llama_model_default_params()
-    load_params = LoadParams(placement)
-    load_params.apply(params)
+    load_params = LoadParams(placement) if placement else None
+    if load_params:
+        load_params.apply(params)
+    else:
+        params.vocab_only, params.n_gpu_layers = True, 0
     model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
     if not model:
         raise GGUFError(
@@ -406,6 +411,9 @@ def _model_info(path: Path, model, *, gpu: bool) -> ModelInfo:  # noqa: ANN001 -
     import llama_cpp
 
     n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
+    instruct, source = instruct_from_data(
+        chat_template=_meta(model, CHAT_TEMPLATE_KEY) is not None, pulled_as=ModelStore().pulled_as(path)
+    )
     return ModelInfo(
         path=path,
         name=_meta(model, "general.name") or path.stem,
@@ -415,4 +423,6 @@ def _model_info(path: Path, model, *, gpu: bool) -> ModelInfo:  # noqa: ANN001 -
         size_bytes=llama_cpp.llama_model_size(model),
         prompt_format=PromptFormat.for_vocab_size(n_vocab),
         gpu_offload=gpu,
+        instruct=instruct,
+        instruct_source=source,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,17 +36,28 @@ def run_repl(session: ChatSession, *, history_file: Path, load_engine: Callable[
         if not line.strip():
             continue
         try:
-            result = run_command(session, line, load_engine=load_engine) if is_command(line) else None
-            if result is not None and result.exit:
+            if not _handle(session, line, interactive, load_engine=load_engine):
                 return
-            if result is not None and result.output:
-                _show_output(result, interactive)
-            answer = result.answer if result is not None else session.send(line)
         except MixtralError as exc:
+            # One message; the conversation is as the failed command or turn left it, nothing lost.
             print_error(exc.message, exc.hint)
-            continue
-        if answer is not None:
-            _render_answer(session, answer, interactive)
+        except KeyboardInterrupt:
+            if not interactive:
+                raise
+            print_notice("Stopped; the conversation is as it was.")
+
+
+def _handle(session: ChatSession, line: str, interactive: bool, *, load_engine: Callable[[str], Engine]) -> bool:
+    """Carry out one input line; False when the chat should end."""
+    result = run_command(session, line, load_engine=load_engine) if is_command(line) else None
+    if result is not None and result.exit:
+        return False
+    if result is not None and result.output:
+        _show_output(result, interactive)
+    answer = result.answer if result is not None else session.send(line)
+    if answer is not None:
+        _render_answer(session, answer, interactive)
+    return True
 
 
 def _show_output(result: CommandResult, interactive: bool) -> None:
@@ -57,6 +69,7 @@ def _render_answer(
     session: ChatSession, answer: tuple[Iterator[str], Callable[[], TurnResult]], interactive: bool
 ) -> None:
     chunks, finish = answer
+    stopped = False
     try:
         if interactive:
             from .markdown_stream import MarkdownStream
@@ -74,16 +87,25 @@ def _render_answer(
         chunks.close()
         if not interactive:
             raise
-        print_notice("Stopped; the partial answer is kept.")
+        stopped = True
     finally:
         result = finish()
+    if stopped:
+        print_notice(
+            "Stopped; the partial answer is kept."
+            if result.answered
+            else "Stopped before the answer began; the conversation is as it was."
+        )
     _print_turn_stats(session, result, interactive)
 
 
 def _print_turn_stats(session: ChatSession, result: TurnResult, interactive: bool) -> None:
     stats = result.stats
-    if result.dropped_turns:
-        print_notice(f"Dropped the {result.dropped_turns} oldest messages to fit the context.")
+    if result.newly_left_out:
+        print_notice(
+            f"Left the {result.newly_left_out} oldest messages out of what the model sees, to fit the context "
+            "(the saved chat keeps them)."
+        )
     console = stdout_console() if interactive else stderr_console()
     console.print(
         f"[dim]{stats.completion_tokens} tokens · {stats.decode_tokens_per_second:.1f} tok/s · "
@@ -107,7 +129,23 @@ def _prompt_reader(history_file: Path) -> Callable[[], str]:
     from prompt_toolkit.history import FileHistory
     from prompt_toolkit.key_binding import KeyBindings
 
-    history_file.parent.mkdir(parents=True, exist_ok=True)
+    class InputHistory(FileHistory):
+        """The input history file; one that cannot be written (a full disk) costs the history, not the chat."""
+
+        error: str | None = None  # to report once, after the prompt
+        failed = False
+
+        def store_string(self, string: str) -> None:
+            try:
+                super().store_string(string)
+            except OSError as exc:
+                if not self.failed:
+                    self.error = f"Input history is not saved to {history_file}: {exc.strerror or exc}."
+                self.failed = True
+
+    with contextlib.suppress(OSError):  # a home that cannot be made is reported with the first line stored
+        history_file.parent.mkdir(parents=True, exist_ok=True)
+    history = InputHistory(str(history_file))
     bindings = KeyBindings()
 
     @bindings.add("enter")
@@ -125,7 +163,7 @@ def _prompt_reader(history_file: Path) -> Callable[[], str]:
         event.current_buffer.insert_text("\n")
 
     session = PromptSession(
-        history=FileHistory(str(history_file)),
+        history=history,
         completer=WordCompleter(list(COMMANDS), sentence=True, match_middle=False),
         complete_while_typing=True,
         key_bindings=bindings,
@@ -135,6 +173,9 @@ def _prompt_reader(history_file: Path) -> Callable[[], str]:
 
     def read() -> str:
         text = session.prompt(">>> ", prompt_continuation="... ")
+        if history.error:
+            print_notice(history.error)
+            history.error = None
         stripped = text.strip()
         if stripped.startswith(TRIPLE_QUOTES) and _closed_block(stripped):
             return stripped[3:-3].strip("\n")

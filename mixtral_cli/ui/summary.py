@@ -25,14 +25,17 @@ def print_quantize_summary(result: QuantizeResult) -> None:
     )
 
 
-def completion_json(engine: Engine, text: str, stats: GenerationStats) -> str:
-    """The `--json` object of `mixtral complete`."""
+def completion_json(engine: Engine, text: str, stats: GenerationStats, *, chat: bool) -> str:
+    """The `--json` object of `mixtral complete`; ``chat``: whether the prompt had the chat format."""
     import json
 
     return json.dumps(
         {
             "text": text,
             "model": engine.info.name,
+            "instruct": engine.info.instruct,
+            "instruct_source": engine.info.instruct_source,
+            "prompt_format": f"chat {engine.info.prompt_format.value}" if chat else "raw",
             "prompt_tokens": stats.prompt_tokens,
             "completion_tokens": stats.completion_tokens,
             "stop_reason": stats.stop_reason,
