@@ -106,3 +106,22 @@ class ContextOverflowError(MixtralError):
         )
         self.prompt_tokens = prompt_tokens
         self.n_ctx = n_ctx
+
+
+class InputError(MixtralError, ValueError):
+    """Input that cannot be read as text: empty, binary, not UTF-8, unreadable."""
+
+
+class SummaryContextError(MixtralError):
+    """The context is too small to hold a part of the text beside the instruction and the answers."""
+
+    def __init__(self, *, n_ctx: int, overhead: int, answer: int, needed: int) -> None:
+        super().__init__(
+            f"A {n_ctx}-token context is too small to summarize this in parts: the instruction takes {overhead} "
+            f"tokens and the summary up to {answer}.",
+            hint=f"Raise --ctx-size to {needed} or more, or ask for a shorter summary (--length short, --max-words).",
+        )
+        self.n_ctx = n_ctx
+        self.overhead = overhead
+        self.answer = answer
+        self.needed = needed
