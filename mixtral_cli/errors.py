@@ -125,3 +125,27 @@ class SummaryContextError(MixtralError):
         self.overhead = overhead
         self.answer = answer
         self.needed = needed
+
+
+class InvalidConversationError(MixtralError, ValueError):
+    """A conversation the Instruct format cannot express."""
+
+
+class InvalidRequestError(MixtralError, ValueError):
+    """A request file that does not follow the model cards' schema."""
+
+
+class ChatError(MixtralError):
+    """A chat command that cannot be carried out (nothing to undo, ...)."""
+
+
+class TranscriptError(MixtralError, ValueError):
+    """A transcript file that cannot be read back."""
+
+
+class HubError(MixtralError, OSError):
+    """The Hub refused, or could not be reached."""
+
+
+class StoreError(MixtralError):
+    """A manifest that cannot be read."""

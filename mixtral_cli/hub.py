@@ -14,13 +14,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MixtralError
+from .errors import HubError, MixtralError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class HubError(MixtralError, OSError):
-    """The Hub refused, or could not be reached."""
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .atomic import atomic_path, locked
-from .errors import MixtralError, ModelNotFoundError
+from .errors import ModelNotFoundError, StoreError
 from .paths import mixtral_home
-
-
-class StoreError(MixtralError):
-    """A manifest that cannot be read."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from .engine.model import Engine
 from .engine.options import SamplingOptions
 from .errors import ContextOverflowError, InputError, SummaryContextError
 from .prompt import Message
+from .textinput import decode_text, read_file_bytes
 
 
 class Style(str, Enum):
@@ -94,22 +95,13 @@ class SummaryPlan:
 
 
 def read_document(path: Path) -> Document:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
-    return decode_document(str(path), data)
+    return decode_document(str(path), read_file_bytes(path))
 
 
 def decode_document(name: str, data: bytes) -> Document:
     if b"\x00" in data:
         raise InputError(f"{name} is a binary file, not text.", hint="Summarize text or Markdown files.")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{name} is not UTF-8 text (byte {exc.start} is invalid).", hint="Convert it, e.g. with iconv -t UTF-8."
-        ) from exc
+    text = decode_text(name, data)
     if not text.strip():
         raise InputError(f"{name} is empty.")
     return Document(name, text)

@@ -10,14 +10,10 @@ from pathlib import Path
 
 from ..atomic import atomic_path
 from ..engine.options import SamplingOptions
-from ..errors import MixtralError
+from ..errors import TranscriptError
 from ..prompt import ROLES, Message
 
 FORMAT_VERSION = 1
-
-
-class TranscriptError(MixtralError, ValueError):
-    """A transcript file that cannot be read back."""
 
 
 def now() -> str:
