@@ -8,15 +8,20 @@ removed by the next writer, once that process is gone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import OutputPathError
+
 PARTIAL_SUFFIX = ".partial"
 SCRATCH_SUFFIX = ".scratch"
 LOCK_SUFFIX = ".lock"
+# Write errors that name no file (a full disk) but can only come from the file being written.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 def temporary_path(target: Path, suffix: str = PARTIAL_SUFFIX) -> Path:
@@ -69,9 +74,30 @@ def atomic_path(target: Path) -> Iterator[Path]:
     try:
         yield partial
         os.replace(partial, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        if exc.filename == str(partial) or (exc.filename is None and exc.errno in _DISK_ERRNOS):
+            raise OutputPathError(target, exc.strerror or str(exc)) from exc
+        raise
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def check_writable(target: Path) -> None:
+    """Create ``target``'s folder and write a file there now, so a path that cannot be written is named
+    with the OS's reason before any work starts (not later, as a misleading "0 bytes free")."""
+    existing = next(folder for folder in (target.parent, *target.parent.parents) if folder.exists())
+    if not existing.is_dir():
+        raise OutputPathError(target, f"{existing} is not a folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe = temporary_path(target)
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as exc:
+        raise OutputPathError(target, exc.strerror or str(exc)) from exc
 
 
 @contextlib.contextmanager
@@ -92,9 +118,14 @@ def locked(target: Path) -> Iterator[None]:
     """
     import fcntl
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Each call opens its own descriptor: flock then also keeps threads of one process apart.
-    with open(target.with_name(target.name + LOCK_SUFFIX), "a") as lock:
+    lock_path = target.with_name(target.name + LOCK_SUFFIX)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Each call opens its own descriptor: flock then also keeps threads of one process apart.
+        lock = open(lock_path, "a")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise OutputPathError(lock_path, exc.strerror or str(exc)) from exc
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

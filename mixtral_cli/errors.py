@@ -149,3 +149,15 @@ class HubError(MixtralError, OSError):
 
 class StoreError(MixtralError):
     """A manifest that cannot be read."""
+
+
+class OutputPathError(MixtralError, OSError):
+    """A file that cannot be written where it was asked for; the OS's reason is in the message."""
+
+    def __init__(self, path: Path, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"Cannot write {path}: {reason}.",
+            hint=hint or "Write elsewhere (--output), or fix the folder's permissions or free space.",
+        )
+        self.path = path
+        self.reason = reason

@@ -8,15 +8,18 @@ so a corrupt or cut-off file is fetched again instead of used.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import HubError, MixtralError
+from .errors import HubError, MixtralError, OutputPathError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# OS errors of the local disk, never of the connection.
+_LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,21 @@ def hub_errors(repo: str, revision: str | None = None) -> Iterator[None]:
     except (OSError, *_transport_errors()) as exc:
         if isinstance(exc, MixtralError):
             raise
+        if isinstance(exc, OSError) and exc.errno in _LOCAL_ERRNOS:
+            # The Hub was reached; writing what it sent failed here.
+            raise OutputPathError(
+                Path(exc.filename or cache_dir()),
+                exc.strerror or str(exc),
+                hint="Free some space there (or set HF_HOME to a larger disk), then run the same command "
+                "again to resume.",
+            ) from exc
         raise _unreachable(repo, detail=str(exc)) from exc
+
+
+def cache_dir() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
 
 
 def _unreachable(repo: str, *, detail: str | None = None) -> HubError:

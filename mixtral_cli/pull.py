@@ -17,7 +17,7 @@ from .catalog import CatalogModel, ModelRef
 from .convert.gguf_file import inspect_gguf
 from .engine.hardware import gpu_memory, total_memory
 from .errors import DiskSpaceError, QuantizationTypeError
-from .hub import HubError, RemoteFile, RemoteRepo, cached_file, describe_files, download, list_repo
+from .hub import HubError, RemoteFile, RemoteRepo, cache_dir, cached_file, describe_files, download, list_repo
 from .quant_types import DEFAULT_TYPE, QUANT_TYPES
 from .quantize import Progress, choose_quant_type, quantize_model
 from .store import ModelStore, StoreEntry
@@ -148,11 +148,9 @@ def _plan(
     *,
     conversion_bytes: int,
 ) -> PullPlan:
-    from huggingface_hub import constants
-
     missing = sum(f.size for f in files if cached_file(remote, f.path) is None)
     needs: dict[Path, int] = {}
-    for folder, amount in ((Path(constants.HF_HUB_CACHE), missing), (ModelStore().home, conversion_bytes)):
+    for folder, amount in ((cache_dir(), missing), (ModelStore().home, conversion_bytes)):
         folder = _existing(folder)
         needs[folder] = needs.get(folder, 0) + amount
     # Folders on one filesystem share its free space.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .atomic import atomic_path, leftovers, scratch_path
+from .atomic import atomic_path, check_writable, leftovers, scratch_path
 from .convert.checkpoint import Checkpoint, open_checkpoint
 from .convert.gguf_file import GGUFInfo, inspect_gguf, is_gguf, rewrite_legacy_layout
 from .convert.hf_to_gguf import write_gguf
@@ -161,7 +161,7 @@ def _target(source: Path, output: Path | None, quant: QuantType, *, force: bool)
         raise MixtralError(f"{target} is the source itself.", hint="Choose another --output.")
     if target.exists() and not force:
         raise OutputExistsError(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(target)
     return target
 
 

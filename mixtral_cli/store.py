@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .atomic import atomic_path, locked
+from .atomic import atomic_path, check_writable, locked
 from .errors import ModelNotFoundError, StoreError
 from .paths import mixtral_home
 
@@ -56,7 +56,7 @@ class ModelStore:
             ) from exc
 
     def _write(self, data: dict) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+        check_writable(self.manifest)
         serial = {"default": data["default"], "models": {n: asdict(e) for n, e in data["models"].items()}}
         with atomic_path(self.manifest) as partial:
             partial.write_text(json.dumps(serial, indent=2) + "\n", encoding="utf-8")

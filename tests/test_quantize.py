@@ -206,6 +206,17 @@ def test_short_disk_is_refused_before_writing(mixtral, tiny_checkpoint, tmp_path
     assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.partial").exists()
 
 
+def test_an_output_that_cannot_be_written_is_named_with_the_reason(mixtral, tiny_checkpoint, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    output = tmp_path / "a-file" / "x.gguf"
+
+    result = mixtral("quantize", tiny_checkpoint, "--type", "F16", "-o", output)
+
+    assert result.exit_code == 1
+    assert f"Cannot write {output}: {tmp_path / 'a-file'} is not a folder." in result.stderr
+    assert "GiB free" not in result.stderr and "Traceback" not in result.stderr
+
+
 def _add_sparse_tensor(weights: Path, name: str, *, n_bytes: int) -> None:
     """Rewrite a safetensors file with one more BF16 tensor whose bytes are a hole in the file."""
     data = weights.read_bytes()
