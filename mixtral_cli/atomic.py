@@ -122,7 +122,7 @@ def locked(target: Path) -> Iterator[None]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Each call opens its own descriptor: flock then also keeps threads of one process apart.
-        lock = open(lock_path, "a")  # noqa: SIM115 - closed by the with below
+        lock = open(lock_path, "a")
     except OSError as exc:
         raise OutputPathError(lock_path, exc.strerror or str(exc)) from exc
     with lock:

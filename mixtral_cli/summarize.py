@@ -43,7 +43,7 @@ _BLANK_LINES = re.compile(r"\n\s*\n")
 _SEPARATOR = "\n\n"  # between partial summaries in the prompt that combines them
 _SLACK = 8  # tokens of a prompt left unplanned
 _PART_SHARE = 5  # a partial summary takes at most 1/_PART_SHARE of the room for text and answer
-_MIN_PART_ANSWER = 16  # a partial summary clipped shorter than this would say nothing
+_MIN_PART_ANSWER = 16  # a partial summary shorter than this would say nothing (its separator included)
 
 
 @dataclass(frozen=True)
@@ -260,13 +260,12 @@ class SummaryBudget:
     @property
     def holds_parts(self) -> bool:
         """Whether parts fit: a partial prompt combines four answers, the final one two, none clipped small."""
-        return self.part_answer >= min(self.answer, _MIN_PART_ANSWER)
+        return self.part_answer >= _MIN_PART_ANSWER
 
     @property
     def smallest_context(self) -> int:
         """The context in which these answers leave room for parts."""
-        least = min(self.answer, _MIN_PART_ANSWER)
-        return self.overhead + _SLACK + max(self.answer + 2 * least, _PART_SHARE * least)
+        return self.overhead + _SLACK + max(self.answer + 2 * _MIN_PART_ANSWER, _PART_SHARE * _MIN_PART_ANSWER)
 
     def levels_bound(self, n_parts: int) -> list[int]:
         """The most model calls per level when the text is cut into ``n_parts`` parts; the last is the final."""
@@ -279,7 +278,8 @@ class SummaryBudget:
 
 def summary_budget(*, n_ctx: int, overhead: int, answer: int) -> SummaryBudget:
     room = n_ctx - overhead - _SLACK
-    part_answer = min(answer, room // _PART_SHARE, (room - answer) // 2)
+    # Partial summaries are the tool's own: as long as the final one, but never too short to say anything.
+    part_answer = min(max(answer, _MIN_PART_ANSWER), room // _PART_SHARE, (room - answer) // 2)
     return SummaryBudget(n_ctx=n_ctx, overhead=overhead, answer=answer, part_answer=part_answer)
 
 

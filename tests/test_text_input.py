@@ -34,7 +34,8 @@ def test_complete_refuses_stdin_that_is_not_utf8_with_the_offset(mixtral, stdin_
 def test_complete_refuses_a_request_file_that_is_not_utf8(mixtral, tmp_path):
     request = tmp_path / "request.json"
     request.write_bytes(b'{"input_data": {"input_string": ["' + LATIN_1 + b'"]}}')
-    _refused_at(mixtral("complete", "-m", "tiny", "--request", request), str(request), request.read_bytes().index(b"\xe9"))
+    result = mixtral("complete", "-m", "tiny", "--request", request)
+    _refused_at(result, str(request), request.read_bytes().index(b"\xe9"))
 
 
 def test_prompt_refuses_a_messages_file_that_is_not_utf8(mixtral, tmp_path):
