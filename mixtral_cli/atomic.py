@@ -31,7 +31,8 @@ def temporary_path(target: Path, suffix: str = PARTIAL_SUFFIX) -> Path:
 
 def leftovers(target: Path) -> list[Path]:
     """Temporary files of ``target`` whose writing process no longer runs."""
-    pattern = re.compile(rf"{re.escape(target.name)}\.(\d+)\.[0-9a-f]+({PARTIAL_SUFFIX}|{SCRATCH_SUFFIX})$")
+    suffixes = "|".join(map(re.escape, (PARTIAL_SUFFIX, SCRATCH_SUFFIX)))
+    pattern = re.compile(rf"{re.escape(target.name)}\.(\d+)\.[0-9a-f]+({suffixes})$")
     found = []
     with contextlib.suppress(OSError):
         for path in target.parent.iterdir():
@@ -56,7 +57,7 @@ def _process_runs(pid: int) -> bool:
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process, or no process id at all
         return False
     except PermissionError:
         return True  # it runs, as another user

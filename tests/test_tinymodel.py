@@ -77,3 +77,11 @@ def test_cli_refuses_an_impossible_shape_in_one_line(mixtral, tmp_path):
 
     assert result.exit_code == 1
     assert "no valid shape" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_names_a_folder_it_cannot_write_with_the_reason(mixtral, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    result = mixtral("tiny", tmp_path / "a-file" / "tiny")
+
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'a-file'} is not a folder." in result.stderr and "Traceback" not in result.stderr
