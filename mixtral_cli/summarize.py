@@ -346,17 +346,17 @@ class Summarizer:
             )
         parts = plan_chunks(text, budget.part, self.count_tokens)
         plan.bound = budget.levels_bound(len(parts))
-        summaries = self._level(parts, budget, dialogue=dialogue, partials=False, plan=plan)
+        summaries = self.partial_summaries(parts, budget, dialogue=dialogue, partials=False, plan=plan)
         while sum(map(self.cost, summaries)) > budget.one_pass:
             groups = pack(summaries, budget.part, self.cost)
-            summaries = self._level(
+            summaries = self.partial_summaries(
                 [_SEPARATOR.join(g) for g in groups], budget, dialogue=dialogue, partials=True, plan=plan
             )
         self._start_level(plan, 1)
         final = self._final(_SEPARATOR.join(summaries), dialogue=dialogue, partials=True, plan=plan, started=started)
         return final, plan
 
-    def _level(
+    def partial_summaries(
         self, parts: list[str], budget: SummaryBudget, *, dialogue: bool, partials: bool, plan: SummaryPlan
     ) -> list[str]:
         """A partial summary of each part, none costing more than ``budget.part_answer``.

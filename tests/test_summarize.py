@@ -132,8 +132,10 @@ def engines(demo_model):
         engine.close()
 
 
-def summarize_counting_calls(summarizer: Summarizer, text: str, *, limit: int) -> tuple[str, object, int]:
-    """Run to the end, counting model calls; more than ``limit`` means it would not end."""
+def summarize_to_the_end(
+    engine: Engine, options: SummaryOptions, sampling: SamplingOptions, text: str, *, limit: int
+) -> tuple[str, SummaryPlan, int]:
+    """The summary, its plan, and the model calls counted as they happen; past ``limit`` it would not end."""
     calls = 0
 
     def count() -> None:
@@ -142,17 +144,21 @@ def summarize_counting_calls(summarizer: Summarizer, text: str, *, limit: int) -
         if calls > limit:
             raise AssertionError(f"more than {limit} model calls: the map-reduce does not converge")
 
-    summarizer._on_chunk = count
-    chunks, plan = summarizer.summarize(text)
-    return "".join(chunks), plan, calls + 1
+    chunks, plan = Summarizer(engine, options, sampling, on_chunk=count).summarize(text)
+    return "".join(chunks), plan, calls + 1  # the final summary is the last call
+
+
+def tokens_of(engine: Engine):  # noqa: ANN201 - a token counter
+    return lambda text: len(engine.tokenize(text))
 
 
 def test_a_small_context_with_the_default_length_finishes_within_the_planned_calls(engines):
     engine = engines(512)
-    summarizer = Summarizer(engine, SummaryOptions(), SamplingOptions(temperature=0))
-    text = text_of(4 * engine.n_ctx, summarizer.count_tokens)
+    text = text_of(4 * engine.n_ctx, tokens_of(engine))
 
-    summary, plan, calls = summarize_counting_calls(summarizer, text, limit=100)
+    summary, plan, calls = summarize_to_the_end(
+        engine, SummaryOptions(), SamplingOptions(temperature=0), text, limit=100
+    )
 
     assert summary.strip()
     assert calls == plan.model_calls <= plan.max_model_calls
@@ -196,11 +202,12 @@ def test_every_context_length_and_style_has_a_shrinking_bound_up_to_100x_the_con
 @pytest.mark.parametrize(("n_ctx", "times"), [*((n, 2) for n in CONTEXTS), (256, 100)])
 def test_runs_end_within_the_planned_calls_at_every_context(n_ctx, times, engines):
     engine = engines(n_ctx)
-    # Eight-token answers: the input, not decoding, sets the work, and the structure is the same.
-    summarizer = Summarizer(engine, SummaryOptions(), SamplingOptions(temperature=0, max_tokens=8))
-    text = text_of(times * engine.n_ctx, summarizer.count_tokens)
+    text = text_of(times * engine.n_ctx, tokens_of(engine))
 
-    summary, plan, calls = summarize_counting_calls(summarizer, text, limit=10 * times)
+    # Eight-token answers: the input, not decoding, sets the work, and the structure is the same.
+    summary, plan, calls = summarize_to_the_end(
+        engine, SummaryOptions(), SamplingOptions(temperature=0, max_tokens=8), text, limit=10 * times
+    )
 
     assert calls == plan.model_calls <= plan.max_model_calls
     assert plan.levels[0] == plan.bound[0] > 1
@@ -209,10 +216,9 @@ def test_runs_end_within_the_planned_calls_at_every_context(n_ctx, times, engine
 @pytest.mark.parametrize("options", ALL_OPTIONS, ids=lambda o: f"{o.style.value}-{o.length.value}")
 def test_every_length_and_style_at_a_small_context_ends_within_its_bound_or_is_refused(options, engines):
     engine = engines(512)
-    summarizer = Summarizer(engine, options, SamplingOptions(temperature=0))
-    text = text_of(3 * engine.n_ctx, summarizer.count_tokens)
+    text = text_of(3 * engine.n_ctx, tokens_of(engine))
     try:
-        summary, plan, calls = summarize_counting_calls(summarizer, text, limit=100)
+        summary, plan, calls = summarize_to_the_end(engine, options, SamplingOptions(temperature=0), text, limit=100)
     except SummaryContextError as refused:
         assert refused.needed > engine.n_ctx
         return
@@ -228,7 +234,7 @@ def test_a_part_longer_as_a_summary_stands_for_itself(engines):
     parts = plan_chunks(text, budget.part, summarizer.count_tokens)
     assert parts[-1] == "\n\nExperts idle." or parts[-1].endswith("Experts idle.")
 
-    summaries = summarizer._level(parts, budget, dialogue=False, partials=False, plan=SummaryPlan())
+    summaries = summarizer.partial_summaries(parts, budget, dialogue=False, partials=False, plan=SummaryPlan())
 
     assert all(summarizer.cost(s) <= budget.part_answer for s in summaries)
     assert summarizer.cost(summaries[-1]) <= summarizer.cost(parts[-1].strip())
