@@ -86,14 +86,22 @@ def atomic_path(target: Path) -> Iterator[Path]:
         raise
 
 
-def check_writable(target: Path) -> None:
-    """Create ``target``'s folder and write a file there now, so a path that cannot be written is named
-    with the OS's reason before any work starts (not later, as a misleading "0 bytes free")."""
+def _make_folder(target: Path) -> None:
+    """Create the folder ``target`` goes in, or say why it cannot be (a file in the way, permissions...)."""
     existing = next(folder for folder in (target.parent, *target.parent.parents) if folder.exists())
     if not existing.is_dir():
         raise OutputPathError(target, f"{existing} is not a folder")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(target, exc.strerror or str(exc)) from exc
+
+
+def check_writable(target: Path) -> None:
+    """Create ``target``'s folder and write a file there now, so a path that cannot be written is named
+    with the OS's reason before any work starts (not later, as a misleading "0 bytes free")."""
+    _make_folder(target)
+    try:
         probe = temporary_path(target)
         probe.touch(exist_ok=False)
         probe.unlink()
@@ -119,9 +127,9 @@ def locked(target: Path) -> Iterator[None]:
     """
     import fcntl
 
+    _make_folder(target)
     lock_path = target.with_name(target.name + LOCK_SUFFIX)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         # Each call opens its own descriptor: flock then also keeps threads of one process apart.
         lock = open(lock_path, "a")
     except OSError as exc:

@@ -157,7 +157,7 @@ class OutputPathError(MixtralError, OSError):
     def __init__(self, path: Path, reason: str, *, hint: str | None = None) -> None:
         super().__init__(
             f"Cannot write {path}: {reason}.",
-            hint=hint or "Write elsewhere (--output), or fix the folder's permissions or free space.",
+            hint=hint or "Choose a path that can be written, or fix the folder's permissions or free space.",
         )
         self.path = path
         self.reason = reason

@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
+
+from mixtral_cli.errors import OutputPathError
 from mixtral_cli.store import ModelStore, StoreEntry
 
 
@@ -68,3 +71,11 @@ def test_removing_the_last_model_of_a_blob_deletes_the_blob(tmp_path):
 
     assert store.remove("org/repo:Q4_K_M") == [snapshot]
     assert not blob.exists() and not snapshot.is_symlink()
+
+
+def test_a_home_that_cannot_be_written_is_named_with_the_reason(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    store = ModelStore(tmp_path / "a-file" / "home")
+
+    with pytest.raises(OutputPathError, match=f"{tmp_path / 'a-file'} is not a folder"):
+        store.add(_entry("org/repo:Q4_K_M", tmp_path / "model.gguf"))
