@@ -10,7 +10,7 @@ import pytest
 
 from mixtral_cli.tinymodel import TinyMixtralSpec
 
-from .helpers import run_mixtral_process, split_gguf
+from .helpers import files_of_one_mebibyte_at_most, run_mixtral_process, split_gguf
 from .hub_server import LocalHub, folder_files
 
 
@@ -189,17 +189,8 @@ def test_a_pull_cut_off_by_the_server_resumes_without_fetching_finished_files(on
     assert hub.requests_for("model-00001-of-00003.safetensors") == 1
 
 
-def _disk_that_takes_one_mebibyte_per_file() -> None:
-    """In the child: a file size limit, so writing the download fails as a full disk does (no root needed)."""
-    import resource
-    import signal
-
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG instead of killing
-    resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
-
-
 def test_a_disk_that_refuses_a_download_is_named_not_the_hub(online, isolated_home):
-    result = mixtral("pull", "test/tiny-gguf:Q8_0", env=online, preexec_fn=_disk_that_takes_one_mebibyte_per_file)
+    result = mixtral("pull", "test/tiny-gguf:Q8_0", env=online, preexec_fn=files_of_one_mebibyte_at_most)
 
     assert result.returncode == 1
     assert f"Cannot write {isolated_home / 'hf' / 'hub'}: File too large." in result.stderr

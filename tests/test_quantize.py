@@ -18,7 +18,7 @@ import pytest
 
 from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
 
-from .helpers import run_mixtral_process
+from .helpers import files_of_one_mebibyte_at_most, run_mixtral_process
 from .reference import llama_cpp_logits, sentencepiece_ids
 
 
@@ -215,6 +215,17 @@ def test_an_output_that_cannot_be_written_is_named_with_the_reason(mixtral, tiny
     assert result.exit_code == 1
     assert f"Cannot write {output}: {tmp_path / 'a-file'} is not a folder." in result.stderr
     assert "GiB free" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_disk_that_fills_up_while_writing_is_named_and_leaves_nothing(tiny_checkpoint, tmp_path):
+    output = tmp_path / "x.gguf"
+    result = run_mixtral_process(
+        "quantize", tiny_checkpoint, "--type", "F16", "-o", output, preexec_fn=files_of_one_mebibyte_at_most
+    )
+
+    assert result.returncode == 1
+    assert f"Cannot write {output}: File too large." in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def _add_sparse_tensor(weights: Path, name: str, *, n_bytes: int) -> None:
