@@ -155,7 +155,7 @@ def test_missing_or_corrupt_files_are_named(damage, named, mixtral, tiny_checkpo
     assert result.exit_code == 1
     assert named in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.partial").exists()
+    assert not (tmp_path / "x.gguf").exists() and not _partials(tmp_path / "x.gguf")
 
 
 def test_truncated_safetensors_is_named(mixtral, tiny_checkpoint, tmp_path):
@@ -203,7 +203,7 @@ def test_short_disk_is_refused_before_writing(mixtral, tiny_checkpoint, tmp_path
     result = mixtral("quantize", checkpoint, "--type", "F16", "-o", tmp_path / "x.gguf")
     assert result.exit_code == 1
     assert "free but this needs" in result.stderr
-    assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.partial").exists()
+    assert not (tmp_path / "x.gguf").exists() and not _partials(tmp_path / "x.gguf")
 
 
 def test_an_output_that_cannot_be_written_is_named_with_the_reason(mixtral, tiny_checkpoint, tmp_path):
