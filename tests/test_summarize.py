@@ -125,9 +125,13 @@ def text_of(tokens: int, count_tokens) -> str:  # noqa: ANN001
 def engines(demo_model):
     """One engine per context size, loaded on first use; one thread, the fastest on a busy machine."""
     loaded: dict[int, Engine] = {}
-    yield lambda n_ctx: loaded.get(n_ctx) or loaded.setdefault(
-        n_ctx, Engine(demo_model, EngineOptions(ctx_size=n_ctx, threads=1))
-    )
+
+    def engine_of(n_ctx: int) -> Engine:
+        if n_ctx not in loaded:
+            loaded[n_ctx] = Engine(demo_model, EngineOptions(ctx_size=n_ctx, threads=1))
+        return loaded[n_ctx]
+
+    yield engine_of
     for engine in loaded.values():
         engine.close()
 

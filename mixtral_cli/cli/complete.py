@@ -91,7 +91,6 @@ def _answer_request(engine, request_text, sampling, *, mode, system) -> None:  #
 
 def _read_prompt(argument: str | None) -> str:
     from ..errors import MixtralError
-
     from ..textinput import read_stdin
 
     piped = argument == "-" or not sys.stdin.isatty()

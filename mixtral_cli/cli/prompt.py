@@ -78,4 +78,3 @@ def _report_check(engine, conversation, prompt_ids) -> None:  # noqa: ANN001
         f"ours {prompt_ids[i : i + 8]}, mistral-common {result.reference[i : i + 8]}."
     )
     raise typer.Exit(1)
-
