@@ -2,8 +2,8 @@
 
 Runs `mixtral summarize --json` on the built-in demo model with a 512-token context, each input in its own
 process, and reads the peak RSS of each. The first level's chunk count is also planned here, with the
-model's own tokenizer, and compared with what the command did; every later level is planned from the
-partial summaries, so the calls must equal the sum of the levels.
+model's own tokenizer, and compared with what the command did; the calls must equal the sum of the
+levels and stay within the bound the command reports (`max_model_calls`, fixed before its first call).
 
     python benchmarks/summarize.py [--work DIR]
 """
@@ -46,7 +46,7 @@ def main() -> None:
 
     with Engine(model, EngineOptions(ctx_size=CTX)) as engine:
         summarizer = Summarizer(engine, options, sampling)
-        budget = summarizer.text_budget(dialogue=False, partials=False)
+        budget = summarizer.budget(dialogue=False).part
         inputs = {}
         for factor in (2, 10):
             text = text_of(factor * CTX, summarizer.count_tokens)
@@ -59,7 +59,10 @@ def main() -> None:
             )
 
     print(f"model: demo ({model.name}), context {CTX} tokens, summaries of at most 20 words")
-    print(f"{'input':>6}{'tokens':>8}{'planned chunks':>16}{'levels':>14}{'model calls':>13}{'peak RSS MB':>13}")
+    print(
+        f"{'input':>6}{'tokens':>8}{'planned chunks':>16}{'levels':>14}{'model calls':>13}{'at most':>9}"
+        f"{'peak RSS MB':>13}"
+    )
     rss = {}
     for factor, (path, tokens, planned) in inputs.items():
         _, rss[factor], stdout, _ = measure(
@@ -81,9 +84,10 @@ def main() -> None:
             ]
         )
         data = json.loads(stdout)
-        assert data["levels"][0] == planned and data["model_calls"] == sum(data["levels"])
+        assert data["levels"][0] == planned and data["model_calls"] == sum(data["levels"]) <= data["max_model_calls"]
         print(
             f"{factor:>5}x{tokens:>8}{planned:>16}{str(data['levels']):>14}{data['model_calls']:>13}"
+            f"{data['max_model_calls']:>9}"
             f"{rss[factor] / 1e6:>13.0f}"
         )
     print(f"peak RSS 10x / 2x: {rss[10] / rss[2]:.3f} (flat: close to 1)")

@@ -1,18 +1,67 @@
-"""Files appear under their final name only when complete."""
+"""Files appear under their final name only when complete; writers of one file take turns.
+
+Temporary files are named for the process that writes them (``NAME.PID.TOKEN.partial``), so two
+processes writing the same file never write into each other's; what a killed process left behind is
+removed by the next writer, once that process is gone.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import OutputPathError
+
 PARTIAL_SUFFIX = ".partial"
+SCRATCH_SUFFIX = ".scratch"
+LOCK_SUFFIX = ".lock"
+# Write errors that name no file (a full disk) but can only come from the file being written.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
-def partial_path(target: Path) -> Path:
-    """The temporary name beside ``target``; fixed, so a killed run's leftovers are replaced next time."""
-    return target.with_name(target.name + PARTIAL_SUFFIX)
+def temporary_path(target: Path, suffix: str = PARTIAL_SUFFIX) -> Path:
+    """A name beside ``target`` that no other process or thread uses."""
+    return target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+
+
+def leftovers(target: Path) -> list[Path]:
+    """Temporary files of ``target`` whose writing process no longer runs."""
+    suffixes = "|".join(map(re.escape, (PARTIAL_SUFFIX, SCRATCH_SUFFIX)))
+    pattern = re.compile(rf"{re.escape(target.name)}\.(\d+)\.[0-9a-f]+({suffixes})$")
+    found = []
+    with contextlib.suppress(OSError):
+        for path in target.parent.iterdir():
+            match = pattern.match(path.name)
+            if match and not _process_runs(int(match[1])):
+                found.append(path)
+    return found
+
+
+def remove_leftovers(target: Path) -> int:
+    """Delete what killed writers of ``target`` left; returns the bytes freed."""
+    freed = 0
+    for path in leftovers(target):
+        with contextlib.suppress(OSError):
+            freed += path.stat().st_size
+            path.unlink()
+    return freed
+
+
+def _process_runs(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process, or no process id at all
+        return False
+    except PermissionError:
+        return True  # it runs, as another user
+    return True
 
 
 @contextlib.contextmanager
@@ -21,22 +70,73 @@ def atomic_path(target: Path) -> Iterator[Path]:
 
     KeyboardInterrupt counts as a failure, so Ctrl-C leaves nothing that looks finished.
     """
-    partial = partial_path(target)
-    partial.unlink(missing_ok=True)
+    remove_leftovers(target)
+    partial = temporary_path(target)
     try:
         yield partial
         os.replace(partial, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        if exc.filename == str(partial) or (exc.filename is None and exc.errno in _DISK_ERRNOS):
+            raise OutputPathError(target, exc.strerror or str(exc)) from exc
+        raise
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
 
 
+def _make_folder(target: Path) -> None:
+    """Create the folder ``target`` goes in, or say why it cannot be (a file in the way, permissions...)."""
+    existing = next(folder for folder in (target.parent, *target.parent.parents) if folder.exists())
+    if not existing.is_dir():
+        raise OutputPathError(target, f"{existing} is not a folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(target, exc.strerror or str(exc)) from exc
+
+
+def check_writable(target: Path) -> None:
+    """Create ``target``'s folder and write a file there now, so a path that cannot be written is named
+    with the OS's reason before any work starts (not later, as a misleading "0 bytes free")."""
+    _make_folder(target)
+    try:
+        probe = temporary_path(target)
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as exc:
+        raise OutputPathError(target, exc.strerror or str(exc)) from exc
+
+
 @contextlib.contextmanager
 def scratch_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` for an intermediate file, deleted whatever happens."""
-    scratch = target.with_name(target.name + ".scratch")
-    scratch.unlink(missing_ok=True)
+    scratch = temporary_path(target, SCRATCH_SUFFIX)
     try:
         yield scratch
     finally:
         scratch.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def locked(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``target`` (a ``NAME.lock`` file beside it) for the block.
+
+    Other processes, and other threads of this one, wait at the same call until it is released.
+    """
+    import fcntl
+
+    _make_folder(target)
+    lock_path = target.with_name(target.name + LOCK_SUFFIX)
+    try:
+        # Each call opens its own descriptor: flock then also keeps threads of one process apart.
+        lock = open(lock_path, "a")
+    except OSError as exc:
+        raise OutputPathError(lock_path, exc.strerror or str(exc)) from exc
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

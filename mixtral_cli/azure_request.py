@@ -11,12 +11,8 @@ import json
 from dataclasses import dataclass, replace
 
 from .engine.options import SamplingOptions
-from .errors import MixtralError
+from .errors import InvalidRequestError, MixtralError
 from .prompt import Message, messages_from_dicts
-
-
-class InvalidRequestError(MixtralError, ValueError):
-    """A request file that does not follow the model cards' schema."""
 
 
 @dataclass(frozen=True)

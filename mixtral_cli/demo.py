@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from .atomic import locked
 from .paths import mixtral_home
 from .quantize import Progress, quantize_model
 from .tinymodel import TinyMixtralSpec, build_tiny_mixtral
@@ -28,8 +29,11 @@ def ensure_demo_model(progress: Progress | None = None) -> Path:
     path = demo_model_path()
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
-        checkpoint = build_tiny_mixtral(Path(scratch) / "tiny-mixtral-instruct", TinyMixtralSpec(instruct=True))
-        quantize_model(checkpoint, type_name=DEMO_TYPE, output=path, name=DEMO_MODEL_NAME, progress=progress)
+    # Two first runs at once: the second waits for the first's model instead of writing its own over it.
+    with locked(path):
+        if path.exists():
+            return path
+        with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+            checkpoint = build_tiny_mixtral(Path(scratch) / "tiny-mixtral-instruct", TinyMixtralSpec(instruct=True))
+            quantize_model(checkpoint, type_name=DEMO_TYPE, output=path, name=DEMO_MODEL_NAME, progress=progress)
     return path

@@ -147,3 +147,58 @@ class WorkerError(MixtralError, ConnectionError):
 
 class PlacementError(MixtralError, ValueError):
     """A placement that cannot be made: a --tensor-split that does not match the devices, say."""
+
+
+class InputError(MixtralError, ValueError):
+    """Input that cannot be read as text: empty, binary, not UTF-8, unreadable."""
+
+
+class SummaryContextError(MixtralError):
+    """The context is too small to hold a part of the text beside the instruction and the answers."""
+
+    def __init__(self, *, n_ctx: int, overhead: int, answer: int, needed: int) -> None:
+        super().__init__(
+            f"A {n_ctx}-token context is too small to summarize this in parts: the instruction takes {overhead} "
+            f"tokens and the summary up to {answer}.",
+            hint=f"Raise --ctx-size to {needed} or more, or ask for a shorter summary (--length short, --max-words).",
+        )
+        self.n_ctx = n_ctx
+        self.overhead = overhead
+        self.answer = answer
+        self.needed = needed
+
+
+class InvalidConversationError(MixtralError, ValueError):
+    """A conversation the Instruct format cannot express."""
+
+
+class InvalidRequestError(MixtralError, ValueError):
+    """A request file that does not follow the model cards' schema."""
+
+
+class ChatError(MixtralError):
+    """A chat command that cannot be carried out (nothing to undo, ...)."""
+
+
+class TranscriptError(MixtralError, ValueError):
+    """A transcript file that cannot be read back."""
+
+
+class HubError(MixtralError, OSError):
+    """The Hub refused, or could not be reached."""
+
+
+class StoreError(MixtralError):
+    """A manifest that cannot be read."""
+
+
+class OutputPathError(MixtralError, OSError):
+    """A file that cannot be written where it was asked for; the OS's reason is in the message."""
+
+    def __init__(self, path: Path, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"Cannot write {path}: {reason}.",
+            hint=hint or "Choose a path that can be written, or fix the folder's permissions or free space.",
+        )
+        self.path = path
+        self.reason = reason

@@ -9,6 +9,7 @@ MIXTRAL_HOME/verified.json, so a file of many gigabytes is hashed once, not on e
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -17,15 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .atomic import atomic_path
-from .errors import MixtralError
+from .errors import HubError, MixtralError, OutputPathError
 from .paths import mixtral_home
 
 if TYPE_CHECKING:
     from .quantize import Progress
 
-
-class HubError(MixtralError, OSError):
-    """The Hub refused, or could not be reached."""
+# OS errors of the local disk, never of the connection.
+_LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,14 @@ def hub_errors(repo: str, revision: str | None = None) -> Iterator[None]:
     except (OSError, *_transport_errors()) as exc:
         if isinstance(exc, MixtralError):
             raise
+        if isinstance(exc, OSError) and exc.errno in _LOCAL_ERRNOS:
+            # The Hub was reached; writing what it sent failed here.
+            raise OutputPathError(
+                Path(exc.filename or cache_dir()),
+                exc.strerror or str(exc),
+                hint="Free some space there (or set HF_HOME to a larger disk), then run the same command "
+                "again to resume.",
+            ) from exc
         raise _unreachable(repo, detail=str(exc)) from exc
 
 
@@ -97,6 +105,12 @@ def _gated(repo: str, *, logged_in: bool) -> HubError:
         f"{repo} is gated: accept its terms on {page}, then log in.",
         hint="Log in with `hf auth login`, or set HF_TOKEN to a token of the account that accepted them.",
     )
+
+
+def cache_dir() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
 
 
 def _unreachable(repo: str, *, detail: str | None = None) -> HubError:

@@ -14,16 +14,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from .errors import MixtralError
+from .errors import InvalidConversationError
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant")
 Encode = Callable[[str], list[int]]
 """SentencePiece encoding of plain text: dummy-prefix space on, no special tokens parsed."""
-
-
-class InvalidConversationError(MixtralError, ValueError):
-    """A conversation the Instruct format cannot express."""
 
 
 class PromptFormat(str, Enum):

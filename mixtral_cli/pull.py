@@ -20,7 +20,17 @@ from .convert.gguf_file import inspect_gguf
 from .engine.hardware import gpu_memory, physical_cores, total_memory
 from .errors import DiskSpaceError, GGUFError, QuantizationNotFoundError
 from .gguf_naming import check_shards, quantizations
-from .hub import HubError, RemoteFile, RemoteRepo, cached_file, check_access, delete_cached, download, list_repo
+from .hub import (
+    HubError,
+    RemoteFile,
+    RemoteRepo,
+    cache_dir,
+    cached_file,
+    check_access,
+    delete_cached,
+    download,
+    list_repo,
+)
 from .quant_types import DEFAULT_TYPE, QUANT_TYPES, quant_type
 from .quantize import Progress, choose_quant_type, estimate_seconds, quantize_model
 from .store import ModelStore, StoreEntry
@@ -215,8 +225,6 @@ def _plan(
     work_seconds: float,
     rewrite: bool = False,
 ) -> PullPlan:
-    from huggingface_hub import constants
-
     name = f"{ref.source}:{quant}"
     store = ModelStore()
     pulled = _already_pulled(store.get(name), remote)
@@ -225,7 +233,7 @@ def _plan(
         check_access(remote, missing_files[0].path)  # a gated repo says so now, not after the plan
     missing = sum(f.size for f in missing_files)
     needs: dict[Path, int] = {}
-    for folder, amount in ((Path(constants.HF_HUB_CACHE), missing), (store.home, 0 if pulled else store_bytes)):
+    for folder, amount in ((cache_dir(), missing), (store.home, 0 if pulled else store_bytes)):
         folder = _existing(folder)
         needs[folder] = needs.get(folder, 0) + amount
     # Folders on one filesystem share its free space.

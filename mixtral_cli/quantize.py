@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .atomic import atomic_path, partial_path, scratch_path
+from .atomic import atomic_path, check_writable, leftovers, scratch_path
 from .convert.checkpoint import Checkpoint, open_checkpoint
 from .convert.gguf_file import GGUFInfo, inspect_gguf, is_gguf, rewrite_legacy_layout
 from .convert.hf_to_gguf import write_gguf
@@ -173,7 +173,7 @@ def _target(source: Path, output: Path | None, quant: QuantType, *, force: bool)
         raise MixtralError(f"{target} is the source itself.", hint="Choose another --output.")
     if target.exists() and not force:
         raise OutputExistsError(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(target)
     return target
 
 
@@ -182,10 +182,8 @@ def _estimate_bytes(n_params: int, quant: QuantType) -> int:
 
 
 def _check_disk(target: Path, needed: int) -> None:
-    free = shutil.disk_usage(target.parent).free
-    # A leftover of a killed run is about to be replaced; its space counts as free.
-    leftover = partial_path(target)
-    free += leftover.stat().st_size if leftover.exists() else 0
+    # What killed runs left is removed before writing; its space counts as free.
+    free = shutil.disk_usage(target.parent).free + sum(path.stat().st_size for path in leftovers(target))
     if needed + _DISK_MARGIN > free:
         raise DiskSpaceError(directory=target.parent, needed=needed + _DISK_MARGIN, free=free)
 

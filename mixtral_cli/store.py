@@ -1,7 +1,8 @@
 """The model store: one manifest in MIXTRAL_HOME naming every pulled model and where its files are.
 
 A model pulled as GGUF keeps its files in the Hub cache (never copied); a converted one lives in
-MIXTRAL_HOME/models. The manifest is rewritten atomically on every change.
+MIXTRAL_HOME/models. The manifest is rewritten atomically on every change, under a lock held from the
+read to the rename, so writers at once (two pulls) each keep the other's entries.
 """
 
 from __future__ import annotations
@@ -12,14 +13,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .atomic import atomic_path
-from .errors import MixtralError, ModelNotFoundError
-from .hub import delete_cached
+from .atomic import atomic_path, check_writable, locked
+from .errors import ModelNotFoundError, StoreError
 from .paths import mixtral_home
-
-
-class StoreError(MixtralError):
-    """A manifest that cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,7 @@ class ModelStore:
             ) from exc
 
     def _write(self, data: dict) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+        check_writable(self.manifest)
         serial = {"default": data["default"], "models": {n: asdict(e) for n, e in data["models"].items()}}
         with atomic_path(self.manifest) as partial:
             partial.write_text(json.dumps(serial, indent=2) + "\n", encoding="utf-8")
@@ -94,34 +90,46 @@ class ModelStore:
         return None
 
     def add(self, entry: StoreEntry) -> None:
-        data = self._read()
-        data["models"][entry.name] = entry
-        self._write(data)
+        with locked(self.manifest):
+            data = self._read()
+            data["models"][entry.name] = entry
+            self._write(data)
 
     def remove(self, name: str) -> list[Path]:
-        """Forget ``name`` and delete the files no other model uses; returns what was deleted."""
-        data = self._read()
-        entry = self.require(name)
-        del data["models"][entry.name]
-        if data["default"] == entry.name:
-            data["default"] = None
-        still_used = {f for other in data["models"].values() for f in other.files}
-        self._write(data)
-        removed = []
-        for file in map(Path, entry.files):
-            if str(file) in still_used or not file.exists():
-                continue
-            delete_cached(file)
-            removed.append(file)
-        return removed
+        """Forget ``name`` and delete the files no other model uses; returns what was deleted.
+
+        A Hub cache snapshot file links to a blob that other snapshots (other revisions, other stored
+        models) may link to as well: files are compared by what they resolve to.
+        """
+        with locked(self.manifest):
+            data = self._read()
+            entry = self.require(name)
+            del data["models"][entry.name]
+            if data["default"] == entry.name:
+                data["default"] = None
+            others = [Path(f) for other in data["models"].values() for f in other.files]
+            still_used = {*others, *(f.resolve() for f in others)}
+            self._write(data)
+            removed = []
+            for file in map(Path, entry.files):
+                if not file.exists():
+                    continue
+                target = file.resolve()
+                if file not in still_used:
+                    file.unlink()
+                    removed.append(file)
+                if target != file and target not in still_used:
+                    target.unlink(missing_ok=True)
+            return removed
 
     def default(self) -> str | None:
         return self._read()["default"]
 
     def set_default(self, name: str) -> None:
-        data = self._read()
-        data["default"] = self.require(name).name
-        self._write(data)
+        with locked(self.manifest):
+            data = self._read()
+            data["default"] = self.require(name).name
+            self._write(data)
 
     def converted_path(self, name: str) -> Path:
         return self.models_dir / (re.sub(r"[^A-Za-z0-9._-]+", "--", name) + ".gguf")

@@ -2,8 +2,9 @@
 
 The text is cut into consecutive spans (on paragraph, then sentence, then word boundaries) whose prompts
 fit the context with room for the answer; the spans cover the text exactly once, in order. Each span
-is summarized; the partial summaries are joined and, if they do not fit one prompt either, cut and
-summarized again, level by level, until one final summary remains.
+is summarized into a partial summary of a small, fixed budget; the partial summaries are grouped and
+combined, level by level, until they fit the final prompt. The budgets make every level at most a
+quarter of the one before, so the levels and model calls are bounded before the first call.
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ from pathlib import Path
 
 from .engine.model import Engine
 from .engine.options import SamplingOptions
-from .errors import ContextOverflowError, MixtralError
+from .errors import ContextOverflowError, InputError, SummaryContextError
 from .prompt import Message
-
-
-class InputError(MixtralError, ValueError):
-    """Input that cannot be summarized: empty, binary, not UTF-8, unreadable."""
+from .textinput import decode_text, read_file_bytes
 
 
 class Style(str, Enum):
@@ -42,6 +40,10 @@ _TOKENS_PER_WORD = 2  # generous for the five languages Mixtral speaks; the answ
 _SPEAKER_LINE = re.compile(r"^\s*[^\s:][^:\n]{0,39}:\s+\S")
 _SENTENCE_END = re.compile(r"(?<=[.!?…。])[\"')\]]*\s+")
 _BLANK_LINES = re.compile(r"\n\s*\n")
+_SEPARATOR = "\n\n"  # between partial summaries in the prompt that combines them
+_SLACK = 8  # tokens of a prompt left unplanned
+_PART_SHARE = 5  # a partial summary takes at most 1/_PART_SHARE of the room for text and answer
+_MIN_PART_ANSWER = 16  # a partial summary shorter than this would say nothing (its separator included)
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,11 @@ class SummaryOptions:
 
 @dataclass
 class SummaryPlan:
-    """What the map-reduce did: chunks per level (the first level is the input's own chunks)."""
+    """What the map-reduce did: model calls per level (the first level is the input's own parts, the last
+    the final summary), and ``bound``, the most calls per level, fixed before the first call."""
 
     levels: list[int] = field(default_factory=list)
+    bound: list[int] = field(default_factory=list)
     tokens_in: int = 0
     tokens_out: int = 0
     prompt_eval_s: float = 0.0
@@ -82,27 +86,22 @@ class SummaryPlan:
     def depth(self) -> int:
         return len(self.levels)
 
+    @property
+    def max_model_calls(self) -> int:
+        return sum(self.bound)
+
 
 # -- input ----------------------------------------------------------------------------------------------
 
 
 def read_document(path: Path) -> Document:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
-    return decode_document(str(path), data)
+    return decode_document(str(path), read_file_bytes(path))
 
 
 def decode_document(name: str, data: bytes) -> Document:
     if b"\x00" in data:
         raise InputError(f"{name} is a binary file, not text.", hint="Summarize text or Markdown files.")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{name} is not UTF-8 text (byte {exc.start} is invalid).", hint="Convert it, e.g. with iconv -t UTF-8."
-        ) from exc
+    text = decode_text(name, data)
     if not text.strip():
         raise InputError(f"{name} is empty.")
     return Document(name, text)
@@ -174,28 +173,114 @@ def _finer(unit: str) -> list[str]:
 
 
 def plan_chunks(text: str, budget: int, count_tokens: Callable[[str], int]) -> list[str]:
-    """Consecutive spans of ``text``, each at most ``budget`` tokens, covering it exactly once."""
+    """Consecutive spans of ``text``, each at most ``budget`` tokens, covering it exactly once.
+
+    Units are added by their own token counts and each span is counted once, when it is closed, so the
+    work grows with the text, not with the text times the span.
+    """
     pending = split_units(text)
     pending.reverse()  # a stack: the next unit is at the end
     chunks: list[str] = []
-    current, current_tokens = "", 0
+    units: list[str] = []
+    estimate = 0
+
+    def close() -> None:
+        # A join can tokenize into more than its parts: give units back until the span really fits.
+        while len(units) > 1 and count_tokens("".join(units)) > budget:
+            pending.append(units.pop())
+        chunks.append("".join(units))
+        units.clear()
+
     while pending:
         unit = pending.pop()
         unit_tokens = count_tokens(unit)
         if unit_tokens > budget:
             pending.extend(reversed(_finer(unit)))
-            continue
-        if current and current_tokens + unit_tokens > budget:
-            chunks.append(current)
-            current, current_tokens = "", 0
-        current += unit
-        current_tokens = count_tokens(current)
-        if current_tokens > budget:  # the join made more tokens than the parts: start again from this unit
-            chunks.append(current[: -len(unit)])
-            current, current_tokens = unit, unit_tokens
-    if current:
-        chunks.append(current)
+        elif units and estimate + unit_tokens > budget:
+            pending.append(unit)
+            close()
+            estimate = 0
+        else:
+            units.append(unit)
+            estimate += unit_tokens
+    if units:
+        close()
     return chunks
+
+
+def pack(items: Sequence[str], capacity: int, cost: Callable[[str], int]) -> list[list[str]]:
+    """Consecutive groups of ``items`` whose costs add up to at most ``capacity`` each (greedy, in order).
+
+    With every item costing at most ``capacity // k``, each group but the last holds at least k items.
+    """
+    groups: list[list[str]] = []
+    total = capacity + 1
+    for item in items:
+        item_cost = cost(item)
+        if total + item_cost > capacity:
+            groups.append([])
+            total = 0
+        groups[-1].append(item)
+        total += item_cost
+    return groups
+
+
+# -- budgets --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SummaryBudget:
+    """How many tokens each prompt carries and each answer takes; fixed before the first model call.
+
+    A partial summary may take at most a fifth of the room for text and answer, so a prompt of partial
+    summaries combines at least four of them into one: every level has at most a quarter of the parts
+    of the one before, and the number of levels and calls is known from the first level's part count.
+    """
+
+    n_ctx: int
+    overhead: int  # the instruction and the prompt format (the larger of the two requests)
+    answer: int  # the final summary
+    part_answer: int  # each partial summary
+
+    @property
+    def room(self) -> int:
+        """Tokens of one prompt's text and its answer together."""
+        return self.n_ctx - self.overhead - _SLACK
+
+    @property
+    def one_pass(self) -> int:
+        """Tokens of text the final prompt carries beside its answer."""
+        return self.room - self.answer
+
+    @property
+    def part(self) -> int:
+        """Tokens of text a partial prompt carries beside its answer."""
+        return self.room - self.part_answer
+
+    @property
+    def holds_parts(self) -> bool:
+        """Whether parts fit: a partial prompt combines four answers, the final one two, none clipped small."""
+        return self.part_answer >= _MIN_PART_ANSWER
+
+    @property
+    def smallest_context(self) -> int:
+        """The context in which these answers leave room for parts."""
+        return self.overhead + _SLACK + max(self.answer + 2 * _MIN_PART_ANSWER, _PART_SHARE * _MIN_PART_ANSWER)
+
+    def levels_bound(self, n_parts: int) -> list[int]:
+        """The most model calls per level when the text is cut into ``n_parts`` parts; the last is the final."""
+        fan_in, final_fan_in = self.part // self.part_answer, self.one_pass // self.part_answer
+        levels = [n_parts]
+        while levels[-1] > final_fan_in:
+            levels.append(-(-levels[-1] // fan_in))
+        return [*levels, 1]
+
+
+def summary_budget(*, n_ctx: int, overhead: int, answer: int) -> SummaryBudget:
+    room = n_ctx - overhead - _SLACK
+    # Partial summaries are the tool's own: as long as the final one, but never too short to say anything.
+    part_answer = min(max(answer, _MIN_PART_ANSWER), room // _PART_SHARE, (room - answer) // 2)
+    return SummaryBudget(n_ctx=n_ctx, overhead=overhead, answer=answer, part_answer=part_answer)
 
 
 # -- running --------------------------------------------------------------------------------------------
@@ -220,54 +305,105 @@ class Summarizer:
         self._on_level = on_level or (lambda level, chunks: None)
         self._on_chunk = on_chunk or (lambda: None)
 
-    def text_budget(self, *, dialogue: bool, partials: bool) -> int:
-        """Tokens of text one prompt can carry: the context less the instruction and the answer."""
-        overhead = len(self._prompt_ids("", dialogue=dialogue, partials=partials))
-        return self.engine.n_ctx - overhead - self.sampling.max_tokens - 8
+    def budget(self, *, dialogue: bool) -> SummaryBudget:
+        overhead = max(len(self._prompt_ids("", dialogue=dialogue, partials=p)) for p in (False, True))
+        return summary_budget(n_ctx=self.engine.n_ctx, overhead=overhead, answer=self.sampling.max_tokens)
 
     def count_tokens(self, text: str) -> int:
         return len(self.engine.tokenize(text))
 
+    def cost(self, text: str) -> int:
+        """Tokens ``text`` adds to a prompt where it follows a blank line, as a part or partial summary does."""
+        return self.count_tokens(_SEPARATOR + text)
+
     def summarize(self, text: str, *, chunking: bool = True) -> tuple[Iterator[str], SummaryPlan]:
         """Run every level but the last now; return the final summary's chunks (to stream) and the plan.
 
-        The plan's counts and timings are complete once the chunks are consumed.
+        The plan's bound is set before the first model call; its counts and timings are complete once the
+        chunks are consumed.
         """
         started = time.perf_counter()
         plan = SummaryPlan()
         dialogue = is_dialogue(text)
-        partials = False
-        while True:
-            budget = self.text_budget(dialogue=dialogue, partials=partials)
-            if not chunking and self.count_tokens(text) > budget:
-                raise ContextOverflowError(
-                    prompt_tokens=self.count_tokens(text),
-                    n_ctx=budget,
-                    hint="Drop --no-chunk to summarize it in parts, or raise --ctx-size.",
-                )
-            chunks = plan_chunks(text, budget, self.count_tokens) if chunking else [text]
-            plan.levels.append(len(chunks))
-            self._on_level(len(plan.levels), len(chunks))
-            if len(chunks) == 1:
-                return self._final(chunks[0], dialogue=dialogue, partials=partials, plan=plan, started=started), plan
-            summaries = []
-            for chunk in chunks:
-                summaries.append("".join(self._generate(chunk, dialogue=dialogue, partials=partials, plan=plan)))
-                self._on_chunk()
-            text = "\n\n".join(s.strip() for s in summaries if s.strip()) or " "
-            partials = True
+        budget = self.budget(dialogue=dialogue)
+        tokens = self.count_tokens(text)
+        if tokens <= budget.one_pass:
+            plan.bound = [1]
+            self._start_level(plan, 1)
+            return self._final(text, dialogue=dialogue, partials=False, plan=plan, started=started), plan
+        if not chunking:
+            raise ContextOverflowError(
+                prompt_tokens=tokens,
+                n_ctx=max(budget.one_pass, 0),
+                hint="Drop --no-chunk to summarize it in parts, or raise --ctx-size.",
+            )
+        if not budget.holds_parts:
+            raise SummaryContextError(
+                n_ctx=budget.n_ctx,
+                overhead=budget.overhead,
+                answer=budget.answer,
+                needed=budget.smallest_context,
+            )
+        parts = plan_chunks(text, budget.part, self.count_tokens)
+        plan.bound = budget.levels_bound(len(parts))
+        summaries = self.partial_summaries(parts, budget, dialogue=dialogue, partials=False, plan=plan)
+        while sum(map(self.cost, summaries)) > budget.one_pass:
+            groups = pack(summaries, budget.part, self.cost)
+            summaries = self.partial_summaries(
+                [_SEPARATOR.join(g) for g in groups], budget, dialogue=dialogue, partials=True, plan=plan
+            )
+        self._start_level(plan, 1)
+        final = self._final(_SEPARATOR.join(summaries), dialogue=dialogue, partials=True, plan=plan, started=started)
+        return final, plan
+
+    def partial_summaries(
+        self, parts: list[str], budget: SummaryBudget, *, dialogue: bool, partials: bool, plan: SummaryPlan
+    ) -> list[str]:
+        """A partial summary of each part, none costing more than ``budget.part_answer``.
+
+        The answer is cut to its budget where the model's tokens count for more as text, and a part
+        shorter than its summary stands for itself: no level is longer than the one before.
+        """
+        self._start_level(plan, len(parts))
+        sampling = replace(self.sampling, max_tokens=budget.part_answer)
+        summaries = []
+        for part in parts:
+            answer = "".join(self._generate(part, dialogue=dialogue, partials=partials, plan=plan, sampling=sampling))
+            answer = self._clip(answer.strip() or " ", budget.part_answer)
+            summaries.append(min(answer, part.strip() or " ", key=self.cost))
+            self._on_chunk()
+        return summaries
+
+    def _clip(self, text: str, limit: int) -> str:
+        """The longest start of ``text`` that costs at most ``limit`` tokens."""
+        if self.cost(text) <= limit:
+            return text
+        low, high = 0, len(text)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if self.cost(text[:middle]) <= limit:
+                low = middle
+            else:
+                high = middle - 1
+        return text[:low]
+
+    def _start_level(self, plan: SummaryPlan, calls: int) -> None:
+        plan.levels.append(calls)
+        self._on_level(len(plan.levels), calls)
 
     def _final(self, text: str, *, dialogue: bool, partials: bool, plan: SummaryPlan, started: float) -> Iterator[str]:
-        yield from self._generate(text, dialogue=dialogue, partials=partials, plan=plan)
+        yield from self._generate(text, dialogue=dialogue, partials=partials, plan=plan, sampling=self.sampling)
         plan.wall_s = time.perf_counter() - started
 
     def _prompt_ids(self, text: str, *, dialogue: bool, partials: bool) -> list[int]:
         request = instruction(self.options, dialogue=dialogue, partials=partials)
         return self.engine.chat_ids([Message("user", f"{request}\n\n{text}")])
 
-    def _generate(self, text: str, *, dialogue: bool, partials: bool, plan: SummaryPlan) -> Iterator[str]:
+    def _generate(
+        self, text: str, *, dialogue: bool, partials: bool, plan: SummaryPlan, sampling: SamplingOptions
+    ) -> Iterator[str]:
         generation = self.engine.generate(
-            self._prompt_ids(text, dialogue=dialogue, partials=partials), self.sampling, answer=True
+            self._prompt_ids(text, dialogue=dialogue, partials=partials), sampling, answer=True
         )
         yield from generation
         stats = generation.stats

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from .atomic import check_writable
 from .convert.safetensors import float32_to_bf16_bits, write_file
 from .errors import InvalidShapeError
 
@@ -83,7 +84,7 @@ def build_tiny_mixtral(directory: Path, spec: TinyMixtralSpec = TinyMixtralSpec(
             f"{spec.experts_per_token} experts per token out of {spec.num_experts} is no valid shape.",
             hint="Use between 1 and the number of experts.",
         )
-    directory.mkdir(parents=True, exist_ok=True)
+    check_writable(directory / "config.json")
     vocab_size = VOCAB_SIZES[spec.tokenizer]
     _write_json(directory / "config.json", _config(spec, vocab_size))
     _write_json(directory / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2})

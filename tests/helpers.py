@@ -134,3 +134,13 @@ def write_legacy_layout(source: Path, output: Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return output
+
+
+def files_of_one_mebibyte_at_most() -> None:
+    """For a child process (``preexec_fn``): a file size limit, so a write past 1 MiB fails as on a full
+    disk (EFBIG where a full disk gives ENOSPC), with no root needed to make a small filesystem."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails instead of killing the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))

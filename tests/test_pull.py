@@ -12,7 +12,7 @@ import pytest
 
 from mixtral_cli.tinymodel import TinyMixtralSpec
 
-from .helpers import on_a_small_disk, run_mixtral_process, split_gguf
+from .helpers import files_of_one_mebibyte_at_most, on_a_small_disk, run_mixtral_process, split_gguf
 from .hub_server import LocalHub, folder_files
 
 
@@ -194,6 +194,14 @@ def test_a_pull_cut_off_by_the_server_resumes_without_fetching_finished_files(on
     again = mixtral("pull", "test/big:Q8_0", env=online)
     assert again.returncode == 0, again.stderr
     assert hub.requests_for("model-00001-of-00003.safetensors") == 1
+
+
+def test_a_disk_that_refuses_a_download_is_named_not_the_hub(online, isolated_home):
+    result = mixtral("pull", "test/tiny-gguf:Q8_0", env=online, preexec_fn=files_of_one_mebibyte_at_most)
+
+    assert result.returncode == 1
+    assert f"Cannot write {isolated_home / 'hf' / 'hub'}: File too large." in result.stderr
+    assert "Cannot reach the Hub" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_quantize_takes_a_hub_name_as_source(online, tmp_path):

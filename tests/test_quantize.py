@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 
 from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
 
-from .helpers import run_mixtral, run_mixtral_process, with_default_sigint
+from .helpers import files_of_one_mebibyte_at_most, run_mixtral, run_mixtral_process, with_default_sigint
 from .reference import llama_cpp_logits, sentencepiece_ids
 
 
@@ -153,7 +155,7 @@ def test_missing_or_corrupt_files_are_named(damage, named, mixtral, tiny_checkpo
     assert result.exit_code == 1
     assert named in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.partial").exists()
+    assert not (tmp_path / "x.gguf").exists() and not _partials(tmp_path / "x.gguf")
 
 
 def test_truncated_safetensors_is_named(mixtral, tiny_checkpoint, tmp_path):
@@ -201,7 +203,29 @@ def test_short_disk_is_refused_before_writing(mixtral, tiny_checkpoint, tmp_path
     result = mixtral("quantize", checkpoint, "--type", "F16", "-o", tmp_path / "x.gguf")
     assert result.exit_code == 1
     assert "free but this needs" in result.stderr
-    assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.partial").exists()
+    assert not (tmp_path / "x.gguf").exists() and not _partials(tmp_path / "x.gguf")
+
+
+def test_an_output_that_cannot_be_written_is_named_with_the_reason(mixtral, tiny_checkpoint, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    output = tmp_path / "a-file" / "x.gguf"
+
+    result = mixtral("quantize", tiny_checkpoint, "--type", "F16", "-o", output)
+
+    assert result.exit_code == 1
+    assert f"Cannot write {output}: {tmp_path / 'a-file'} is not a folder." in result.stderr
+    assert "GiB free" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_disk_that_fills_up_while_writing_is_named_and_leaves_nothing(tiny_checkpoint, tmp_path):
+    output = tmp_path / "x.gguf"
+    result = run_mixtral_process(
+        "quantize", tiny_checkpoint, "--type", "F16", "-o", output, preexec_fn=files_of_one_mebibyte_at_most
+    )
+
+    assert result.returncode == 1
+    assert f"Cannot write {output}: File too large." in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def _add_sparse_tensor(weights: Path, name: str, *, n_bytes: int) -> None:
@@ -232,13 +256,27 @@ def _start_and_wait_for_partial(checkpoint: Path, output: Path) -> subprocess.Po
         text=True,
         preexec_fn=with_default_sigint,
     )
-    partial = output.with_name(output.name + ".partial")
+    _wait_for_partial(output, process, n_bytes=10 * 2**20)
+    return process
+
+
+def _partials(output: Path) -> list[Path]:
+    return sorted(output.parent.glob(f"{output.name}.*.partial"))
+
+
+def _wait_for_partial(output: Path, process: subprocess.Popen[str] | None = None, *, n_bytes: int) -> None:
     deadline = time.monotonic() + 60
-    while not (partial.exists() and partial.stat().st_size > 10 * 2**20):
-        assert process.poll() is None, process.communicate()
+    while not any(_size(p) > n_bytes for p in _partials(output)):
+        assert process is None or process.poll() is None, process.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    return process
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # renamed or removed since it was listed
+        return 0
 
 
 def test_ctrl_c_leaves_no_output_and_no_partial(tmp_path):
@@ -259,11 +297,92 @@ def test_killed_run_leaves_only_a_partial_that_the_next_run_replaces(tmp_path):
     process.kill()
     process.wait()
     assert not output.exists()
-    assert output.with_name("out.gguf.partial").exists()
+    assert _partials(output)
 
     rerun = run_mixtral("quantize", checkpoint, "--type", "F32", "-o", output)
     assert rerun.returncode == 0, rerun.stderr
-    assert output.exists() and not output.with_name("out.gguf.partial").exists()
+    assert output.exists() and not _partials(output)
+
+
+# Quantizing this F16 GGUF to Q4_K_M on one thread takes seconds: time to interrupt the quantizer itself.
+SLOW_SPEC = TinyMixtralSpec(hidden_size=1024, intermediate_size=2048, num_layers=4, num_heads=8, num_kv_heads=2)
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return children
+
+
+def _files_open_by(pid: int) -> list[str]:
+    opened = []
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # the process has ended
+        return []
+    for fd in descriptors:
+        try:
+            opened.append(str(fd.readlink()))
+        except OSError:  # closed since it was listed
+            continue
+    return opened
+
+
+def _gone(pid: int, *, within_s: float) -> bool:
+    """Whether process ``pid`` ended (exited, or a zombie left to be reaped) within ``within_s`` seconds."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def test_ctrl_c_while_llama_quantizes_stops_the_quantizer_and_leaves_nothing(convert, tmp_path):
+    source, output = convert(SLOW_SPEC, "F16"), tmp_path / "out.gguf"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mixtral_cli", "quantize", source, "--type", "Q4_K_M", "--threads", "1", "-o", output],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # whatever the test runner ignores
+    )
+    _wait_for_partial(output, process, n_bytes=2**20)
+    quantizers = _children(process.pid)
+    assert quantizers
+
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 130, stderr
+    assert all(_gone(pid, within_s=5) for pid in quantizers)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_quantize_leaves_nothing_writing_the_output(convert, tmp_path):
+    from mixtral_cli.quantize import quantize_model
+
+    source, output = convert(SLOW_SPEC, "F16"), tmp_path / "out.gguf"
+
+    def interrupt_while_writing() -> None:
+        _wait_for_partial(output, n_bytes=2**20)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_while_writing)
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        quantize_model(source, type_name="Q4_K_M", output=output, threads=1)
+    interrupter.join()
+
+    still_open = [f for pid in (os.getpid(), *_children(os.getpid())) for f in _files_open_by(pid)]
+    assert not [f for f in still_open if output.name in f]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_python_dash_m_runs_the_cli(tiny_checkpoint):

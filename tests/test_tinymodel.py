@@ -88,3 +88,11 @@ def test_instruct_gives_tokenizer_config_mistrals_chat_template(instruct, mixtra
     assert result.exit_code == 0, result.stderr
     config = json.loads((tmp_path / "t" / "tokenizer_config.json").read_text())
     assert config.get("chat_template") == (MISTRAL_CHAT_TEMPLATE if instruct else None)
+
+
+def test_cli_names_a_folder_it_cannot_write_with_the_reason(mixtral, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    result = mixtral("tiny", tmp_path / "a-file" / "tiny")
+
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'a-file'} is not a folder." in result.stderr and "Traceback" not in result.stderr

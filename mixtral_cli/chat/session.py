@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..engine.model import Engine, GenerationStats
 from ..engine.options import SamplingOptions
-from ..errors import ContextOverflowError, MixtralError
+from ..errors import ChatError, ContextOverflowError
 from ..paths import mixtral_home
 from ..prompt import Message
 from .transcript import Transcript, Turn, now
@@ -26,10 +26,6 @@ _ANSWER_SHARE = 4
 class ContextPolicy(str, Enum):
     DROP = "drop"  # drop the oldest exchanges, with a notice
     ERROR = "error"  # refuse the turn
-
-
-class ChatError(MixtralError):
-    """A chat command that cannot be carried out (nothing to undo, ...)."""
 
 
 @dataclass

@@ -10,14 +10,10 @@ from pathlib import Path
 
 from ..atomic import atomic_path
 from ..engine.options import SamplingOptions
-from ..errors import MixtralError
+from ..errors import OutputPathError, TranscriptError
 from ..prompt import ROLES, Message
 
 FORMAT_VERSION = 1
-
-
-class TranscriptError(MixtralError, ValueError):
-    """A transcript file that cannot be read back."""
 
 
 def now() -> str:
@@ -79,8 +75,10 @@ class Transcript:
                 with open(partial, "rb") as f:
                     os.fsync(f.fileno())
         except OSError as exc:
+            # atomic_path names the OS's reason in an OutputPathError already; say it once, in the chat's words.
+            reason = exc.reason if isinstance(exc, OutputPathError) else exc.strerror or str(exc)
             raise TranscriptError(
-                f"Cannot save the chat to {path}: {exc.strerror or exc}.",
+                f"Cannot save the chat to {path}: {reason}.",
                 hint="The conversation is still here: /save FILE writes it elsewhere.",
             ) from exc
         return path

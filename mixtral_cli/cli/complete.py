@@ -92,9 +92,10 @@ def _answer_request(engine, request_text, sampling, *, mode, system) -> None:  #
 
 def _read_prompt(argument: str | None) -> str:
     from ..errors import MixtralError
+    from ..textinput import read_stdin
 
     piped = argument == "-" or not sys.stdin.isatty()
-    stdin_text = sys.stdin.read() if piped else ""
+    stdin_text = read_stdin() if piped else ""
     parts = [part for part in (stdin_text.rstrip("\n"), argument if argument != "-" else None) if part]
     if not parts:
         raise MixtralError(
@@ -104,11 +105,6 @@ def _read_prompt(argument: str | None) -> str:
 
 
 def _read_request(source: str) -> str:
-    from ..errors import MixtralError
+    from ..textinput import read_stdin, read_text_file
 
-    if source == "-":
-        return sys.stdin.read()
-    try:
-        return Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MixtralError(f"Cannot read the request file {source}: {exc}.") from exc
+    return read_stdin() if source == "-" else read_text_file(Path(source))

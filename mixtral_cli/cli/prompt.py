@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -38,12 +37,13 @@ def prompt(
     from ..errors import MixtralError
     from ..models import resolve_model
     from ..prompt import Message, messages_from_dicts
+    from ..textinput import read_stdin, read_text_file
     from ..ui.console import print_notice
 
     if (text is None) == (messages is None):
         raise typer.BadParameter("give either a message or --messages FILE.", param_hint="--messages")
     if messages is not None:
-        raw = sys.stdin.read() if messages == "-" else _read(Path(messages))
+        raw = read_stdin() if messages == "-" else read_text_file(Path(messages))
         try:
             conversation = messages_from_dicts(json.loads(raw))
         except json.JSONDecodeError as exc:
@@ -78,12 +78,3 @@ def _report_check(engine, conversation, prompt_ids) -> None:  # noqa: ANN001
         f"ours {prompt_ids[i : i + 8]}, mistral-common {result.reference[i : i + 8]}."
     )
     raise typer.Exit(1)
-
-
-def _read(path: Path) -> str:
-    from ..errors import MixtralError
-
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MixtralError(f"Cannot read {path}: {exc}.") from exc

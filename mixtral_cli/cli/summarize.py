@@ -39,8 +39,10 @@ def summarize(
 
     Input that fits the context is summarized in one pass; longer input is cut on paragraph and sentence
     boundaries into parts that fit, each part summarized, and the partial summaries combined, level by
-    level, until one summary remains. Nothing is dropped. Dialogue transcripts ("Name: line") are
-    summarized as conversations; the summary is in the input's language unless --language says otherwise.
+    level, until one summary remains. Nothing is dropped, and the model calls are bounded before the
+    first one (--json reports the bound); a context too small for a part and its answer is refused at
+    once with the --ctx-size it needs. Dialogue transcripts ("Name: line") are summarized as
+    conversations; the summary is in the input's language unless --language says otherwise.
 
     \b
     Examples:

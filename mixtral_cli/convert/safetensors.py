@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..atomic import atomic_path
+from .streaming import write_array
 
 if TYPE_CHECKING:
     import numpy as np
@@ -129,4 +130,4 @@ def write_file(
         f.write(struct.pack("<Q", len(encoded)))
         f.write(encoded)
         for _, array in tensors.values():
-            array.tofile(f)
+            write_array(f, array)

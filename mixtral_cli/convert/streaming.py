@@ -26,7 +26,15 @@ class StreamedTensor:
     def tofile(self, fout: BinaryIO) -> None:
         written = 0
         for part in self._parts():
-            part.tofile(fout)
+            write_array(fout, part)
             written += part.nbytes
         if written != self.nbytes:
             raise AssertionError(f"wrote {written} bytes of a tensor planned at {self.nbytes}")
+
+
+def write_array(fout: BinaryIO, array: np.ndarray) -> None:
+    """``array``'s bytes, written through the file object: numpy's own ``tofile`` drops the OS error (a full
+    disk becomes "N requested and M written"), which the caller needs to say what went wrong."""
+    import numpy as np
+
+    fout.write(np.ascontiguousarray(array).data)

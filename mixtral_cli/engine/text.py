@@ -9,7 +9,8 @@ class TextStream:
     """Feed it each token's bytes; it returns the text that is safe to print now.
 
     A character split across tokens is held until complete. Text that could be the start of a stop
-    string is held until it is known not to be; the work per token is bounded by the longest stop
+    string is held until it is known not to be. The text ends where the earliest occurrence of any stop
+    string begins, so nothing of any of them is shown. The work per token is bounded by the longest stop
     string, not by the length of the output.
     """
 
@@ -35,11 +36,11 @@ class TextStream:
             return ""
         text = self._strip(self._held + text)
         self._held = ""
-        for stop in self._stop:
-            index = text.find(stop)
-            if index >= 0:
-                self.stopped = True
-                return text[:index]
+        # The earliest occurrence of any stop string ends the text, whichever string it is.
+        found = [index for index in map(text.find, self._stop) if index >= 0]
+        if found:
+            self.stopped = True
+            return text[: min(found)]
         keep = self._longest_stop_prefix_suffix(text)
         if keep:
             self._held, text = text[-keep:], text[:-keep]

@@ -114,11 +114,18 @@ def _print_turn_stats(session: ChatSession, result: TurnResult, interactive: boo
 
 
 def _line_reader() -> Callable[[], str]:
+    from ..textinput import STDIN, decode_text
+
+    offset = 0
+
     def read() -> str:
-        line = sys.stdin.readline()
+        nonlocal offset
+        line = sys.stdin.buffer.readline()
         if not line:
             raise EOFError
-        return line.rstrip("\n")
+        text = decode_text(STDIN, line, offset=offset)
+        offset += len(line)
+        return text.rstrip("\n")
 
     return read
 

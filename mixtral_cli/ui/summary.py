@@ -61,6 +61,8 @@ def summary_json(text: str, plan: SummaryPlan, *, name: str | None) -> str:
         "depth": plan.depth,
         "levels": plan.levels,
         "model_calls": plan.model_calls,
+        "max_levels": plan.bound,
+        "max_model_calls": plan.max_model_calls,
         "tokens_in": plan.tokens_in,
         "tokens_out": plan.tokens_out,
         "timings": {
