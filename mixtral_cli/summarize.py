@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
+from .engine.layout import Work
 from .engine.model import Engine
 from .engine.options import SamplingOptions
 from .errors import ContextOverflowError, MixtralError
@@ -247,6 +248,8 @@ class Summarizer:
                 )
             chunks = plan_chunks(text, budget, self.count_tokens) if chunking else [text]
             plan.levels.append(len(chunks))
+            if plan.depth == 1:  # the whole job: every part's prompt and answer, and the final summary
+                self.engine.prepare(Work(self.count_tokens(text), (len(chunks) + 1) * self.sampling.max_tokens))
             self._on_level(len(plan.levels), len(chunks))
             if len(chunks) == 1:
                 return self._final(chunks[0], dialogue=dialogue, partials=partials, plan=plan, started=started), plan

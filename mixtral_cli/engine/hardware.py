@@ -67,3 +67,19 @@ def gpu_memory() -> int | None:
         return sum(int(line) for line in out.split()) * 2**20 or None
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
+
+
+def offload_devices() -> int:
+    """Devices llama.cpp could offload layers to: GPUs, integrated GPUs and RPC servers (not the CPU)."""
+    import ctypes
+
+    from llama_cpp._ggml import libggml  # llama-cpp-python's handle on the ggml library it ships
+
+    libggml.ggml_backend_dev_count.restype = ctypes.c_size_t
+    libggml.ggml_backend_dev_get.restype = ctypes.c_void_p
+    libggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    libggml.ggml_backend_dev_type.restype = ctypes.c_int
+    libggml.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    gpu_types = (1, 2)  # GGML_BACKEND_DEVICE_TYPE_GPU, GGML_BACKEND_DEVICE_TYPE_IGPU
+    devices = (libggml.ggml_backend_dev_get(i) for i in range(libggml.ggml_backend_dev_count()))
+    return sum(1 for device in devices if libggml.ggml_backend_dev_type(device) in gpu_types)

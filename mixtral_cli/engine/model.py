@@ -6,7 +6,7 @@ import ctypes
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..convert.gguf_file import inspect_gguf, is_gguf
@@ -21,7 +21,8 @@ from ..prompt import (
     raw_prompt_ids,
 )
 from . import logs
-from .hardware import available_memory, physical_cores
+from .hardware import available_memory, offload_devices, physical_cores
+from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, prefill_elsewhere
 from .options import EngineOptions, SamplingOptions
 from .placement import BuftOverrides, plan_placement
 from .sampler import build_sampler
@@ -57,6 +58,7 @@ class GenerationStats:
     stop_reason: str = "interrupted"  # eos | stop | length | context | interrupted
     prompt_eval_s: float = 0.0
     decode_s: float = 0.0
+    layout: str = ""  # the weight layout that ran: repacked | plain | hand-over (prompt plain, answer repacked)
 
     @property
     def prompt_tokens_per_second(self) -> float:
@@ -92,8 +94,10 @@ class Engine:
 
         started = time.perf_counter()
         self._llama = llama_cpp
+        self.path = path
         self.options = options
-        notice = on_notice or (lambda text: None)
+        self._threads = options.threads or physical_cores()
+        notice = self._notice = on_notice or (lambda text: None)
         _check_file(path, notice)
         _init_backend()
         log_handler = _print_log if options.verbose else _collect_errors
@@ -102,7 +106,14 @@ class Engine:
             placement = plan_placement(options, gpu=llama_cpp.llama_supports_gpu_offload())
             if placement.notice:
                 notice(placement.notice)
-            self._model = _load_model(path, placement)
+            # On auto the plain layout loads first: it only maps the file, and tokenizing tells the plan the work.
+            self._auto = options.repack is None and not (placement.n_gpu_layers and offload_devices())
+            repack = options.repack if options.repack is not None else not self._auto
+            self.layout = Layout.REPACKED if repack else Layout.PLAIN
+            self.layout_plan: LayoutPlan | None = None
+            self._prefill: Engine | None = None  # the plain-layout engine of a hand-over
+            self._rates: LayoutRates | None = None
+            self._model = _load_model(path, placement, repack=repack)
             try:
                 self.info = _model_info(path, self._model, gpu=llama_cpp.llama_supports_gpu_offload())
                 self._vocab = llama_cpp.llama_model_get_vocab(self._model)
@@ -125,7 +136,7 @@ class Engine:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self._context_size(notice)
         params.n_batch = params.n_ubatch = self.options.batch_size
-        params.n_threads = params.n_threads_batch = self.options.threads or physical_cores()
+        params.n_threads = params.n_threads_batch = self._threads
         params.flash_attn_type = (
             llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
             if self.options.flash_attn
@@ -147,18 +158,19 @@ class Engine:
         free = available_memory()
         if free is None or self.info.gpu_offload:
             return wanted
-        llama_cpp = self._llama
-        # K and V in f16 for every layer: what each token of context costs in memory.
-        head_dim = llama_cpp.llama_model_n_embd(self._model) // llama_cpp.llama_model_n_head(self._model)
-        per_token = (
-            2 * llama_cpp.llama_model_n_layer(self._model) * head_dim * llama_cpp.llama_model_n_head_kv(self._model) * 2
-        )
+        per_token = self._kv_bytes_per_token()
         capped = context_that_fits(wanted, bytes_per_token=per_token, free=free, model_bytes=self.info.size_bytes)
         if capped < wanted:
             notice(
                 f"Context capped at {capped} tokens (the model allows {wanted}) to fit in memory; --ctx-size overrides."
             )
         return capped
+
+    def _kv_bytes_per_token(self) -> int:
+        llama_cpp = self._llama
+        # K and V in f16 for every layer: what each token of context costs in memory.
+        head_dim = llama_cpp.llama_model_n_embd(self._model) // llama_cpp.llama_model_n_head(self._model)
+        return 2 * llama_cpp.llama_model_n_layer(self._model) * head_dim * llama_cpp.llama_model_n_head_kv(self._model) * 2
 
     def _special_ids(self) -> SpecialIds:
         llama_cpp = self._llama
@@ -173,6 +185,9 @@ class Engine:
         return ids[0] if len(ids) == 1 else None
 
     def close(self) -> None:
+        if getattr(self, "_prefill", None):
+            self._prefill.close()
+            self._prefill = None
         if getattr(self, "_ctx", None):
             self._llama.llama_free(self._ctx)
             self._ctx = None
@@ -190,6 +205,57 @@ class Engine:
     def cached_tokens(self) -> tuple[int, ...]:
         """The tokens the KV cache holds now; a prompt that starts with them skips evaluating them."""
         return tuple(self._evaluated)
+
+    # -- weight layout --------------------------------------------------------------------------------
+
+    def prepare(self, work: Work) -> LayoutPlan | None:
+        """On auto, settle the weight layout for ``work``: calibrate on first use, then load what the plan chose."""
+        if not self._auto:
+            return self.layout_plan
+        from . import calibration
+
+        self._auto = False
+        # Before anything else loads: the plain model's pages are page cache, which counts as available.
+        available = available_memory()
+        key = calibration.cache_key(self.path, threads=self._threads)
+        rates, repacked = calibration.cached_rates(key), None
+        if rates is None:
+            rates, repacked = calibration.calibrate(self, lambda: self._sibling(repack=True))
+            calibration.store_rates(key, rates)
+        memory = Memory(self.info.size_bytes, self._kv_bytes_per_token() * self.n_ctx, available)
+        plan = choose_layout(work, rates, memory)
+        if plan.layout is not Layout.PLAIN:
+            repacked = repacked or self._sibling(repack=True)
+            self._swap_models(repacked)  # this engine decodes repacked; ``repacked`` now holds the plain model
+        if plan.layout is Layout.HANDOVER:
+            self._prefill, self._rates = repacked, rates
+        elif repacked is not None:
+            repacked.close()
+        self.layout, self.layout_plan = plan.layout, plan
+        if self.options.verbose:
+            self._notice(plan.describe())
+        return plan
+
+    def _sibling(self, *, repack: bool) -> Engine:
+        """Another engine of the same file and context size in the other layout."""
+        return Engine(self.path, replace(self.options, repack=repack, ctx_size=self.n_ctx))
+
+    def _swap_models(self, other: Engine) -> None:
+        for name in ("_model", "_ctx", "_vocab", "_evaluated"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            setattr(self, name, theirs)
+            setattr(other, name, mine)
+
+    def reset_cache(self) -> None:
+        self._llama.llama_memory_clear(self._llama.llama_get_memory(self._ctx), True)
+        self._evaluated.clear()
+
+    def time_evaluation(self, ids: Sequence[int], *, one_by_one: bool) -> float:
+        """Seconds to evaluate ``ids`` after the cache's tokens: in batches, as a prompt, or one by one, as decoding."""
+        started = time.perf_counter()
+        for chunk in [[token] for token in ids] if one_by_one else [list(ids)]:
+            self._feed(chunk)
+        return time.perf_counter() - started
 
     # -- tokens ---------------------------------------------------------------------------------------
 
@@ -245,6 +311,8 @@ class Engine:
         """Generate after ``prompt_ids``; ``answer`` strips the space an Instruct answer starts with."""
         if len(prompt_ids) >= self.n_ctx:
             raise ContextOverflowError(prompt_tokens=len(prompt_ids), n_ctx=self.n_ctx)
+        if self._auto:
+            self.prepare(Work(len(prompt_ids), sampling.max_tokens))
         return Generation(lambda stats: self._generate(list(prompt_ids), sampling, answer, stats))
 
     def _generate(
@@ -253,7 +321,7 @@ class Engine:
         llama_cpp, ctx, vocab = self._llama, self._ctx, self._vocab
         started = time.perf_counter()
         stats.prompt_tokens = len(prompt_ids)
-        stats.prompt_tokens_evaluated = self._evaluate_prompt(prompt_ids)
+        stats.prompt_tokens_evaluated, stats.layout = self._bring_cache_to(prompt_ids)
         stats.prompt_eval_s = time.perf_counter() - started
 
         sampler = build_sampler(sampling)
@@ -299,26 +367,58 @@ class Engine:
             stats.decode_s = time.perf_counter() - decode_started
             llama_cpp.llama_sampler_free(sampler)
 
+    def _bring_cache_to(self, prompt_ids: list[int]) -> tuple[int, str]:
+        """Evaluate the prompt here, or in the hand-over's plain-layout engine and take over its KV cache.
+
+        Returns the tokens evaluated and the layout that evaluated them.
+        """
+        prefill = self._prefill
+        if prefill is not None and self._rates is not None and len(prompt_ids) > 1:
+            own = len(prompt_ids) - _common_prefix(self._evaluated, prompt_ids)
+            theirs = len(prompt_ids) - 1 - _common_prefix(prefill._evaluated, prompt_ids[:-1])
+            if prefill_elsewhere(own, theirs, self._rates):
+                evaluated = prefill._evaluate_prompt(prompt_ids[:-1])
+                self.take_cache_from(prefill)
+                return evaluated + self._evaluate_prompt(prompt_ids), Layout.HANDOVER.value
+        own_layout = Layout.REPACKED if self.layout is Layout.HANDOVER else self.layout
+        return self._evaluate_prompt(prompt_ids), own_layout.value
+
+    def take_cache_from(self, source: Engine) -> None:
+        """Continue from the tokens ``source``'s KV cache holds, as if this engine had evaluated them."""
+        from .handover import copy_sequence
+
+        copy_sequence(source._ctx, self._ctx)
+        self._evaluated[:] = source._evaluated
+
     def _evaluate_prompt(self, prompt_ids: list[int]) -> int:
         """Bring the KV cache to ``prompt_ids``, reusing the prefix it already holds; returns tokens evaluated."""
         llama_cpp = self._llama
-        common = 0
-        for held, wanted in zip(self._evaluated, prompt_ids, strict=False):
-            if held != wanted:
-                break
-            common += 1
         # The last prompt token is always evaluated again: its logits choose the first new token.
-        common = min(common, len(prompt_ids) - 1)
+        common = min(_common_prefix(self._evaluated, prompt_ids), len(prompt_ids) - 1)
         llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), 0, common, -1)
         del self._evaluated[common:]
         pending = prompt_ids[common:]
-        for start in range(0, len(pending), self._n_batch):
-            chunk = pending[start : start + self._n_batch]
+        self._feed(pending)
+        return len(pending)
+
+    def _feed(self, ids: list[int]) -> None:
+        """Evaluate ``ids`` after the cache's tokens, in batches of what the context allows."""
+        llama_cpp = self._llama
+        for start in range(0, len(ids), self._n_batch):
+            chunk = ids[start : start + self._n_batch]
             array = (llama_cpp.llama_token * len(chunk))(*chunk)
             if llama_cpp.llama_decode(self._ctx, llama_cpp.llama_batch_get_one(array, len(chunk))) != 0:
                 raise LlamaCppError("llama.cpp failed to evaluate the prompt.")
             self._evaluated.extend(chunk)
-        return len(pending)
+
+
+def _common_prefix(held: Sequence[int], wanted: Sequence[int]) -> int:
+    common = 0
+    for a, b in zip(held, wanted, strict=False):
+        if a != b:
+            break
+        common += 1
+    return common
 
 
 def context_that_fits(wanted: int, *, bytes_per_token: int, free: int, model_bytes: int) -> int:
@@ -369,12 +469,13 @@ def _check_file(path: Path, notice: Callable[[str], None]) -> None:
         )
 
 
-def _load_model(path: Path, placement):  # noqa: ANN001, ANN202 - llama.cpp pointers
+def _load_model(path: Path, placement, *, repack: bool):  # noqa: ANN001, ANN202 - llama.cpp pointers
     import llama_cpp
 
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = placement.n_gpu_layers
     params.use_mmap = True
+    params.use_extra_bufts = repack
     overrides = BuftOverrides(placement.expert_patterns) if placement.expert_patterns else None
     if overrides:
         params.tensor_buft_overrides = overrides.pointer
