@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -70,43 +71,47 @@ def text_file(path: Path, words: int, *, seed: int) -> Path:
     return path
 
 
-def mixtral(*args: str, stdin: Path | None = None, home: Path) -> tuple[float, dict]:
-    import os
-
-    os.environ["MIXTRAL_HOME"] = str(home)
+def mixtral(*args: str, stdin: Path | None = None) -> tuple[float, dict]:
     seconds, _, stdout, _ = measure([sys.executable, "-m", "mixtral_cli", *args], stdin=stdin)
     return seconds, json.loads(stdout)
 
 
-def seed_hand_over(home: Path, model: Path, threads: int) -> dict:
-    """Measure the calibration (as auto would on first use), and store it so auto chooses the hand-over.
-
-    Auto picks the hand-over by itself when the measured rates favour it; seeding only makes the benchmark
-    show that path whatever this machine's balance, so that the three modes are always side by side.
-    """
-    code = f"""
-import json
+# Calibrates as auto does on first use, then stores rates under which auto takes the hand-over (no load cost,
+# plain prompts and repacked decoding at least as fast as measured), so the hand-over row runs whatever this
+# machine's balance; what auto itself would choose with the measured rates is printed beside.
+SEED_HAND_OVER = """
+import json, sys, time
+from dataclasses import asdict, replace
 from pathlib import Path
 from mixtral_cli.engine import calibration
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions
-from mixtral_cli.engine.layout import LayoutRates
-from dataclasses import asdict, replace
-model = Path({str(model)!r})
-options = EngineOptions(ctx_size=512, threads={threads}, repack=False)
+model, threads = Path(sys.argv[1]), int(sys.argv[2])
+started = time.perf_counter()
+options = EngineOptions(ctx_size=512, threads=threads, repack=False)
 with Engine(model, options) as plain:
     rates, repacked = calibration.calibrate(plain, lambda: Engine(model, replace(options, repack=True)))
     repacked.close()
-forced = replace(rates, plain_prompt=max(rates.plain_prompt, 1.01 * rates.repacked_prompt),
-                 repacked_decode=max(rates.repacked_decode, 1.01 * rates.plain_decode))
-calibration.store_rates(calibration.cache_key(model, threads={threads}), forced)
-print(json.dumps(asdict(rates)))
+seconds = time.perf_counter() - started
+forced = replace(
+    rates,
+    plain_prompt=max(rates.plain_prompt, 1.01 * rates.repacked_prompt),
+    repacked_decode=max(rates.repacked_decode, 1.01 * rates.plain_decode),
+    repack_load_s=0.0,
+)
+calibration.store_rates(calibration.cache_key(model, threads=threads), forced)
+print(json.dumps({**asdict(rates), "seconds": seconds}))
 """
-    import os
 
-    os.environ["MIXTRAL_HOME"] = str(home)
-    _, _, stdout, _ = measure([sys.executable, "-c", code])
-    return json.loads(stdout)
+
+def auto_choice(rates: dict, prompt_tokens: int, answer_tokens: int) -> str:
+    from mixtral_cli.engine.hardware import available_memory
+    from mixtral_cli.engine.layout import LayoutRates, Memory, Work, choose_layout
+
+    measured = LayoutRates(**{k: v for k, v in rates.items() if k != "seconds"})
+    # Model and KV sizes do not matter here beyond fitting: the bench model is small next to the RAM.
+    memory = Memory(model_bytes=0, kv_bytes=0, available=available_memory())
+    return choose_layout(Work(prompt_tokens, answer_tokens), measured, memory).layout.value
 
 
 MODES = {"repacked": ["--repack"], "plain": ["--no-repack"], "hand-over": []}
@@ -126,8 +131,9 @@ def main() -> None:
 
     bin_dir = args.llama_bin or build_tools(args.work)
     model = bench_model(args.work, args.layers)
-    home = args.work / "home"
-    rates = seed_hand_over(home, model, args.threads)
+    os.environ["MIXTRAL_HOME"] = str(args.work / "home")
+    _, _, stdout, _ = measure([sys.executable, "-c", SEED_HAND_OVER, str(model), str(args.threads)])
+    rates = json.loads(stdout)
     common = ["-m", str(model), "-t", str(args.threads), "-c", str(args.ctx), "--temperature", "0", "--json"]
 
     long_prompt = text_file(args.work / "long-prompt.txt", args.prompt_words, seed=1)
@@ -135,24 +141,26 @@ def main() -> None:
 
     completes = {}
     for mode, flags in MODES.items():
-        _, data = mixtral(
-            "complete", "--raw", "-n", str(args.answer_tokens), *common, *flags, stdin=long_prompt, home=home
-        )
+        _, data = mixtral("complete", "--raw", "-n", str(args.answer_tokens), *common, *flags, stdin=long_prompt)
         completes[mode] = data
     reference = run_llama_completion(bin_dir, model, long_prompt, args.answer_tokens, args.threads)
 
     summaries = {}
     for mode, flags in MODES.items():
-        seconds, data = mixtral("summarize", "--max-words", "20", *common, *flags, str(document), home=home)
+        seconds, data = mixtral("summarize", "--max-words", "20", *common, *flags, str(document))
         summaries[mode] = (seconds, data)
 
     print(f"model: {model.name} ({model.stat().st_size / 2**30:.2f} GiB), {args.threads} threads, context {args.ctx}")
     print(
         "calibration (tok/s): plain prompt {plain_prompt:.1f} decode {plain_decode:.1f}, repacked prompt "
-        "{repacked_prompt:.1f} decode {repacked_decode:.1f}, repacking costs {repack_load_s:.2f} s".format(**rates)
+        "{repacked_prompt:.1f} decode {repacked_decode:.1f}, repacking costs {repack_load_s:.2f} s; "
+        "calibrating took {seconds:.1f} s".format(**rates)
     )
     prompt_tokens = completes["repacked"]["prompt_tokens"]
-    print(f"\ncomplete: {prompt_tokens}-token prompt, {args.answer_tokens} answer tokens")
+    print(
+        f"\ncomplete: {prompt_tokens}-token prompt, {args.answer_tokens} answer tokens "
+        f"(auto would choose {auto_choice(rates, prompt_tokens, args.answer_tokens)})"
+    )
     print(f"{'':<18}{'layout ran':>12}{'first token s':>15}{'x llama.cpp':>13}{'decode tok/s':>14}{'x today':>9}")
     today = completes["repacked"]["timings"]["decode_tokens_per_second"]
     rows = {mode: data["timings"] for mode, data in completes.items()}
@@ -167,7 +175,10 @@ def main() -> None:
         f"{reference['decode_tps']:>14.1f}{reference['decode_tps'] / today:>9.3f}"
     )
     _, first = summaries["repacked"]
-    print(f"\nsummarize: {first['tokens_in']} prompt tokens in {first['model_calls']} calls, {first['levels']} per level")
+    print(
+        f"\nsummarize: {first['tokens_in']} prompt tokens in {first['model_calls']} calls, levels {first['levels']} "
+        f"(auto would choose {auto_choice(rates, first['tokens_in'], first['tokens_out'])})"
+    )
     print(f"{'':<18}{'layout ran':>12}{'wall s':>9}{'prompt s':>10}{'decode s':>10}{'x faster than today':>21}")
     base = summaries["repacked"][0]
     for mode, (seconds, data) in summaries.items():

@@ -169,8 +169,9 @@ class Engine:
     def _kv_bytes_per_token(self) -> int:
         llama_cpp = self._llama
         # K and V in f16 for every layer: what each token of context costs in memory.
-        head_dim = llama_cpp.llama_model_n_embd(self._model) // llama_cpp.llama_model_n_head(self._model)
-        return 2 * llama_cpp.llama_model_n_layer(self._model) * head_dim * llama_cpp.llama_model_n_head_kv(self._model) * 2
+        model = self._model
+        head_dim = llama_cpp.llama_model_n_embd(model) // llama_cpp.llama_model_n_head(model)
+        return 2 * llama_cpp.llama_model_n_layer(model) * head_dim * llama_cpp.llama_model_n_head_kv(model) * 2
 
     def _special_ids(self) -> SpecialIds:
         llama_cpp = self._llama
