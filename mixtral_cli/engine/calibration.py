@@ -58,9 +58,12 @@ def cpu_signature() -> str:
 def cached_rates(key: str) -> LayoutRates | None:
     entry = _read_cache().get(key)
     try:
-        return LayoutRates(**entry) if entry else None
+        rates = LayoutRates(**entry) if entry else None
     except TypeError:  # written by another version: measure again
         return None
+    if rates is None or min(rates.plain_prompt, rates.plain_decode, rates.repacked_prompt, rates.repacked_decode) <= 0:
+        return None
+    return rates
 
 
 def store_rates(key: str, rates: LayoutRates) -> None:
