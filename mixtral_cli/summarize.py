@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
+from .engine.layout import Work
 from .engine.model import Engine
 from .engine.options import SamplingOptions
 from .errors import ContextOverflowError, InputError, SummaryContextError
@@ -329,6 +330,7 @@ class Summarizer:
         tokens = self.count_tokens(text)
         if tokens <= budget.one_pass:
             plan.bound = [1]
+            self.engine.prepare(Work(tokens, self.sampling.max_tokens))
             self._start_level(plan, 1)
             return self._final(text, dialogue=dialogue, partials=False, plan=plan, started=started), plan
         if not chunking:
@@ -346,6 +348,9 @@ class Summarizer:
             )
         parts = plan_chunks(text, budget.part, self.count_tokens)
         plan.bound = budget.levels_bound(len(parts))
+        # The whole job for the weight layout: every part read once, and the answers the bound allows.
+        answers = (sum(plan.bound) - 1) * budget.part_answer + self.sampling.max_tokens
+        self.engine.prepare(Work(tokens, answers))
         summaries = self.partial_summaries(parts, budget, dialogue=dialogue, partials=False, plan=plan)
         while sum(map(self.cost, summaries)) > budget.one_pass:
             groups = pack(summaries, budget.part, self.cost)

@@ -7,7 +7,9 @@ quantize``. The tokenizer is the real one, copied from the mistral-common wheel 
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -149,8 +151,8 @@ def _tokenizer_config(vocab_size: int, *, instruct: bool) -> dict[str, object]:
     }
 
 
-def _random_weights(spec: TinyMixtralSpec, vocab_size: int) -> dict[str, np.ndarray]:
-    """Every tensor as BF16 bits, in the checkpoint's order."""
+def _random_weights(spec: TinyMixtralSpec, vocab_size: int) -> Iterator[tuple[str, np.ndarray]]:
+    """Every tensor as BF16 bits, in the checkpoint's order, one at a time (an 8x7B-shaped layer is 2.8 GB)."""
     import numpy as np
 
     rng = np.random.default_rng(spec.seed)
@@ -165,41 +167,45 @@ def _random_weights(spec: TinyMixtralSpec, vocab_size: int) -> dict[str, np.ndar
         # Not all ones, so a norm weight that went missing or to the wrong place changes the logits.
         return float32_to_bf16_bits(1.0 + rng.normal(0.0, 0.1, size=h))
 
-    weights = {"model.embed_tokens.weight": float32_to_bf16_bits(rng.normal(0.0, 1.0, size=(vocab_size, h)))}
+    yield "model.embed_tokens.weight", float32_to_bf16_bits(rng.normal(0.0, 1.0, size=(vocab_size, h)))
     for n in range(spec.num_layers):
         p = f"model.layers.{n}."
-        weights[p + "input_layernorm.weight"] = norm()
-        weights[p + "self_attn.q_proj.weight"] = linear(spec.num_heads * head_dim, h)
-        weights[p + "self_attn.k_proj.weight"] = linear(spec.num_kv_heads * head_dim, h)
-        weights[p + "self_attn.v_proj.weight"] = linear(spec.num_kv_heads * head_dim, h)
-        weights[p + "self_attn.o_proj.weight"] = linear(h, spec.num_heads * head_dim)
-        weights[p + "post_attention_layernorm.weight"] = norm()
-        weights[p + "block_sparse_moe.gate.weight"] = linear(spec.num_experts, h)
+        yield p + "input_layernorm.weight", norm()
+        yield p + "self_attn.q_proj.weight", linear(spec.num_heads * head_dim, h)
+        yield p + "self_attn.k_proj.weight", linear(spec.num_kv_heads * head_dim, h)
+        yield p + "self_attn.v_proj.weight", linear(spec.num_kv_heads * head_dim, h)
+        yield p + "self_attn.o_proj.weight", linear(h, spec.num_heads * head_dim)
+        yield p + "post_attention_layernorm.weight", norm()
+        yield p + "block_sparse_moe.gate.weight", linear(spec.num_experts, h)
         for e in range(spec.num_experts):
             q = f"{p}block_sparse_moe.experts.{e}."
-            weights[q + "w1.weight"] = linear(ffn, h)
-            weights[q + "w2.weight"] = linear(h, ffn)
-            weights[q + "w3.weight"] = linear(ffn, h)
-    weights["model.norm.weight"] = norm()
-    weights["lm_head.weight"] = linear(vocab_size, h)
-    return weights
+            yield q + "w1.weight", linear(ffn, h)
+            yield q + "w2.weight", linear(h, ffn)
+            yield q + "w3.weight", linear(ffn, h)
+    yield "model.norm.weight", norm()
+    yield "lm_head.weight", linear(vocab_size, h)
 
 
-def _write_weights(directory: Path, spec: TinyMixtralSpec, weights: dict[str, np.ndarray]) -> None:
-    names = list(weights)
-    bf16 = {name: ("BF16", array) for name, array in weights.items()}
+def _tensor_count(spec: TinyMixtralSpec) -> int:
+    return 1 + spec.num_layers * (7 + 3 * spec.num_experts) + 2
+
+
+def _write_weights(directory: Path, spec: TinyMixtralSpec, weights: Iterator[tuple[str, np.ndarray]]) -> None:
     if spec.shards <= 1:
+        bf16 = {name: ("BF16", array) for name, array in weights}
         write_file(directory / "model.safetensors", bf16, metadata={"format": "pt"})
         return
-    # Contiguous runs of tensors per shard, as the Hub's sharded checkpoints are laid out.
-    per_shard = -(-len(names) // spec.shards)
+    # Contiguous runs of tensors per shard, as the Hub's sharded checkpoints are laid out; only one shard's
+    # tensors are in memory at a time.
+    per_shard = -(-_tensor_count(spec) // spec.shards)
     weight_map: dict[str, str] = {}
+    total_size = 0
     for i in range(spec.shards):
-        shard_names = names[i * per_shard : (i + 1) * per_shard]
+        shard = {name: ("BF16", array) for name, array in itertools.islice(weights, per_shard)}
         filename = f"model-{i + 1:05d}-of-{spec.shards:05d}.safetensors"
-        write_file(directory / filename, {n: bf16[n] for n in shard_names}, metadata={"format": "pt"})
-        weight_map.update({n: filename for n in shard_names})
-    total_size = sum(array.nbytes for _, array in bf16.values())
+        write_file(directory / filename, shard, metadata={"format": "pt"})
+        weight_map.update({n: filename for n in shard})
+        total_size += sum(array.nbytes for _, array in shard.values())
     _write_json(
         directory / "model.safetensors.index.json", {"metadata": {"total_size": total_size}, "weight_map": weight_map}
     )

@@ -315,7 +315,7 @@ def test_json_reports_chunks_depth_tokens_and_timings(tmp_path):
     assert data["chunks"] == data["levels"][0] > 1 and data["depth"] == len(data["levels"]) >= 2
     assert data["model_calls"] == sum(data["levels"]) <= data["max_model_calls"] == sum(data["max_levels"])
     assert data["tokens_in"] > 0 and data["tokens_out"] > 0
-    assert set(data["timings"]) == {"prompt_eval_s", "decode_s", "total_s"}
+    assert set(data["timings"]) == {"prompt_eval_s", "decode_s", "total_s", "layout"}
     assert "Summarizing, level 1" in result.stderr
 
 

@@ -47,6 +47,7 @@ def chat(
     """
     from ..chat.session import ChatSession, ContextPolicy
     from ..chat.transcript import Transcript
+    from ..engine.layout import for_chat
     from ..engine.model import Engine
     from ..errors import ModelNotFoundError
     from ..models import resolve_model
@@ -69,7 +70,7 @@ def chat(
     transcript.model = spec
 
     def load_engine(name: str) -> Engine:
-        return Engine(resolve_model(name), engine_options, on_notice=print_notice)
+        return Engine(resolve_model(name), for_chat(engine_options), on_notice=print_notice)
 
     session = ChatSession(
         load_engine(spec), transcript, policy=ContextPolicy(context_policy.value), autosave_path=resume

@@ -98,6 +98,15 @@ NCpuMoeOption = Annotated[
 FlashAttnOption = Annotated[
     bool, typer.Option("--flash-attn/--no-flash-attn", rich_help_panel=ENGINE, help="Flash attention where supported.")
 ]
+RepackOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--repack/--no-repack",
+        rich_help_panel=ENGINE,
+        show_default="auto",
+        help="Repack weights for faster decode, or keep the file's layout for faster prompts; auto measures.",
+    ),
+]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel=ENGINE, help="Show llama.cpp's log.")]
 RpcOption = Annotated[
     str | None,
@@ -166,6 +175,7 @@ _ENGINE_OPTIONS = (
     ("cpu_moe", CpuMoeOption, False),
     ("n_cpu_moe", NCpuMoeOption, 0),
     ("flash_attn", FlashAttnOption, True),
+    ("repack", RepackOption, None),
     ("verbose", VerboseOption, False),
     ("rpc", RpcOption, None),
     ("tensor_split", TensorSplitOption, None),

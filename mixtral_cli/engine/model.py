@@ -6,7 +6,7 @@ import ctypes
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..convert.gguf_file import GGUFInfo, inspect_gguf, is_gguf
@@ -25,6 +25,7 @@ from ..store import ModelStore
 from . import logs
 from .devices import has_gpu_backend, init_backend
 from .hardware import available_memory, gpu_on_this_machine, physical_cores
+from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, prefill_elsewhere
 from .options import EngineOptions, SamplingOptions
 from .placement import LoadParams, Placement, describe_placement, plan_model_placement
 from .sampler import build_sampler
@@ -57,6 +58,7 @@ class GenerationStats:
     stop_reason: str = "interrupted"  # eos | stop | length | context | interrupted
     prompt_eval_s: float = 0.0
     decode_s: float = 0.0
+    layout: str = ""  # the weight layout that ran: repacked | plain | hand-over (prompt plain, answer repacked)
 
     @property
     def prompt_tokens_per_second(self) -> float:
@@ -94,8 +96,10 @@ class Engine:
 
         started = time.perf_counter()
         self._llama = llama_cpp
+        self.path = path
         self.options = options
-        notice = on_notice or (lambda text: None)
+        self._threads = options.threads or physical_cores()
+        notice = self._notice = on_notice or (lambda text: None)
         header = _check_file(path)
         init_backend()
         _notice_missing_gpu_backend(notice)
@@ -108,7 +112,16 @@ class Engine:
                 notice(self.placement.notice)
             if self.placement and options.verbose:
                 notice(describe_placement(self.placement))
-            self._model = _load_model(path, self.placement)
+            # On auto the plain layout loads first: it only maps the file, and tokenizing tells the plan the work.
+            # Layers on GPUs or workers keep llama.cpp's default: the choice is about the CPU's kernels.
+            offloaded = self.placement is not None and bool(self.placement.devices) and self.placement.n_gpu_layers > 0
+            self._auto = options.repack is None and not vocab_only and not offloaded
+            repack = options.repack if options.repack is not None else not self._auto
+            self.layout = Layout.REPACKED if repack else Layout.PLAIN
+            self.layout_plan: LayoutPlan | None = None
+            self._prefill: Engine | None = None  # the plain-layout engine of a hand-over
+            self._rates: LayoutRates | None = None
+            self._model = _load_model(path, self.placement, repack=repack)
             try:
                 self.info = _model_info(path, self._model, gpu=bool(self.placement and self.placement.devices))
                 self._vocab = llama_cpp.llama_model_get_vocab(self._model)
@@ -131,7 +144,7 @@ class Engine:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self._context_size(notice)
         params.n_batch = params.n_ubatch = self.options.batch_size
-        params.n_threads = params.n_threads_batch = self.options.threads or physical_cores()
+        params.n_threads = params.n_threads_batch = self._threads
         params.flash_attn_type = (
             llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
             if self.options.flash_attn
@@ -153,18 +166,20 @@ class Engine:
         free = available_memory()
         if free is None or self.info.gpu_offload:
             return wanted
-        llama_cpp = self._llama
-        # K and V in f16 for every layer: what each token of context costs in memory.
-        head_dim = llama_cpp.llama_model_n_embd(self._model) // llama_cpp.llama_model_n_head(self._model)
-        per_token = (
-            2 * llama_cpp.llama_model_n_layer(self._model) * head_dim * llama_cpp.llama_model_n_head_kv(self._model) * 2
-        )
+        per_token = self._kv_bytes_per_token()
         capped = context_that_fits(wanted, bytes_per_token=per_token, free=free, model_bytes=self.info.size_bytes)
         if capped < wanted:
             notice(
                 f"Context capped at {capped} tokens (the model allows {wanted}) to fit in memory; --ctx-size overrides."
             )
         return capped
+
+    def _kv_bytes_per_token(self) -> int:
+        llama_cpp = self._llama
+        # K and V in f16 for every layer: what each token of context costs in memory.
+        model = self._model
+        head_dim = llama_cpp.llama_model_n_embd(model) // llama_cpp.llama_model_n_head(model)
+        return 2 * llama_cpp.llama_model_n_layer(model) * head_dim * llama_cpp.llama_model_n_head_kv(model) * 2
 
     def _special_ids(self) -> SpecialIds:
         llama_cpp = self._llama
@@ -179,6 +194,9 @@ class Engine:
         return ids[0] if len(ids) == 1 else None
 
     def close(self) -> None:
+        if getattr(self, "_prefill", None):
+            self._prefill.close()
+            self._prefill = None
         if getattr(self, "_ctx", None):
             self._llama.llama_free(self._ctx)
             self._ctx = None
@@ -196,6 +214,57 @@ class Engine:
     def cached_tokens(self) -> tuple[int, ...]:
         """The tokens the KV cache holds now; a prompt that starts with them skips evaluating them."""
         return tuple(self._evaluated)
+
+    # -- weight layout --------------------------------------------------------------------------------
+
+    def prepare(self, work: Work) -> LayoutPlan | None:
+        """On auto, settle the weight layout for ``work``: calibrate on first use, then load what the plan chose."""
+        if not self._auto:
+            return self.layout_plan
+        from . import calibration
+
+        self._auto = False
+        # Before anything else loads: the plain model's pages are page cache, which counts as available.
+        available = available_memory()
+        key = calibration.cache_key(self.path, threads=self._threads)
+        rates, repacked = calibration.cached_rates(key), None
+        if rates is None:
+            rates, repacked = calibration.calibrate(self, lambda: self._sibling(repack=True))
+            calibration.store_rates(key, rates)
+        memory = Memory(self.info.size_bytes, self._kv_bytes_per_token() * self.n_ctx, available)
+        plan = choose_layout(work, rates, memory)
+        if plan.layout is not Layout.PLAIN:
+            repacked = repacked or self._sibling(repack=True)
+            self._swap_models(repacked)  # this engine decodes repacked; ``repacked`` now holds the plain model
+        if plan.layout is Layout.HANDOVER:
+            self._prefill, self._rates = repacked, rates
+        elif repacked is not None:
+            repacked.close()
+        self.layout, self.layout_plan = plan.layout, plan
+        if self.options.verbose:
+            self._notice(plan.describe())
+        return plan
+
+    def _sibling(self, *, repack: bool) -> Engine:
+        """Another engine of the same file and context size in the other layout."""
+        return Engine(self.path, replace(self.options, repack=repack, ctx_size=self.n_ctx))
+
+    def _swap_models(self, other: Engine) -> None:
+        for name in ("_model", "_ctx", "_vocab", "_evaluated"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            setattr(self, name, theirs)
+            setattr(other, name, mine)
+
+    def reset_cache(self) -> None:
+        self._llama.llama_memory_clear(self._llama.llama_get_memory(self._ctx), True)
+        self._evaluated.clear()
+
+    def time_evaluation(self, ids: Sequence[int], *, one_by_one: bool) -> float:
+        """Seconds to evaluate ``ids`` after the cache's tokens: in batches, as a prompt, or one by one, as decoding."""
+        started = time.perf_counter()
+        for chunk in [[token] for token in ids] if one_by_one else [list(ids)]:
+            self._feed(chunk)
+        return time.perf_counter() - started
 
     # -- tokens ---------------------------------------------------------------------------------------
 
@@ -249,6 +318,8 @@ class Engine:
         """Generate after ``prompt_ids``; ``answer`` strips the space an Instruct answer starts with."""
         if len(prompt_ids) >= self.n_ctx:
             raise ContextOverflowError(prompt_tokens=len(prompt_ids), n_ctx=self.n_ctx)
+        if self._auto:
+            self.prepare(Work(len(prompt_ids), sampling.max_tokens))
         return Generation(lambda stats: self._generate(list(prompt_ids), sampling, answer, stats))
 
     def _generate(
@@ -257,7 +328,7 @@ class Engine:
         llama_cpp, ctx, vocab = self._llama, self._ctx, self._vocab
         started = time.perf_counter()
         stats.prompt_tokens = len(prompt_ids)
-        stats.prompt_tokens_evaluated = self._evaluate_prompt(prompt_ids)
+        stats.prompt_tokens_evaluated, stats.layout = self._bring_cache_to(prompt_ids)
         stats.prompt_eval_s = time.perf_counter() - started
 
         sampler = build_sampler(sampling)
@@ -303,26 +374,58 @@ class Engine:
             stats.decode_s = time.perf_counter() - decode_started
             llama_cpp.llama_sampler_free(sampler)
 
+    def _bring_cache_to(self, prompt_ids: list[int]) -> tuple[int, str]:
+        """Evaluate the prompt here, or in the hand-over's plain-layout engine and take over its KV cache.
+
+        Returns the tokens evaluated and the layout that evaluated them.
+        """
+        prefill = self._prefill
+        if prefill is not None and self._rates is not None and len(prompt_ids) > 1:
+            own = len(prompt_ids) - _common_prefix(self._evaluated, prompt_ids)
+            theirs = len(prompt_ids) - 1 - _common_prefix(prefill._evaluated, prompt_ids[:-1])
+            if prefill_elsewhere(own, theirs, self._rates):
+                evaluated = prefill._evaluate_prompt(prompt_ids[:-1])
+                self.take_cache_from(prefill)
+                return evaluated + self._evaluate_prompt(prompt_ids), Layout.HANDOVER.value
+        own_layout = Layout.REPACKED if self.layout is Layout.HANDOVER else self.layout
+        return self._evaluate_prompt(prompt_ids), own_layout.value
+
+    def take_cache_from(self, source: Engine) -> None:
+        """Continue from the tokens ``source``'s KV cache holds, as if this engine had evaluated them."""
+        from .handover import copy_sequence
+
+        copy_sequence(source._ctx, self._ctx)
+        self._evaluated[:] = source._evaluated
+
     def _evaluate_prompt(self, prompt_ids: list[int]) -> int:
         """Bring the KV cache to ``prompt_ids``, reusing the prefix it already holds; returns tokens evaluated."""
         llama_cpp = self._llama
-        common = 0
-        for held, wanted in zip(self._evaluated, prompt_ids, strict=False):
-            if held != wanted:
-                break
-            common += 1
         # The last prompt token is always evaluated again: its logits choose the first new token.
-        common = min(common, len(prompt_ids) - 1)
+        common = min(_common_prefix(self._evaluated, prompt_ids), len(prompt_ids) - 1)
         llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), 0, common, -1)
         del self._evaluated[common:]
         pending = prompt_ids[common:]
-        for start in range(0, len(pending), self._n_batch):
-            chunk = pending[start : start + self._n_batch]
+        self._feed(pending)
+        return len(pending)
+
+    def _feed(self, ids: list[int]) -> None:
+        """Evaluate ``ids`` after the cache's tokens, in batches of what the context allows."""
+        llama_cpp = self._llama
+        for start in range(0, len(ids), self._n_batch):
+            chunk = ids[start : start + self._n_batch]
             array = (llama_cpp.llama_token * len(chunk))(*chunk)
             if llama_cpp.llama_decode(self._ctx, llama_cpp.llama_batch_get_one(array, len(chunk))) != 0:
                 raise LlamaCppError("llama.cpp failed to evaluate the prompt.")
             self._evaluated.extend(chunk)
-        return len(pending)
+
+
+def _common_prefix(held: Sequence[int], wanted: Sequence[int]) -> int:
+    common = 0
+    for a, b in zip(held, wanted, strict=False):
+        if a != b:
+            break
+        common += 1
+    return common
 
 
 def context_that_fits(wanted: int, *, bytes_per_token: int, free: int, model_bytes: int) -> int:
@@ -379,7 +482,7 @@ def _check_file(path: Path) -> GGUFInfo:
     return info
 
 
-def _load_model(path: Path, placement: Placement | None):  # noqa: ANN202 - a llama_model_p
+def _load_model(path: Path, placement: Placement | None, *, repack: bool):  # noqa: ANN202 - a llama_model_p
     """The model with ``placement``'s layout; without one, its vocabulary and metadata only."""
     import llama_cpp
 
@@ -389,6 +492,7 @@ def _load_model(path: Path, placement: Placement | None):  # noqa: ANN202 - a ll
         load_params.apply(params)
     else:
         params.vocab_only, params.n_gpu_layers = True, 0
+    params.use_extra_bufts = repack
     model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
     if not model:
         raise GGUFError(

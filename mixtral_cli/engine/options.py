@@ -16,6 +16,9 @@ class EngineOptions:
     cpu_moe: bool = False  # keep every expert tensor in host memory
     n_cpu_moe: int = 0  # keep the experts of the first N layers in host memory
     flash_attn: bool = True
+    # CPU weight layout: True repacks quantized weights at load (llama.cpp's default, faster decode), False
+    # keeps the file's layout (faster prompt processing), None decides by the work and measured rates.
+    repack: bool | None = True
     verbose: bool = False  # show llama.cpp's own log
     rpc: tuple[str, ...] = ()  # workers' HOST:PORT endpoints, whose devices take layers too
     tensor_split: tuple[float, ...] | None = None  # each offload device's share of the layers; None: by free memory

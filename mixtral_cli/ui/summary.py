@@ -45,13 +45,14 @@ def completion_json(engine: Engine, text: str, stats: GenerationStats, *, chat: 
                 "decode_s": round(stats.decode_s, 6),
                 "prompt_tokens_per_second": round(stats.prompt_tokens_per_second, 3),
                 "decode_tokens_per_second": round(stats.decode_tokens_per_second, 3),
+                "layout": stats.layout,
             },
         },
         ensure_ascii=False,
     )
 
 
-def summary_json(text: str, plan: SummaryPlan, *, name: str | None) -> str:
+def summary_json(text: str, plan: SummaryPlan, *, name: str | None, layout: str) -> str:
     """The `--json` object of `mixtral summarize`."""
     import json
 
@@ -69,6 +70,7 @@ def summary_json(text: str, plan: SummaryPlan, *, name: str | None) -> str:
             "prompt_eval_s": round(plan.prompt_eval_s, 6),
             "decode_s": round(plan.decode_s, 6),
             "total_s": round(plan.wall_s, 6),
+            "layout": layout,
         },
     }
     if name is not None:
