@@ -106,3 +106,15 @@ class ContextOverflowError(MixtralError):
         )
         self.prompt_tokens = prompt_tokens
         self.n_ctx = n_ctx
+
+
+class OutputShapeError(MixtralError, ValueError):
+    """A --json-schema, --grammar or --choice that cannot constrain an answer; a usage error."""
+
+    exit_code = 2
+
+
+class AnswerCutError(MixtralError):
+    """A constrained answer ended by --max-tokens or the context before it was complete."""
+
+    exit_code = 3

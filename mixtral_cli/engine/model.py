@@ -256,7 +256,7 @@ class Engine:
         stats.prompt_tokens_evaluated = self._evaluate_prompt(prompt_ids)
         stats.prompt_eval_s = time.perf_counter() - started
 
-        sampler = build_sampler(sampling)
+        sampler = build_sampler(sampling, vocab)
         text = TextStream(stop=sampling.stop, strip_leading_space=answer)
         # One token buffer and one batch, reused: the per-token path allocates nothing.
         token_buffer = (llama_cpp.llama_token * 1)()
