@@ -85,7 +85,9 @@ def bench_model(work: Path) -> Path:
     return model
 
 
-def run_llama_completion(bin_dir: Path, model: Path, prompt_file: Path, tokens: int, threads: int) -> dict:
+def run_llama_completion(
+    bin_dir: Path, model: Path, prompt_file: Path, tokens: int, threads: int, extra: tuple[str, ...] = ()
+) -> dict:
     _, _, _, stderr = measure(
         [
             str(bin_dir / "llama-completion"),
@@ -105,6 +107,7 @@ def run_llama_completion(bin_dir: Path, model: Path, prompt_file: Path, tokens: 
             "0",
             "-no-cnv",
             "--no-display-prompt",
+            *extra,
         ]
     )
     prompt = re.search(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens", stderr)

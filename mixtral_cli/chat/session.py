@@ -16,6 +16,7 @@ from ..engine.options import SamplingOptions
 from ..errors import ContextOverflowError, MixtralError
 from ..paths import mixtral_home
 from ..prompt import Message
+from ..structured import OutputShape, constrained_sampling, with_instruction
 from .transcript import Transcript, Turn
 
 # Room kept for the answer when deciding whether a turn fits: at most this share of the context.
@@ -88,6 +89,7 @@ class ChatSession:
         self.autosave_path = autosave_path or _new_autosave_path(transcript)
         self.last_prompt_ids: list[int] = []
         self.totals = GenerationStats(stop_reason="")
+        self.shape: OutputShape | None = None  # the shape every answer takes, told to the model with each message
 
     # -- the conversation -----------------------------------------------------------------------------
 
@@ -112,7 +114,7 @@ class ChatSession:
         The user's message joins the conversation at once; the answer joins when the chunks are
         consumed or when iteration stops early (Ctrl-C), marked as interrupted then.
         """
-        self.transcript.turns.append(Turn("user", text))
+        self.transcript.turns.append(Turn("user", with_instruction(text, self.shape)))
         try:
             prompt_ids, dropped = self._fit()
         except BaseException:
@@ -151,6 +153,12 @@ class ChatSession:
     def set_sampling(self, **changes: object) -> None:
         self.transcript.sampling = replace(self.transcript.sampling, **changes)
         self.autosave()
+
+    def set_shape(self, shape: OutputShape | None) -> None:
+        """Constrain every answer to ``shape`` (None: free answers), checked against the model's vocabulary."""
+        grammar = constrained_sampling(self.engine.info.path, shape, self.sampling).grammar if shape else None
+        self.shape = shape
+        self.set_sampling(grammar=grammar)
 
     def autosave(self) -> None:
         self.transcript.save(self.autosave_path)

@@ -24,7 +24,7 @@ from . import logs
 from .hardware import available_memory, physical_cores
 from .options import EngineOptions, SamplingOptions
 from .placement import BuftOverrides, plan_placement
-from .sampler import build_sampler
+from .sampler import Sampler
 from .text import TextStream
 
 _MIN_CTX = 512
@@ -256,13 +256,13 @@ class Engine:
         stats.prompt_tokens_evaluated = self._evaluate_prompt(prompt_ids)
         stats.prompt_eval_s = time.perf_counter() - started
 
-        sampler = build_sampler(sampling, vocab)
+        sampler = Sampler(sampling, vocab)
         text = TextStream(stop=sampling.stop, strip_leading_space=answer)
         # One token buffer and one batch, reused: the per-token path allocates nothing.
         token_buffer = (llama_cpp.llama_token * 1)()
         batch = llama_cpp.llama_batch_get_one(token_buffer, 1)
         sample, is_eog, decode, piece = (
-            llama_cpp.llama_sampler_sample,
+            sampler.sample,
             llama_cpp.llama_vocab_is_eog,
             llama_cpp.llama_decode,
             self.piece,
@@ -274,7 +274,7 @@ class Engine:
                 if stats.completion_tokens >= max_tokens:
                     stats.stop_reason = "length"
                     break
-                token = sample(sampler, ctx, -1)
+                token = sample(ctx)
                 if is_eog(vocab, token):
                     stats.stop_reason = "eos"
                     break
@@ -297,7 +297,7 @@ class Engine:
                 yield tail
         finally:
             stats.decode_s = time.perf_counter() - decode_started
-            llama_cpp.llama_sampler_free(sampler)
+            sampler.close()
 
     def _evaluate_prompt(self, prompt_ids: list[int]) -> int:
         """Bring the KV cache to ``prompt_ids``, reusing the prefix it already holds; returns tokens evaluated."""
