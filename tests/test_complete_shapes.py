@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -20,6 +21,12 @@ PERSON = {
     "properties": {"name": {"type": "string", "maxLength": 10}, "age": {"type": "integer", "minimum": 0, "maximum": 99}},
     "required": ["name", "age"],
 }
+
+
+@pytest.fixture(autouse=True)
+def empty_stdin(monkeypatch):
+    """Nothing piped in: the prompt is the argument (pytest's own stdin refuses to be read)."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
 
 
 @pytest.fixture
@@ -52,11 +59,16 @@ def test_json_output_reports_the_answer_and_stop_reason(mixtral, schema_file):
     jsonschema.validate(json.loads(data["text"]), PERSON)
 
 
-def test_json_object_gives_an_object(mixtral):
-    result = mixtral("complete", "-m", "tiny", "--seed", "5", "-n", "200", "--json-object", "Anything")
+def test_json_object_gives_an_object_or_nothing_when_cut(mixtral):
+    # Any object may be as long as it likes, so some of the random model's answers run into --max-tokens.
+    results = [
+        mixtral("complete", "-m", "tiny", "--seed", seed, "-n", "60", "--json-object", "A city as JSON")
+        for seed in range(1, 7)
+    ]
 
-    assert result.exit_code == 0, result.stderr
-    assert isinstance(json.loads(result.stdout), dict)
+    for result in results:
+        assert (result.exit_code, result.stdout) == (3, "") or isinstance(json.loads(result.stdout), dict)
+    assert any(result.exit_code == 0 for result in results)
 
 
 def test_choice_prints_one_label(mixtral):
@@ -127,7 +139,7 @@ def test_bad_shape_is_one_line_and_exit_2_before_the_model_is_found(mixtral, tmp
     [
         ("root ::= answer", "Undefined rule identifier 'answer'"),
         ('root ::= "unclosed', "unexpected end of input"),
-        ('answer ::= "yes"', "does not contain a 'root' symbol"),
+        ('answer ::= "yes"', "grammar does not contain a 'root' symbol"),
     ],
 )
 def test_grammar_that_does_not_parse_is_refused_before_the_model_loads(mixtral, tmp_path, grammar, reason):
