@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .engine.options import SamplingOptions
-from .errors import AnswerCutError, OutputShapeError
+from .errors import AnswerCutError, MixtralError, OutputShapeError
 from .prompt import Message
 
 if TYPE_CHECKING:
@@ -75,14 +75,14 @@ def output_shape(
     return None
 
 
-def read_source(source: str, what: str) -> str:
-    """A file's text, or stdin's for '-'."""
+def read_source(source: str, what: str, *, error: type[MixtralError] = OutputShapeError) -> str:
+    """A file's text, or stdin's for '-'; ``error`` says why it cannot be read."""
     if source == "-":
         return sys.stdin.read()
     try:
         return Path(source).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise OutputShapeError(f"Cannot read the {what} file {source}: {getattr(exc, 'strerror', None) or exc}.") from exc
+        raise error(f"Cannot read the {what} file {source}: {getattr(exc, 'strerror', None) or exc}.") from exc
 
 
 def constrained_sampling(model_path: Path, shape: OutputShape, sampling: SamplingOptions) -> SamplingOptions:

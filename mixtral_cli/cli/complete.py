@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -89,7 +88,8 @@ def complete(
     from ..models import resolve_model
     from ..prompt import PromptMode
     from ..azure_request import parse_request
-    from ..structured import constrained_sampling, output_shape
+    from ..errors import MixtralError
+    from ..structured import constrained_sampling, output_shape, read_source
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
 
@@ -99,7 +99,9 @@ def complete(
         raise typer.BadParameter("give either a prompt or --request, not both.", param_hint="--request")
     mode = PromptMode.RAW if raw else PromptMode.CHAT if chat else PromptMode.AUTO
     shape = output_shape(json_schema=json_schema, json_object=json_object, grammar=grammar, choice=choice)
-    request = parse_request(_read_request(request_file)) if request_file is not None else None
+    request = None
+    if request_file is not None:
+        request = parse_request(read_source(request_file, "request", error=MixtralError))
     text = None if request is not None else _read_prompt(prompt)
     if request is not None:
         shape = request.output_shape() or shape
@@ -163,14 +165,3 @@ def _read_prompt(argument: str | None) -> str:
             "No prompt given.", hint='Pass one as an argument, or pipe it: echo "..." | mixtral complete'
         )
     return "\n\n".join(parts)
-
-
-def _read_request(source: str) -> str:
-    from ..errors import MixtralError
-
-    if source == "-":
-        return sys.stdin.read()
-    try:
-        return Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MixtralError(f"Cannot read the request file {source}: {exc}.") from exc

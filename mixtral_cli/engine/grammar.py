@@ -22,9 +22,8 @@ def check_grammar(path: Path, grammar: str, *, answer: str | None = None) -> int
     of this model's vocabulary that spell ``answer`` (None without one)."""
     import llama_cpp
 
-    from .model import _init_backend
-
-    _init_backend()
+    logs.install()
+    llama_cpp.llama_backend_init()  # idempotent: the engine calls it again when it loads the model
     errors: list[str] = []
     # llama.cpp's log levels: 3 warning, 4 error.
     with logs.log_handler(lambda level, text: level in (3, 4) and errors.append(text)):
