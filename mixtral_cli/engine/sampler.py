@@ -9,7 +9,7 @@ from ..errors import LlamaCppError
 from .options import SamplingOptions
 
 
-def build_sampler(sampling: SamplingOptions):  # noqa: ANN201 - a llama_sampler_p
+def build_sampler(sampling: SamplingOptions, vocab):  # noqa: ANN001, ANN201 - llama_vocab_p, llama_sampler_p
     """The chain llama.cpp's own CLI builds: penalties, top-k, top-p, min-p, temperature, then a draw.
 
     Temperature 0 is greedy: the penalties still apply, the draw is replaced by argmax.
@@ -21,7 +21,8 @@ def build_sampler(sampling: SamplingOptions):  # noqa: ANN201 - a llama_sampler_
     chain = llama_cpp.llama_sampler_chain_init(params)
     add = llama_cpp.llama_sampler_chain_add
     if sampling.repeat_penalty != 1.0:
-        add(chain, llama_cpp.llama_sampler_init_penalties(64, sampling.repeat_penalty, 0.0, 0.0))
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)  # this llama.cpp's signature still takes it first
+        add(chain, llama_cpp.llama_sampler_init_penalties(n_vocab, 64, sampling.repeat_penalty, 0.0, 0.0))
     if sampling.greedy:
         add(chain, llama_cpp.llama_sampler_init_greedy())
         return chain
@@ -40,7 +41,9 @@ class Sampler:
 
     Checking a grammar against the whole vocabulary costs milliseconds per token, so a token is drawn
     first without it and only checked; only when the grammar rejects it is the draw repeated over the
-    tokens the grammar allows. This is how llama.cpp's own common sampler keeps grammars cheap.
+    tokens the grammar allows. This is how llama.cpp's own common sampler keeps grammars cheap. The
+    repeated draw checks the likeliest tokens first: when the chain keeps only the K likeliest (top-k, or
+    greedy's one) and K of those are allowed, the rest of the vocabulary cannot change the draw.
 
     llama.cpp's grammar reads byte tokens with a lenient UTF-8 decoder: it takes a lead byte such as 0xFD,
     or a surrogate or overlong sequence, as one character, where the text is not UTF-8 at all. Under a
@@ -52,7 +55,13 @@ class Sampler:
         import numpy as np
 
         self._llama = llama_cpp
-        self._chain = build_sampler(sampling)
+        self._chain = build_sampler(sampling, vocab)
+        # The penalties are the one sampler of the chain that keeps state, and they change logits before the
+        # K likeliest are kept. Without them, llama.cpp's own sampling call (which also accepts the token into
+        # the chain) may make the first draw, and a repeated draw may start from the likeliest tokens.
+        stateless = sampling.repeat_penalty == 1.0
+        self._chain_draws_first = stateless
+        self._keeps = (1 if sampling.greedy else sampling.top_k) if stateless else 0  # 0: the whole vocabulary
         self._grammar = None
         if sampling.grammar is None:
             return
@@ -61,14 +70,11 @@ class Sampler:
             llama_cpp.llama_sampler_free(self._chain)
             raise LlamaCppError("llama.cpp could not parse the grammar.")
         n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-        # One candidate array for the whole vocabulary, refilled from the logits at each draw.
         self._ids = np.arange(n_vocab, dtype=np.int32)
-        self._candidates = np.zeros(n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
-        self._all = llama_cpp.llama_token_data_array(
-            self._candidates.ctypes.data_as(llama_cpp.llama_token_data_p), n_vocab, -1, False
-        )
-        self._one_token = llama_cpp.llama_token_data(0, 0.0, 0.0)
-        self._one = llama_cpp.llama_token_data_array(ctypes.pointer(self._one_token), 1, -1, False)
+        self._logits = np.zeros(n_vocab, dtype=np.float32)
+        self._all = _Candidates(n_vocab)
+        self._likeliest = _Candidates(min(n_vocab, max(256, 4 * self._keeps)))
+        self._one = _Candidates(1)
         self._byte_of_token, self._refused_after = _utf8_rules(vocab)
         self._refused = self._refused_after[None]
 
@@ -76,38 +82,72 @@ class Sampler:
         llama_cpp = self._llama
         if self._grammar is None:
             return llama_cpp.llama_sampler_sample(self._chain, ctx, -1)
-        token = self._draw(ctx, grammar_first=False)
-        self._one_token.id, self._one_token.logit = token, 0.0
-        self._one.size, self._one.selected = 1, -1
-        llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(self._one))
-        if self._one_token.logit == float("-inf") or token in self._refused:
-            token = self._draw(ctx, grammar_first=True)
+        if self._chain_draws_first:
+            token = llama_cpp.llama_sampler_sample(self._chain, ctx, -1)
+        else:
+            token = self._all.fill(self._ids, self._read_logits(ctx)).pick(self._chain)
+        if token in self._refused or not self._one.fill(token, 0.0).allow(self._grammar):
+            token = self._redraw(ctx)
         llama_cpp.llama_sampler_accept(self._grammar, token)
         llama_cpp.llama_sampler_accept(self._chain, token)
         self._refused = self._refused_after.get(self._byte_of_token.get(token), self._refused_after[None])
         return token
 
-    def _draw(self, ctx, *, grammar_first: bool) -> int:  # noqa: ANN001 - a llama_context_p
+    def _redraw(self, ctx) -> int:  # noqa: ANN001 - a llama_context_p
+        """The draw repeated over the tokens the grammar allows."""
         import numpy as np
 
-        llama_cpp = self._llama
-        n_vocab = len(self._ids)
-        candidates = self._candidates
-        candidates["id"] = self._ids
-        candidates["logit"] = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
-        candidates["p"] = 0.0
-        self._all.size, self._all.selected, self._all.sorted = n_vocab, -1, False
-        if grammar_first:
-            candidates["logit"][list(self._refused)] = float("-inf")
-            llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(self._all))
-        llama_cpp.llama_sampler_apply(self._chain, ctypes.byref(self._all))
-        return int(candidates["id"][self._all.selected])
+        logits = self._read_logits(ctx)
+        logits[list(self._refused)] = float("-inf")
+        if self._keeps:
+            size = len(self._likeliest.data)
+            likeliest = np.argpartition(logits, -size)[-size:]
+            if self._likeliest.fill(likeliest, logits[likeliest]).allow(self._grammar) >= self._keeps:
+                return self._likeliest.pick(self._chain)
+        self._all.fill(self._ids, logits).allow(self._grammar)
+        return self._all.pick(self._chain)
+
+    def _read_logits(self, ctx):  # noqa: ANN001, ANN202 - a llama_context_p; a numpy array
+        import numpy as np
+
+        self._logits[:] = np.ctypeslib.as_array(self._llama.llama_get_logits_ith(ctx, -1), shape=self._logits.shape)
+        return self._logits
 
     def close(self) -> None:
         for sampler in (self._chain, self._grammar):
             if sampler:
                 self._llama.llama_sampler_free(sampler)
         self._chain = self._grammar = None
+
+
+class _Candidates:
+    """Tokens with their logits in llama.cpp's own layout, for its samplers to filter and pick from."""
+
+    def __init__(self, size: int) -> None:
+        import llama_cpp
+        import numpy as np
+
+        self._llama = llama_cpp
+        self.data = np.zeros(size, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+        self._array = llama_cpp.llama_token_data_array(
+            self.data.ctypes.data_as(llama_cpp.llama_token_data_p), size, -1, False
+        )
+
+    def fill(self, ids, logits) -> _Candidates:  # noqa: ANN001 - numpy arrays or scalars
+        self.data["id"], self.data["logit"], self.data["p"] = ids, logits, 0.0
+        self._array.size, self._array.selected, self._array.sorted = len(self.data), -1, False
+        return self
+
+    def allow(self, grammar) -> int:  # noqa: ANN001 - a llama_sampler_p
+        """How many candidates ``grammar`` allows; it marks the others -inf."""
+        import numpy as np
+
+        self._llama.llama_sampler_apply(grammar, ctypes.byref(self._array))
+        return int(np.count_nonzero(self.data["logit"] != float("-inf")))
+
+    def pick(self, chain) -> int:  # noqa: ANN001 - a llama_sampler_p
+        self._llama.llama_sampler_apply(chain, ctypes.byref(self._array))
+        return int(self.data["id"][self._array.selected])
 
 
 # UTF-8's second byte after these lead bytes excludes overlong forms, surrogates and code points past U+10FFFF.
