@@ -16,6 +16,7 @@ from mixtral_cli.engine.grammar import fewest_tokens
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions, SamplingOptions
 from mixtral_cli.errors import AnswerCutError, OutputShapeError
+from mixtral_cli.prompt import PromptMode
 from mixtral_cli.structured import (
     choice_shape,
     constrained_sampling,
@@ -24,6 +25,8 @@ from mixtral_cli.structured import (
     shortest_answer,
     with_instruction,
 )
+
+from .reference import llama_cpp_greedy
 
 SCHEMAS = {
     "nested objects": {
@@ -122,6 +125,19 @@ def test_every_answer_validates_against_its_schema(engine, schema):
 @pytest.mark.parametrize("schema", SCHEMAS.values(), ids=SCHEMAS.keys())
 def test_shortest_answer_of_a_schema_is_a_valid_instance(schema):
     jsonschema.validate(json.loads(shortest_answer(schema_shape(json.dumps(schema)).grammar)), schema)
+
+
+@pytest.mark.parametrize("schema", [SCHEMAS["nested objects"], SCHEMAS["array with min and max items"]])
+def test_greedy_answer_is_llama_cpp_pythons_own_under_the_same_grammar(engine, schema):
+    # Greedy under a grammar is the likeliest allowed token at each step, whichever way it is found.
+    shape = schema_shape(json.dumps(schema))
+    sampling = constrained_sampling(engine.info.path, shape, SamplingOptions(temperature=0, max_tokens=200))
+    ids, _ = engine.completion_ids(PROMPT, mode=PromptMode.RAW)
+    generation = engine.generate(ids, sampling)
+    text = "".join(generation)
+
+    assert generation.stats.stop_reason == "eos"
+    assert text == llama_cpp_greedy(engine.info.path, PROMPT, 200, n_ctx=1024, grammar=shape.grammar)
 
 
 def test_choice_gives_exactly_one_of_the_labels(engine):
