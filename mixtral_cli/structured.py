@@ -48,7 +48,6 @@ class OutputShape:
     grammar: str  # GBNF; its start rule is "root"
     kind: AnswerKind
     instruction: str | None  # what the prompt tells the model about the shape
-    schema: dict | None = None
 
 
 def output_shape(
@@ -120,7 +119,7 @@ def schema_shape(text: str) -> OutputShape:
             hint="README.md lists the schema features it supports.",
         ) from exc
     instruction = f"Answer with JSON that follows this JSON schema:\n{json.dumps(schema, ensure_ascii=False)}"
-    return OutputShape(grammar, AnswerKind.JSON, instruction, schema)
+    return OutputShape(grammar, AnswerKind.JSON, instruction)
 
 
 def json_object_shape() -> OutputShape:
