@@ -85,7 +85,9 @@ def bench_model(work: Path) -> Path:
     return model
 
 
-def run_llama_completion(bin_dir: Path, model: Path, prompt_file: Path, tokens: int, threads: int) -> dict:
+def run_llama_completion(
+    bin_dir: Path, model: Path, prompt_file: Path, tokens: int, threads: int, extra: tuple[str, ...] = ()
+) -> dict:
     _, _, _, stderr = measure(
         [
             str(bin_dir / "llama-completion"),
@@ -105,16 +107,21 @@ def run_llama_completion(bin_dir: Path, model: Path, prompt_file: Path, tokens: 
             "0",
             "-no-cnv",
             "--no-display-prompt",
+            *extra,
         ]
     )
     prompt = re.search(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens", stderr)
     decode = re.search(r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs", stderr)
+    # Sampling (a grammar included) is timed apart from decoding, for every token of the run.
+    sampling = re.search(r"sampling time =\s*([\d.]+) ms", stderr)
     if not prompt or not decode:
         raise SystemExit(f"could not read llama-completion's timings:\n{stderr[-2000:]}")
     return {
         "first_token_s": float(prompt[1]) / 1000,
         "decode_tps": int(decode[2]) / (float(decode[1]) / 1000),
         "tokens": int(decode[2]) + 1,
+        "decode_s": float(decode[1]) / 1000,
+        "sampling_s": float(sampling[1]) / 1000 if sampling else 0.0,
     }
 
 
@@ -164,8 +171,9 @@ def help_seconds(repeat: int) -> float:
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_arguments(description: str) -> argparse.Namespace:
+    """The options of the benchmarks that race llama-completion; the work folder exists afterwards."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--llama-bin", type=Path, help="a folder with llama-completion (default: build it)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mixtral-bench")
     parser.add_argument("--tokens", type=int, default=128)
@@ -173,6 +181,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def main() -> None:
+    args = parse_arguments(__doc__)
 
     bin_dir = args.llama_bin or build_tools(args.work)
     model = bench_model(args.work)

@@ -2,7 +2,8 @@
 
 In: ``{"input_data": {"input_string": [...], "parameters": {...}}}``, where ``input_string`` is a list of
 prompts or one conversation (a list of role/content messages), and ``parameters`` may also sit beside
-``input_data``. Out: ``[{"0": "generated text"}, ...]``, one object per input.
+``input_data``; besides the model cards' parameters, ``json_schema`` constrains every answer to one JSON
+value that follows it. Out: ``[{"0": "generated text"}, ...]``, one object per input.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, replace
 from .engine.options import SamplingOptions
 from .errors import InvalidRequestError, MixtralError
 from .prompt import Message, messages_from_dicts
+from .structured import OutputShape, schema_shape
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,10 @@ class ModelCardRequest:
     top_p: float | None = None
     do_sample: bool = True
     return_full_text: bool = False
+    json_schema: dict | None = None  # each answer is one JSON value that follows it
+
+    def output_shape(self) -> OutputShape | None:
+        return schema_shape(json.dumps(self.json_schema)) if self.json_schema is not None else None
 
     def sampling(self, base: SamplingOptions) -> SamplingOptions:
         """The CLI's sampling options, overridden by the request's parameters."""
@@ -70,7 +76,15 @@ def parse_request(text: str) -> ModelCardRequest:
         top_p=_number(parameters, "top_p", float),
         do_sample=bool(parameters.get("do_sample", True)),
         return_full_text=bool(parameters.get("return_full_text", False)),
+        json_schema=_schema(parameters),
     )
+
+
+def _schema(parameters: dict) -> dict | None:
+    schema = parameters.get("json_schema")
+    if schema is not None and not isinstance(schema, dict):
+        raise InvalidRequestError('"parameters.json_schema" must be a JSON schema object.')
+    return schema
 
 
 def _number(parameters: dict, key: str, kind: type) -> int | float | None:

@@ -202,3 +202,15 @@ class OutputPathError(MixtralError, OSError):
         )
         self.path = path
         self.reason = reason
+
+
+class OutputShapeError(MixtralError, ValueError):
+    """A --json-schema, --grammar or --choice that cannot constrain an answer; a usage error."""
+
+    exit_code = 2
+
+
+class AnswerCutError(MixtralError):
+    """A constrained answer ended by --max-tokens or the context before it was complete."""
+
+    exit_code = 3

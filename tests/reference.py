@@ -50,12 +50,15 @@ def llama_cpp_tokenize(gguf: Path, text: str) -> list[int]:
         llm.close()
 
 
-def llama_cpp_greedy(gguf: Path, prompt: str, max_tokens: int, *, n_ctx: int) -> str:
-    """llama-cpp-python's greedy completion, configured as the engine configures llama.cpp.
+def llama_cpp_greedy(
+    gguf: Path, prompt: str, max_tokens: int, *, n_ctx: int, grammar: str | None = None, repeat_penalty: float = 1.0
+) -> str:
+    """llama-cpp-python's greedy completion (inside a GBNF ``grammar``), configured as the engine configures
+    llama.cpp.
 
     Random weights leave near-ties that any change of kernel flips: same threads, batch and flash attention.
     """
-    from llama_cpp import Llama
+    from llama_cpp import Llama, LlamaGrammar
 
     from mixtral_cli.engine.hardware import physical_cores
 
@@ -70,6 +73,10 @@ def llama_cpp_greedy(gguf: Path, prompt: str, max_tokens: int, *, n_ctx: int) ->
         verbose=False,
     )
     try:
-        return llm.create_completion(prompt, max_tokens=max_tokens, temperature=0)["choices"][0]["text"]
+        constraint = LlamaGrammar.from_string(grammar) if grammar is not None else None
+        completion = llm.create_completion(
+            prompt, max_tokens=max_tokens, temperature=0, grammar=constraint, repeat_penalty=repeat_penalty
+        )
+        return completion["choices"][0]["text"]
     finally:
         llm.close()

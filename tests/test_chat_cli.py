@@ -332,7 +332,7 @@ def test_ctrl_c_while_a_prompt_is_evaluated_returns_to_the_prompt(isolated_home,
     history = tmp_path / "long.json"
     Transcript(
         model="tiny",
-        turns=[Turn("user", "Tell me about experts. " * 700), Turn("assistant", "They route tokens. " * 200)],
+        turns=[Turn("user", "Tell me about experts. " * 2400), Turn("assistant", "They route tokens. " * 400)],
     ).save(history)
     before = Transcript.load(history).turns
     child = spawn_chat("--resume", str(history), "-n", "4", "--ctx-size", "16384")

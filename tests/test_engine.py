@@ -63,6 +63,13 @@ def test_greedy_generation_equals_llama_cpp_python(engines):
     assert ours == llama_cpp_greedy(engine.info.path, "The mixture of experts", GREEDY.max_tokens, n_ctx=512)
 
 
+def test_repeat_penalty_generation_equals_llama_cpp_python(engines):
+    engine = engines[PromptFormat.V1]
+    penalized = SamplingOptions(temperature=0, max_tokens=24, repeat_penalty=1.5)
+    ours = "".join(engine.generate(engine.raw_ids("The mixture of experts"), penalized))
+    assert ours == llama_cpp_greedy(engine.info.path, "The mixture of experts", 24, n_ctx=512, repeat_penalty=1.5)
+
+
 def test_kv_cache_reuse_evaluates_only_new_tokens(engines):
     engine = engines[PromptFormat.V1]
     first = engine.chat_ids([Message("user", "Hello, how are you?")])

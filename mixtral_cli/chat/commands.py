@@ -19,6 +19,7 @@ HELP = """\
 /retry                answer the last message again
 /system [TEXT]        set the system prompt; without TEXT, show it
 /set NAME VALUE       temperature, top_p, top_k, min_p, max_tokens or seed
+/set schema FILE|off  answer in JSON that follows this JSON schema, or freely again
 /show                 the model and the settings
 /context              tokens used and left, turns kept
 /stats                tokens and speed of this session
@@ -91,6 +92,8 @@ def run_command(session: ChatSession, line: str, *, load_engine: Callable[[str],
             )
         session.set_system(rest)
         return CommandResult("System prompt set.")
+    if name == "/set" and args[:1] == ["schema"]:
+        return CommandResult(_set_schema(session, rest[len("schema") :].strip()))
     if name == "/set":
         return CommandResult(_set(session, args))
     if name == "/show":
@@ -137,10 +140,24 @@ def _set(session: ChatSession, args: list[str]) -> str:
     return f"{name} = {value}"
 
 
+def _set_schema(session: ChatSession, source: str) -> str:
+    from ..structured import output_shape
+
+    if not source:
+        raise ChatError("Usage: /set schema FILE (a JSON schema), or /set schema off.")
+    if source == "off":
+        session.set_shape(None)
+        return "Answers are free again."
+    session.set_shape(output_shape(json_schema=source))
+    return "Answers are JSON that follows the schema."
+
+
 def _show(session: ChatSession) -> str:
     info = session.engine.info
     sampling = session.sampling
-    settings = ", ".join(f"{f.name}={getattr(sampling, f.name)}" for f in fields(sampling) if f.name != "stop")
+    settings = ", ".join(
+        f"{f.name}={getattr(sampling, f.name)}" for f in fields(sampling) if f.name not in ("stop", "grammar")
+    )
     return "\n".join(
         [
             f"model: {info.name} ({info.path})",

@@ -17,6 +17,7 @@ from ..engine.options import SamplingOptions
 from ..errors import ChatError, ContextOverflowError
 from ..paths import mixtral_home
 from ..prompt import Message
+from ..structured import OutputShape, constrained_sampling, with_instruction
 from .transcript import Transcript, Turn, now
 
 # Room kept for the answer when deciding whether a turn fits: at most this share of the context.
@@ -91,6 +92,7 @@ class ChatSession:
         self.left_out = 0
         self.last_prompt_ids: list[int] = []
         self.totals = GenerationStats(stop_reason="")
+        self.shape: OutputShape | None = None  # the shape every answer takes, told to the model with each message
 
     # -- the conversation -----------------------------------------------------------------------------
 
@@ -121,7 +123,7 @@ class ChatSession:
         consumed or when iteration stops early (Ctrl-C), marked as interrupted then. A turn that
         fails or brings nothing back leaves the conversation as it was.
         """
-        self.transcript.turns.append(Turn("user", text))
+        self.transcript.turns.append(Turn("user", with_instruction(text, self.shape)))
         return self._start(replaced=None)
 
     def retry(self) -> tuple[Iterator[str], Callable[[], TurnResult]]:
@@ -174,6 +176,12 @@ class ChatSession:
     def set_sampling(self, **changes: object) -> None:
         self.transcript.sampling = replace(self.transcript.sampling, **changes)
         self.autosave()
+
+    def set_shape(self, shape: OutputShape | None) -> None:
+        """Constrain every answer to ``shape`` (None: free answers), checked against the model's vocabulary."""
+        grammar = constrained_sampling(self.engine.info.path, shape, self.sampling).grammar if shape else None
+        self.shape = shape
+        self.set_sampling(grammar=grammar)
 
     def autosave(self) -> None:
         self.transcript.save(self.autosave_path)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..engine.options import EngineOptions, SamplingOptions
+from ..structured import finish_answer, with_instruction
 from .options import ModelOption, SystemOption, runs_a_model
+
+OUTPUT = "Output shape"
 
 
 @runs_a_model
@@ -20,12 +22,45 @@ def complete(
     raw: Annotated[bool, typer.Option("--raw", help="Plain completion, no chat format.")] = False,
     chat: Annotated[bool, typer.Option("--chat", help="The Instruct chat format, whatever the model.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object: text, token counts, timings.")] = False,
-    request: Annotated[
+    request_file: Annotated[
         str | None,
         typer.Option(
             "--request", metavar="FILE|-", help="Answer a model-card (Azure ML) request file.", show_default=False
         ),
     ] = None,
+    json_schema: Annotated[
+        str | None,
+        typer.Option(
+            "--json-schema",
+            metavar="FILE|-|'{...}'",
+            rich_help_panel=OUTPUT,
+            show_default=False,
+            help="Answer with one JSON value that follows this JSON schema.",
+        ),
+    ] = None,
+    json_object: Annotated[
+        bool, typer.Option("--json-object", rich_help_panel=OUTPUT, help="Answer with one JSON object.")
+    ] = False,
+    grammar: Annotated[
+        str | None,
+        typer.Option(
+            "--grammar",
+            metavar="FILE|-",
+            rich_help_panel=OUTPUT,
+            show_default=False,
+            help="Answer in this GBNF grammar (llama.cpp's format; start rule 'root').",
+        ),
+    ] = None,
+    choice: Annotated[
+        str | None,
+        typer.Option(
+            "--choice", metavar="A,B,...", rich_help_panel=OUTPUT, show_default=False, help="Answer with one label."
+        ),
+    ] = None,
+    no_schema_prompt: Annotated[
+        bool,
+        typer.Option("--no-schema-prompt", rich_help_panel=OUTPUT, help="Do not describe the shape in the prompt."),
+    ] = False,
     *,
     sampling: SamplingOptions,
     engine_options: EngineOptions,
@@ -37,55 +72,85 @@ def complete(
     by an Instruct name) get Mistral's chat format, base models plain completion. On a pipe, stdout holds
     the completion and a newline, nothing else.
 
+    With --json-schema, --json-object, --grammar or --choice, llama.cpp's grammar sampler keeps every
+    token inside that shape, and the prompt says which shape is wanted (unless --no-schema-prompt). The
+    answer is printed once complete: one JSON value (or label) alone on stdout. An answer cut by
+    --max-tokens, the context or --stop is not printed and exits 3.
+
     \b
     Examples:
         mixtral complete -m tiny "Write a haiku about experts"
         git diff | mixtral complete -m model.gguf "Write a commit message for this diff" --temperature 0.5
         mixtral complete -m model.gguf --request request.json
+        mixtral complete -m model.gguf --json-schema person.json "Who wrote Faust?" | jq .name
+        mixtral complete -m model.gguf --choice positive,negative,neutral "Sentiment: I love it!"
     """
+    from ..azure_request import parse_request
     from ..engine.model import Engine
+    from ..errors import MixtralError
     from ..models import resolve_model
     from ..prompt import PromptMode
+    from ..structured import constrained_sampling, output_shape, read_source
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
 
     if raw and chat:
         raise typer.BadParameter("--raw and --chat exclude each other.", param_hint="--raw/--chat")
-    if request is not None and prompt is not None:
+    if request_file is not None and prompt is not None:
         raise typer.BadParameter("give either a prompt or --request, not both.", param_hint="--request")
     mode = PromptMode.RAW if raw else PromptMode.CHAT if chat else PromptMode.AUTO
-    request_text = _read_request(request) if request is not None else None
-    text = None if request_text is not None else _read_prompt(prompt)
+    shape = output_shape(json_schema=json_schema, json_object=json_object, grammar=grammar, choice=choice)
+    request = None
+    if request_file is not None:
+        request = parse_request(read_source(request_file, "request", error=MixtralError))
+    text = None if request is not None else _read_prompt(prompt)
+    if request is not None:
+        shape = request.output_shape() or shape
+        sampling = request.sampling(sampling)
     with StageProgress() as progress:
         path = resolve_model(model, progress=progress)
+    if shape is not None:
+        sampling = constrained_sampling(path, shape, sampling)
+    shown = None if no_schema_prompt else shape
     with Engine(path, engine_options, on_notice=print_notice) as engine:
-        if request_text is not None:
-            _answer_request(engine, request_text, sampling, mode=mode, system=system)
+        if request is not None:
+            _answer_request(engine, request, sampling, mode=mode, system=system, shape=shape, shown=shown)
         else:
-            _complete_text(engine, text, sampling, mode=mode, system=system, json_output=json_output)
+            text = with_instruction(text, shown)
+            _complete_text(engine, text, sampling, mode=mode, system=system, json_output=json_output, shape=shape)
 
 
-def _complete_text(engine, text, sampling, *, mode, system, json_output) -> None:  # noqa: ANN001
+def _complete_text(engine, text, sampling, *, mode, system, json_output, shape) -> None:  # noqa: ANN001
+    from ..errors import AnswerCutError
     from ..ui.stream import stream_text
     from ..ui.summary import completion_json
 
     ids, chat = engine.completion_ids(text, system=system, mode=mode)
     generation = engine.generate(ids, sampling, answer=chat)
-    if json_output:
-        typer.echo(completion_json(engine, "".join(generation), generation.stats, chat=chat))
-    else:
+    if shape is None and not json_output:
         stream_text(generation)
+        return
+    generated = "".join(generation)
+    try:
+        answer = generated if shape is None else finish_answer(shape, generated, generation.stats, sampling)
+    except AnswerCutError:
+        if json_output:
+            typer.echo(completion_json(engine, generated, generation.stats, chat=chat))
+        raise
+    typer.echo(completion_json(engine, answer, generation.stats, chat=chat) if json_output else answer)
 
 
-def _answer_request(engine, request_text, sampling, *, mode, system) -> None:  # noqa: ANN001
-    from ..azure_request import parse_request, render_response
+def _answer_request(engine, request, sampling, *, mode, system, shape, shown) -> None:  # noqa: ANN001
+    from ..azure_request import render_response
 
-    request = parse_request(request_text)
     outputs = []
     for index, source in enumerate(request.inputs):
-        prompt = list(source) if isinstance(source, tuple) else source
+        prompt = with_instruction(list(source) if isinstance(source, tuple) else source, shown)
         ids, chat = engine.completion_ids(prompt, system=system, mode=mode)
-        generated = "".join(engine.generate(ids, request.sampling(sampling), answer=chat))
+        generation = engine.generate(ids, sampling, answer=chat)
+        generated = "".join(generation)
+        if shape is not None:
+            generated = finish_answer(shape, generated, generation.stats, sampling)
         outputs.append(request.full_text(index, generated))
     typer.echo(render_response(outputs))
 
@@ -102,9 +167,3 @@ def _read_prompt(argument: str | None) -> str:
             "No prompt given.", hint='Pass one as an argument, or pipe it: echo "..." | mixtral complete'
         )
     return "\n\n".join(parts)
-
-
-def _read_request(source: str) -> str:
-    from ..textinput import read_stdin, read_text_file
-
-    return read_stdin() if source == "-" else read_text_file(Path(source))

@@ -28,7 +28,7 @@ from .hardware import available_memory, gpu_on_this_machine, physical_cores
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, prefill_elsewhere
 from .options import EngineOptions, SamplingOptions
 from .placement import LoadParams, Placement, describe_placement, plan_model_placement
-from .sampler import build_sampler
+from .sampler import Sampler
 from .text import TextStream
 
 _MIN_CTX = 512
@@ -331,13 +331,13 @@ class Engine:
         stats.prompt_tokens_evaluated, stats.layout = self._bring_cache_to(prompt_ids)
         stats.prompt_eval_s = time.perf_counter() - started
 
-        sampler = build_sampler(sampling)
+        sampler = Sampler(sampling, vocab)
         text = TextStream(stop=sampling.stop, strip_leading_space=answer)
         # One token buffer and one batch, reused: the per-token path allocates nothing.
         token_buffer = (llama_cpp.llama_token * 1)()
         batch = llama_cpp.llama_batch_get_one(token_buffer, 1)
         sample, is_eog, decode, piece = (
-            llama_cpp.llama_sampler_sample,
+            sampler.sample,
             llama_cpp.llama_vocab_is_eog,
             llama_cpp.llama_decode,
             self.piece,
@@ -349,7 +349,7 @@ class Engine:
                 if stats.completion_tokens >= max_tokens:
                     stats.stop_reason = "length"
                     break
-                token = sample(sampler, ctx, -1)
+                token = sample(ctx)
                 if is_eog(vocab, token):
                     stats.stop_reason = "eos"
                     break
@@ -372,7 +372,7 @@ class Engine:
                 yield tail
         finally:
             stats.decode_s = time.perf_counter() - decode_started
-            llama_cpp.llama_sampler_free(sampler)
+            sampler.close()
 
     def _bring_cache_to(self, prompt_ids: list[int]) -> tuple[int, str]:
         """Evaluate the prompt here, or in the hand-over's plain-layout engine and take over its KV cache.

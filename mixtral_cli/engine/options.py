@@ -43,6 +43,7 @@ class SamplingOptions:
     seed: int | None = None  # None: a new seed each run
     max_tokens: int = DEFAULT_MAX_TOKENS
     stop: tuple[str, ...] = field(default=())
+    grammar: str | None = None  # GBNF (root rule "root"): every token must keep the answer inside it
 
     @property
     def greedy(self) -> bool:

@@ -1,13 +1,15 @@
-"""llama.cpp's native sampler chain, built from SamplingOptions."""
+"""llama.cpp's native sampler chain, built from SamplingOptions, and a grammar that constrains it."""
 
 from __future__ import annotations
 
+import ctypes
 import random
 
+from ..errors import LlamaCppError
 from .options import SamplingOptions
 
 
-def build_sampler(sampling: SamplingOptions):  # noqa: ANN201 - a llama_sampler_p
+def build_sampler(sampling: SamplingOptions, vocab):  # noqa: ANN001, ANN201 - llama_vocab_p, llama_sampler_p
     """The chain llama.cpp's own CLI builds: penalties, top-k, top-p, min-p, temperature, then a draw.
 
     Temperature 0 is greedy: the penalties still apply, the draw is replaced by argmax.
@@ -19,7 +21,8 @@ def build_sampler(sampling: SamplingOptions):  # noqa: ANN201 - a llama_sampler_
     chain = llama_cpp.llama_sampler_chain_init(params)
     add = llama_cpp.llama_sampler_chain_add
     if sampling.repeat_penalty != 1.0:
-        add(chain, llama_cpp.llama_sampler_init_penalties(64, sampling.repeat_penalty, 0.0, 0.0))
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)  # this llama.cpp's signature still takes it first
+        add(chain, llama_cpp.llama_sampler_init_penalties(n_vocab, 64, sampling.repeat_penalty, 0.0, 0.0))
     if sampling.greedy:
         add(chain, llama_cpp.llama_sampler_init_greedy())
         return chain
@@ -31,3 +34,150 @@ def build_sampler(sampling: SamplingOptions):  # noqa: ANN201 - a llama_sampler_
     seed = sampling.seed if sampling.seed is not None else random.SystemRandom().randrange(2**32 - 1)
     add(chain, llama_cpp.llama_sampler_init_dist(seed))
     return chain
+
+
+class Sampler:
+    """Picks each next token from the context's last logits, inside ``sampling.grammar`` when there is one.
+
+    Checking a grammar against the whole vocabulary costs milliseconds per token, so a token is drawn
+    first without it and only checked; only when the grammar rejects it is the draw repeated over the
+    tokens the grammar allows. This is how llama.cpp's own common sampler keeps grammars cheap. The
+    repeated draw checks the likeliest tokens first: when the chain keeps only the K likeliest (top-k, or
+    greedy's one) and K of those are allowed, the rest of the vocabulary cannot change the draw.
+
+    llama.cpp's grammar reads byte tokens with a lenient UTF-8 decoder: it takes a lead byte such as 0xFD,
+    or a surrogate or overlong sequence, as one character, where the text is not UTF-8 at all. Under a
+    grammar, the byte tokens that would start or continue such a sequence are refused too.
+    """
+
+    def __init__(self, sampling: SamplingOptions, vocab) -> None:  # noqa: ANN001 - a llama_vocab_p
+        import llama_cpp
+        import numpy as np
+
+        self._llama = llama_cpp
+        self._chain = build_sampler(sampling, vocab)
+        # The penalties are the one sampler of the chain that keeps state, and they change logits before the
+        # K likeliest are kept. Without them, llama.cpp's own sampling call (which also accepts the token into
+        # the chain) may make the first draw, and a repeated draw may start from the likeliest tokens.
+        stateless = sampling.repeat_penalty == 1.0
+        self._chain_draws_first = stateless
+        self._keeps = (1 if sampling.greedy else sampling.top_k) if stateless else 0  # 0: the whole vocabulary
+        self._grammar = None
+        if sampling.grammar is None:
+            return
+        self._grammar = llama_cpp.llama_sampler_init_grammar(vocab, sampling.grammar.encode(), b"root")
+        if not self._grammar:
+            llama_cpp.llama_sampler_free(self._chain)
+            raise LlamaCppError("llama.cpp could not parse the grammar.")
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        self._ids = np.arange(n_vocab, dtype=np.int32)
+        self._logits = np.zeros(n_vocab, dtype=np.float32)
+        self._all = _Candidates(n_vocab)
+        self._likeliest = _Candidates(min(n_vocab, max(256, 4 * self._keeps)))
+        self._one = _Candidates(1)
+        self._byte_of_token, self._refused_after = _utf8_rules(vocab)
+        self._refused = self._refused_after[None]
+
+    def sample(self, ctx) -> int:  # noqa: ANN001 - a llama_context_p
+        llama_cpp = self._llama
+        if self._grammar is None:
+            return llama_cpp.llama_sampler_sample(self._chain, ctx, -1)
+        if self._chain_draws_first:
+            token = llama_cpp.llama_sampler_sample(self._chain, ctx, -1)
+        else:
+            token = self._all.fill(self._ids, self._read_logits(ctx)).pick(self._chain)
+        if token in self._refused or not self._one.fill(token, 0.0).allow(self._grammar):
+            token = self._redraw(ctx)
+        llama_cpp.llama_sampler_accept(self._grammar, token)
+        llama_cpp.llama_sampler_accept(self._chain, token)
+        self._refused = self._refused_after.get(self._byte_of_token.get(token), self._refused_after[None])
+        return token
+
+    def _redraw(self, ctx) -> int:  # noqa: ANN001 - a llama_context_p
+        """The draw repeated over the tokens the grammar allows."""
+        import numpy as np
+
+        logits = self._read_logits(ctx)
+        logits[list(self._refused)] = float("-inf")
+        if self._keeps:
+            size = len(self._likeliest.data)
+            likeliest = np.argpartition(logits, -size)[-size:]
+            if self._likeliest.fill(likeliest, logits[likeliest]).allow(self._grammar) >= self._keeps:
+                return self._likeliest.pick(self._chain)
+        self._all.fill(self._ids, logits).allow(self._grammar)
+        return self._all.pick(self._chain)
+
+    def _read_logits(self, ctx):  # noqa: ANN001, ANN202 - a llama_context_p; a numpy array
+        import numpy as np
+
+        self._logits[:] = np.ctypeslib.as_array(self._llama.llama_get_logits_ith(ctx, -1), shape=self._logits.shape)
+        return self._logits
+
+    def close(self) -> None:
+        for sampler in (self._chain, self._grammar):
+            if sampler:
+                self._llama.llama_sampler_free(sampler)
+        self._chain = self._grammar = None
+
+
+class _Candidates:
+    """Tokens with their logits in llama.cpp's own layout, for its samplers to filter and pick from."""
+
+    def __init__(self, size: int) -> None:
+        import llama_cpp
+        import numpy as np
+
+        self._llama = llama_cpp
+        self.data = np.zeros(size, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+        self._array = llama_cpp.llama_token_data_array(
+            self.data.ctypes.data_as(llama_cpp.llama_token_data_p), size, -1, False
+        )
+
+    def fill(self, ids, logits) -> _Candidates:  # noqa: ANN001 - numpy arrays or scalars
+        self.data["id"], self.data["logit"], self.data["p"] = ids, logits, 0.0
+        self._array.size, self._array.selected, self._array.sorted = len(self.data), -1, False
+        return self
+
+    def allow(self, grammar) -> int:  # noqa: ANN001 - a llama_sampler_p
+        """How many candidates ``grammar`` allows; it marks the others -inf."""
+        import numpy as np
+
+        self._llama.llama_sampler_apply(grammar, ctypes.byref(self._array))
+        return int(np.count_nonzero(self.data["logit"] != float("-inf")))
+
+    def pick(self, chain) -> int:  # noqa: ANN001 - a llama_sampler_p
+        self._llama.llama_sampler_apply(chain, ctypes.byref(self._array))
+        return int(self.data["id"][self._array.selected])
+
+
+# UTF-8's second byte after these lead bytes excludes overlong forms, surrogates and code points past U+10FFFF.
+_SECOND_BYTE_REFUSED = {
+    0xE0: range(0x80, 0xA0),
+    0xED: range(0xA0, 0xC0),
+    0xF0: range(0x80, 0x90),
+    0xF4: range(0x90, 0xC0),
+}
+_NEVER_IN_UTF8 = (0xC0, 0xC1, *range(0xF5, 0x100))
+
+
+def _utf8_rules(vocab) -> tuple[dict[int, int], dict[int | None, frozenset[int]]]:  # noqa: ANN001 - a llama_vocab_p
+    """The byte each byte token stands for, and the byte tokens refused after a byte (None: after any other)."""
+    import llama_cpp
+
+    buffer = ctypes.create_string_buffer(8)
+    byte_of_token = {}
+    for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
+        if llama_cpp.llama_vocab_get_attr(vocab, token) & llama_cpp.LLAMA_TOKEN_ATTR_BYTE:
+            if llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False) == 1:
+                byte_of_token[token] = buffer.raw[0]
+    token_of_byte = {byte: token for token, byte in byte_of_token.items()}
+
+    def tokens(values) -> frozenset[int]:  # noqa: ANN001
+        return frozenset(token_of_byte[v] for v in values if v in token_of_byte)
+
+    never = tokens(_NEVER_IN_UTF8)
+    refused_after: dict[int | None, frozenset[int]] = {
+        lead: never | tokens(second) for lead, second in _SECOND_BYTE_REFUSED.items()
+    }
+    refused_after[None] = never
+    return byte_of_token, refused_after

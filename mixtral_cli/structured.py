@@ -1,0 +1,358 @@
+"""Answers of a given shape: a JSON schema, any JSON object, a GBNF grammar, or one of a few labels.
+
+Each becomes a GBNF grammar that llama.cpp's grammar sampler enforces token by token. JSON schemas go
+through llama-cpp-python's own converter (``llama_cpp.llama_grammar``); the keywords it cannot express
+are refused here rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .engine.options import SamplingOptions
+from .errors import AnswerCutError, InputError, MixtralError, OutputShapeError
+from .prompt import Message
+
+if TYPE_CHECKING:
+    from .engine.model import GenerationStats
+
+# What llama-cpp-python's SchemaConverter enforces; every other keyword that constrains is refused.
+CONVERTED_KEYWORDS = frozenset(
+    {
+        "type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems",
+        "maxItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions", "pattern",
+        "minLength", "maxLength", "format",
+    }
+)  # fmt: skip
+ANNOTATIONS = frozenset(
+    {"$schema", "$id", "$comment", "title", "description", "default", "examples", "deprecated", "readOnly"}
+)
+# The converter has no numeric bounds; an integer range this small is given to it as the list of its values.
+_MAX_INTEGER_CHOICES = 1000
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+class AnswerKind(str, Enum):
+    JSON = "json"  # one JSON value, printed as JSON
+    TEXT = "text"  # text as the grammar spells it
+
+
+@dataclass(frozen=True)
+class OutputShape:
+    grammar: str  # GBNF; its start rule is "root"
+    kind: AnswerKind
+    instruction: str | None  # what the prompt tells the model about the shape
+
+
+def output_shape(
+    *, json_schema: str | None = None, json_object: bool = False, grammar: str | None = None, choice: str | None = None
+) -> OutputShape | None:
+    """The shape asked for by at most one of the options (``json_schema``: a file, '-' or the schema itself)."""
+    options = {
+        "--json-schema": json_schema is not None,
+        "--json-object": json_object,
+        "--grammar": grammar is not None,
+        "--choice": choice is not None,
+    }
+    given = [name for name, used in options.items() if used]
+    if len(given) > 1:
+        raise OutputShapeError(f"{' and '.join(given)} exclude each other: give one.")
+    if json_schema is not None:
+        return schema_shape(json_schema if json_schema.lstrip().startswith("{") else read_source(json_schema, "schema"))
+    if json_object:
+        return json_object_shape()
+    if grammar is not None:
+        return grammar_shape(read_source(grammar, "grammar"))
+    if choice is not None:
+        return choice_shape([label.strip() for label in choice.split(",")])
+    return None
+
+
+def read_source(source: str, what: str, *, error: type[MixtralError] = OutputShapeError) -> str:
+    """A file's text, or stdin's for '-', as UTF-8; ``error`` says why it cannot be read."""
+    from .textinput import read_stdin, read_text_file
+
+    try:
+        return read_stdin() if source == "-" else read_text_file(Path(source))
+    except InputError as exc:
+        raise error(f"Cannot read the {what} file: {exc.message}", hint=exc.hint) from exc
+
+
+def constrained_sampling(model_path: Path, shape: OutputShape, sampling: SamplingOptions) -> SamplingOptions:
+    """``sampling`` with the shape's grammar, once llama.cpp has parsed it and the token budget can hold an answer."""
+    from .engine.grammar import check_grammar
+
+    shortest = shortest_answer(shape.grammar)
+    needed = check_grammar(model_path, shape.grammar, answer=shortest)
+    # The answer's end (the end-of-sequence token) is sampled after its last token, under the same budget.
+    if needed is not None and sampling.max_tokens < needed + 1:
+        raise OutputShapeError(
+            f"--max-tokens {sampling.max_tokens} is too small: the shortest valid answer, {shortest}, "
+            f"takes {needed} tokens and its end one more.",
+            hint=f"Give --max-tokens {needed + 1} or more.",
+        )
+    return replace(sampling, grammar=shape.grammar)
+
+
+def schema_shape(text: str) -> OutputShape:
+    """A JSON schema as a grammar; a schema that is not JSON, or that the converter cannot express, is refused."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OutputShapeError(f"The schema is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}).") from exc
+    if not isinstance(schema, dict):
+        raise OutputShapeError("The schema must be a JSON object.")
+    converted = _bounded_integers_as_enums(schema, "")
+    try:
+        grammar = json_schema_to_gbnf(json.dumps(converted))
+    except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise OutputShapeError(
+            f"llama-cpp-python's schema converter cannot express this schema: {exc or type(exc).__name__}.",
+            hint="README.md lists the schema features it supports.",
+        ) from exc
+    instruction = f"Answer with JSON that follows this JSON schema:\n{json.dumps(schema, ensure_ascii=False)}"
+    return OutputShape(grammar, AnswerKind.JSON, instruction)
+
+
+def json_object_shape() -> OutputShape:
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    return OutputShape(json_schema_to_gbnf('{"type": "object"}'), AnswerKind.JSON, "Answer with a JSON object.")
+
+
+def grammar_shape(text: str) -> OutputShape:
+    """A GBNF grammar as llama.cpp takes it; llama.cpp's parser checks it against the model's vocabulary."""
+    if not text.strip():
+        raise OutputShapeError("The grammar is empty.")
+    return OutputShape(text, AnswerKind.TEXT, None)
+
+
+def choice_shape(labels: list[str]) -> OutputShape:
+    if not labels or any(not label for label in labels):
+        raise OutputShapeError("--choice needs labels separated by commas, none of them empty: --choice yes,no.")
+    grammar = "root ::= " + " | ".join(_literal(label) for label in labels)
+    return OutputShape(grammar, AnswerKind.TEXT, f"Answer with exactly one of: {', '.join(labels)}.")
+
+
+def with_instruction(prompt: str | list[Message], shape: OutputShape | None) -> str | list[Message]:
+    """The prompt (or the conversation's last message), with the shape of the answer said after it."""
+    if shape is None or shape.instruction is None:
+        return prompt
+    if isinstance(prompt, str):
+        return f"{prompt}\n\n{shape.instruction}"
+    *earlier, last = prompt
+    return [*earlier, replace(last, content=f"{last.content}\n\n{shape.instruction}")]
+
+
+def finish_answer(shape: OutputShape, text: str, stats: GenerationStats, sampling: SamplingOptions) -> str:
+    """The answer to print: one JSON value (re-serialized) or the grammar's text; a cut answer raises."""
+    if stats.stop_reason != "eos":
+        cause = {"length": f"--max-tokens ({sampling.max_tokens})", "context": "the context"}.get(
+            stats.stop_reason, "a --stop text"
+        )
+        raise AnswerCutError(
+            f"The answer was cut by {cause} before it was complete; it is not printed.",
+            hint="Raise --max-tokens (or --ctx-size), or ask for a shorter answer.",
+        )
+    if shape.kind is AnswerKind.TEXT:
+        return text
+    try:
+        # The converter lets strings hold raw control characters, which strict JSON refuses: read them leniently
+        # and write them escaped.
+        value = json.loads(text, strict=False)
+    except json.JSONDecodeError as exc:
+        raise OutputShapeError(
+            f"The answer is not valid JSON ({exc.msg}); the schema's patterns may allow unescaped quotes.",
+            hint="Use character classes instead of '.' in patterns.",
+        ) from exc
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _literal(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+_SCHEMA_MAPS = ("properties", "$defs", "definitions")  # name -> schema
+_SCHEMA_LISTS = ("prefixItems", "anyOf", "oneOf", "allOf")
+
+
+def _bounded_integers_as_enums(schema: object, where: str) -> object:
+    """The schema with small integer ranges listed out; a keyword the converter would ignore is refused."""
+    if not isinstance(schema, dict):
+        return schema
+    bounds = {key: schema[key] for key in _BOUNDS if key in schema}
+    if bounds:
+        schema = {**{k: v for k, v in schema.items() if k not in bounds}, "enum": _integer_range(schema, bounds, where)}
+    converted = {}
+    for key, value in schema.items():
+        path = f"{where}/{key}"
+        if key not in CONVERTED_KEYWORDS and key not in ANNOTATIONS:
+            raise OutputShapeError(
+                f'The schema\'s "{key}" (at {where or "/"}) is beyond what llama-cpp-python\'s converter can express.',
+                hint="README.md lists the schema features it supports.",
+            )
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            value = {name: _bounded_integers_as_enums(sub, f"{path}/{name}") for name, sub in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list) or key == "items" and isinstance(value, list):
+            value = [_bounded_integers_as_enums(sub, f"{path}/{i}") for i, sub in enumerate(value)]
+        elif key in ("items", "additionalProperties"):
+            value = _bounded_integers_as_enums(value, path)
+        converted[key] = value
+    return converted
+
+
+def _integer_range(schema: dict, bounds: dict, where: str) -> list[int]:
+    low = bounds.get("minimum", bounds.get("exclusiveMinimum"))
+    high = bounds.get("maximum", bounds.get("exclusiveMaximum"))
+    integral = all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high))
+    if schema.get("type") != "integer" or not integral:
+        raise OutputShapeError(
+            f"The schema's bounds {', '.join(bounds)} (at {where or '/'}) are beyond what llama-cpp-python's "
+            f"converter can express, except as an integer range with both ends.",
+            hint="Use an integer range, an enum, or drop the bounds.",
+        )
+    low += "exclusiveMinimum" in bounds
+    high -= "exclusiveMaximum" in bounds
+    if not 0 < high - low + 1 <= _MAX_INTEGER_CHOICES:
+        raise OutputShapeError(
+            f"The integer range at {where or '/'} holds {max(high - low + 1, 0)} values; "
+            f"from 1 to {_MAX_INTEGER_CHOICES} can be enforced."
+        )
+    return list(range(low, high + 1))
+
+
+# -- the shortest answer a grammar allows --------------------------------------------------------------
+
+_GBNF_TOKEN = re.compile(
+    r"""\s*(?:(?P<define>::=)|(?P<name>[a-zA-Z0-9_-]+)|(?P<literal>"(?:\\.|[^"\\])*")|(?P<cls>\[(?:\\.|[^\]\\])*\])"""
+    r"""|(?P<repeat>\{\s*\d+\s*(?:,\s*\d*\s*)?\})|(?P<op>[()|?*+.])|(?P<comment>\#[^\n]*))"""
+)
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)")
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
+
+
+def shortest_answer(grammar: str) -> str | None:
+    """The shortest text ``grammar`` accepts (None if it uses syntax this reading does not cover)."""
+    try:
+        rules = _parse_gbnf(grammar)
+    except ValueError:
+        return None
+    shortest: dict[str, str] = {}
+    changed = True
+    while changed:  # a fixed point: each pass can only shorten a rule's best text
+        changed = False
+        for name, body in rules.items():
+            text = _shortest(body, shortest)
+            if text is not None and (name not in shortest or len(text) < len(shortest[name])):
+                shortest[name] = text
+                changed = True
+    return shortest.get("root")
+
+
+def _unescape(text: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        code = match[1]
+        return chr(int(code[1:], 16)) if len(code) > 1 else _ESCAPES.get(code, code)
+
+    return _ESCAPE.sub(one, text)
+
+
+def _parse_gbnf(grammar: str) -> dict[str, tuple]:
+    tokens = []
+    position = 0
+    while position < len(grammar.rstrip()):
+        match = _GBNF_TOKEN.match(grammar, position)
+        if not match or match.end() == position:
+            raise ValueError(grammar[position:])
+        position = match.end()
+        if match.lastgroup != "comment":
+            tokens.append((match.lastgroup, match[match.lastgroup]))
+    rules: dict[str, tuple] = {}
+    index = 0
+    while index < len(tokens):
+        if tokens[index][0] != "name" or index + 1 >= len(tokens) or tokens[index + 1][0] != "define":
+            raise ValueError(tokens[index])
+        end = next(
+            (i for i in range(index + 2, len(tokens) - 1) if tokens[i][0] == "name" and tokens[i + 1][0] == "define"),
+            len(tokens),
+        )
+        body, rest = _alternatives(tokens[index + 2 : end], 0)
+        if rest != end - index - 2:
+            raise ValueError(tokens[index])
+        rules[tokens[index][1]] = body
+        index = end
+    return rules
+
+
+def _alternatives(tokens: list, index: int) -> tuple[tuple, int]:
+    options = []
+    while True:
+        sequence, index = _sequence(tokens, index)
+        options.append(sequence)
+        if index < len(tokens) and tokens[index] == ("op", "|"):
+            index += 1
+            continue
+        return ("alt", options), index
+
+
+def _sequence(tokens: list, index: int) -> tuple[tuple, int]:
+    items = []
+    while index < len(tokens) and tokens[index] not in (("op", "|"), ("op", ")")):
+        kind, value = tokens[index]
+        index += 1
+        if kind == "op" and value == "(":
+            item, index = _alternatives(tokens, index)
+            if index >= len(tokens) or tokens[index] != ("op", ")"):
+                raise ValueError("unclosed group")
+            index += 1
+        elif kind == "literal":
+            item = ("text", _unescape(value[1:-1]))
+        elif kind == "cls":
+            item = ("text", _class_member(value))
+        elif kind == "op" and value == ".":
+            item = ("text", "a")
+        elif kind == "name":
+            item = ("rule", value)
+        else:
+            raise ValueError(value)
+        while index < len(tokens) and (tokens[index][0] == "repeat" or tokens[index][1] in ("?", "*", "+")):
+            marker = tokens[index][1]
+            least = 0 if marker in "?*" else 1 if marker == "+" else int(marker[1:].split(",")[0].strip("} "))
+            item = ("repeat", item, least)
+            index += 1
+        items.append(item)
+    return ("seq", items), index
+
+
+def _class_member(text: str) -> str:
+    """One character the class [...] matches."""
+    body = text[1:-1]
+    negated = body.startswith("^")
+    members = _unescape(body[1:] if negated else body)
+    if not negated:
+        return members[0] if members else ""
+    return next(c for c in "a0 A_" if c not in members)
+
+
+def _shortest(node: tuple, known: dict[str, str]) -> str | None:
+    kind = node[0]
+    if kind == "text":
+        return node[1]
+    if kind == "rule":
+        return known.get(node[1])
+    if kind == "repeat":
+        part = _shortest(node[1], known) if node[2] else ""
+        return None if part is None else part * node[2]
+    parts = [_shortest(child, known) for child in node[1]]
+    if kind == "seq":
+        return None if None in parts else "".join(parts)  # type: ignore[arg-type]
+    candidates = [p for p in parts if p is not None]
+    return min(candidates, key=len) if candidates else None

@@ -1,0 +1,208 @@
+"""Answers of a given shape on the tiny model, whose random weights leave the grammar to do all the work."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+
+import jsonschema
+import pytest
+
+from mixtral_cli.chat.commands import run_command
+from mixtral_cli.chat.session import ChatSession
+from mixtral_cli.chat.transcript import Transcript
+from mixtral_cli.engine.grammar import fewest_tokens
+from mixtral_cli.engine.model import Engine
+from mixtral_cli.engine.options import EngineOptions, SamplingOptions
+from mixtral_cli.errors import AnswerCutError, OutputShapeError
+from mixtral_cli.prompt import PromptMode
+from mixtral_cli.structured import (
+    choice_shape,
+    constrained_sampling,
+    finish_answer,
+    schema_shape,
+    shortest_answer,
+    with_instruction,
+)
+
+from .reference import llama_cpp_greedy
+
+SCHEMAS = {
+    "nested objects": {
+        "type": "object",
+        "properties": {
+            "person": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "maxLength": 6},
+                    "address": {
+                        "type": "object",
+                        "properties": {
+                            "city": {"type": "string", "maxLength": 5},
+                            "floor": {"type": "integer", "minimum": 0, "maximum": 9},
+                        },
+                        "required": ["city", "floor"],
+                    },
+                },
+                "required": ["name", "address"],
+            },
+            "ok": {"type": "boolean"},
+        },
+        "required": ["person", "ok"],
+    },
+    "array with min and max items": {
+        "type": "array",
+        "items": {"type": "string", "maxLength": 3},
+        "minItems": 2,
+        "maxItems": 4,
+    },
+    "enums": {
+        "type": "object",
+        "properties": {"colour": {"enum": ["red", "green", "blue"]}, "size": {"enum": [1, 2, None, "XL"]}},
+        "required": ["colour", "size"],
+    },
+    "numbers with ranges": {
+        "type": "object",
+        "properties": {
+            "dice": {"type": "integer", "minimum": 1, "maximum": 6},
+            "offset": {"type": "integer", "exclusiveMinimum": -10, "exclusiveMaximum": 10},
+            "score": {"type": "number"},
+        },
+        "required": ["dice", "offset", "score"],
+    },
+    "required and optional properties": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer", "minimum": 0, "maximum": 999},
+            "nickname": {"type": "string", "maxLength": 4},
+            "admin": {"type": "boolean"},
+            "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2},
+        },
+        "required": ["id"],
+    },
+    "strings with patterns and formats": {
+        "type": "object",
+        "properties": {
+            "code": {"type": "string", "pattern": "^[A-Z]{2}-[0-9]{3}$"},
+            "word": {"type": "string", "pattern": "^(yes|no|maybe)!?$"},
+            "day": {"type": "string", "format": "date"},
+        },
+        "required": ["code", "word", "day"],
+    },
+}
+SEEDS = range(5)
+PROMPT = "Describe the thing you like most."
+# Every token the grammar allows may be drawn: the constraint, not the sampler, must keep answers valid.
+FREE = SamplingOptions(temperature=1.0, top_k=0, min_p=0.0, max_tokens=300)
+
+
+@pytest.fixture(scope="module")
+def engine(demo_model):
+    with Engine(demo_model, EngineOptions(ctx_size=1024)) as loaded:
+        yield loaded
+
+
+def answers(engine: Engine, shape, sampling: SamplingOptions) -> list[str]:
+    """One answer per seed of SEEDS."""
+    sampling = constrained_sampling(engine.info.path, shape, sampling)
+    return [answer(engine, shape, replace(sampling, seed=seed)) for seed in SEEDS]
+
+
+def answer(engine: Engine, shape, sampling: SamplingOptions) -> str:
+    ids, chat = engine.completion_ids(with_instruction(PROMPT, shape))
+    generation = engine.generate(ids, sampling, answer=chat)
+    text = "".join(generation)
+    return finish_answer(shape, text, generation.stats, sampling)
+
+
+@pytest.mark.parametrize("schema", SCHEMAS.values(), ids=SCHEMAS.keys())
+def test_every_answer_validates_against_its_schema(engine, schema):
+    for text in answers(engine, schema_shape(json.dumps(schema)), FREE):
+        jsonschema.validate(json.loads(text), schema)
+
+
+@pytest.mark.parametrize("schema", SCHEMAS.values(), ids=SCHEMAS.keys())
+def test_shortest_answer_of_a_schema_is_a_valid_instance(schema):
+    jsonschema.validate(json.loads(shortest_answer(schema_shape(json.dumps(schema)).grammar)), schema)
+
+
+@pytest.mark.parametrize("schema", [SCHEMAS["nested objects"], SCHEMAS["array with min and max items"]])
+def test_greedy_answer_is_llama_cpp_pythons_own_under_the_same_grammar(engine, schema):
+    # Greedy under a grammar is the likeliest allowed token at each step, whichever way it is found.
+    shape = schema_shape(json.dumps(schema))
+    sampling = constrained_sampling(engine.info.path, shape, SamplingOptions(temperature=0, max_tokens=200))
+    ids, _ = engine.completion_ids(PROMPT, mode=PromptMode.RAW)
+    generation = engine.generate(ids, sampling)
+    text = "".join(generation)
+
+    assert generation.stats.stop_reason == "eos"
+    assert text == llama_cpp_greedy(engine.info.path, PROMPT, 200, n_ctx=1024, grammar=shape.grammar)
+
+
+def test_choice_gives_exactly_one_of_the_labels(engine):
+    labels = ["positive", "negative", "neutral"]
+    shape = choice_shape(labels)
+    assert set(answers(engine, shape, replace(FREE, max_tokens=20))) <= set(labels)
+
+
+def test_fewest_tokens_finds_the_shortest_spelling():
+    assert fewest_tokens(b"abcd", {b"a", b"b", b"c", b"d", b"ab", b"bcd"}) == 2
+
+
+def test_answer_cut_by_the_token_budget_is_refused(engine):
+    shape = schema_shape('{"type": "string", "minLength": 30}')
+    sampling = constrained_sampling(engine.info.path, shape, SamplingOptions(seed=1, max_tokens=12))
+    with pytest.raises(AnswerCutError):
+        answer(engine, shape, sampling)
+
+
+def test_budget_below_the_shortest_answer_is_refused(engine):
+    shape = schema_shape(json.dumps(SCHEMAS["nested objects"]))
+    with pytest.raises(OutputShapeError, match="--max-tokens 5 is too small"):
+        constrained_sampling(engine.info.path, shape, SamplingOptions(max_tokens=5))
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ('{"type": "number", "minimum": 0}', "minimum"),
+        ('{"type": "integer", "minimum": 0, "maximum": 100000}', "100001 values"),
+        ('{"not": {"type": "string"}}', '"not"'),
+        ('{"type": "array", "uniqueItems": true}', '"uniqueItems"'),
+        ('{"type": "string", "pattern": "[a-z]+"}', 'start with "^"'),
+        ('{"$ref": "https://example.com/schema.json"}', "cannot express"),
+    ],
+)
+def test_schema_feature_the_converter_cannot_express_is_refused(schema, message):
+    with pytest.raises(OutputShapeError, match=re.escape(message)):
+        schema_shape(schema)
+
+
+def test_property_named_like_a_keyword_is_a_property():
+    schema = {"type": "object", "properties": {"minimum": {"type": "boolean"}}, "required": ["minimum"]}
+    assert '"\\"minimum\\""' in schema_shape(json.dumps(schema)).grammar
+
+
+def test_chat_set_schema_makes_every_answer_follow_it(engine, tmp_path):
+    schema = SCHEMAS["enums"]
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    sampling = SamplingOptions(temperature=1.0, seed=3, max_tokens=100)
+    session = ChatSession(engine, Transcript(model="tiny", sampling=sampling), autosave_path=tmp_path / "chat.json")
+    run_command(session, f"/set schema {tmp_path / 'schema.json'}", load_engine=None)
+    for question in ("What colour?", "And now?"):
+        chunks, finish = session.send(question)
+        text = "".join(chunks)
+        finish()
+        jsonschema.validate(json.loads(text), schema)
+
+
+def test_chat_set_schema_off_frees_the_answers(engine, tmp_path):
+    session = ChatSession(
+        engine,
+        Transcript(model="tiny", sampling=replace(SamplingOptions(), max_tokens=8)),
+        autosave_path=tmp_path / "c",
+    )
+    run_command(session, '/set schema {"type": "boolean"}', load_engine=None)
+    run_command(session, "/set schema off", load_engine=None)
+    assert session.shape is None and session.sampling.grammar is None
