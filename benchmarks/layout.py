@@ -26,37 +26,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import measure
+from common import measure, shaped_8x7b_model
 from decode import build_tools, run_llama_completion
-
-from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
 
 WORDS = (
     "the router sends each token to two experts while the rest stay idle and memory bandwidth sets the pace "
     "of decoding but prompt processing is bound by arithmetic"
 ).split()
-
-
-def bench_model(work: Path, layers: int) -> Path:
-    model = work / f"8x7b-shaped-{layers}-layers-Q4_K_M.gguf"
-    if model.exists():
-        return model
-    spec = TinyMixtralSpec(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_layers=layers,
-        num_experts=8,
-        num_heads=32,
-        num_kv_heads=8,
-        shards=4 * layers + 2,  # a few tensors per shard: one shard is in memory while it is written
-    )
-    checkpoint = work / f"8x7b-shaped-{layers}-layers"
-    if not (checkpoint / "config.json").exists():
-        print(f"building the {layers}-layer 8x7B-shaped checkpoint ...", flush=True)
-        build_tiny_mixtral(checkpoint, spec)
-    print("quantizing to Q4_K_M ...", flush=True)
-    measure([sys.executable, "-m", "mixtral_cli", "quantize", str(checkpoint), "--type", "Q4_K_M", "-o", str(model)])
-    return model
 
 
 def text_file(path: Path, words: int, *, seed: int) -> Path:
@@ -130,7 +106,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
 
     bin_dir = args.llama_bin or build_tools(args.work)
-    model = bench_model(args.work, args.layers)
+    model = shaped_8x7b_model(args.work, args.layers)
     os.environ["MIXTRAL_HOME"] = str(args.work / "home")
     _, _, stdout, _ = measure([sys.executable, "-c", SEED_HAND_OVER, str(model), str(args.threads)])
     rates = json.loads(stdout)
