@@ -4,7 +4,9 @@ The model has 8x7B's real tensor shapes (hidden 4096, FFN 14336, 32 heads, 8 KV 
 a few of its 32 layers, at Q4_K_M. The workers run on this machine, on loopback: what this measures is the
 RPC path's own cost (serialisation, round trips, a graph per device), not a network's. Every worker sits
 behind a byte-counting proxy, so the bytes sent per generated token are counted, not estimated: a run of
-1 token and a run of 1 + N tokens from the same prompt differ by exactly N tokens of traffic.
+1 token and a run of 1 + N tokens from the same prompt differ by exactly N tokens of traffic. Every run
+uses llama.cpp's default (repacked) CPU layout, so the local rows decode as `mixtral complete` does today;
+workers keep weights in the file's layout, as llama.cpp's RPC server always does.
 
     python benchmarks/rpc.py [--work DIR] [--layers 2] [--tokens 64] [--threads 2] [--repeat 2]
 """
@@ -12,6 +14,7 @@ behind a byte-counting proxy, so the bytes sent per generated token are counted,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -44,17 +47,26 @@ class CountingProxy:
         while True:
             client, _ = self.listener.accept()
             upstream = socket.create_connection(("127.0.0.1", self.target))
+            for end in (client, upstream):  # as ggml's own sockets: no Nagle delay on small messages
+                end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for source, sink, outbound in ((client, upstream, True), (upstream, client, False)):
                 threading.Thread(target=self._pipe, args=(source, sink, outbound), daemon=True).start()
 
     def _pipe(self, source: socket.socket, sink: socket.socket, outbound: bool) -> None:
-        while data := source.recv(1 << 20):
-            if outbound:
-                self.sent += len(data)
-            else:
-                self.received += len(data)
-            sink.sendall(data)
-        sink.close()
+        try:
+            while data := source.recv(1 << 20):
+                if outbound:
+                    self.sent += len(data)
+                else:
+                    self.received += len(data)
+                sink.sendall(data)
+            # Pass the end on: a worker serves one client at a time and must see this one leave. (close()
+            # would not do it while the other direction's thread still waits in recv on the same socket.)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
 
     @property
     def total(self) -> int:
@@ -79,7 +91,7 @@ def start_worker(work: Path, name: str, threads: int) -> tuple[subprocess.Popen,
 def complete(model: Path, tokens: int, threads: int, extra: list[str]) -> dict:
     _, _, stdout, _ = measure(
         [sys.executable, "-m", "mixtral_cli", "complete", "-m", str(model), "--raw", "--json", "--temperature", "0",
-         "-n", str(tokens), "-t", str(threads), "-c", "1024", *extra, PROMPT]
+         "-n", str(tokens), "-t", str(threads), "-c", "1024", "--repack", *extra, PROMPT]
     )
     return json.loads(stdout)
 
@@ -122,7 +134,8 @@ def main() -> None:
                 if best is None or timings["decode_tokens_per_second"] > best["decode_tps"]:
                     results[name] = {
                         "decode_tps": timings["decode_tokens_per_second"],
-                        "first_token_s": short["timings"]["prompt_eval_s"],
+                        # Graphs run asynchronously on workers: the first token is there once it is sampled.
+                        "first_token_s": short["timings"]["prompt_eval_s"] + short["timings"]["decode_s"],
                         "bytes_per_token": per_token,
                     }
     finally:
