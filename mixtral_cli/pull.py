@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .catalog import CATALOG, CatalogModel, GGUFRepo, ModelRef, gguf_repo
-from .convert.gguf_file import inspect_gguf
 from .engine.hardware import gpu_memory, physical_cores, total_memory
 from .errors import DiskSpaceError, GGUFError, QuantizationNotFoundError
+from .gguf_header import inspect_gguf
 from .gguf_naming import check_shards, quantizations
 from .hub import (
     HubError,

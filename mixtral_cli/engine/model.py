@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..convert.gguf_file import GGUFInfo, inspect_gguf, is_gguf
 from ..errors import ContextOverflowError, GGUFError, LegacyLayoutError, LlamaCppError, ModelNotFoundError
+from ..gguf_header import GGUFInfo, inspect_gguf, is_gguf
 from ..instruct import CHAT_TEMPLATE_KEY, instruct_from_data
 from ..prompt import (
     InvalidConversationError,
