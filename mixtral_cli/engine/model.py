@@ -13,12 +13,12 @@ from ..errors import ContextOverflowError, GGUFError, LegacyLayoutError, LlamaCp
 from ..gguf_header import GGUFInfo, inspect_gguf, is_gguf
 from ..instruct import CHAT_TEMPLATE_KEY, instruct_from_data
 from ..prompt import (
-    InvalidConversationError,
     Message,
     PromptFormat,
     PromptMode,
     SpecialIds,
     chat_prompt_ids,
+    completion_messages,
     raw_prompt_ids,
 )
 from ..store import ModelStore
@@ -297,17 +297,9 @@ class Engine:
         self, prompt: str | list[Message], *, system: str | None = None, mode: PromptMode = PromptMode.AUTO
     ) -> tuple[list[int], bool]:
         """Ids for a text (one user turn in chat mode) or a conversation, and whether they are a chat."""
-        chat = isinstance(prompt, list) or mode is PromptMode.CHAT or (mode is PromptMode.AUTO and self.info.instruct)
-        if not chat:
-            if system:
-                raise InvalidConversationError(
-                    "--system needs the chat format, but this prompt is a raw completion.",
-                    hint="Add --chat, or put the instructions into the prompt.",
-                )
+        messages = completion_messages(prompt, instruct=self.info.instruct, system=system, mode=mode)
+        if messages is None:
             return self.raw_ids(prompt), False  # type: ignore[arg-type]
-        messages = prompt if isinstance(prompt, list) else [Message("user", prompt)]
-        if system:
-            messages = [Message("system", system), *messages]
         return self.chat_ids(messages), True
 
     # -- generation -----------------------------------------------------------------------------------
