@@ -50,6 +50,16 @@ def test_mixtral_debug_variable_shows_the_traceback(tmp_path, monkeypatch):
     assert "Traceback" in result.stderr
 
 
+def test_errors_print_on_the_console_given():
+    from rich.console import Console
+
+    from mixtral_cli.ui.console import print_error
+
+    console = Console(record=True, width=80)
+    print_error("No model 'x'.", "Use -m tiny.", console=console)
+    assert console.export_text() == "Error: No model 'x'.\nUse -m tiny.\n"
+
+
 @pytest.mark.parametrize("shell", SHELLS)
 def test_completion_scripts_are_fresh(shell):
     generated = run_mixtral("completion", shell)
