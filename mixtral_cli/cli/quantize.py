@@ -63,7 +63,7 @@ def quantize(
     from ..quantize import quantize_model
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
-    from ..ui.summary import print_quantize_summary
+    from ..ui.reports import print_quantize_summary
 
     if type_name is not None and force and quant_type(type_name).low_bits:
         print_notice(
