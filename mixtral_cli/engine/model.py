@@ -22,9 +22,9 @@ from ..prompt import (
     raw_prompt_ids,
 )
 from ..store import ModelStore
+from ..system import available_memory, gpu_on_this_machine, physical_cores
 from . import logs
 from .devices import has_gpu_backend, init_backend
-from .hardware import available_memory, gpu_on_this_machine, physical_cores
 from .kv_cache import KVCache
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, prefill_elsewhere
 from .options import EngineOptions, SamplingOptions
