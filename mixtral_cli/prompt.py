@@ -66,6 +66,25 @@ def messages_from_dicts(items: object) -> list[Message]:
     return messages
 
 
+def completion_messages(
+    prompt: str | list[Message], *, instruct: bool, system: str | None = None, mode: PromptMode = PromptMode.AUTO
+) -> list[Message] | None:
+    """The conversation a completion sends: ``prompt`` as one user turn (or as given), or None for a raw completion.
+
+    ``instruct`` says whether the model is an Instruct model, which AUTO answers in the chat format.
+    """
+    chat = isinstance(prompt, list) or mode is PromptMode.CHAT or (mode is PromptMode.AUTO and instruct)
+    if not chat:
+        if system:
+            raise InvalidConversationError(
+                "--system needs the chat format, but this prompt is a raw completion.",
+                hint="Add --chat, or put the instructions into the prompt.",
+            )
+        return None
+    messages = prompt if isinstance(prompt, list) else [Message("user", prompt)]
+    return [Message("system", system), *messages] if system else messages
+
+
 def chat_prompt_ids(
     messages: Sequence[Message], *, prompt_format: PromptFormat, special: SpecialIds, encode: Encode
 ) -> list[int]:

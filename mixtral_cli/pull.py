@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .catalog import CATALOG, CatalogModel, GGUFRepo, ModelRef, gguf_repo
-from .convert.gguf_file import inspect_gguf
-from .engine.hardware import gpu_memory, physical_cores, total_memory
 from .errors import DiskSpaceError, GGUFError, QuantizationNotFoundError
+from .gguf_header import inspect_gguf
 from .gguf_naming import check_shards, quantizations
 from .hub import (
     HubError,
@@ -34,6 +33,7 @@ from .hub import (
 from .quant_types import DEFAULT_TYPE, QUANT_TYPES, quant_type
 from .quantize import Progress, choose_quant_type, estimate_seconds, quantize_model
 from .store import ModelStore, StoreEntry
+from .system import gpu_memory, physical_cores, total_memory
 
 _CONVERSION_FILES = ("config.json", "tokenizer.model", "tokenizer_config.json", "model.safetensors.index.json")
 _CANDIDATES = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")

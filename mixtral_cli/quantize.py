@@ -16,7 +16,7 @@ from typing import Protocol
 
 from .atomic import atomic_path, check_writable, leftovers, scratch_path
 from .convert.checkpoint import Checkpoint, open_checkpoint
-from .convert.gguf_file import GGUFInfo, inspect_gguf, is_gguf, rewrite_legacy_layout
+from .convert.gguf_file import rewrite_legacy_layout
 from .convert.hf_to_gguf import write_gguf
 from .errors import (
     CheckpointError,
@@ -26,6 +26,7 @@ from .errors import (
     OutputExistsError,
     QuantizationTypeError,
 )
+from .gguf_header import GGUFInfo, inspect_gguf, is_gguf
 from .quant_types import DEFAULT_TYPE, QUANT_TYPES, QuantType, quant_type
 
 # Headroom kept free beyond the estimate, so the machine is not left with a full disk.

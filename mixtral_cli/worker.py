@@ -25,8 +25,8 @@ def run_worker(
     on_ready: Callable[[str, Sequence[Device], str | None], None],
 ) -> None:
     """Serve until SIGINT or SIGTERM; returns then, with nothing left behind."""
-    from .engine.hardware import physical_cores
     from .engine.rpc import require_rpc, serve, worker_devices
+    from .system import physical_cores
 
     require_rpc()
     address = socket.gethostbyname(host)  # ggml takes IPv4 literals only

@@ -9,6 +9,7 @@ import pytest
 from .helpers import run_mixtral
 
 COMPLETIONS = Path(__file__).parent.parent / "completions"
+DOCS = Path(__file__).parent.parent / "docs"
 SHELLS = {"bash": "mixtral.bash", "zsh": "_mixtral", "fish": "mixtral.fish"}
 
 
@@ -50,6 +51,16 @@ def test_mixtral_debug_variable_shows_the_traceback(tmp_path, monkeypatch):
     assert "Traceback" in result.stderr
 
 
+def test_errors_print_on_the_console_given():
+    from rich.console import Console
+
+    from mixtral_cli.ui.console import print_error
+
+    console = Console(record=True, width=80)
+    print_error("No model 'x'.", "Use -m tiny.", console=console)
+    assert console.export_text() == "Error: No model 'x'.\nUse -m tiny.\n"
+
+
 @pytest.mark.parametrize("shell", SHELLS)
 def test_completion_scripts_are_fresh(shell):
     generated = run_mixtral("completion", shell)
@@ -57,6 +68,19 @@ def test_completion_scripts_are_fresh(shell):
     assert generated.returncode == 0, generated.stderr
     committed = (COMPLETIONS / SHELLS[shell]).read_text()
     assert generated.stdout == committed, f"completions/{SHELLS[shell]} is stale: run completions/generate.sh"
+
+
+def test_cli_reference_is_fresh(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    generated = tmp_path / "cli.md"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(["bash", DOCS / "generate.sh", generated], env=env, capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stderr
+    assert generated.read_text() == (DOCS / "cli.md").read_text(), "docs/cli.md is stale: run docs/generate.sh"
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_cli.convert.gguf_file import inspect_gguf
+from mixtral_cli.gguf_header import inspect_gguf
 from mixtral_cli.gguf_naming import DASH_NAMING, DOT_NAMING
 from mixtral_cli.quantize import quantize_model
 from mixtral_cli.tinymodel import TinyMixtralSpec

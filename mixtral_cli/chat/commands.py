@@ -6,10 +6,13 @@ import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..engine.model import Engine
 from ..instruct import describe
 from .session import ChatError, ChatSession, TurnResult
+
+if TYPE_CHECKING:
+    from ..engine.model import Engine
 
 HELP = """\
 /help                 this list

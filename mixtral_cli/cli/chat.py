@@ -50,7 +50,7 @@ def chat(
     from ..engine.layout import for_chat
     from ..engine.model import Engine
     from ..errors import ModelNotFoundError
-    from ..models import resolve_model
+    from ..model_path import resolve_model
     from ..paths import mixtral_home
     from ..ui.console import print_notice
     from ..ui.repl import run_repl

@@ -88,7 +88,7 @@ def complete(
     from ..azure_request import parse_request
     from ..engine.model import Engine
     from ..errors import MixtralError
-    from ..models import resolve_model
+    from ..model_path import resolve_model
     from ..prompt import PromptMode
     from ..structured import constrained_sampling, output_shape, read_source
     from ..ui.console import print_notice
@@ -122,8 +122,8 @@ def complete(
 
 def _complete_text(engine, text, sampling, *, mode, system, json_output, shape) -> None:  # noqa: ANN001
     from ..errors import AnswerCutError
+    from ..ui.json_output import completion_json
     from ..ui.stream import stream_text
-    from ..ui.summary import completion_json
 
     ids, chat = engine.completion_ids(text, system=system, mode=mode)
     generation = engine.generate(ids, sampling, answer=chat)

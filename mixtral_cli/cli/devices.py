@@ -42,7 +42,7 @@ def devices(
     """
     from ..engine.devices import backend_names, list_devices
     from ..engine.placement import model_needs
-    from ..models import resolve_model
+    from ..model_path import resolve_model
     from ..ui.devices import devices_json, print_devices, print_needs
 
     options = engine_options_from(

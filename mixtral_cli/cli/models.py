@@ -33,7 +33,7 @@ def list_models() -> None:
 @app.command("show")
 def show(name: Annotated[str, typer.Argument(help="A name from `mixtral models list`.")]) -> None:
     """Show a model's GGUF metadata and files."""
-    from ..convert.gguf_file import inspect_gguf
+    from ..gguf_header import inspect_gguf
     from ..instruct import CHAT_TEMPLATE_KEY, describe, instruct_from_data
     from ..quant_types import QUANT_TYPES
     from ..store import ModelStore

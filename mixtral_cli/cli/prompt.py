@@ -35,7 +35,7 @@ def prompt(
     """
     from ..engine.model import Engine
     from ..errors import MixtralError
-    from ..models import resolve_model
+    from ..model_path import resolve_model
     from ..prompt import Message, messages_from_dicts
     from ..textinput import read_stdin, read_text_file
     from ..ui.console import print_notice

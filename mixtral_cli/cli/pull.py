@@ -48,7 +48,7 @@ def pull(
     from ..store import ModelStore
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
-    from ..ui.summary import print_available, print_pull_plan
+    from ..ui.reports import print_available, print_pull_plan
 
     if list_available:
         from ..pull import available_models

@@ -31,7 +31,6 @@ def quantize(
         str | None,
         typer.Option(
             "--type",
-            "-t",
             callback=_check_type,
             autocompletion=_complete_type,
             show_default=DEFAULT_TYPE,
@@ -46,7 +45,7 @@ def quantize(
         bool, typer.Option("--force", "-f", help="Overwrite the output; allow types below 3 bits per weight.")
     ] = False,
     threads: Annotated[
-        int | None, typer.Option("--threads", min=1, show_default="all cores", help="Threads for quantizing.")
+        int | None, typer.Option("--threads", "-t", min=1, show_default="all cores", help="Threads for quantizing.")
     ] = None,
 ) -> None:
     """Convert a Hugging Face Mixtral checkpoint to GGUF, or requantize a GGUF.
@@ -63,7 +62,7 @@ def quantize(
     from ..quantize import quantize_model
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
-    from ..ui.summary import print_quantize_summary
+    from ..ui.reports import print_quantize_summary
 
     if type_name is not None and force and quant_type(type_name).low_bits:
         print_notice(

@@ -51,12 +51,12 @@ def summarize(
         mixtral summarize -m model.gguf --each --length short notes/*.md
     """
     from ..engine.model import Engine
-    from ..models import resolve_model
+    from ..model_path import resolve_model
     from ..summarize import Summarizer, SummaryOptions, inputs_to_summarize
     from ..ui.console import print_notice
+    from ..ui.json_output import summary_json
     from ..ui.progress import StageProgress
     from ..ui.stream import stream_text
-    from ..ui.summary import summary_json
 
     documents = _read_documents(files or [])
     options = SummaryOptions(style=style, length=length, max_words=max_words, focus=focus, language=language)

@@ -9,22 +9,23 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..convert.gguf_file import GGUFInfo, inspect_gguf, is_gguf
 from ..errors import ContextOverflowError, GGUFError, LegacyLayoutError, LlamaCppError, ModelNotFoundError
+from ..gguf_header import GGUFInfo, inspect_gguf, is_gguf
 from ..instruct import CHAT_TEMPLATE_KEY, instruct_from_data
 from ..prompt import (
-    InvalidConversationError,
     Message,
     PromptFormat,
     PromptMode,
     SpecialIds,
     chat_prompt_ids,
+    completion_messages,
     raw_prompt_ids,
 )
 from ..store import ModelStore
+from ..system import available_memory, gpu_on_this_machine, physical_cores
 from . import logs
 from .devices import has_gpu_backend, init_backend
-from .hardware import available_memory, gpu_on_this_machine, physical_cores
+from .kv_cache import KVCache
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, prefill_elsewhere
 from .options import EngineOptions, SamplingOptions
 from .placement import LoadParams, Placement, describe_placement, plan_model_placement
@@ -130,11 +131,9 @@ class Engine:
                 llama_cpp.llama_model_free(self._model)
                 raise
         self.n_ctx = llama_cpp.llama_n_ctx(self._ctx) if self._ctx else 0
-        # llama.cpp may shrink the batch to fit the context; prompts are fed in batches of what it kept.
-        self._n_batch = llama_cpp.llama_n_batch(self._ctx) if self._ctx else 0
+        self._cache = KVCache(self._ctx, n_batch=llama_cpp.llama_n_batch(self._ctx) if self._ctx else 0)
         self.special = self._special_ids()
         self.load_s = time.perf_counter() - started
-        self._evaluated: list[int] = []  # the tokens in the KV cache, in order
         self._piece_buffer = ctypes.create_string_buffer(256)
 
     # -- loading --------------------------------------------------------------------------------------
@@ -213,7 +212,7 @@ class Engine:
     @property
     def cached_tokens(self) -> tuple[int, ...]:
         """The tokens the KV cache holds now; a prompt that starts with them skips evaluating them."""
-        return tuple(self._evaluated)
+        return self._cache.tokens
 
     # -- weight layout --------------------------------------------------------------------------------
 
@@ -250,20 +249,19 @@ class Engine:
         return Engine(self.path, replace(self.options, repack=repack, ctx_size=self.n_ctx))
 
     def _swap_models(self, other: Engine) -> None:
-        for name in ("_model", "_ctx", "_vocab", "_evaluated"):
+        for name in ("_model", "_ctx", "_vocab", "_cache"):
             mine, theirs = getattr(self, name), getattr(other, name)
             setattr(self, name, theirs)
             setattr(other, name, mine)
 
     def reset_cache(self) -> None:
-        self._llama.llama_memory_clear(self._llama.llama_get_memory(self._ctx), True)
-        self._evaluated.clear()
+        self._cache.clear()
 
     def time_evaluation(self, ids: Sequence[int], *, one_by_one: bool) -> float:
         """Seconds to evaluate ``ids`` after the cache's tokens: in batches, as a prompt, or one by one, as decoding."""
         started = time.perf_counter()
         for chunk in [[token] for token in ids] if one_by_one else [list(ids)]:
-            self._feed(chunk)
+            self._cache.feed(chunk)
         return time.perf_counter() - started
 
     # -- tokens ---------------------------------------------------------------------------------------
@@ -299,17 +297,9 @@ class Engine:
         self, prompt: str | list[Message], *, system: str | None = None, mode: PromptMode = PromptMode.AUTO
     ) -> tuple[list[int], bool]:
         """Ids for a text (one user turn in chat mode) or a conversation, and whether they are a chat."""
-        chat = isinstance(prompt, list) or mode is PromptMode.CHAT or (mode is PromptMode.AUTO and self.info.instruct)
-        if not chat:
-            if system:
-                raise InvalidConversationError(
-                    "--system needs the chat format, but this prompt is a raw completion.",
-                    hint="Add --chat, or put the instructions into the prompt.",
-                )
+        messages = completion_messages(prompt, instruct=self.info.instruct, system=system, mode=mode)
+        if messages is None:
             return self.raw_ids(prompt), False  # type: ignore[arg-type]
-        messages = prompt if isinstance(prompt, list) else [Message("user", prompt)]
-        if system:
-            messages = [Message("system", system), *messages]
         return self.chat_ids(messages), True
 
     # -- generation -----------------------------------------------------------------------------------
@@ -333,16 +323,8 @@ class Engine:
 
         sampler = Sampler(sampling, vocab)
         text = TextStream(stop=sampling.stop, strip_leading_space=answer)
-        # One token buffer and one batch, reused: the per-token path allocates nothing.
-        token_buffer = (llama_cpp.llama_token * 1)()
-        batch = llama_cpp.llama_batch_get_one(token_buffer, 1)
-        sample, is_eog, decode, piece = (
-            sampler.sample,
-            llama_cpp.llama_vocab_is_eog,
-            llama_cpp.llama_decode,
-            self.piece,
-        )
-        evaluated, n_ctx, max_tokens = self._evaluated, self.n_ctx, sampling.max_tokens
+        sample, is_eog, piece = sampler.sample, llama_cpp.llama_vocab_is_eog, self.piece
+        cache, decode, n_ctx, max_tokens = self._cache, self._cache.decoder(), self.n_ctx, sampling.max_tokens
         decode_started = time.perf_counter()
         try:
             while True:
@@ -360,13 +342,10 @@ class Engine:
                 if text.stopped:
                     stats.stop_reason = "stop"
                     break
-                if len(evaluated) >= n_ctx:
+                if len(cache) >= n_ctx:
                     stats.stop_reason = "context"
                     break
-                token_buffer[0] = token
-                if decode(ctx, batch) != 0:
-                    raise LlamaCppError("llama.cpp failed to decode a token.")
-                evaluated.append(token)
+                decode(token)
             tail = text.flush()
             if tail:
                 yield tail
@@ -381,51 +360,18 @@ class Engine:
         """
         prefill = self._prefill
         if prefill is not None and self._rates is not None and len(prompt_ids) > 1:
-            own = len(prompt_ids) - _common_prefix(self._evaluated, prompt_ids)
-            theirs = len(prompt_ids) - 1 - _common_prefix(prefill._evaluated, prompt_ids[:-1])
+            own = len(prompt_ids) - self._cache.common_prefix(prompt_ids)
+            theirs = len(prompt_ids) - 1 - prefill._cache.common_prefix(prompt_ids[:-1])
             if prefill_elsewhere(own, theirs, self._rates):
-                evaluated = prefill._evaluate_prompt(prompt_ids[:-1])
+                evaluated = prefill._cache.bring_to(prompt_ids[:-1])
                 self.take_cache_from(prefill)
-                return evaluated + self._evaluate_prompt(prompt_ids), Layout.HANDOVER.value
+                return evaluated + self._cache.bring_to(prompt_ids), Layout.HANDOVER.value
         own_layout = Layout.REPACKED if self.layout is Layout.HANDOVER else self.layout
-        return self._evaluate_prompt(prompt_ids), own_layout.value
+        return self._cache.bring_to(prompt_ids), own_layout.value
 
     def take_cache_from(self, source: Engine) -> None:
         """Continue from the tokens ``source``'s KV cache holds, as if this engine had evaluated them."""
-        from .handover import copy_sequence
-
-        copy_sequence(source._ctx, self._ctx)
-        self._evaluated[:] = source._evaluated
-
-    def _evaluate_prompt(self, prompt_ids: list[int]) -> int:
-        """Bring the KV cache to ``prompt_ids``, reusing the prefix it already holds; returns tokens evaluated."""
-        llama_cpp = self._llama
-        # The last prompt token is always evaluated again: its logits choose the first new token.
-        common = min(_common_prefix(self._evaluated, prompt_ids), len(prompt_ids) - 1)
-        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), 0, common, -1)
-        del self._evaluated[common:]
-        pending = prompt_ids[common:]
-        self._feed(pending)
-        return len(pending)
-
-    def _feed(self, ids: list[int]) -> None:
-        """Evaluate ``ids`` after the cache's tokens, in batches of what the context allows."""
-        llama_cpp = self._llama
-        for start in range(0, len(ids), self._n_batch):
-            chunk = ids[start : start + self._n_batch]
-            array = (llama_cpp.llama_token * len(chunk))(*chunk)
-            if llama_cpp.llama_decode(self._ctx, llama_cpp.llama_batch_get_one(array, len(chunk))) != 0:
-                raise LlamaCppError("llama.cpp failed to evaluate the prompt.")
-            self._evaluated.extend(chunk)
-
-
-def _common_prefix(held: Sequence[int], wanted: Sequence[int]) -> int:
-    common = 0
-    for a, b in zip(held, wanted, strict=False):
-        if a != b:
-            break
-        common += 1
-    return common
+        self._cache.take_from(source._cache)
 
 
 def context_that_fits(wanted: int, *, bytes_per_token: int, free: int, model_bytes: int) -> int:

@@ -187,7 +187,7 @@ class DeviceNeed:
 
 def model_needs(path: Path, options: EngineOptions) -> tuple[Placement, list[DeviceNeed]]:
     """The placement a model would get here, and what each device would hold, read from its GGUF header."""
-    from ..convert.gguf_file import inspect_gguf
+    from ..gguf_header import inspect_gguf
 
     info = inspect_gguf(path)
     meta = info.metadata

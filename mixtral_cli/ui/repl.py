@@ -6,12 +6,15 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..chat.commands import COMMANDS, CommandResult, is_command, run_command
 from ..chat.session import ChatSession, TurnResult
-from ..engine.model import Engine
 from ..errors import MixtralError
 from .console import print_error, print_notice, stderr_console, stdout_console
+
+if TYPE_CHECKING:
+    from ..engine.model import Engine
 
 TRIPLE_QUOTES = '"""'
 

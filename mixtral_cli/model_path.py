@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ModelNotFoundError
-from .quantize import Progress
+
+if TYPE_CHECKING:
+    from .quantize import Progress
 
 MODEL_ENV = "MIXTRAL_MODEL"
 _HOW_TO_GET_ONE = (

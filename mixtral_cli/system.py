@@ -1,4 +1,4 @@
-"""What this machine has: cores and free memory (Linux /proc, with portable fallbacks)."""
+"""What this machine has, as the OS tells it: cores, memory, an NVIDIA GPU (llama.cpp's devices: engine/devices.py)."""
 
 from __future__ import annotations
 
