@@ -25,8 +25,9 @@ def check_grammar(path: Path, grammar: str, *, answer: str | None = None) -> int
 
     init_backend()
     errors: list[str] = []
-    # llama.cpp's log levels: 3 warning, 4 error.
-    with logs.log_handler(lambda level, text: level in (3, 4) and errors.append(text)):
+    # The grammar parser reports its reasons as warnings and errors both.
+    problems = (logs.LOG_LEVEL_WARN, logs.LOG_LEVEL_ERROR)
+    with logs.log_handler(lambda level, text: level in problems and errors.append(text)):
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)

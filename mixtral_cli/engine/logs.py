@@ -11,9 +11,11 @@ import threading
 from collections.abc import Callable, Iterator
 
 LogHandler = Callable[[int, str], None]
-"""Called with llama.cpp's log level (1 info, 2 warn, 3 error, 4 debug, 5 continued) and the text."""
+"""Called with ggml's log level (1 debug, 2 info, 3 warn, 4 error, 5 continued) and the text."""
 
-LOG_LEVEL_ERROR = 3
+# ggml_log_level, as ggml.h numbers it.
+LOG_LEVEL_WARN = 3
+LOG_LEVEL_ERROR = 4
 
 _handler: LogHandler | None = None
 _installed = None  # keeps the ctypes callback alive for as long as llama.cpp may call it
