@@ -22,10 +22,6 @@ class DeviceKind(str, enum.Enum):
     ACCEL = "accel"  # BLAS, AMX: helps the CPU, holds no layers
     RPC = "rpc"  # a `mixtral worker` (or llama.cpp's rpc-server) on this or another machine
 
-    @property
-    def holds_layers(self) -> bool:
-        return self in (DeviceKind.GPU, DeviceKind.IGPU, DeviceKind.RPC)
-
 
 # ggml_backend_dev_type, in ggml-backend.h's order.
 _TYPE_KINDS = {0: DeviceKind.CPU, 1: DeviceKind.GPU, 2: DeviceKind.IGPU, 3: DeviceKind.ACCEL}

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from ..errors import RpcUnavailableError, WorkerError
 from .devices import Device, DeviceKind, ggml, init_backend, list_devices
 
-DEFAULT_PORT = 50052
 # ggml-rpc.h at the vendored llama.cpp: a worker of another major version cannot serve us.
 PROTOCOL_MAJOR = 7
 _CMD_HELLO, _CMD_DEVICE_COUNT = 14, 15
