@@ -21,6 +21,7 @@ from ..engine.options import (
     DEFAULT_TOP_K,
     DEFAULT_TOP_P,
     EngineOptions,
+    LoraSpec,
     SamplingOptions,
 )
 
@@ -131,16 +132,28 @@ TensorSplitOption = Annotated[
     ),
 ]
 
+LoraOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--lora",
+        metavar="FILE[:SCALE]",
+        rich_help_panel=ENGINE,
+        show_default=False,
+        help="Apply a GGUF LoRA adapter (from `mixtral quantize ADAPTER_DIR`) at SCALE, 1 by default; repeatable.",
+    ),
+]
+
 
 def engine_options_from(**values: Any) -> EngineOptions:
-    """EngineOptions from the shared options' values, --rpc and --tensor-split parsed."""
+    """EngineOptions from the shared options' values, --rpc, --tensor-split and --lora parsed."""
     from ..engine.rpc import parse_endpoints
 
-    rpc, split = values.pop("rpc", None), values.pop("tensor_split", None)
+    rpc, split, loras = values.pop("rpc", None), values.pop("tensor_split", None), values.pop("lora", None)
     return EngineOptions(
         **values,
         rpc=tuple(parse_endpoints(rpc)) if rpc else (),
         tensor_split=_parse_split(split) if split else None,
+        loras=tuple(LoraSpec.parse(text) for text in loras or ()),
     )
 
 
@@ -179,6 +192,7 @@ _ENGINE_OPTIONS = (
     ("verbose", VerboseOption, False),
     ("rpc", RpcOption, None),
     ("tensor_split", TensorSplitOption, None),
+    ("lora", LoraOption, None),
 )
 
 
