@@ -22,16 +22,14 @@ class MixtralShape:
     hidden_size: int
     n_heads: int
     ffn_size: int  # one expert's
-    n_experts: int
+    n_experts: int = 8
 
 
 SHAPE_8X7B = MixtralShape(
-    46.7e9, 12.9e9, n_layers=32, n_kv_heads=8, head_dim=128, context=32768, hidden_size=4096, n_heads=32,
-    ffn_size=14336, n_experts=8,
+    46.7e9, 12.9e9, n_layers=32, n_kv_heads=8, head_dim=128, context=32768, hidden_size=4096, n_heads=32, ffn_size=14336
 )
 SHAPE_8X22B = MixtralShape(
-    141e9, 39e9, n_layers=56, n_kv_heads=8, head_dim=128, context=65536, hidden_size=6144, n_heads=48,
-    ffn_size=16384, n_experts=8,
+    141e9, 39e9, n_layers=56, n_kv_heads=8, head_dim=128, context=65536, hidden_size=6144, n_heads=48, ffn_size=16384
 )
 
 

@@ -8,6 +8,7 @@ ranks that differ between experts are padded with zeros, which adds nothing.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -68,7 +69,23 @@ class _ExpertStack:
     scalings: dict[int, tuple[int, float]]  # expert -> its rank and peft's scaling
 
 
-def plan_adapter(adapter: PeftAdapter, base: BaseShape, out_type: QuantType) -> list[PlannedLora]:
+@dataclass(frozen=True)
+class AdapterPlan:
+    adapter: PeftAdapter
+    base: BaseShape
+    out_type: QuantType
+    tensors: list[PlannedLora]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def n_params(self) -> int:
+        return sum(math.prod(t.shape) for t in self.tensors)
+
+
+def plan_adapter(adapter: PeftAdapter, base: BaseShape, out_type: QuantType) -> AdapterPlan:
     """Every tensor of the GGUF adapter, named as llama.cpp names the weights they adapt."""
     planner = _Planner(adapter, base, out_type)
     experts: dict[tuple[int, str], dict[int, LoraWeight]] = {}
@@ -95,7 +112,7 @@ def plan_adapter(adapter: PeftAdapter, base: BaseShape, out_type: QuantType) -> 
             )
     for (layer, proj), by_expert in sorted(experts.items()):
         planner.experts(f"blk.{layer}.{_EXPERT_NAMES[proj]}", planner.expert_stack(by_expert))
-    return planner.planned
+    return AdapterPlan(adapter, base, out_type, planner.planned)
 
 
 class _Planner:
@@ -130,7 +147,12 @@ class _Planner:
         return alpha / rank if alpha else 1.0
 
     def add(self, name: str, shape: tuple[int, ...], parts: Callable[[], Iterator[np.ndarray]]) -> None:
-        self.planned.append(PlannedLora(name, shape, storable_type(shape, self.out_type), parts))
+        import gguf
+
+        # As the model converter keeps the router in F32: a rounded router LoRA flips which experts run.
+        router = ".ffn_gate_inp." in name
+        ggml_type = gguf.GGMLQuantizationType.F32 if router else storable_type(shape, self.out_type)
+        self.planned.append(PlannedLora(name, shape, ggml_type, parts))
 
     def pair(self, name: str, a_shape: tuple[int, ...], a: Matrix, b_shape: tuple[int, ...], b: Matrix) -> None:
         self.add(f"{name}.weight.lora_a", a_shape, lambda: iter([a()]))
@@ -264,22 +286,16 @@ def _fused_b(b: TensorRef, n_experts: int, rows: slice) -> Callable[[int], np.nd
 
 
 def write_adapter_gguf(
-    adapter: PeftAdapter,
-    base: BaseShape,
-    output: Path,
-    out_type: QuantType,
-    *,
-    name: str,
-    on_progress: ProgressCallback | None = None,
-) -> list[PlannedLora]:
-    """Write ``adapter`` as a GGUF LoRA adapter of ``out_type`` (F32, F16, BF16 or Q8_0) to ``output``.
+    plan: AdapterPlan, output: Path, *, name: str, on_progress: ProgressCallback | None = None
+) -> None:
+    """Write the planned adapter as a GGUF LoRA adapter to ``output``; ``on_progress`` gets bytes written.
 
     Memory stays bounded by one source tensor: stacked experts are written one expert at a time.
     """
     import gguf
     import numpy as np
 
-    planned = plan_adapter(adapter, base, out_type)
+    adapter, base, planned = plan.adapter, plan.base, plan.tensors
     writer = gguf.GGUFWriter(output, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
@@ -295,7 +311,7 @@ def write_adapter_gguf(
     writer.add_head_count_kv(base.num_kv_heads)
     writer.add_expert_count(base.num_experts)
     writer.add_feed_forward_length(base.intermediate_size)
-    writer.add_file_type(out_type.file_type)
+    writer.add_file_type(plan.out_type.file_type)
     for tensor in planned:
         writer.add_tensor_info(
             tensor.name, tensor.shape, np.dtype(np.float32), tensor.nbytes, raw_dtype=tensor.ggml_type
@@ -306,7 +322,6 @@ def write_adapter_gguf(
     for tensor in planned:
         writer.write_tensor_data(StreamedTensor(tensor.nbytes, partial(_encoded_parts, tensor, on_progress)))
     writer.close()
-    return planned
 
 
 def _encoded_parts(tensor: PlannedLora, on_progress: ProgressCallback | None) -> Iterator[np.ndarray]:
