@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..engine.options import LoraSpec
 from ..instruct import describe
+from ..model_path import resolve_lora
 from .session import ChatError, ChatSession, TurnResult
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def _lora(session: ChatSession, args: list[str]) -> str:
         scale = float(args[1]) if len(args) == 2 else 1.0
     except ValueError:
         raise ChatError(f"The scale must be a number, not {args[1]!r}.") from None
-    added = LoraSpec(Path(args[0]).expanduser(), scale)
+    added = replace(resolve_lora(args[0]), scale=scale)
     # Naming an applied adapter again changes its scale.
     session.set_loras([*(s for s in session.engine.options.loras if s.path != added.path), added])
     return f"LoRA adapters: {_adapters(session)}"

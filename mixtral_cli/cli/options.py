@@ -21,7 +21,6 @@ from ..engine.options import (
     DEFAULT_TOP_K,
     DEFAULT_TOP_P,
     EngineOptions,
-    LoraSpec,
     SamplingOptions,
 )
 
@@ -139,7 +138,8 @@ LoraOption = Annotated[
         metavar="FILE[:SCALE]",
         rich_help_panel=ENGINE,
         show_default=False,
-        help="Apply a GGUF LoRA adapter (from `mixtral quantize ADAPTER_DIR`) at SCALE, 1 by default; repeatable.",
+        help="Apply a GGUF LoRA adapter (`mixtral quantize ADAPTER_DIR`, or a pulled one by name) at SCALE (1 by "
+        "default); repeatable.",
     ),
 ]
 
@@ -147,13 +147,14 @@ LoraOption = Annotated[
 def engine_options_from(**values: Any) -> EngineOptions:
     """EngineOptions from the shared options' values, --rpc, --tensor-split and --lora parsed."""
     from ..engine.rpc import parse_endpoints
+    from ..model_path import resolve_lora
 
     rpc, split, loras = values.pop("rpc", None), values.pop("tensor_split", None), values.pop("lora", None)
     return EngineOptions(
         **values,
         rpc=tuple(parse_endpoints(rpc)) if rpc else (),
         tensor_split=_parse_split(split) if split else None,
-        loras=tuple(LoraSpec.parse(text) for text in loras or ()),
+        loras=tuple(resolve_lora(text) for text in loras or ()),
     )
 
 

@@ -109,8 +109,8 @@ class PeftAdapter:
         return alpha / math.sqrt(rank) if self.rslora else alpha / rank
 
 
-def open_adapter(path: Path) -> PeftAdapter:
-    """Read an adapter folder; refuse what is not a plain LoRA, naming the variant."""
+def read_adapter_config(path: Path) -> dict:
+    """An adapter folder's adapter_config.json; what is not a plain LoRA is refused, naming the variant."""
     try:
         config = read_json(path / ADAPTER_CONFIG, path)
     except CheckpointError as exc:
@@ -119,6 +119,12 @@ def open_adapter(path: Path) -> PeftAdapter:
     if peft_type != "LORA":
         raise AdapterError(f"{path} holds a {peft_type} adapter; mixtral converts LoRA adapters only.", path=path)
     _refuse_variants(config, path)
+    return config
+
+
+def open_adapter(path: Path) -> PeftAdapter:
+    """Read an adapter folder: its config (refused unless a plain LoRA) and where its matrices lie."""
+    config = read_adapter_config(path)
     try:
         alpha = float(config.get("lora_alpha", 8))
         alpha_pattern = {str(k): float(v) for k, v in (config.get("alpha_pattern") or {}).items()}
