@@ -53,6 +53,7 @@ class HandAdapter:
     alpha_pattern: dict[str, float] = field(default_factory=dict)
     rslora: bool = False
     pairs: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # module -> (A, B)
+    embeddings: set[str] = field(default_factory=set)  # modules whose A is (r, vocab) and B (hidden, r)
 
     def scaling(self, module: str, rank: int) -> float:
         alpha = next((v for k, v in self.alpha_pattern.items() if module == k or module.endswith("." + k)), self.alpha)
@@ -67,12 +68,31 @@ class HandAdapter:
         b = rng.normal(0, rank**-0.5, size=(out_features, rank)).astype(np.float32)
         self.pairs[module] = a, b
 
+    def add_embedding(self, module: str, vocab: int, hidden: int, rng: np.random.Generator) -> None:
+        """peft's LoRA of an nn.Embedding: rows looked up in A, then through B."""
+        rank = self.rank(module)
+        a = rng.normal(0, 1.0, size=(rank, vocab)).astype(np.float32)
+        b = rng.normal(0, rank**-0.5, size=(hidden, rank)).astype(np.float32)
+        self.pairs[module] = a, b
+        self.embeddings.add(module)
+
+    def delta(self, module: str) -> np.ndarray:
+        """What the adapter adds to the module's weight, as peft merges it."""
+        a, b = self.pairs[module]
+        delta = self.scaling(module, a.shape[0]) * (b @ a)
+        return delta.T if module in self.embeddings else delta  # an embedding's weight is (vocab, hidden)
+
     def save(self, folder: Path, *, base: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for module, (a, b) in self.pairs.items():
-            tensors[f"{SAVED_PREFIX}{module}.lora_A.weight"] = ("F32", a)
-            tensors[f"{SAVED_PREFIX}{module}.lora_B.weight"] = ("F32", b)
+            names = (
+                ("lora_embedding_A", "lora_embedding_B")
+                if module in self.embeddings
+                else ("lora_A.weight", "lora_B.weight")
+            )
+            tensors[f"{SAVED_PREFIX}{module}.{names[0]}"] = ("F32", a)
+            tensors[f"{SAVED_PREFIX}{module}.{names[1]}"] = ("F32", b)
         write_file(folder / "adapter_model.safetensors", tensors, metadata={"format": "pt"})
         config = {
             "peft_type": "LORA",
@@ -98,7 +118,7 @@ def merged_by_hand(checkpoint: Path, adapters: Sequence[tuple[HandAdapter, float
     for file in sorted(checkpoint.glob("*.safetensors")):
         weights.update({name: ref.read_f32().astype(np.float32) for name, ref in read_index(file).items()})
     for adapter, scale in adapters:
-        for module, (a, b) in adapter.pairs.items():
-            weights[f"{module}.weight"] += scale * adapter.scaling(module, a.shape[0]) * (b @ a)
+        for module in adapter.pairs:
+            weights[f"{module}.weight"] += scale * adapter.delta(module)
     write_file(folder / "model.safetensors", {name: ("F32", w) for name, w in weights.items()})
     return folder

@@ -119,7 +119,23 @@ def test_per_expert_adapter_matches_the_merge_by_hand(rslora, checkpoint, base_m
     adapter = expert_adapter(np.random.default_rng(1), rslora=rslora)
     folder = adapter.save(tmp_path / "adapter", base=checkpoint)
     expected = transformers_logits(merged_by_hand(checkpoint, [(adapter, 1.0)], tmp_path / "merged"), ids)
+    plain = transformers_logits(checkpoint, ids)
 
+    # llama.cpp applies expert LoRAs (build_lora_mm_id): an adapter it ignored would leave the base's logits.
+    assert np.abs(expected - plain).max() > 0.05 * np.abs(plain).max()
+    assert_matches(engine_logits(base_model, ids, [LoraSpec(converted(folder))]), expected)
+
+
+def test_embedding_and_output_loras_match_the_merge_by_hand(checkpoint, base_model, ids, tmp_path):
+    adapter = HandAdapter(r=4, alpha=2.0)
+    rng = np.random.default_rng(7)
+    adapter.add_embedding("model.embed_tokens", 32000, HIDDEN, rng)
+    adapter.add("lm_head", HIDDEN, 32000, rng)
+    folder = adapter.save(tmp_path / "adapter", base=checkpoint)
+    expected = transformers_logits(merged_by_hand(checkpoint, [(adapter, 1.0)], tmp_path / "merged"), ids)
+    plain = transformers_logits(checkpoint, ids)
+
+    assert np.abs(expected - plain).max() > 0.05 * np.abs(plain).max()
     assert_matches(engine_logits(base_model, ids, [LoraSpec(converted(folder))]), expected)
 
 
