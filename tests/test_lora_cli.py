@@ -135,3 +135,14 @@ def test_peft_adapter_with_a_dora_config_is_refused_by_name(mixtral, tmp_path, b
     result = mixtral("quantize", saved, "-o", tmp_path)
     assert result.exit_code == 1
     assert "uses DoRA, which llama.cpp cannot apply at run time" in result.stderr
+
+
+def test_lora_on_a_split_model_finds_the_tensors_of_every_shard(mixtral, base_model, adapter, tmp_path):
+    from .helpers import split_gguf
+
+    from mixtral_cli.gguf_header import inspect_gguf
+
+    first, *_ = split_gguf(base_model, tmp_path, max_tensors=8)
+    assert "blk.1.attn_q.weight" not in inspect_gguf(first).tensor_dims  # adapted, and in another shard
+
+    assert complete_json(mixtral, "-m", first, "--lora", adapter)["loras"][0]["path"] == str(adapter)

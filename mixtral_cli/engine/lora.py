@@ -7,6 +7,7 @@ the one here reads two headers and names what differs.
 from __future__ import annotations
 
 import ctypes
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ _SHAPE_KEYS = {
     "feed_forward_length": "expert FFN size",
 }
 _HALVES = (".lora_a", ".lora_b")
+_SHARD = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,6 @@ class AdapterInfo:
     scale: float
     name: str
     base_model: str | None
-    n_tensors: int
 
 
 def check_adapter(spec: LoraSpec, model: GGUFInfo) -> AdapterInfo:
@@ -69,24 +70,46 @@ def check_adapter(spec: LoraSpec, model: GGUFInfo) -> AdapterInfo:
         scale=spec.scale,
         name=str(meta.get("general.name") or path.stem),
         base_model=str(meta["general.base_model.0.name"]) if "general.base_model.0.name" in meta else None,
-        n_tensors=len(header.tensors),
     )
 
 
 def _check_tensors(path: Path, model: GGUFInfo, tensors: dict[str, tuple[int, ...]]) -> None:
+    weights, complete = _model_tensors(model)
     for name, dims in sorted(tensors.items()):
+        if name.endswith("_norm.weight"):
+            continue  # norms that mergekit adds; llama.cpp skips them
         if not name.endswith(_HALVES):
             raise AdapterError(f"{path} holds {name}, which is no LoRA tensor.", path=path)
         target = name[: -len(".lora_a")]
         other = target + (".lora_b" if name.endswith(".lora_a") else ".lora_a")
         if other not in tensors:
             raise AdapterError(f"{path} has {name} without {other}.", path=path, hint="Convert the adapter again.")
-        if target not in model.tensor_dims:
-            raise _mismatch(path, model, f"it adapts {target}, which the model does not have")
-        if name.endswith(".lora_a") and not _fits(model.tensor_dims[target], dims, tensors[other], target):
-            raise _mismatch(
-                path, model, f"its LoRA of {target} does not fit that weight's shape {model.tensor_dims[target]}"
-            )
+        if target not in weights:
+            if complete:
+                raise _mismatch(path, model, f"it adapts {target}, which the model does not have")
+            continue
+        if name.endswith(".lora_a") and not _fits(weights[target], dims, tensors[other], target):
+            raise _mismatch(path, model, f"its LoRA of {target} does not fit that weight's shape {weights[target]}")
+
+
+def _model_tensors(model: GGUFInfo) -> tuple[dict[str, tuple[int, ...]], bool]:
+    """The model's tensors, the other shards' of a split model too; and whether that is all of them."""
+    weights = dict(model.tensor_dims)
+    count = model.metadata.get("split.count")
+    if not isinstance(count, int) or count <= 1:
+        return weights, True
+    match = _SHARD.match(model.path.name)
+    if match is None:
+        return weights, False
+    for number in range(1, count + 1):
+        shard = model.path.with_name(f"{match['stem']}-{number:05d}-of-{count:05d}.gguf")
+        if shard == model.path:
+            continue
+        try:
+            weights.update({name: dims for name, dims, _ in read_header(shard).tensors})
+        except GGUFError:
+            return weights, False  # llama.cpp's load names the missing shard
+    return weights, True
 
 
 def _fits(weight: tuple[int, ...], a: tuple[int, ...], b: tuple[int, ...], target: str) -> bool:
