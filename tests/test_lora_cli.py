@@ -10,6 +10,9 @@ import gguf
 import numpy as np
 import pytest
 
+from mixtral_cli.gguf_header import inspect_gguf
+
+from .helpers import split_gguf
 from .lora_reference import HandAdapter
 from .test_lora import SPEC, attention_adapter
 
@@ -138,10 +141,6 @@ def test_peft_adapter_with_a_dora_config_is_refused_by_name(mixtral, tmp_path, b
 
 
 def test_lora_on_a_split_model_finds_the_tensors_of_every_shard(mixtral, base_model, adapter, tmp_path):
-    from .helpers import split_gguf
-
-    from mixtral_cli.gguf_header import inspect_gguf
-
     first, *_ = split_gguf(base_model, tmp_path, max_tensors=8)
     assert "blk.1.attn_q.weight" not in inspect_gguf(first).tensor_dims  # adapted, and in another shard
 
