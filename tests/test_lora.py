@@ -212,6 +212,32 @@ def test_peft_variants_llama_cpp_cannot_apply_are_refused_by_name(change, named,
         open_adapter(folder)
 
 
+def _garble(folder: Path, fault: str) -> None:
+    config_file, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+    if fault == "alpha_pattern":
+        config = json.loads(config_file.read_text())
+        config_file.write_text(json.dumps({**config, "alpha_pattern": {"q_proj[": 3}}))
+    elif fault == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-100])
+    elif fault == "not json":
+        config_file.write_bytes(b"\xff\xfe{")
+    elif fault == "a without b":
+        from mixtral_cli.convert.safetensors import read_index, write_file
+
+        kept = {n: (r.dtype, r.read_raw()) for n, r in read_index(weights).items() if "q_proj.lora_B" not in n}
+        write_file(weights, kept)
+
+
+@pytest.mark.parametrize("fault", ["alpha_pattern", "truncated", "not json", "a without b"])
+def test_a_garbled_adapter_is_one_line(fault, checkpoint, tmp_path):
+    folder = attention_adapter(np.random.default_rng(4)).save(tmp_path / "adapter", base=checkpoint)
+    _garble(folder, fault)
+
+    with pytest.raises(AdapterError) as caught:
+        open_adapter(folder)
+    assert str(folder) in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_adapter_of_another_shape_is_refused_in_one_line(build_checkpoint, checkpoint, tmp_path):
     # Trained on SPEC, but its config.json says the default tiny shape (hidden size 256).
     folder = attention_adapter(np.random.default_rng(4)).save(tmp_path / "adapter", base=build_checkpoint())

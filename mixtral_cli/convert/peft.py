@@ -128,7 +128,9 @@ def open_adapter(path: Path) -> PeftAdapter:
     try:
         alpha = float(config.get("lora_alpha", 8))
         alpha_pattern = {str(k): float(v) for k, v in (config.get("alpha_pattern") or {}).items()}
-    except (TypeError, ValueError, AttributeError) as exc:
+        for pattern in alpha_pattern:
+            re.compile(pattern)
+    except (TypeError, ValueError, AttributeError, re.error) as exc:
         raise AdapterError(f"{path / ADAPTER_CONFIG} garbles lora_alpha or alpha_pattern.", path=path) from exc
     base = config.get("base_model_name_or_path")
     return PeftAdapter(
