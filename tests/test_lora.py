@@ -99,6 +99,16 @@ def test_peft_adapter_applied_at_run_time_matches_peft_merged_into_transformers(
     assert_matches(actual, expected)
 
 
+def test_peft_router_adapter_matches_peft_merged_into_transformers(checkpoint, base_model, ids, tmp_path):
+    # transformers 5's router (mlp.gate) is no nn.Linear, yet peft adapts it; llama.cpp adapts ffn_gate_inp.
+    folder = peft_adapter(checkpoint, tmp_path / "adapter", targets=("gate",), r=4, alpha=3, seed=8)
+    expected = peft_merged_logits(checkpoint, folder, ids)
+    plain = transformers_logits(checkpoint, ids)
+
+    assert np.abs(expected - plain).max() > 0.05 * np.abs(plain).max()
+    assert_matches(engine_logits(base_model, ids, [LoraSpec(converted(folder))]), expected)
+
+
 def test_peft_adapter_changes_the_logits(peft_made, checkpoint, ids):
     # Without this, a converter that dropped the adapter would pass the test above.
     plain, merged = transformers_logits(checkpoint, ids), peft_merged_logits(checkpoint, peft_made, ids)
