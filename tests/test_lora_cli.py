@@ -145,3 +145,13 @@ def test_lora_on_a_split_model_finds_the_tensors_of_every_shard(mixtral, base_mo
     assert "blk.1.attn_q.weight" not in inspect_gguf(first).tensor_dims  # adapted, and in another shard
 
     assert complete_json(mixtral, "-m", first, "--lora", adapter)["loras"][0]["path"] == str(adapter)
+
+
+def test_chat_model_switch_keeps_the_adapters_applied_now(mixtral, base_model, convert, adapter):
+    other = convert(SPEC, "F16")  # the same model in another type: the adapter fits
+    script = f"/lora off\n/lora {adapter} 0.25\n/model {other}\n/show\n"
+    result = mixtral("chat", "-m", base_model, "--lora", adapter, "-n", "4", "-c", "512", input=script)
+
+    assert result.exit_code == 0, result.stderr
+    assert f"lora: samsum-lora ({adapter}) at scale 0.25" in result.stderr
+    assert f"({other})" in result.stderr
