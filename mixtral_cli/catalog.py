@@ -19,10 +19,18 @@ class MixtralShape:
     n_kv_heads: int
     head_dim: int
     context: int
+    hidden_size: int
+    n_heads: int
+    ffn_size: int  # one expert's
+    n_experts: int = 8
 
 
-SHAPE_8X7B = MixtralShape(46.7e9, 12.9e9, n_layers=32, n_kv_heads=8, head_dim=128, context=32768)
-SHAPE_8X22B = MixtralShape(141e9, 39e9, n_layers=56, n_kv_heads=8, head_dim=128, context=65536)
+SHAPE_8X7B = MixtralShape(
+    46.7e9, 12.9e9, n_layers=32, n_kv_heads=8, head_dim=128, context=32768, hidden_size=4096, n_heads=32, ffn_size=14336
+)
+SHAPE_8X22B = MixtralShape(
+    141e9, 39e9, n_layers=56, n_kv_heads=8, head_dim=128, context=65536, hidden_size=6144, n_heads=48, ffn_size=16384
+)
 
 
 @dataclass(frozen=True)
@@ -133,3 +141,8 @@ def canonical_name(text: str) -> str:
 
 def _normal_quant(quant: str) -> str:
     return normalize_quant(quant) or quant.upper()
+
+
+def catalog_model_of_repo(repo: str) -> CatalogModel | None:
+    """The catalog model whose official checkpoint is ``repo`` (as a PEFT adapter names its base), if any."""
+    return next((m for m in CATALOG.values() if m.repo.lower() == repo.strip().lower()), None)

@@ -214,3 +214,11 @@ class AnswerCutError(MixtralError):
     """A constrained answer ended by --max-tokens or the context before it was complete."""
 
     exit_code = 3
+
+
+class AdapterError(MixtralError, ValueError):
+    """A LoRA adapter that cannot be converted or applied: another model's, a PEFT variant, corrupt."""
+
+    def __init__(self, message: str, *, path: Path, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path

@@ -29,6 +29,7 @@ class GGUFInfo:
     n_params: int
     metadata: dict[str, object]  # scalars and strings; arrays as their length
     tensor_bytes: dict[str, int]  # in this file; a split model's other shards are not read
+    tensor_dims: dict[str, tuple[int, ...]]  # innermost first, as ggml counts them
 
     @property
     def tokenizer_version(self) -> str | None:
@@ -148,8 +149,15 @@ class _HeaderReader:
                 raise _HeaderError(f"a tensor's data offset {offset} lies outside the file or off its alignment")
 
 
-def inspect_gguf(path: Path) -> GGUFInfo:
-    """Read a GGUF's header and refuse anything but a Mixtral."""
+@dataclass(frozen=True)
+class GGUFHeader:
+    metadata: dict[str, object]  # scalars and strings; arrays as their length
+    tensors: list[tuple[str, tuple[int, ...], int]]  # name, dims innermost first, offset in the data section
+    data_bytes: int  # the size of the data section
+
+
+def read_header(path: Path) -> GGUFHeader:
+    """Any GGUF's key/values and tensor table (a model's or an adapter's), checked against the file's size."""
     if not path.is_file():
         raise GGUFError(f"{path} does not exist.", path=path)
     if not is_gguf(path):
@@ -165,6 +173,17 @@ def inspect_gguf(path: Path) -> GGUFInfo:
         ) from exc
     except OSError as exc:
         raise GGUFError(f"Cannot read {path}: {exc.strerror or exc}.", path=path) from exc
+    return GGUFHeader(metadata, tensors, size - reader.data_start)
+
+
+def inspect_gguf(path: Path) -> GGUFInfo:
+    """Read a GGUF's header and refuse anything but a Mixtral."""
+    header = read_header(path)
+    metadata, tensors = header.metadata, header.tensors
+    if metadata.get("general.type") == "adapter":
+        raise GGUFError(
+            f"{path} is a LoRA adapter, not a model.", path=path, hint=f"Apply it to a model with --lora {path}."
+        )
     architecture = str(metadata.get("general.architecture") or "unknown")
     expert_count = _integer(metadata.get(f"{architecture}.expert_count"), path=path)
     if architecture != "llama" or not expert_count:
@@ -178,7 +197,8 @@ def inspect_gguf(path: Path) -> GGUFInfo:
         legacy_experts=any(LEGACY_EXPERT.match(name) for name, _, _ in tensors),
         n_params=sum(math.prod(dims) for _, dims, _ in tensors),
         metadata=metadata,
-        tensor_bytes=_tensor_bytes(tensors, data_bytes=size - reader.data_start),
+        tensor_bytes=_tensor_bytes(tensors, data_bytes=header.data_bytes),
+        tensor_dims={name: dims for name, dims, _ in tensors},
     )
 
 

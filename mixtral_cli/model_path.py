@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from .errors import ModelNotFoundError
 
 if TYPE_CHECKING:
+    from .engine.options import LoraSpec
     from .quantize import Progress
 
 MODEL_ENV = "MIXTRAL_MODEL"
@@ -38,3 +39,17 @@ def resolve_model(spec: str | None, *, progress: Progress | None = None) -> Path
     raise ModelNotFoundError(
         f"No model {spec!r}: no such file, and no pulled model by that name.", hint=_HOW_TO_GET_ONE
     )
+
+
+def resolve_lora(text: str) -> LoraSpec:
+    """``FILE[:SCALE]`` of --lora, where FILE may also name a pulled adapter (ORG/NAME, or ORG/NAME:TYPE)."""
+    from .engine.options import LoraSpec
+    from .store import ModelStore
+
+    spec = LoraSpec.parse(text)
+    if spec.path.exists():
+        return spec
+    name = str(spec.path)
+    adapters = [e for e in ModelStore().entries() if e.kind == "adapter" and name in (e.name, e.repo)]
+    # Not found: the engine's check says so, naming the file.
+    return LoraSpec(adapters[0].path, spec.scale) if len(adapters) == 1 else spec

@@ -4,7 +4,8 @@ A catalog name is looked up in its GGUF repos in order, and the first that has t
 downloaded as is (every shard of a split model); when none has it, the pull stops and says what each has.
 A GGUF in the old one-tensor-per-expert layout, which llama.cpp no longer loads, is rewritten once into
 the store right after download. A safetensors checkpoint is downloaded and converted only when asked:
-``--convert``, or an ORG/NAME that holds one.
+``--convert``, or an ORG/NAME that holds one. An ORG/NAME holding a PEFT LoRA adapter is converted into a
+GGUF adapter, once the base model it names is known to fit.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .catalog import CATALOG, CatalogModel, GGUFRepo, ModelRef, gguf_repo
-from .errors import DiskSpaceError, GGUFError, QuantizationNotFoundError
+from .catalog import CATALOG, CatalogModel, GGUFRepo, ModelRef, catalog_model_of_repo, gguf_repo
+from .convert.peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter_config
+from .errors import AdapterError, DiskSpaceError, GGUFError, QuantizationNotFoundError
 from .gguf_header import inspect_gguf
 from .gguf_naming import check_shards, quantizations
 from .hub import (
@@ -31,7 +33,7 @@ from .hub import (
     list_repo,
 )
 from .quant_types import DEFAULT_TYPE, QUANT_TYPES, quant_type
-from .quantize import Progress, choose_quant_type, estimate_seconds, quantize_model
+from .quantize import Progress, choose_adapter_type, choose_quant_type, estimate_seconds, quantize_model
 from .store import ModelStore, StoreEntry
 from .system import gpu_memory, physical_cores, total_memory
 
@@ -52,7 +54,7 @@ class Candidate:
 class PullPlan:
     name: str
     remote: RemoteRepo
-    kind: str  # "gguf" or "safetensors"
+    kind: str  # "gguf", "safetensors" or "adapter"
     quant: str
     files: tuple[RemoteFile, ...]
     missing_bytes: int  # not in the Hub cache yet
@@ -65,6 +67,7 @@ class PullPlan:
     pulled: StoreEntry | None = None  # already in the store from this very revision: nothing to do
     workers: int = 0  # bytes the --rpc workers' devices have free
     instruct: bool | None = None  # as the catalog entry says; None: not pulled by a catalog name
+    base_model: str | None = None  # an adapter's, as its adapter_config.json names it
 
     @property
     def total_bytes(self) -> int:
@@ -116,9 +119,7 @@ def _offer(repo: GGUFRepo, remote: RemoteRepo) -> RepoOffer:
     return RepoOffer(repo, remote, {quant: tuple(remote.described(paths)) for quant, paths in found.items()})
 
 
-def plan_pull(
-    ref: ModelRef, *, revision: str | None = None, force: bool = False, convert: bool = False
-) -> PullPlan:
+def plan_pull(ref: ModelRef, *, revision: str | None = None, force: bool = False, convert: bool = False) -> PullPlan:
     """Find the files for ``ref`` and check the disk; raises before anything is downloaded."""
     if ref.quant:
         quant_type(ref.quant)  # an unknown spelling is refused before the Hub is asked
@@ -131,6 +132,8 @@ def plan_pull(
             raise _not_offered(catalog, quant, offers)
         return _gguf_plan(ref, found, catalog)
     remote = list_repo(catalog.repo if catalog else ref.source, revision)
+    if ADAPTER_CONFIG in remote.paths:
+        return _adapter_plan(ref, remote)
     offer = _offer(gguf_repo(remote.repo), remote)
     if offer.quants and not convert:
         return _gguf_plan(ref, offer, catalog)
@@ -200,6 +203,37 @@ def _safetensors_plan(ref: ModelRef, remote: RemoteRepo, catalog: CatalogModel |
         store_bytes=checkpoint_bytes + estimates[quant.name],
         work_seconds=estimate_seconds(checkpoint_bytes, quant, threads=physical_cores()),
     )
+
+
+def _adapter_plan(ref: ModelRef, remote: RemoteRepo) -> PullPlan:
+    """A PEFT LoRA repo: its config is fetched first (a few hundred bytes) to check the base it names."""
+    quant = choose_adapter_type(ref.quant)
+    if ADAPTER_WEIGHTS not in remote.paths:
+        raise HubError(f"{remote.repo} has an {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS}.")
+    (config,) = remote.described([ADAPTER_CONFIG])
+    folder = download(remote, config).parent
+    base = read_adapter_config(folder).get("base_model_name_or_path")
+    # Converting needs the base's shape: the catalog knows the official models', a config.json tells any other.
+    if (not base or catalog_model_of_repo(str(base)) is None) and "config.json" not in remote.paths:
+        known = ", ".join(m.repo for m in CATALOG.values())
+        raise AdapterError(
+            f"{remote.repo} adapts {base or 'a model it does not name'}, which is none of {known}.",
+            path=folder,
+            hint="mixtral runs adapters of the Mixtral models it knows, or of one whose config.json is in the repo.",
+        )
+    files = tuple(remote.described([p for p in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, "config.json") if p in remote.paths]))
+    size = sum(f.size for f in files if f.path == ADAPTER_WEIGHTS)
+    plan = _plan(
+        ref,
+        remote,
+        "adapter",
+        quant.name,
+        files,
+        (),
+        store_bytes=size,
+        work_seconds=estimate_seconds(size, quant, threads=physical_cores()),
+    )
+    return dataclasses.replace(plan, base_model=str(base) if base else None)
 
 
 def _candidate(quant: str, size: int, catalog: CatalogModel | None) -> Candidate:
@@ -278,11 +312,14 @@ def _existing(folder: Path) -> Path:
 
 
 def fetch_source(ref: ModelRef, *, revision: str | None = None, on_notice: Callable[[str], None] | None = None) -> Path:
-    """What `mixtral quantize` converts from a Hub name: the checkpoint's folder, or a GGUF's first file."""
+    """What `mixtral quantize` converts from a Hub name: the checkpoint's or adapter's folder, or a GGUF's first
+    file."""
     catalog = ref.catalog
     remote = list_repo(catalog.repo if catalog else ref.source, revision)
     offer = _offer(gguf_repo(remote.repo), remote)
-    if offer.quants:
+    if ADAPTER_CONFIG in remote.paths:
+        plan = _adapter_plan(ModelRef(ref.source, None), remote)
+    elif offer.quants:
         plan = _gguf_plan(ref, offer, catalog)
     else:
         plan = _safetensors_plan(ModelRef(ref.source, None), remote, catalog, force=True)
@@ -301,8 +338,9 @@ def run_pull(
     if plan.pulled:
         return plan.pulled
     paths = [download(plan.remote, file, progress=progress, on_notice=on_notice) for file in plan.files]
-    if plan.kind == "safetensors":
-        files, kind = (_write_into_store(plan, paths[0].parent, plan.quant, store, progress, on_notice),), "converted"
+    if plan.kind in ("safetensors", "adapter"):
+        converted = _write_into_store(plan, paths[0].parent, plan.quant, store, progress, on_notice)
+        files, kind = (converted,), "converted" if plan.kind == "safetensors" else "adapter"
     elif inspect_gguf(paths[0]).legacy_experts:
         files, kind = (_rewrite_into_store(plan, paths, store, progress, on_notice),), "rewritten"
     else:
@@ -315,8 +353,9 @@ def run_pull(
         kind=kind,
         files=tuple(str(f) for f in files),
         size=sum(f.stat().st_size for f in files),
-        tokenizer=inspect_gguf(files[0]).tokenizer_version,
+        tokenizer=None if kind == "adapter" else inspect_gguf(files[0]).tokenizer_version,
         instruct=plan.instruct,
+        base_model=plan.base_model,
     )
     store.add(entry)
     return entry

@@ -1,8 +1,9 @@
-"""`mixtral quantize`: a Hugging Face folder or a GGUF in, a GGUF of the asked type out.
+"""`mixtral quantize`: a Hugging Face folder, a PEFT LoRA adapter or a GGUF in, a GGUF of the asked type out.
 
-F32, F16, BF16 and Q8_0 come straight from the converter. Every other type goes through a lossless
-intermediate GGUF (the checkpoint's own precision) and llama.cpp's quantizer, which owns the k-quant
-and i-quant mixes. Whatever the path, the output appears under its name only when complete.
+F32, F16, BF16 and Q8_0 come straight from the converter, and are the types an adapter can have. Every
+other type goes through a lossless intermediate GGUF (the checkpoint's own precision) and llama.cpp's
+quantizer, which owns the k-quant and i-quant mixes. Whatever the path, the output appears under its name
+only when complete.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .atomic import atomic_path, check_writable, leftovers, scratch_path
 from .convert.checkpoint import Checkpoint, open_checkpoint
 from .convert.gguf_file import rewrite_legacy_layout
 from .convert.hf_to_gguf import write_gguf
+from .convert.peft import is_adapter_folder
 from .errors import (
     CheckpointError,
     DiskSpaceError,
@@ -101,6 +103,10 @@ def quantize_model(
         _check_disk(target, _estimate_bytes(info.n_params, quant) + (info.nbytes if info.legacy_experts else 0))
         _quantize_gguf(info, target, quant, threads=threads, progress=progress, notice=notice)
         n_params, source_bytes = info.n_params, info.nbytes
+    elif source.is_dir() and is_adapter_folder(source):
+        quant = choose_adapter_type(type_name)
+        target = _target(source, output, quant, force=force)
+        n_params, source_bytes = _convert_adapter(source, target, quant, name=name, progress=progress)
     elif source.is_dir() or not source.exists():
         checkpoint = open_checkpoint(source)
         quant = choose_quant_type(type_name, info=None, force=force)
@@ -148,6 +154,22 @@ def choose_quant_type(type_name: str | None, *, info: GGUFInfo | None, force: bo
             f"{quant.name} stores {quant.bits_per_weight:.2f} bits per weight, below the {3} that keeps a "
             "mixture of experts usable.",
             hint="Pass --force to quantize anyway, or choose Q3_K_M or above.",
+        )
+    return quant
+
+
+# llama.cpp's own convert_lora_to_gguf.py writes F16 unless asked otherwise.
+DEFAULT_ADAPTER_TYPE = "F16"
+
+
+def choose_adapter_type(type_name: str | None) -> QuantType:
+    """The type of a LoRA adapter's tensors: one the converter writes itself (F32, F16, BF16 or Q8_0)."""
+    quant = quant_type(type_name or DEFAULT_ADAPTER_TYPE)
+    if not quant.direct:
+        direct = ", ".join(t.name for t in QUANT_TYPES.values() if t.direct)
+        raise QuantizationTypeError(
+            f"A LoRA adapter is written as {direct}, not {quant.name}.",
+            hint="Its matrices are small: F16 (the default) costs little; Q8_0 halves that.",
         )
     return quant
 
@@ -211,6 +233,22 @@ def _convert_checkpoint(
     with scratch_path(target) as intermediate:
         write_gguf(checkpoint, intermediate, lossless, name=name, on_progress=progress.advance)
         _llama_quantize(intermediate, target, quant, threads=threads, progress=progress)
+
+
+def _convert_adapter(
+    source: Path, target: Path, quant: QuantType, *, name: str | None, progress: Progress
+) -> tuple[int, int]:
+    """Write the PEFT adapter in ``source`` as a GGUF adapter; returns its parameters and the source's bytes."""
+    from .convert.lora_to_gguf import plan_adapter, write_adapter_gguf
+    from .convert.peft import base_shape, open_adapter
+
+    adapter = open_adapter(source)
+    plan = plan_adapter(adapter, base_shape(adapter), quant)
+    _check_disk(target, plan.nbytes)
+    progress.stage(f"Converting adapter to {quant.name}", plan.nbytes)
+    with atomic_path(target) as partial:
+        write_adapter_gguf(plan, partial, name=name or source.resolve().name, on_progress=progress.advance)
+    return plan.n_params, adapter.nbytes
 
 
 def _quantize_gguf(

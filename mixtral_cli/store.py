@@ -24,11 +24,14 @@ class StoreEntry:
     repo: str
     revision: str
     quant: str
-    kind: str  # "gguf" (files from the Hub cache); "converted" or "rewritten" (a file of the store's own)
+    # "gguf" (files from the Hub cache); "converted" or "rewritten" (a file of the store's own); "adapter" (a
+    # LoRA adapter converted into the store, for --lora)
+    kind: str
     files: tuple[str, ...]  # absolute paths; the first is what llama.cpp loads
     size: int
     tokenizer: str | None = None
     instruct: bool | None = None  # as the catalog entry it was pulled by says; None: as the file says
+    base_model: str | None = None  # an adapter's, as it names it
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property

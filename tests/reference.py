@@ -80,3 +80,19 @@ def llama_cpp_greedy(
         return completion["choices"][0]["text"]
     finally:
         llm.close()
+
+
+def engine_logits(gguf: Path, ids: list[int], loras=()) -> np.ndarray:  # noqa: ANN001 - LoraSpecs
+    """The logits after each of ``ids``, as mixtral's engine computes them with ``loras`` applied."""
+    import llama_cpp
+
+    from mixtral_cli.engine.model import Engine
+    from mixtral_cli.engine.options import EngineOptions
+
+    with Engine(gguf, EngineOptions(ctx_size=256, threads=2, loras=tuple(loras))) as engine:
+        rows = []
+        for token in ids:
+            engine.time_evaluation([token], one_by_one=True)
+            logits = llama_cpp.llama_get_logits_ith(engine._ctx, -1)
+            rows.append(np.ctypeslib.as_array(logits, shape=(engine.info.n_vocab,)).copy())
+        return np.array(rows)

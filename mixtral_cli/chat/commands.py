@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..instruct import describe
+from ..model_path import resolve_lora
 from .session import ChatError, ChatSession, TurnResult
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ HELP = """\
 /save [FILE]          save the chat (JSON, or Markdown for a .md name)
 /load FILE            continue a saved chat (FILE stays as it is; this chat saves to a new file)
 /model NAME           switch model, keep the conversation
+/lora FILE [SCALE]    apply a GGUF LoRA adapter too (scale 1 by default); /lora off: none; /lora: list
 Multi-line input: Alt-Enter (or Esc then Enter) for a new line, or a block between triple quotes.\
 """
 COMMANDS = (
@@ -45,6 +47,7 @@ COMMANDS = (
     "/save",
     "/load",
     "/model",
+    "/lora",
 )
 
 # name -> (type, check, what is allowed)
@@ -125,6 +128,8 @@ def run_command(session: ChatSession, line: str, *, load_engine: Callable[[str],
             raise ChatError("/model needs a model: /model NAME")
         session.switch_engine(load_engine(rest), rest)
         return CommandResult(f"Now talking to {session.engine.info.name}.")
+    if name == "/lora":
+        return CommandResult(_lora(session, args))
     raise ChatError(f"Unknown command {name}; /help lists them.")
 
 
@@ -155,6 +160,29 @@ def _set_schema(session: ChatSession, source: str) -> str:
     return "Answers are JSON that follows the schema."
 
 
+def _lora(session: ChatSession, args: list[str]) -> str:
+    if not args:
+        return f"LoRA adapters: {_adapters(session)}"
+    if args == ["off"]:
+        session.set_loras(())
+        return "LoRA adapters off: the base model answers from now on."
+    if len(args) > 2:
+        raise ChatError("Usage: /lora FILE [SCALE], or /lora off.")
+    try:
+        scale = float(args[1]) if len(args) == 2 else 1.0
+    except ValueError:
+        raise ChatError(f"The scale must be a number, not {args[1]!r}.") from None
+    added = replace(resolve_lora(args[0]), scale=scale)
+    # Naming an applied adapter again changes its scale.
+    session.set_loras([*(s for s in session.engine.options.loras if s.path != added.path), added])
+    return f"LoRA adapters: {_adapters(session)}"
+
+
+def _adapters(session: ChatSession) -> str:
+    applied = session.engine.adapters
+    return ", ".join(f"{a.name} ({a.path}) at scale {a.scale:g}" for a in applied) if applied else "(none)"
+
+
 def _show(session: ChatSession) -> str:
     info = session.engine.info
     sampling = session.sampling
@@ -165,6 +193,7 @@ def _show(session: ChatSession) -> str:
         [
             f"model: {info.name} ({info.path})",
             f"format: {info.prompt_format.value} ids, {describe(info.instruct, info.instruct_source)}",
+            f"lora: {_adapters(session)}",
             f"context: {session.engine.n_ctx} tokens",
             f"sampling: {settings}",
             f"system: {session.transcript.system or '(none)'}",

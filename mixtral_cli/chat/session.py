@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import bisect
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
 from ..engine.model import Engine, GenerationStats
-from ..engine.options import SamplingOptions
+from ..engine.options import LoraSpec, SamplingOptions
 from ..errors import ChatError, ContextOverflowError
 from ..paths import mixtral_home
 from ..prompt import Message
@@ -151,6 +151,10 @@ class ChatSession:
         self.transcript.model = model
         self.left_out = 0  # another context size fits another window
         self.autosave()
+
+    def set_loras(self, specs: Sequence[LoraSpec]) -> None:
+        """Answer with these LoRA adapters from now on; the conversation stays and is evaluated again."""
+        self.engine.set_loras(specs)
 
     def undo(self) -> None:
         """Remove the last exchange (the last user message and its answer)."""

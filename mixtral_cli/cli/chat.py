@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -69,8 +70,12 @@ def chat(
         raise ModelNotFoundError("No model given.", hint="Pass -m MODEL (-m tiny for the built-in demo).")
     transcript.model = spec
 
+    session: ChatSession | None = None
+
     def load_engine(name: str) -> Engine:
-        return Engine(resolve_model(name), for_chat(engine_options), on_notice=print_notice)
+        # A model switch keeps the adapters applied now (/lora), not those the command line gave.
+        loras = session.engine.options.loras if session else engine_options.loras
+        return Engine(resolve_model(name), replace(for_chat(engine_options), loras=loras), on_notice=print_notice)
 
     session = ChatSession(
         load_engine(spec), transcript, policy=ContextPolicy(context_policy.value), autosave_path=resume

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from ..store import StoreEntry
 
 app = typer.Typer(help="List, show, remove and choose the default of pulled models.", no_args_is_help=True)
 
@@ -39,6 +42,9 @@ def show(name: Annotated[str, typer.Argument(help="A name from `mixtral models l
     from ..store import ModelStore
 
     entry = ModelStore().require(name)
+    if entry.kind == "adapter":
+        typer.echo(_adapter_lines(entry))
+        return
     info = inspect_gguf(entry.path)
     meta = info.metadata
     file_type = next((q.name for q in QUANT_TYPES.values() if q.file_type == info.file_type), str(info.file_type))
@@ -58,6 +64,24 @@ def show(name: Annotated[str, typer.Argument(help="A name from `mixtral models l
         *(f"  {f}" for f in entry.files),
     ]
     typer.echo("\n".join(lines))
+
+
+def _adapter_lines(entry: StoreEntry) -> str:
+    from ..catalog import catalog_model_of_repo
+
+    known = catalog_model_of_repo(entry.base_model) if entry.base_model else None
+    base = f"{entry.base_model} ({f'`{known.name}` in the catalog' if known else 'not in the catalog'})"
+    return "\n".join(
+        [
+            f"name: {entry.name}",
+            f"source: {entry.repo} @ {entry.revision}",
+            f"LoRA adapter of: {base if entry.base_model else 'a model it does not name'}",
+            f"type: {entry.quant}",
+            f"apply with: --lora {entry.name}",
+            "files:",
+            *(f"  {f}" for f in entry.files),
+        ]
+    )
 
 
 @app.command("rm")

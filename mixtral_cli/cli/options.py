@@ -131,16 +131,30 @@ TensorSplitOption = Annotated[
     ),
 ]
 
+LoraOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--lora",
+        metavar="FILE[:SCALE]",
+        rich_help_panel=ENGINE,
+        show_default=False,
+        help="Apply a GGUF LoRA adapter (`mixtral quantize ADAPTER_DIR`, or a pulled one by name) at SCALE (1 by "
+        "default); repeatable.",
+    ),
+]
+
 
 def engine_options_from(**values: Any) -> EngineOptions:
-    """EngineOptions from the shared options' values, --rpc and --tensor-split parsed."""
+    """EngineOptions from the shared options' values, --rpc, --tensor-split and --lora parsed."""
     from ..engine.rpc import parse_endpoints
+    from ..model_path import resolve_lora
 
-    rpc, split = values.pop("rpc", None), values.pop("tensor_split", None)
+    rpc, split, loras = values.pop("rpc", None), values.pop("tensor_split", None), values.pop("lora", None)
     return EngineOptions(
         **values,
         rpc=tuple(parse_endpoints(rpc)) if rpc else (),
         tensor_split=_parse_split(split) if split else None,
+        loras=tuple(resolve_lora(text) for text in loras or ()),
     )
 
 
@@ -179,6 +193,7 @@ _ENGINE_OPTIONS = (
     ("verbose", VerboseOption, False),
     ("rpc", RpcOption, None),
     ("tensor_split", TensorSplitOption, None),
+    ("lora", LoraOption, None),
 )
 
 

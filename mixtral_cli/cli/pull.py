@@ -30,7 +30,9 @@ def pull(
     A catalog name is looked up in its GGUF repos in order; the first with the quantization (default
     Q4_K_M) is downloaded as is, and one in the old one-tensor-per-expert layout is rewritten into the
     store once. When none has it, nothing is downloaded: the error says what each repo has. The
-    safetensors checkpoint is converted only with --convert, or when ORG/NAME is a safetensors repo.
+    safetensors checkpoint is converted only with --convert, or when ORG/NAME is a safetensors repo. An
+    ORG/NAME holding a PEFT LoRA adapter becomes a GGUF adapter (F16 unless :TYPE) for --lora ORG/NAME,
+    once the base model it names is found in the catalog (or its config.json in the repo).
     Before anything downloads, the plan: files, sizes, the disk and time it needs (refused when the disk
     is short) and the memory each quantization needs here and on the --rpc workers. Interrupted pulls
     resume; every file is checked against the Hub's sha256 once.
@@ -40,6 +42,7 @@ def pull(
         mixtral pull 8x7b-instruct:Q4_K_M
         mixtral pull 8x22b:Q3_K_L --convert --dry-run
         mixtral pull mistralai/Mixtral-8x7B-Instruct-v0.1:Q5_K_M
+        mixtral pull someone/mixtral-samsum-lora
         mixtral pull --list
     """
     from ..catalog import parse_model_ref

@@ -25,7 +25,11 @@ def _complete_type(incomplete: str) -> list[str]:
 
 def quantize(
     source: Annotated[
-        str, typer.Argument(help="A Hugging Face Mixtral folder, a GGUF to requantize, or a Hub name (ORG/NAME, 8x7b).")
+        str,
+        typer.Argument(
+            help="A Hugging Face Mixtral folder, a PEFT LoRA adapter folder, a GGUF to requantize, or a Hub name "
+            "(ORG/NAME, 8x7b)."
+        ),
     ],
     type_name: Annotated[
         str | None,
@@ -34,7 +38,8 @@ def quantize(
             callback=_check_type,
             autocompletion=_complete_type,
             show_default=DEFAULT_TYPE,
-            help="GGUF type to write; for a GGUF source, required unless it is only rewritten to the current layout.",
+            help="GGUF type to write (F16 for an adapter); for a GGUF source, required unless it is only rewritten to "
+            "the current layout.",
         ),
     ] = None,
     output: Annotated[
@@ -48,18 +53,21 @@ def quantize(
         int | None, typer.Option("--threads", "-t", min=1, show_default="all cores", help="Threads for quantizing.")
     ] = None,
 ) -> None:
-    """Convert a Hugging Face Mixtral checkpoint to GGUF, or requantize a GGUF.
+    """Convert a Hugging Face Mixtral checkpoint or a PEFT LoRA adapter to GGUF, or requantize a GGUF.
 
     F32, F16, BF16 and Q8_0 come straight from the converter; every other type goes through llama.cpp's
-    quantizer. The output's path is printed on stdout; progress and the summary go to stderr.
+    quantizer. A LoRA adapter (a folder with adapter_config.json) becomes a GGUF adapter for --lora, of
+    type F32, F16, BF16 or Q8_0. The output's path is printed on stdout; progress and the summary go to stderr.
 
     \b
     Examples:
         mixtral quantize ./Mixtral-8x7B-Instruct-v0.1 --type Q5_K_M
         mixtral quantize mixtral-8x7b-F16.gguf --type Q4_K_M -o ~/models/
+        mixtral quantize ./mixtral-samsum-lora -o samsum.gguf
     """
+    from ..convert.peft import is_adapter_folder
     from ..quant_types import quant_type
-    from ..quantize import quantize_model
+    from ..quantize import DEFAULT_ADAPTER_TYPE, quantize_model
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
     from ..ui.reports import print_quantize_summary
@@ -72,7 +80,8 @@ def quantize(
     local, hub_name = _local_source(source)
     if hub_name and output is None:
         # Not into the Hub cache beside the download: here, named after the repo.
-        output = Path.cwd() / f"{hub_name}-{type_name or DEFAULT_TYPE}.gguf"
+        default_type = DEFAULT_ADAPTER_TYPE if is_adapter_folder(local) else DEFAULT_TYPE
+        output = Path.cwd() / f"{hub_name}-{type_name or default_type}.gguf"
     with StageProgress() as progress:
         result = quantize_model(
             local,

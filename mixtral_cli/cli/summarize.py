@@ -77,7 +77,9 @@ def summarize(
                 # Every level but the last runs here, under the progress bars; the final summary streams after.
                 chunks, plan = summarizer.summarize(text, chunking=not no_chunk)
             if json_output:
-                typer.echo(summary_json("".join(chunks), plan, name=name, layout=engine.layout.value))
+                typer.echo(
+                    summary_json("".join(chunks), plan, name=name, layout=engine.layout.value, adapters=engine.adapters)
+                )
             else:
                 stream_text(chunks)
 

@@ -93,7 +93,7 @@ def open_checkpoint(path: Path) -> Checkpoint:
     """Read a model folder's config and tensor tables, checking every file they name."""
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a folder.", path=path, hint="Give the folder that holds config.json.")
-    config = _read_json(path / "config.json", path)
+    config = read_json(path / "config.json", path)
     architectures = config.get("architectures") or [config.get("model_type", "unknown")]
     if architectures[0] != MIXTRAL_ARCHITECTURE:
         raise UnsupportedArchitectureError(str(architectures[0]), path=path)
@@ -102,7 +102,7 @@ def open_checkpoint(path: Path) -> Checkpoint:
             f"{path} has no tokenizer.model.", path=path, hint="Download the model's tokenizer.model into it."
         )
     tokenizer_config_path = path / "tokenizer_config.json"
-    tokenizer_config = _read_json(tokenizer_config_path, path) if tokenizer_config_path.exists() else {}
+    tokenizer_config = read_json(tokenizer_config_path, path) if tokenizer_config_path.exists() else {}
     return Checkpoint(
         path=path,
         name=path.resolve().name,
@@ -114,7 +114,7 @@ def open_checkpoint(path: Path) -> Checkpoint:
 
 def _tensor_table(path: Path) -> dict[str, TensorRef]:
     if (path / INDEX_FILE).exists():
-        weight_map = _read_json(path / INDEX_FILE, path).get("weight_map") or {}
+        weight_map = read_json(path / INDEX_FILE, path).get("weight_map") or {}
         files = sorted(set(weight_map.values()))
     else:
         # consolidated.* files repeat the same weights under Mistral's own names.
@@ -135,7 +135,7 @@ def _tensor_table(path: Path) -> dict[str, TensorRef]:
     return tensors
 
 
-def _read_json(file: Path, folder: Path) -> dict:
+def read_json(file: Path, folder: Path) -> dict:
     try:
         value = json.loads(file.read_text())
     except FileNotFoundError:

@@ -31,13 +31,17 @@ class PlannedTensor:
 
     @property
     def nbytes(self) -> int:
-        import gguf
+        return tensor_nbytes(self.shape, self.ggml_type)
 
-        block_size, type_size = gguf.GGML_QUANT_SIZES[self.ggml_type]
-        n_elements = 1
-        for dim in self.shape:
-            n_elements *= dim
-        return n_elements // block_size * type_size
+
+def tensor_nbytes(shape: tuple[int, ...], ggml_type: gguf.GGMLQuantizationType) -> int:
+    import gguf
+
+    block_size, type_size = gguf.GGML_QUANT_SIZES[ggml_type]
+    n_elements = 1
+    for dim in shape:
+        n_elements *= dim
+    return n_elements // block_size * type_size
 
 
 def plan_tensors(checkpoint: Checkpoint, out_type: QuantType) -> list[PlannedTensor]:
@@ -85,6 +89,14 @@ def _stored_type(kind: gguf.MODEL_TENSOR, shape: tuple[int, ...], out_type: Quan
     # Norms are vectors and the router is tiny and sensitive: llama.cpp keeps both in F32 at every type.
     if len(shape) == 1 or kind == gguf.MODEL_TENSOR.FFN_GATE_INP:
         return Q.F32
+    return storable_type(shape, out_type)
+
+
+def storable_type(shape: tuple[int, ...], out_type: QuantType) -> gguf.GGMLQuantizationType:
+    """``out_type`` as a GGML type, or F16 where rows of ``shape`` do not fill whole Q8_0 blocks."""
+    import gguf
+
+    Q = gguf.GGMLQuantizationType
     wanted = Q[out_type.name]
     if wanted == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0]:
         return Q.F16

@@ -27,7 +27,8 @@ from . import logs
 from .devices import has_gpu_backend, init_backend
 from .kv_cache import KVCache
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, prefill_elsewhere
-from .options import EngineOptions, SamplingOptions
+from .lora import AdapterInfo, LoadedAdapters, check_adapter
+from .options import EngineOptions, LoraSpec, SamplingOptions
 from .placement import LoadParams, Placement, describe_placement, plan_model_placement
 from .sampler import Sampler
 from .text import TextStream
@@ -101,12 +102,15 @@ class Engine:
         self.options = options
         self._threads = options.threads or physical_cores()
         notice = self._notice = on_notice or (lambda text: None)
-        header = _check_file(path)
+        header = self._header = _check_file(path)
+        # Before anything heavy loads: a mismatched adapter is one line, not a load and a log.
+        self.adapters: tuple[AdapterInfo, ...] = (
+            () if vocab_only else tuple(check_adapter(spec, header) for spec in options.loras)
+        )
         init_backend()
         _notice_missing_gpu_backend(notice)
-        log_handler = _print_log if options.verbose else _collect_errors
         _collected_errors.clear()
-        with logs.log_handler(log_handler):
+        with self._log():
             n_layer = int(header.metadata.get("llama.block_count") or 0)  # type: ignore[call-overload]
             self.placement = None if vocab_only else plan_model_placement(options, n_layer=n_layer)
             if self.placement and self.placement.notice:
@@ -127,6 +131,9 @@ class Engine:
                 self.info = _model_info(path, self._model, gpu=bool(self.placement and self.placement.devices))
                 self._vocab = llama_cpp.llama_model_get_vocab(self._model)
                 self._ctx = None if vocab_only else self._new_context(notice)
+                self._adapters = LoadedAdapters(self._model, last_error=_last_error)
+                if self._ctx and options.loras:
+                    self._adapters.apply(self._ctx, options.loras)
             except BaseException:
                 llama_cpp.llama_model_free(self._model)
                 raise
@@ -137,6 +144,20 @@ class Engine:
         self._piece_buffer = ctypes.create_string_buffer(256)
 
     # -- loading --------------------------------------------------------------------------------------
+
+    def _log(self):  # noqa: ANN202 - a context manager
+        return logs.log_handler(_print_log if self.options.verbose else _collect_errors)
+
+    def set_loras(self, specs: Sequence[LoraSpec]) -> None:
+        """Apply exactly ``specs`` from now on (none: the plain model); the KV cache, computed without them, goes."""
+        infos = tuple(check_adapter(spec, self._header) for spec in specs)
+        with self._log():
+            for engine in (self, self._prefill):
+                if engine is not None:
+                    engine._adapters.apply(engine._ctx, specs)
+                    engine.reset_cache()
+        self.adapters = infos
+        self.options = replace(self.options, loras=tuple(specs))
 
     def _new_context(self, notice: Callable[[str], None]):  # noqa: ANN202 - a llama_context_p
         llama_cpp = self._llama
@@ -249,7 +270,7 @@ class Engine:
         return Engine(self.path, replace(self.options, repack=repack, ctx_size=self.n_ctx))
 
     def _swap_models(self, other: Engine) -> None:
-        for name in ("_model", "_ctx", "_vocab", "_cache"):
+        for name in ("_model", "_ctx", "_vocab", "_cache", "_adapters"):
             mine, theirs = getattr(self, name), getattr(other, name)
             setattr(self, name, theirs)
             setattr(other, name, mine)

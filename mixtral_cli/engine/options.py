@@ -3,6 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A GGUF LoRA adapter to apply, and how strongly: 1 as trained, 0 not at all."""
+
+    path: Path
+    scale: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> LoraSpec:
+        """``FILE`` or ``FILE:SCALE``; a colon not followed by a number is part of the file's name."""
+        path, _, scale = text.rpartition(":")
+        try:
+            return cls(Path(path).expanduser(), float(scale)) if path else cls(Path(text).expanduser())
+        except ValueError:
+            return cls(Path(text).expanduser())
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.scale:g}"
 
 
 @dataclass(frozen=True)
@@ -22,6 +43,7 @@ class EngineOptions:
     verbose: bool = False  # show llama.cpp's own log
     rpc: tuple[str, ...] = ()  # workers' HOST:PORT endpoints, whose devices take layers too
     tensor_split: tuple[float, ...] | None = None  # each offload device's share of the layers; None: by free memory
+    loras: tuple[LoraSpec, ...] = ()  # applied in this order, each at its scale
 
 
 # The model card's widget samples at temperature 0.5; the rest are llama.cpp's defaults.

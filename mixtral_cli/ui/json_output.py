@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..engine.lora import AdapterInfo
     from ..engine.model import Engine, GenerationStats
     from ..summarize import SummaryPlan
+
+
+def adapters_json(adapters: Sequence[AdapterInfo]) -> list[dict[str, object]]:
+    """The LoRA adapters a model ran with, in the order applied."""
+    return [{"path": str(a.path), "scale": a.scale, "name": a.name, "base_model": a.base_model} for a in adapters]
 
 
 def completion_json(engine: Engine, text: str, stats: GenerationStats, *, chat: bool) -> str:
@@ -19,6 +26,7 @@ def completion_json(engine: Engine, text: str, stats: GenerationStats, *, chat: 
             "model": engine.info.name,
             "instruct": engine.info.instruct,
             "instruct_source": engine.info.instruct_source,
+            "loras": adapters_json(engine.adapters),
             "prompt_format": f"chat {engine.info.prompt_format.value}" if chat else "raw",
             "prompt_tokens": stats.prompt_tokens,
             "completion_tokens": stats.completion_tokens,
@@ -36,7 +44,9 @@ def completion_json(engine: Engine, text: str, stats: GenerationStats, *, chat: 
     )
 
 
-def summary_json(text: str, plan: SummaryPlan, *, name: str | None, layout: str) -> str:
+def summary_json(
+    text: str, plan: SummaryPlan, *, name: str | None, layout: str, adapters: Sequence[AdapterInfo] = ()
+) -> str:
     """The `--json` object of `mixtral summarize`."""
     import json
 
@@ -48,6 +58,7 @@ def summary_json(text: str, plan: SummaryPlan, *, name: str | None, layout: str)
         "model_calls": plan.model_calls,
         "max_levels": plan.bound,
         "max_model_calls": plan.max_model_calls,
+        "loras": adapters_json(adapters),
         "tokens_in": plan.tokens_in,
         "tokens_out": plan.tokens_out,
         "timings": {

@@ -33,7 +33,11 @@ def print_pull_plan(plan: PullPlan) -> None:
     if plan.pulled:
         console.print(f"[bold]{escape(plan.name)}[/] is already in the store: {escape(str(plan.pulled.path))}")
         return
-    what = {"gguf": "download as is", "safetensors": f"download the checkpoint and convert to {plan.quant}"}[plan.kind]
+    what = {
+        "gguf": "download as is",
+        "safetensors": f"download the checkpoint and convert to {plan.quant}",
+        "adapter": f"download the LoRA adapter of {plan.base_model} and convert it to a {plan.quant} GGUF adapter",
+    }[plan.kind]
     if plan.rewrite:
         what = "download, then rewrite the old one-tensor-per-expert layout into the store"
     console.print(f"[bold]{escape(plan.name)}[/] from {escape(plan.remote.repo)} @ {plan.remote.commit[:12]}")
@@ -46,7 +50,7 @@ def print_pull_plan(plan: PullPlan) -> None:
     for folder, needed, free in plan.disk:
         console.print(f"  disk: {format_bytes(needed)} needed in {escape(str(folder))}, {format_bytes(free)} free")
     if plan.work_seconds:
-        work = "converting" if plan.kind == "safetensors" else "rewriting"
+        work = "rewriting" if plan.rewrite else "converting"
         console.print(f"  time: about {_duration(plan.work_seconds)} of {work} after the download")
     ram = format_bytes(plan.ram) if plan.ram else "unknown"
     gpu = format_bytes(plan.gpu) if plan.gpu else "no GPU found"
