@@ -37,11 +37,17 @@ from .openai_api import Answer, OpenAIRequest, models_list, parse_chat_request, 
 from .scheduler import ClientGone, Job, ModelHost
 from .work import (
     COMPLETE_ROUTE,
+    GENERATE_ROUTE,
+    IDS_ROUTE,
+    MODEL_ROUTE,
     CompletionDone,
     CompletionWork,
     answer_card_request,
     complete,
+    generate,
+    ids_of,
     parse_completion_body,
+    parse_generate_body,
 )
 
 log = logging.getLogger("mixtral.serve")
@@ -79,6 +85,9 @@ def create_app(host: ModelHost, config: ServeConfig) -> Starlette:
         Route("/v1/completions", handlers.guarded(handlers.completions), methods=["POST"]),
         Route("/score", handlers.guarded(handlers.score), methods=["POST"]),
         Route(COMPLETE_ROUTE, handlers.guarded(handlers.mixtral_complete), methods=["POST"]),
+        Route(MODEL_ROUTE, handlers.guarded(handlers.mixtral_model), methods=["GET"]),
+        Route(IDS_ROUTE, handlers.guarded(handlers.mixtral_ids), methods=["POST"]),
+        Route(GENERATE_ROUTE, handlers.guarded(handlers.mixtral_generate), methods=["POST"]),
     ]
     return Starlette(routes=routes)
 
@@ -195,7 +204,7 @@ class _Handlers:
             return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         parts, done = await self._collect(job, request)
         text = "".join(parts)
-        self._log_exchange(work, text)
+        self._log_exchange(work.prompt, text)
         return JSONResponse(answer.whole(text, done.stats))
 
     async def _openai_events(
@@ -219,7 +228,7 @@ class _Handlers:
         except MixtralError as exc:
             yield _sse({"error": error_body(exc)})
         finally:
-            self._log_exchange(work, "".join(parts))
+            self._log_exchange(work.prompt, "".join(parts))
 
     async def _collect(self, job: Job, request: Request) -> tuple[list[str], CompletionDone]:
         parts, done = [], None
@@ -255,9 +264,23 @@ class _Handlers:
         work = parse_completion_body(await self._json(request))
         sampling = await self._sampling(work.sampling, work.shape)
         job = await self._start(request, complete(work, sampling))
-        return StreamingResponse(self._lines(job, request, work), media_type="application/x-ndjson")
+        return StreamingResponse(self._lines(job, request, work.prompt), media_type="application/x-ndjson")
 
-    async def _lines(self, job: Job, request: Request, work: CompletionWork) -> AsyncIterator[str]:
+    async def mixtral_model(self, request: Request) -> Response:
+        return JSONResponse(self.host.facts)
+
+    async def mixtral_ids(self, request: Request) -> Response:
+        job = await self._start(request, ids_of(await self._json(request)))
+        (ids,) = [item async for item in job.results(request.is_disconnected)]
+        return JSONResponse({"ids": ids})
+
+    async def mixtral_generate(self, request: Request) -> Response:
+        """`mixtral chat` and `summarize --server`: a generation after prompt ids, one JSON object per line."""
+        ids, sampling, answer = parse_generate_body(await self._json(request))
+        job = await self._start(request, generate(ids, await self._sampling(sampling, None), answer=answer))
+        return StreamingResponse(self._lines(job, request, ids), media_type="application/x-ndjson")
+
+    async def _lines(self, job: Job, request: Request, prompt: object) -> AsyncIterator[str]:
         parts: list[str] = []
         try:
             async for item in job.results(request.is_disconnected):
@@ -272,11 +295,11 @@ class _Handlers:
         except MixtralError as exc:
             yield json.dumps({"error": error_body(exc)}, ensure_ascii=False) + "\n"
         finally:
-            self._log_exchange(work, "".join(parts))
+            self._log_exchange(prompt, "".join(parts))
 
-    def _log_exchange(self, work: CompletionWork, answer: str) -> None:
+    def _log_exchange(self, prompt: object, answer: str) -> None:
         if self.config.verbose:
-            log.info("prompt: %r", work.prompt)
+            log.info("prompt: %r", prompt)
             log.info("answer: %r", answer)
 
 

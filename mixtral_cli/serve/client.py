@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .. import __version__
@@ -49,7 +50,18 @@ class ServerClient:
     def complete(self, work: CompletionWork) -> Iterator[str | CompletionDone]:
         """The answer's text chunks as the server sends them, then its ``CompletionDone``."""
         self.check()
-        response = self._request("POST", COMPLETE_ROUTE, completion_body(work))
+        for item in self.stream(COMPLETE_ROUTE, completion_body(work)):
+            yield item if isinstance(item, str) else CompletionDone(stats_from(item["stats"]), item["report"])
+
+    def call(self, method: str, path: str, body: dict | None = None) -> Any:
+        """One request's JSON answer."""
+        response = self._request(method, path, body)
+        self._raise_for_status(response)
+        return self._json(response)
+
+    def stream(self, path: str, body: dict) -> Iterator[str | dict]:
+        """A streamed answer of mixtral's own routes: text chunks, then what its last line says of the end."""
+        response = self._request("POST", path, body)
         self._raise_for_status(response)
         try:
             for raw in response:
@@ -57,7 +69,7 @@ class ServerClient:
                 if "text" in line:
                     yield line["text"]
                 elif "done" in line:
-                    yield CompletionDone(stats_from(line["done"]["stats"]), line["done"]["report"])
+                    yield line["done"]
                 elif "error" in line:
                     raise _reported(line["error"])
         except (OSError, http.client.HTTPException) as exc:

@@ -130,8 +130,7 @@ class ModelHost:
         self._thread = threading.Thread(target=self._serve, name="mixtral-engine", daemon=True)
         self.loads = 0
         self.requests_run = 0  # jobs the engine took (a job cancelled while it waited is not one)
-        self.n_ctx = 0  # the context of the first load; every later load has the same
-        self.model_name = ""
+        self.facts: dict = {}  # the loaded model's description (``engine_facts``); every load gives the same
 
     @property
     def loaded(self) -> bool:
@@ -140,6 +139,10 @@ class ModelHost:
     @property
     def waiting(self) -> int:
         return self._jobs.qsize()
+
+    @property
+    def n_ctx(self) -> int:
+        return self.facts.get("n_ctx", 0)
 
     @property
     def busy(self) -> bool:
@@ -211,10 +214,11 @@ class ModelHost:
 
     def _ensure_loaded(self) -> Engine:
         if self._engine is None:
+            from .work import engine_facts
+
             self._engine = self._load()
             self.loads += 1
-            self.n_ctx = self._engine.n_ctx
-            self.model_name = self._engine.info.name
+            self.facts = engine_facts(self._engine)
             log.info("model loaded in %.2f s", self._engine.load_s)
         return self._engine
 

@@ -9,7 +9,7 @@ HTTP runs exactly the steps `mixtral complete` runs locally.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from ..engine.options import SamplingOptions
@@ -21,7 +21,11 @@ if TYPE_CHECKING:
     from ..azure_request import ModelCardRequest
     from ..engine.model import Engine, GenerationStats
 
-COMPLETE_ROUTE = "/mixtral/v1/complete"  # mixtral's own route, which `mixtral complete --server` uses
+# mixtral's own routes: `mixtral complete --server` sends its work whole; chat and summarize drive the engine.
+COMPLETE_ROUTE = "/mixtral/v1/complete"
+MODEL_ROUTE = "/mixtral/v1/model"
+IDS_ROUTE = "/mixtral/v1/ids"
+GENERATE_ROUTE = "/mixtral/v1/generate"
 _SAMPLING_NUMBERS = {
     "temperature": (float, 0.0, None),
     "top_p": (float, 0.0, 1.0),
@@ -45,10 +49,10 @@ class CompletionWork:
 
 @dataclass(frozen=True)
 class CompletionDone:
-    """The end of a completion: its statistics, and the `--json` report of `mixtral complete` without the text."""
+    """The end of a generation: its statistics, and for a completion the `--json` report without the text."""
 
     stats: GenerationStats
-    report: dict
+    report: dict = field(default_factory=dict)
 
 
 def complete(work: CompletionWork, sampling: SamplingOptions):  # noqa: ANN201 - Callable[[Engine], Iterator]
@@ -67,6 +71,53 @@ def complete(work: CompletionWork, sampling: SamplingOptions):  # noqa: ANN201 -
     return run
 
 
+def generate(ids: list[int], sampling: SamplingOptions, *, answer: bool):  # noqa: ANN201
+    """The job that generates after ``ids`` (built by ``ids_of``): text chunks, then a ``CompletionDone``."""
+
+    def run(engine: Engine) -> Iterator[object]:
+        generation = engine.generate(ids, sampling, answer=answer)
+        yield from generation
+        yield CompletionDone(generation.stats)
+
+    return run
+
+
+def ids_of(data: object):  # noqa: ANN201 - Callable[[Engine], Iterator]
+    """The job that answers the ids route: a text's ids, or a conversation's prompt ids."""
+    if not isinstance(data, dict) or not isinstance(data.get("text"), str) and "messages" not in data:
+        raise InvalidRequestError('The request needs a "text" or "messages".')
+    text, parse_special = data.get("text"), bool(data.get("parse_special"))
+    messages = None if isinstance(text, str) else conversation_from(data["messages"])
+
+    def run(engine: Engine) -> Iterator[object]:
+        yield engine.tokenize(text, parse_special=parse_special) if messages is None else engine.chat_ids(messages)
+
+    return run
+
+
+def parse_generate_body(data: object) -> tuple[list[int], SamplingOptions, bool]:
+    ids = data.get("ids") if isinstance(data, dict) else None
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise InvalidRequestError('"ids" must be a non-empty list of token ids.')
+    sampling = data.get("sampling") or {}
+    grammar = sampling.get("grammar") if isinstance(sampling, dict) else None
+    if not isinstance(sampling, dict) or not isinstance(grammar, (str, type(None))):
+        raise InvalidRequestError('"sampling" must be an object; its grammar a string.')
+    return ids, replace(sampling_from(sampling, SamplingOptions()), grammar=grammar), bool(data.get("answer"))
+
+
+def engine_facts(engine: Engine) -> dict[str, Any]:
+    """What the model route tells a ``RemoteEngine`` about the loaded model."""
+    info = engine.info
+    return {
+        "info": {**asdict(info), "path": str(info.path), "prompt_format": info.prompt_format.value},
+        "n_ctx": engine.n_ctx,
+        "special": asdict(engine.special),
+        "load_s": engine.load_s,
+        "layout": engine.layout.value,
+    }
+
+
 def answer_card_request(request: ModelCardRequest, sampling: SamplingOptions, shape: OutputShape | None):  # noqa: ANN201
     """The job that answers a model-card request: one list of answers, in input order."""
     from ..azure_request import answer_request
@@ -77,23 +128,19 @@ def answer_card_request(request: ModelCardRequest, sampling: SamplingOptions, sh
     return run
 
 
-def sampling_from(
-    data: dict[str, Any], base: SamplingOptions, *, names: dict[str, str] | None = None
-) -> SamplingOptions:
-    """``base`` with the values ``data`` gives, checked; ``names`` maps a field to the key ``data`` uses."""
-    names = names or {}
+def sampling_from(data: dict[str, Any], base: SamplingOptions) -> SamplingOptions:
+    """``base`` with the sampling values ``data`` gives, checked."""
     changes: dict[str, Any] = {}
-    for field, (kind, low, high) in _SAMPLING_NUMBERS.items():
-        key = names.get(field, field)
-        value = data.get(key)
+    for name, (kind, low, high) in _SAMPLING_NUMBERS.items():
+        value = data.get(name)
         if value is None:
             continue
         number = kind is float and isinstance(value, (int, float)) or kind is int and isinstance(value, int)
         if isinstance(value, bool) or not number or value < low or (high is not None and value > high):
             bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
-            raise InvalidRequestError(f'"{key}" must be a{"n integer" if kind is int else " number"} {bounds}.')
-        changes[field] = kind(value)
-    stop = data.get(names.get("stop", "stop"))
+            raise InvalidRequestError(f'"{name}" must be a{"n integer" if kind is int else " number"} {bounds}.')
+        changes[name] = kind(value)
+    stop = data.get("stop")
     if stop is not None:
         stops = [stop] if isinstance(stop, str) else stop
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
@@ -113,15 +160,18 @@ def conversation_from(items: object) -> tuple[Message, ...]:
 # -- mixtral's own route: the body `mixtral complete --server` sends --------------------------------------
 
 
+def sampling_body(sampling: SamplingOptions) -> dict[str, Any]:
+    return {**{f.name: getattr(sampling, f.name) for f in fields(SamplingOptions)}, "stop": list(sampling.stop)}
+
+
 def completion_body(work: CompletionWork) -> dict:
     prompt = work.prompt if isinstance(work.prompt, str) else [asdict(m) for m in work.prompt]
-    sampling = {f.name: getattr(work.sampling, f.name) for f in fields(SamplingOptions) if f.name != "grammar"}
     shape = None if work.shape is None else {**asdict(work.shape), "kind": work.shape.kind.value}
     return {
         "prompt": prompt,
         "mode": work.mode.value,
         "system": work.system,
-        "sampling": {**sampling, "stop": list(work.sampling.stop)},
+        "sampling": sampling_body(work.sampling),  # its grammar, if any, is the shape's: the server adds it
         "shape": shape,
         "describe_shape": work.describe_shape,
     }
