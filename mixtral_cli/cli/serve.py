@@ -44,6 +44,17 @@ def serve(
             help="Require this key (Authorization: Bearer KEY) on every route but /health.",
         ),
     ] = None,
+    parallel: Annotated[
+        int,
+        typer.Option(
+            "--parallel",
+            "-np",
+            min=1,
+            max=64,
+            rich_help_panel=SERVER,
+            help="Requests answered at once, each in a KV cache sequence of its own (a whole context each).",
+        ),
+    ] = 1,
     queue_timeout: Annotated[
         float,
         typer.Option(min=0.1, rich_help_panel=SERVER, help="Seconds a request may wait for the model before a 503."),
@@ -65,8 +76,10 @@ def serve(
 
     Routes: OpenAI's POST /v1/chat/completions and /v1/completions (streamed as server-sent events on
     request) and GET /v1/models; the model cards' scoring route POST /score (the request schema of
-    `mixtral complete --request`); GET /health. Requests are answered one at a time, in the order they
-    came; one that waits longer than --queue-timeout is answered 503 with Retry-After. The sampling
+    `mixtral complete --request`); GET /health. Requests are answered in the order they came, --parallel
+    at a time, a few tokens of each in turn; one that waits longer than --queue-timeout is answered 503
+    with Retry-After. Each runs in a KV cache sequence of its own: a conversation's next turn goes to the
+    sequence that still holds its earlier turns, and evaluates only what is new. The sampling
     options are the defaults of every request, which may override them; a request's max_tokens is
     bounded by the context. Prompts and answers are logged only with --verbose.
 
@@ -79,6 +92,8 @@ def serve(
         MIXTRAL_API_KEY=secret mixtral serve -m model.gguf --host 0.0.0.0 --port 8080
         curl -s localhost:8080/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hi"}]}'
     """
+    from dataclasses import replace
+
     from ..azure_request import card_response_shape
     from ..engine.layout import for_chat
     from ..engine.model import Engine
@@ -115,8 +130,9 @@ def serve(
         )
     run_server(
         config,
-        load=lambda: Engine(path, for_chat(engine_options), on_notice=print_notice),
+        load=lambda: Engine(path, replace(for_chat(engine_options), sequences=parallel), on_notice=print_notice),
         keep_alive=keep_alive_s,
+        sequences=parallel,
         host=host,
         port=port,
         on_ready=lambda url: typer.echo(f"Serving {config.model_id} at {url} (OpenAI base URL: {url}/v1)", err=True),

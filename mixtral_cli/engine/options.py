@@ -22,6 +22,7 @@ class EngineOptions:
     verbose: bool = False  # show llama.cpp's own log
     rpc: tuple[str, ...] = ()  # workers' HOST:PORT endpoints, whose devices take layers too
     tensor_split: tuple[float, ...] | None = None  # each offload device's share of the layers; None: by free memory
+    sequences: int = 1  # KV cache sequences of ctx_size tokens each in the context: conversations served at once
 
 
 # The model card's widget samples at temperature 0.5; the rest are llama.cpp's defaults.

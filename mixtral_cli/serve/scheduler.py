@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import MixtralError, ServerBusyError, ServerStoppedError
@@ -111,18 +112,20 @@ class Job:
 
 
 class ModelHost:
-    """Loads the engine, runs jobs on it one at a time in the order they came, unloads it when idle.
+    """Loads the engine, runs jobs on it in the order they came, unloads it when idle.
 
-    ``keep_alive``: seconds idle before the weights are unloaded; 0 unloads as soon as no job waits;
-    None never unloads.
+    ``sequences`` jobs run at once, each in a KV sequence of its own, a chunk of each in turn; the others
+    wait in order. ``keep_alive``: seconds idle before the weights are unloaded; 0 unloads as soon as no
+    job runs or waits; None never unloads.
     """
 
-    def __init__(self, load: Callable[[], Engine], *, keep_alive: float | None) -> None:
+    def __init__(self, load: Callable[[], Engine], *, keep_alive: float | None, sequences: int = 1) -> None:
         self._load = load
         self._keep_alive = keep_alive
+        self._sequences = sequences
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._engine: Engine | None = None
-        self._running: Job | None = None
+        self._running: list[_Running] = []
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # submit and stop agree on which jobs stop() must fail
         self._ready = threading.Event()
@@ -146,7 +149,7 @@ class ModelHost:
 
     @property
     def busy(self) -> bool:
-        return self._running is not None
+        return bool(self._running)
 
     def start(self) -> None:
         """Start the engine thread and load the model; a model that cannot load raises here."""
@@ -165,18 +168,17 @@ class ModelHost:
         return job
 
     def stop(self) -> None:
-        """Fail the running and waiting jobs (ServerStoppedError), and end the thread once the running one stops."""
+        """Fail the running and waiting jobs (ServerStoppedError); the thread ends once the running ones stop."""
         with self._lock:
             self._stopping.set()
-            running = self._running
-            pending = []
+            jobs = [running.job for running in self._running]
             while True:
                 try:
-                    pending.append(self._jobs.get_nowait())
+                    jobs.append(self._jobs.get_nowait())
                 except queue.Empty:
                     break
             self._jobs.put(None)
-        for job in (running, *pending):
+        for job in jobs:
             if job is not None:
                 job.fail(ServerStoppedError())
 
@@ -194,20 +196,32 @@ class ModelHost:
         finally:
             self._ready.set()
         try:
-            while True:
-                try:
-                    job = self._jobs.get(timeout=self._idle_timeout())
-                except queue.Empty:
-                    self._unload("idle")
-                    continue
-                if job is None:
-                    break
-                if not job.cancelled.is_set():
-                    self._run(job)
-                if self._keep_alive == 0 and self._jobs.empty():
+            while self._admit():
+                for running in list(self._running):
+                    self._step(running)
+                if self._keep_alive == 0 and not self._running and self._jobs.empty():
                     self._unload("keep-alive 0")
         finally:
+            for running in list(self._running):
+                self._finish(running)
             self._unload("stopping")
+
+    def _admit(self) -> bool:
+        """Start waiting jobs while sequences are free, waiting for one when none runs; False once stopped."""
+        while len(self._running) < self._sequences:
+            idle = not self._running
+            try:
+                job = self._jobs.get(timeout=self._idle_timeout()) if idle else self._jobs.get_nowait()
+            except queue.Empty:
+                if not idle:
+                    return True
+                self._unload("idle")
+                continue
+            if job is None:
+                return False
+            if not job.cancelled.is_set():
+                self._begin(job)
+        return True
 
     def _idle_timeout(self) -> float | None:
         return self._keep_alive if self._engine is not None and self._keep_alive else None
@@ -228,29 +242,78 @@ class ModelHost:
             self._engine = None
             log.info("model unloaded (%s)", why)
 
-    def _run(self, job: Job) -> None:
-        with self._lock:
-            self._running = job
+    def _begin(self, job: Job) -> None:
         self.requests_run += 1
         job.send(_STARTED)
         try:
-            results = job.work(self._ensure_loaded())
-            try:
-                for item in results:
-                    if job.cancelled.is_set():
-                        break
-                    job.send(item)
-            finally:
-                results.close()  # the generation's own cleanup (its sampler) runs now, on this thread
+            seat = _Seat(self._ensure_loaded(), self._free_sequences)
+            running = _Running(job, seat, job.work(seat))
+        except Exception as exc:  # noqa: BLE001 - the job's error, not the server's
+            self._fail(job, exc)
+            return
+        with self._lock:
+            self._running.append(running)
+
+    def _free_sequences(self) -> list[int]:
+        taken = {running.seat.sequence for running in self._running}
+        return [sequence for sequence in range(self._sequences) if sequence not in taken]
+
+    def _step(self, running: _Running) -> None:
+        """The job's next result; its end, or its error, ends it."""
+        job = running.job
+        if job.cancelled.is_set():
+            self._finish(running)
+            return
+        try:
+            item = next(running.results)
+        except StopIteration:
             job.send(_ENDED)
-        except MixtralError as exc:
-            job.send(_Failed(exc))
-        except Exception:
-            log.exception("a request failed")
-            job.send(_Failed(MixtralError("The server failed to answer this request; its log says why.")))
-        finally:
-            with self._lock:
-                self._running = None
+            self._finish(running)
+        except Exception as exc:  # noqa: BLE001 - the job's error, not the server's
+            self._fail(job, exc)
+            self._finish(running)
+        else:
+            job.send(item)
+
+    def _finish(self, running: _Running) -> None:
+        running.results.close()  # the generation's own cleanup (its sampler) runs now, on this thread
+        with self._lock:
+            self._running.remove(running)
+
+    @staticmethod
+    def _fail(job: Job, exc: Exception) -> None:
+        if not isinstance(exc, MixtralError):
+            log.exception("a request failed", exc_info=exc)
+            exc = MixtralError("The server failed to answer this request; its log says why.")
+        job.send(_Failed(exc))
+
+
+class _Seat:
+    """The engine as one job sees it: its generations run in one KV sequence that no other running job uses.
+
+    The sequence is chosen at the job's first generation: of the free ones, the one whose cache holds the
+    longest start of its prompt, so that a conversation's next turn finds its earlier turns still there.
+    """
+
+    def __init__(self, engine: Engine, free: Callable[[], list[int]]) -> None:
+        self._engine = engine
+        self._free = free
+        self.sequence: int | None = None
+
+    def generate(self, prompt_ids, sampling, *, answer: bool = False):  # noqa: ANN001, ANN201 - as Engine.generate
+        if self.sequence is None:
+            self.sequence = self._engine.sequence_for(prompt_ids, among=self._free())
+        return self._engine.generate(prompt_ids, sampling, answer=answer, sequence=self.sequence)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._engine, name)
+
+
+@dataclass(eq=False)
+class _Running:
+    job: Job
+    seat: _Seat
+    results: Iterator[object]
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")

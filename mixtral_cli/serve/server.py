@@ -28,6 +28,7 @@ def run_server(
     *,
     load: Callable[[], Engine],
     keep_alive: float | None,
+    sequences: int,
     host: str,
     port: int,
     on_ready: Callable[[str], None],
@@ -36,7 +37,7 @@ def run_server(
     _log_to_stderr(config.verbose)
     listener = _listen(host, port)
     try:
-        model_host = ModelHost(load, keep_alive=keep_alive)
+        model_host = ModelHost(load, keep_alive=keep_alive, sequences=sequences)
         model_host.start()
         try:
             app = create_app(model_host, config)
