@@ -7,6 +7,7 @@ import http.client
 import json
 import signal
 import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -158,6 +159,14 @@ def test_oversized_body_is_413_before_it_is_read(server):
     assert response.status == 413
     assert "larger than" in json.loads(response.read())["error"]["message"]
     connection.close()
+
+
+def test_prompts_and_answers_stay_out_of_the_log(client, server):
+    answer = chat(client, "A secret: zebra-orchid-4711").choices[0].message.content
+
+    log = server.log.read_text()
+    assert "zebra-orchid-4711" not in log
+    assert answer not in log
 
 
 # -- the model cards' scoring route ------------------------------------------------------------------------
@@ -413,6 +422,16 @@ def test_a_server_of_another_version_is_one_line(monkeypatch, server):
 )
 def test_keep_alive_durations(text, seconds):
     assert parse_keep_alive(text) == seconds
+
+
+def test_without_the_serve_extra_serve_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "mixtral_cli.serve.server", raising=False)
+    result = run_mixtral("serve", "-m", "tiny")
+
+    assert result.returncode == 1
+    assert 'pip install "mixtral-cli[serve]"' in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_keep_alive_that_is_not_a_duration_is_a_usage_error():
