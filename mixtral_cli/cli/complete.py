@@ -174,7 +174,7 @@ def _print_answer(chunks, stats, report, sampling, *, shape, json_output) -> Non
     """Stream the text, or print the finished answer (the --json object with it); ``stats`` and ``report`` are
     read once the chunks are done."""
     from ..errors import AnswerCutError
-    from ..ui.json_output import completion_json_from
+    from ..ui.json_output import completion_json
     from ..ui.stream import stream_text
 
     if shape is None and not json_output:
@@ -185,9 +185,9 @@ def _print_answer(chunks, stats, report, sampling, *, shape, json_output) -> Non
         answer = generated if shape is None else finish_answer(shape, generated, stats(), sampling)
     except AnswerCutError:
         if json_output:
-            typer.echo(completion_json_from(generated, report()))
+            typer.echo(completion_json(generated, report()))
         raise
-    typer.echo(completion_json_from(answer, report()) if json_output else answer)
+    typer.echo(completion_json(answer, report()) if json_output else answer)
 
 
 def _answer_request(request, model, engine_options, sampling, mode, system, shape, no_schema_prompt, response_shape):  # noqa: ANN001, PLR0913

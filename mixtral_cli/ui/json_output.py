@@ -5,17 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..engine.model import Engine, GenerationStats, ModelInfo
+    from ..engine.model import GenerationStats, ModelInfo
     from ..summarize import SummaryPlan
 
 
-def completion_json(engine: Engine, text: str, stats: GenerationStats, *, chat: bool) -> str:
-    """The `--json` object of `mixtral complete`; ``chat``: whether the prompt had the chat format."""
-    return completion_json_from(text, completion_report(engine.info, stats, chat=chat, load_s=engine.load_s))
-
-
-def completion_json_from(text: str, report: dict) -> str:
-    """The `--json` object of a completion whose report (``completion_report``) came from elsewhere: a server."""
+def completion_json(text: str, report: dict) -> str:
+    """The `--json` object of `mixtral complete`: the text, and its ``completion_report`` (made here or by a server)."""
     import json
 
     return json.dumps({"text": text, **report}, ensure_ascii=False)
