@@ -75,13 +75,14 @@ def first_token_here(engine: Engine, i: int, sampling: SamplingOptions) -> float
     return time.perf_counter() - started
 
 
-def first_token_served(client: ServerClient, i: int, sampling: SamplingOptions) -> float:
+def first_token_served(client: ServerClient, i: int, sampling: SamplingOptions) -> tuple[float, float]:
+    """Seconds to the first token through the server, and of those the server's own prompt evaluation."""
     started = time.perf_counter()
     answer = client.complete(CompletionWork(prompt=PROMPT.format(i=i) * 8, sampling=sampling))
     next(answer)
     elapsed = time.perf_counter() - started
-    answer.close()
-    return elapsed
+    done = [item for item in answer if not isinstance(item, str)]
+    return elapsed, done[0].stats.prompt_eval_s
 
 
 def tokens_per_second(url: str, clients: int, tokens: int) -> float:
@@ -120,23 +121,30 @@ def main() -> None:
 
     server, url = start_server(model, args.work, args.threads)
     try:
-        direct = loop_of_calls(model, None, calls=args.calls, tokens=args.tokens, threads=args.threads)
-        served = loop_of_calls(model, url, calls=args.calls, tokens=args.tokens, threads=args.threads)
-        print(f"{args.calls} complete calls of {args.tokens} tokens in a loop:")
-        print(f"  each loads the model   {direct:7.2f} s")
-        print(f"  --server               {served:7.2f} s   ({direct / served:.2f}x faster)")
+        if args.calls:  # --calls 0 skips the loop
+            direct = loop_of_calls(model, None, calls=args.calls, tokens=args.tokens, threads=args.threads)
+            served = loop_of_calls(model, url, calls=args.calls, tokens=args.tokens, threads=args.threads)
+            print(f"{args.calls} complete calls of {args.tokens} tokens in a loop:")
+            print(f"  each loads the model   {direct:7.2f} s")
+            print(f"  --server               {served:7.2f} s   ({direct / served:.2f}x faster)")
 
         sampling = SamplingOptions(temperature=0, max_tokens=4)
         options = EngineOptions(repack=True, threads=args.threads)
         client = ServerClient(url)
+        here, there, served_prompt = [], [], []
         with Engine(model, options) as engine:
-            here = [first_token_here(engine, i, sampling) for i in range(args.repeat)]
-        # Every prompt differs from the one before after its first words: the server's KV cache helps neither side.
-        there = [first_token_served(client, 1000 + i, sampling) for i in range(args.repeat)]
+            # In turns, so that the machine's other load weighs on both alike; every prompt is new to both.
+            for i in range(args.repeat):
+                here.append(first_token_here(engine, i, sampling))
+                elapsed, prompt_s = first_token_served(client, i, sampling)
+                there.append(elapsed)
+                served_prompt.append(prompt_s)
         here_s, there_s = statistics.median(here), statistics.median(there)
+        overhead_s = statistics.median(t - p for t, p in zip(there, served_prompt, strict=True))
         print(f"first token (median of {args.repeat}, a prompt of ~{len(PROMPT.split()) * 8} words):")
         print(f"  complete's own engine  {here_s * 1000:7.1f} ms")
         print(f"  through the server     {there_s * 1000:7.1f} ms   ({there_s / here_s:.2f}x)")
+        print(f"  of which not the server's prompt evaluation (HTTP, queue, first sample): {overhead_s * 1000:.1f} ms")
     finally:
         server.terminate()
         server.wait()

@@ -169,6 +169,13 @@ def test_prompts_and_answers_stay_out_of_the_log(client, server):
     assert answer not in log
 
 
+def test_token_ids_outside_the_vocabulary_are_refused(server):
+    status, _, body = post(f"{server.url}/mixtral/v1/generate", json.dumps({"ids": [1, 10**9]}).encode())
+
+    assert status == 400
+    assert "token ids" in body["error"]["message"]
+
+
 # -- the model cards' scoring route ------------------------------------------------------------------------
 
 CARD_REQUEST = {
@@ -277,6 +284,21 @@ def test_wrong_api_key_is_401_and_nothing_runs(demo_model, tmp_path):
         assert chat(right, PROMPT).choices[0].message.content
     finally:
         server.stop()
+
+
+def test_complete_over_a_server_with_a_key_sends_mixtral_api_key(demo_model, tmp_path, monkeypatch):
+    server = Server(demo_model, tmp_path / "home", "--api-key", "right key")
+    try:
+        monkeypatch.setenv("MIXTRAL_API_KEY", "wrong key")
+        refused = run_mixtral("complete", "--server", server.url, "-n", "4", PROMPT)
+        monkeypatch.setenv("MIXTRAL_API_KEY", "right key")
+        accepted = run_mixtral("complete", "--server", server.url, "-n", "4", PROMPT)
+    finally:
+        server.stop()
+
+    assert refused.returncode == 1
+    assert "refused the API key" in refused.stderr
+    assert accepted.returncode == 0, accepted.stderr
 
 
 def test_keep_alive_0_unloads_after_each_request_and_loads_again(demo_model, tmp_path):

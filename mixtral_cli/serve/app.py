@@ -276,7 +276,8 @@ class _Handlers:
 
     async def mixtral_generate(self, request: Request) -> Response:
         """`mixtral chat` and `summarize --server`: a generation after prompt ids, one JSON object per line."""
-        ids, sampling, answer = parse_generate_body(await self._json(request))
+        n_vocab = self.host.facts["info"]["n_vocab"]
+        ids, sampling, answer = parse_generate_body(await self._json(request), n_vocab=n_vocab)
         job = await self._start(request, generate(ids, await self._sampling(sampling, None), answer=answer))
         return StreamingResponse(self._lines(job, request, ids), media_type="application/x-ndjson")
 

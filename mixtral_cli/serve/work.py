@@ -95,10 +95,13 @@ def ids_of(data: object):  # noqa: ANN201 - Callable[[Engine], Iterator]
     return run
 
 
-def parse_generate_body(data: object) -> tuple[list[int], SamplingOptions, bool]:
+def parse_generate_body(data: object, *, n_vocab: int) -> tuple[list[int], SamplingOptions, bool]:
     ids = data.get("ids") if isinstance(data, dict) else None
-    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise InvalidRequestError('"ids" must be a non-empty list of token ids.')
+    valid = isinstance(ids, list) and all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_vocab for i in ids
+    )
+    if not ids or not valid:
+        raise InvalidRequestError(f'"ids" must be a non-empty list of token ids, each below {n_vocab}.')
     sampling = data.get("sampling") or {}
     grammar = sampling.get("grammar") if isinstance(sampling, dict) else None
     if not isinstance(sampling, dict) or not isinstance(grammar, (str, type(None))):
