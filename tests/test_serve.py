@@ -345,7 +345,10 @@ def test_sigterm_ends_requests_in_flight_with_an_error_and_frees_the_port(demo_m
             pass
     assert server.process.wait(timeout=60) == 0
     with socket.socket() as probe:
+        # As a restarted server binds: connections the server closed may linger in TIME_WAIT, a listener may not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", server.port))
+        probe.listen()
 
 
 # -- `--server` on the CLI ---------------------------------------------------------------------------------

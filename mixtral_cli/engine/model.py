@@ -135,7 +135,6 @@ class Engine:
         n_batch = llama_cpp.llama_n_batch(self._ctx) if self._ctx else 0
         self._caches = [KVCache(self._ctx, n_batch=n_batch, sequence=i) for i in range(options.sequences)]
         self._last_used = [0] * options.sequences  # a count of generations when each sequence last began one
-
         self.special = self._special_ids()
         self.load_s = time.perf_counter() - started
         self._piece_buffer = ctypes.create_string_buffer(256)
