@@ -18,6 +18,7 @@ import jsonschema
 import openai
 import pytest
 
+from mixtral_cli.azure_request import ResponseShape, card_response_shape
 from mixtral_cli.serve.scheduler import parse_keep_alive
 
 from .helpers import run_mixtral
@@ -137,6 +138,14 @@ def test_json_schema_response_format_validates(client):
     assert json.loads(answer.choices[0].message.content) == json.loads(local)
 
 
+def test_a_seed_makes_a_sampled_answer_repeatable(client):
+    answers = {
+        chat(client, PROMPT, temperature=1.0, seed=7, max_tokens=16).choices[0].message.content for _ in range(2)
+    }
+
+    assert len(answers) == 1
+
+
 def test_models_lists_the_served_model(client, server):
     (model,) = client.models.list().data
 
@@ -201,6 +210,20 @@ def test_score_route_answers_in_the_8x22b_cards_shape_when_asked(server):
 
     assert status == 200
     assert by_index == [{"0": per_input[0]["0"], "1": per_input[1]["0"]}]
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        ("8x22b-instruct:Q4_K_M", ResponseShape.BY_INDEX),
+        ("8x22b", ResponseShape.BY_INDEX),
+        ("8x7b-instruct:Q4_K_M", ResponseShape.PER_INPUT),
+        ("tiny", ResponseShape.PER_INPUT),
+        (None, ResponseShape.PER_INPUT),
+    ],
+)
+def test_the_score_shape_is_the_served_models_cards(name, shape):
+    assert card_response_shape(name) is shape
 
 
 def test_complete_request_answers_in_the_8x22b_cards_shape_when_asked():
