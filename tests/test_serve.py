@@ -405,6 +405,13 @@ def test_complete_request_over_the_server_equals_complete_request(server):
     assert (remote.returncode, remote.stdout) == (local.returncode, local.stdout)
 
 
+def test_complete_request_over_the_server_refuses_options_the_route_cannot_carry(server):
+    result = run_mixtral("complete", "--server", server.url, "--temperature", "0.9", "--request", "-", input="{}")
+
+    assert result.returncode == 2
+    assert "a sampling option cannot go with it" in result.stderr
+
+
 def test_an_error_over_the_server_is_the_same_error(server):
     remote = run_mixtral("complete", "--server", server.url, "-n", "1", "--json-object", PROMPT)
     local = run_mixtral("complete", "-m", "tiny", "-n", "1", "--json-object", PROMPT)

@@ -112,6 +112,15 @@ def complete(
         if server is not None:
             from ..serve.client import ServerClient
 
+            # The scoring route takes the request alone: options it cannot carry are refused, not dropped.
+            local_only = {"--raw": raw, "--chat": chat, "--system": system, "--no-schema-prompt": no_schema_prompt}
+            local_only |= {"a sampling option": sampling != SamplingOptions(), "an output shape": shape is not None}
+            given = [name for name, used in local_only.items() if used]
+            if given:
+                raise typer.BadParameter(
+                    f"with --server, the request's own parameters apply; {', '.join(given)} cannot go with it.",
+                    param_hint="--request",
+                )
             shape_name = response_shape.value if response_shape else None
             typer.echo(ServerClient(server).score(request_text, shape=shape_name))
             return
