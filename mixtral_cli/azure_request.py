@@ -3,18 +3,41 @@
 In: ``{"input_data": {"input_string": [...], "parameters": {...}}}``, where ``input_string`` is a list of
 prompts or one conversation (a list of role/content messages), and ``parameters`` may also sit beside
 ``input_data``; besides the model cards' parameters, ``json_schema`` constrains every answer to one JSON
-value that follows it. Out: ``[{"0": "generated text"}, ...]``, one object per input.
+value that follows it. Out, in one of the two shapes the model cards show: the 8x7B cards' one object per
+input (``[{"0": "first answer"}, {"0": "second answer"}]``) or the 8x22B card's one object keyed by the
+input's index (``[{"0": "first answer", "1": "second answer"}]``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from enum import Enum
+from typing import TYPE_CHECKING
 
 from .engine.options import SamplingOptions
 from .errors import InvalidRequestError, MixtralError
 from .prompt import Message, messages_from_dicts
-from .structured import OutputShape, schema_shape
+from .structured import OutputShape, finish_answer, schema_shape
+
+if TYPE_CHECKING:
+    from .engine.model import Engine
+    from .prompt import PromptMode
+
+
+class ResponseShape(str, Enum):
+    PER_INPUT = "per-input"  # the 8x7B cards: [{"0": a}, {"0": b}]
+    BY_INDEX = "by-index"  # the 8x22B card: [{"0": a, "1": b}]
+
+
+def card_response_shape(model_name: str | None) -> ResponseShape:
+    """The response shape of the model card of ``model_name`` (a catalog name, e.g. "8x22b-instruct:Q4_K_M");
+    the 8x7B cards' shape for any other model."""
+    from .catalog import CATALOG, SHAPE_8X22B
+
+    entry = CATALOG.get((model_name or "").partition(":")[0].lower())
+    return ResponseShape.BY_INDEX if entry is not None and entry.shape is SHAPE_8X22B else ResponseShape.PER_INPUT
 
 
 @dataclass(frozen=True)
@@ -96,5 +119,31 @@ def _number(parameters: dict, key: str, kind: type) -> int | float | None:
     return kind(value)
 
 
-def render_response(outputs: list[str]) -> str:
+def answer_request(
+    engine: Engine,
+    request: ModelCardRequest,
+    sampling: SamplingOptions,
+    *,
+    mode: PromptMode,
+    system: str | None,
+    shape: OutputShape | None,
+    shown: OutputShape | None,
+) -> list[str]:
+    """Each input's answer, in order; ``sampling`` already carries the request's parameters and shape."""
+    from .answer import start_answer
+
+    outputs = []
+    for index, source in enumerate(request.inputs):
+        prompt = list(source) if isinstance(source, tuple) else source
+        generation, _ = start_answer(engine, prompt, sampling, mode=mode, system=system, shown=shown)
+        generated = "".join(generation)
+        if shape is not None:
+            generated = finish_answer(shape, generated, generation.stats, sampling)
+        outputs.append(request.full_text(index, generated))
+    return outputs
+
+
+def render_response(outputs: Sequence[str], shape: ResponseShape = ResponseShape.PER_INPUT) -> str:
+    if shape is ResponseShape.BY_INDEX:
+        return json.dumps([{str(i): text for i, text in enumerate(outputs)}], ensure_ascii=False)
     return json.dumps([{"0": text} for text in outputs], ensure_ascii=False)

@@ -173,7 +173,7 @@ class InvalidConversationError(MixtralError, ValueError):
 
 
 class InvalidRequestError(MixtralError, ValueError):
-    """A request file that does not follow the model cards' schema."""
+    """A request (a file or an HTTP body) that does not follow its schema."""
 
 
 class ChatError(MixtralError):
@@ -222,3 +222,47 @@ class AdapterError(MixtralError, ValueError):
     def __init__(self, message: str, *, path: Path, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.path = path
+
+
+class ServerBusyError(MixtralError):
+    """A request waited for the served model longer than the server's --queue-timeout."""
+
+    def __init__(self, *, retry_after: int) -> None:
+        super().__init__(
+            "The server is busy: this request waited too long for the model.",
+            hint=f"Try again in {retry_after} s, or start the server with a longer --queue-timeout.",
+        )
+        self.retry_after = retry_after
+
+
+class ServerStoppedError(MixtralError):
+    """The server stopped (SIGINT or SIGTERM) before this request was answered."""
+
+    def __init__(self) -> None:
+        super().__init__("The server is stopping; this request was not completed.", hint="Send it again later.")
+
+
+class ServerError(MixtralError, ConnectionError):
+    """A `--server` that cannot be used: not there, not a mixtral server, of another version, or refusing the key."""
+
+    def __init__(self, message: str, *, url: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.url = url
+
+
+class ServerReportedError(MixtralError):
+    """An error the server met while doing the work: its message, hint and exit code, as if it happened here."""
+
+    def __init__(self, message: str, *, hint: str | None, exit_code: int) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+
+
+class MissingExtraError(MixtralError, ImportError):
+    """A command that needs packages of an optional extra that is not installed."""
+
+    def __init__(self, command: str, extra: str) -> None:
+        super().__init__(
+            f"`mixtral {command}` needs packages that are not installed.",
+            hint=f'Install them with: pip install "mixtral-cli[{extra}]"',
+        )

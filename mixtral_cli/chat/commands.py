@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..engine.options import LoraSpec
 from ..instruct import describe
 from ..model_path import resolve_lora
 from .session import ChatError, ChatSession, TurnResult
@@ -174,7 +175,8 @@ def _lora(session: ChatSession, args: list[str]) -> str:
         raise ChatError(f"The scale must be a number, not {args[1]!r}.") from None
     added = replace(resolve_lora(args[0]), scale=scale)
     # Naming an applied adapter again changes its scale.
-    session.set_loras([*(s for s in session.engine.options.loras if s.path != added.path), added])
+    applied = (LoraSpec(a.path, a.scale) for a in session.engine.adapters if a.path != added.path)
+    session.set_loras([*applied, added])
     return f"LoRA adapters: {_adapters(session)}"
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import chat, complete, completion, devices, models, prompt, pull, quantize, summarize, tiny, worker
+from . import chat, complete, completion, devices, models, prompt, pull, quantize, serve, summarize, tiny, worker
 
 app = typer.Typer(
     name="mixtral",
@@ -30,6 +30,7 @@ app.command("summarize")(summarize.summarize)
 app.command("tiny")(tiny.tiny)
 app.command("devices")(devices.devices)
 app.command("worker")(worker.worker)
+app.command("serve")(serve.serve)
 app.command("completion")(completion.completion)
 
 _debug = False

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ..engine.options import EngineOptions, SamplingOptions
-from .options import ModelOption, SystemOption, runs_a_model
+from .options import ModelOption, ServerOption, SystemOption, runs_a_model
 
 
 class ContextPolicyChoice(str, Enum):
@@ -30,6 +30,7 @@ def chat(
         ContextPolicyChoice,
         typer.Option(help="When the history outgrows the context: drop the oldest exchanges, or refuse."),
     ] = ContextPolicyChoice.drop,
+    server: ServerOption = None,
     *,
     sampling: SamplingOptions,
     engine_options: EngineOptions,
@@ -45,15 +46,13 @@ def chat(
         mixtral chat -m tiny
         mixtral chat -m model.gguf --system "Answer in French." --temperature 0.7
         printf 'Hello\\nTell me more\\n' | mixtral chat -m tiny
+        mixtral chat --server http://127.0.0.1:8080   # the model `mixtral serve` keeps loaded
     """
     from ..chat.session import ChatSession, ContextPolicy
     from ..chat.transcript import Transcript
-    from ..engine.layout import for_chat
     from ..engine.model import Engine
-    from ..errors import ModelNotFoundError
-    from ..model_path import resolve_model
+    from ..errors import ChatError, ModelNotFoundError
     from ..paths import mixtral_home
-    from ..ui.console import print_notice
     from ..ui.repl import run_repl
 
     if list_chats:
@@ -65,25 +64,41 @@ def chat(
             transcript.system = system
     else:
         transcript = Transcript(model="", system=system, sampling=sampling)
-    spec = model or transcript.model or None
-    if spec is None:
-        raise ModelNotFoundError("No model given.", hint="Pass -m MODEL (-m tiny for the built-in demo).")
-    transcript.model = spec
+    if server is not None:
+        from ..serve.remote import RemoteEngine
+
+        engine = RemoteEngine(server)
+        transcript.model = model or transcript.model or engine.info.name
+    else:
+        spec = model or transcript.model or None
+        if spec is None:
+            raise ModelNotFoundError("No model given.", hint="Pass -m MODEL (-m tiny for the built-in demo).")
+        transcript.model = spec
+        engine = _load_engine(spec, engine_options)
 
     session: ChatSession | None = None
 
     def load_engine(name: str) -> Engine:
+        if server is not None:
+            raise ChatError("With --server, the server's model answers: start it with another model to switch.")
         # A model switch keeps the adapters applied now (/lora), not those the command line gave.
         loras = session.engine.options.loras if session else engine_options.loras
-        return Engine(resolve_model(name), replace(for_chat(engine_options), loras=loras), on_notice=print_notice)
+        return _load_engine(name, replace(engine_options, loras=loras))
 
-    session = ChatSession(
-        load_engine(spec), transcript, policy=ContextPolicy(context_policy.value), autosave_path=resume
-    )
+    session = ChatSession(engine, transcript, policy=ContextPolicy(context_policy.value), autosave_path=resume)
     try:
         run_repl(session, history_file=mixtral_home() / "chat_history", load_engine=load_engine)
     finally:
         session.engine.close()
+
+
+def _load_engine(name: str, options: EngineOptions):  # noqa: ANN202 - Engine
+    from ..engine.layout import for_chat
+    from ..engine.model import Engine
+    from ..model_path import resolve_model
+    from ..ui.console import print_notice
+
+    return Engine(resolve_model(name), for_chat(options), on_notice=print_notice)
 
 
 def _print_saved_chats() -> None:

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from ..azure_request import ResponseShape
 from ..engine.options import EngineOptions, SamplingOptions
-from ..structured import finish_answer, with_instruction
-from .options import ModelOption, SystemOption, runs_a_model
+from ..structured import finish_answer
+from .options import ModelOption, ServerOption, SystemOption, runs_a_model
 
 OUTPUT = "Output shape"
 
@@ -61,6 +62,15 @@ def complete(
         bool,
         typer.Option("--no-schema-prompt", rich_help_panel=OUTPUT, help="Do not describe the shape in the prompt."),
     ] = False,
+    response_shape: Annotated[
+        ResponseShape | None,
+        typer.Option(
+            "--response-shape",
+            show_default="the model card's",
+            help="--request's answer: one object per input (8x7B cards) or one keyed by input index (8x22B card).",
+        ),
+    ] = None,
+    server: ServerOption = None,
     *,
     sampling: SamplingOptions,
     engine_options: EngineOptions,
@@ -86,13 +96,10 @@ def complete(
         mixtral complete -m model.gguf --choice positive,negative,neutral "Sentiment: I love it!"
     """
     from ..azure_request import parse_request
-    from ..engine.model import Engine
     from ..errors import MixtralError
-    from ..model_path import resolve_model
     from ..prompt import PromptMode
-    from ..structured import constrained_sampling, output_shape, read_source
-    from ..ui.console import print_notice
-    from ..ui.progress import StageProgress
+    from ..serve.work import CompletionWork
+    from ..structured import output_shape, read_source
 
     if raw and chat:
         raise typer.BadParameter("--raw and --chat exclude each other.", param_hint="--raw/--chat")
@@ -100,59 +107,130 @@ def complete(
         raise typer.BadParameter("give either a prompt or --request, not both.", param_hint="--request")
     mode = PromptMode.RAW if raw else PromptMode.CHAT if chat else PromptMode.AUTO
     shape = output_shape(json_schema=json_schema, json_object=json_object, grammar=grammar, choice=choice)
-    request = None
     if request_file is not None:
-        request = parse_request(read_source(request_file, "request", error=MixtralError))
-    text = None if request is not None else _read_prompt(prompt)
-    if request is not None:
-        shape = request.output_shape() or shape
-        sampling = request.sampling(sampling)
-    with StageProgress() as progress:
-        path = resolve_model(model, progress=progress)
-    if shape is not None:
-        sampling = constrained_sampling(path, shape, sampling)
-    shown = None if no_schema_prompt else shape
+        request_text = read_source(request_file, "request", error=MixtralError)
+        if server is not None:
+            from ..serve.client import ServerClient
+
+            # The scoring route takes the request alone: options it cannot carry are refused, not dropped.
+            local_only = {"--raw": raw, "--chat": chat, "--system": system, "--no-schema-prompt": no_schema_prompt}
+            local_only |= {"a sampling option": sampling != SamplingOptions(), "an output shape": shape is not None}
+            given = [name for name, used in local_only.items() if used]
+            if given:
+                raise typer.BadParameter(
+                    f"with --server, the request's own parameters apply; {', '.join(given)} cannot go with it.",
+                    param_hint="--request",
+                )
+            shape_name = response_shape.value if response_shape else None
+            typer.echo(ServerClient(server).score(request_text, shape=shape_name))
+            return
+        _answer_request(
+            parse_request(request_text), model, engine_options, sampling, mode, system, shape, no_schema_prompt,
+            response_shape,
+        )  # fmt: skip
+        return
+    work = CompletionWork(
+        prompt=_read_prompt(prompt),
+        sampling=sampling,
+        mode=mode,
+        system=system,
+        shape=shape,
+        describe_shape=not no_schema_prompt,
+    )
+    if server is not None:
+        _complete_on_server(server, work, json_output=json_output)
+    else:
+        _complete_here(model, engine_options, work, json_output=json_output)
+
+
+def _complete_here(model, engine_options, work, *, json_output) -> None:  # noqa: ANN001
+    from ..answer import start_answer
+    from ..engine.model import Engine
+    from ..structured import constrained_sampling
+    from ..ui.console import print_notice
+    from ..ui.json_output import completion_report
+
+    path = _model_path(model)
+    sampling = constrained_sampling(path, work.shape, work.sampling) if work.shape else work.sampling
+    shown = work.shape if work.describe_shape else None
     with Engine(path, engine_options, on_notice=print_notice) as engine:
-        if request is not None:
-            _answer_request(engine, request, sampling, mode=mode, system=system, shape=shape, shown=shown)
-        else:
-            text = with_instruction(text, shown)
-            _complete_text(engine, text, sampling, mode=mode, system=system, json_output=json_output, shape=shape)
+        generation, chat = start_answer(engine, work.prompt, sampling, mode=work.mode, system=work.system, shown=shown)
+
+        def report():  # noqa: ANN202
+            return completion_report(
+                engine.info, generation.stats, chat=chat, load_s=engine.load_s, adapters=engine.adapters
+            )
+
+        _print_answer(generation, lambda: generation.stats, report, sampling, shape=work.shape, json_output=json_output)
 
 
-def _complete_text(engine, text, sampling, *, mode, system, json_output, shape) -> None:  # noqa: ANN001
+def _complete_on_server(url: str, work, *, json_output: bool) -> None:  # noqa: ANN001
+    from ..serve.client import ServerClient
+    from ..serve.work import CompletionDone
+
+    done: list[CompletionDone] = []
+
+    def chunks():  # noqa: ANN202
+        for item in ServerClient(url).complete(work):
+            if isinstance(item, CompletionDone):
+                done.append(item)
+            else:
+                yield item
+
+    stats, report = (lambda: done[0].stats), (lambda: done[0].report)
+    _print_answer(chunks(), stats, report, work.sampling, shape=work.shape, json_output=json_output)
+
+
+def _print_answer(chunks, stats, report, sampling, *, shape, json_output) -> None:  # noqa: ANN001
+    """Stream the text, or print the finished answer (the --json object with it); ``stats`` and ``report`` are
+    read once the chunks are done."""
     from ..errors import AnswerCutError
     from ..ui.json_output import completion_json
     from ..ui.stream import stream_text
 
-    ids, chat = engine.completion_ids(text, system=system, mode=mode)
-    generation = engine.generate(ids, sampling, answer=chat)
     if shape is None and not json_output:
-        stream_text(generation)
+        stream_text(chunks)
         return
-    generated = "".join(generation)
+    generated = "".join(chunks)
     try:
-        answer = generated if shape is None else finish_answer(shape, generated, generation.stats, sampling)
+        answer = generated if shape is None else finish_answer(shape, generated, stats(), sampling)
     except AnswerCutError:
         if json_output:
-            typer.echo(completion_json(engine, generated, generation.stats, chat=chat))
+            typer.echo(completion_json(generated, report()))
         raise
-    typer.echo(completion_json(engine, answer, generation.stats, chat=chat) if json_output else answer)
+    typer.echo(completion_json(answer, report()) if json_output else answer)
 
 
-def _answer_request(engine, request, sampling, *, mode, system, shape, shown) -> None:  # noqa: ANN001
-    from ..azure_request import render_response
+def _answer_request(request, model, engine_options, sampling, mode, system, shape, no_schema_prompt, response_shape):  # noqa: ANN001, PLR0913
+    from ..azure_request import answer_request, card_response_shape, render_response
+    from ..engine.model import Engine
+    from ..structured import constrained_sampling
+    from ..ui.console import print_notice
 
-    outputs = []
-    for index, source in enumerate(request.inputs):
-        prompt = with_instruction(list(source) if isinstance(source, tuple) else source, shown)
-        ids, chat = engine.completion_ids(prompt, system=system, mode=mode)
-        generation = engine.generate(ids, sampling, answer=chat)
-        generated = "".join(generation)
-        if shape is not None:
-            generated = finish_answer(shape, generated, generation.stats, sampling)
-        outputs.append(request.full_text(index, generated))
-    typer.echo(render_response(outputs))
+    shape = request.output_shape() or shape
+    sampling = request.sampling(sampling)
+    path = _model_path(model)
+    if shape is not None:
+        sampling = constrained_sampling(path, shape, sampling)
+    shown = None if no_schema_prompt else shape
+    with Engine(path, engine_options, on_notice=print_notice) as engine:
+        outputs = answer_request(engine, request, sampling, mode=mode, system=system, shape=shape, shown=shown)
+    typer.echo(render_response(outputs, response_shape or card_response_shape(_pulled_name(path, model))))
+
+
+def _model_path(model: str | None):  # noqa: ANN202 - Path
+    from ..model_path import resolve_model
+    from ..ui.progress import StageProgress
+
+    with StageProgress() as progress:
+        return resolve_model(model, progress=progress)
+
+
+def _pulled_name(path, model: str | None) -> str | None:  # noqa: ANN001
+    from ..store import ModelStore
+
+    pulled = ModelStore().pulled_as(path)
+    return pulled[0] if pulled else model
 
 
 def _read_prompt(argument: str | None) -> str:

@@ -37,6 +37,16 @@ ModelOption = Annotated[
         help="A .gguf file, or 'tiny' for the built-in demo model.",
     ),
 ]
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="MIXTRAL_SERVER",
+        metavar="URL",
+        show_default=False,
+        help="Send the work to a running `mixtral serve` (its model answers; engine options are its own).",
+    ),
+]
 SystemOption = Annotated[str | None, typer.Option("--system", "-s", help="System prompt (chat format only).")]
 
 TemperatureOption = Annotated[

@@ -10,7 +10,7 @@ import typer
 
 from ..engine.options import EngineOptions, SamplingOptions
 from ..summarize import Length, Style
-from .options import ModelOption, runs_a_model
+from .options import ModelOption, ServerOption, runs_a_model
 
 
 @runs_a_model
@@ -31,6 +31,7 @@ def summarize(
     json_output: Annotated[
         bool, typer.Option("--json", help="The summary with chunks, depth, tokens, timings.")
     ] = False,
+    server: ServerOption = None,
     *,
     sampling: SamplingOptions,
     engine_options: EngineOptions,
@@ -60,7 +61,13 @@ def summarize(
 
     documents = _read_documents(files or [])
     options = SummaryOptions(style=style, length=length, max_words=max_words, focus=focus, language=language)
-    with Engine(resolve_model(model), engine_options, on_notice=print_notice) as engine:
+    if server is not None:
+        from ..serve.remote import RemoteEngine
+
+        engine = RemoteEngine(server)
+    else:
+        engine = Engine(resolve_model(model), engine_options, on_notice=print_notice)
+    with engine:
         for name, text in inputs_to_summarize(documents, each=each):
             if name is not None and not json_output:
                 typer.echo(f"==> {name} <==")

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable, Sequence
 
 from ..errors import LlamaCppError
 
 
 class KVCache:
-    """Sequence 0 of one llama.cpp context, and the tokens it holds, in order.
+    """One sequence of a llama.cpp context's KV cache, and the tokens it holds, in order.
 
     The invariant: ``tokens`` is exactly what the context's KV cache holds. Every change to the cache goes
     through a method here, which changes the cache and ``tokens`` together, so a prompt that starts with
-    ``tokens`` can skip evaluating them.
+    ``tokens`` can skip evaluating them. A context serves several sequences (``mixtral serve --parallel``)
+    whose caches are separate: each decodes through batches of its own sequence id.
     """
 
-    def __init__(self, ctx, *, n_batch: int) -> None:  # noqa: ANN001 - a llama_context_p (None: vocabulary only)
+    def __init__(self, ctx, *, n_batch: int, sequence: int = 0) -> None:  # noqa: ANN001 - a llama_context_p or None
         self._ctx = ctx
         self._n_batch = n_batch  # llama.cpp may shrink the batch to fit the context: feed what it kept
+        self.sequence = sequence
         self._tokens: list[int] = []
+        self._batch = _Batch(n_batch, sequence) if ctx else None
 
     @property
     def tokens(self) -> tuple[int, ...]:
@@ -39,7 +43,7 @@ class KVCache:
     def clear(self) -> None:
         import llama_cpp
 
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), self.sequence, 0, -1)
         self._tokens.clear()
 
     def bring_to(self, prompt_ids: Sequence[int]) -> int:
@@ -50,7 +54,7 @@ class KVCache:
         import llama_cpp
 
         common = min(self.common_prefix(prompt_ids), len(prompt_ids) - 1)
-        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), 0, common, -1)
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), self.sequence, common, -1)
         del self._tokens[common:]
         pending = list(prompt_ids[common:])
         self.feed(pending)
@@ -62,8 +66,7 @@ class KVCache:
 
         for start in range(0, len(ids), self._n_batch):
             chunk = ids[start : start + self._n_batch]
-            array = (llama_cpp.llama_token * len(chunk))(*chunk)
-            if llama_cpp.llama_decode(self._ctx, llama_cpp.llama_batch_get_one(array, len(chunk))) != 0:
+            if llama_cpp.llama_decode(self._ctx, self._batch.fill(chunk, position=len(self._tokens))) != 0:
                 raise LlamaCppError("llama.cpp failed to evaluate the prompt.")
             self._tokens.extend(chunk)
 
@@ -71,12 +74,12 @@ class KVCache:
         """Evaluates one token after those held: the decode loop's step, which allocates nothing per token."""
         import llama_cpp
 
-        token_buffer = (llama_cpp.llama_token * 1)()
-        batch = llama_cpp.llama_batch_get_one(token_buffer, 1)
+        one = _Batch(1, self.sequence)
+        batch, token_buffer, position = one.fill([0], position=0), one.tokens, one.positions
         decode, ctx, held = llama_cpp.llama_decode, self._ctx, self._tokens
 
         def step(token: int) -> None:
-            token_buffer[0] = token
+            token_buffer[0], position[0] = token, len(held)
             if decode(ctx, batch) != 0:
                 raise LlamaCppError("llama.cpp failed to decode a token.")
             held.append(token)
@@ -89,3 +92,35 @@ class KVCache:
 
         copy_sequence(source._ctx, self._ctx)
         self._tokens[:] = source._tokens
+
+
+class _Batch:
+    """A llama_batch of one sequence over arrays of our own (freed with it), the last token's logits wanted."""
+
+    def __init__(self, size: int, sequence: int) -> None:
+        import llama_cpp
+
+        self.tokens = (llama_cpp.llama_token * size)()
+        self.positions = (llama_cpp.llama_pos * size)()
+        self._n_seq_id = (ctypes.c_int32 * size)(*[1] * size)
+        self._sequence = (llama_cpp.llama_seq_id * 1)(sequence)
+        pointer = ctypes.cast(self._sequence, ctypes.POINTER(llama_cpp.llama_seq_id))
+        self._seq_ids = (ctypes.POINTER(llama_cpp.llama_seq_id) * size)(*[pointer] * size)
+        self._logits = (ctypes.c_int8 * size)()
+        self._batch = llama_cpp.llama_batch(
+            n_tokens=0,
+            token=self.tokens,
+            embd=None,
+            pos=self.positions,
+            n_seq_id=self._n_seq_id,
+            seq_id=self._seq_ids,
+            logits=self._logits,
+        )
+
+    def fill(self, ids: Sequence[int], *, position: int):  # noqa: ANN201 - a llama_batch
+        n = len(ids)
+        self.tokens[:n] = list(ids)
+        self.positions[:n] = list(range(position, position + n))
+        self._logits[:n] = [0] * (n - 1) + [1]
+        self._batch.n_tokens = n
+        return self._batch

@@ -137,8 +137,11 @@ class Engine:
             except BaseException:
                 llama_cpp.llama_model_free(self._model)
                 raise
-        self.n_ctx = llama_cpp.llama_n_ctx(self._ctx) if self._ctx else 0
-        self._cache = KVCache(self._ctx, n_batch=llama_cpp.llama_n_batch(self._ctx) if self._ctx else 0)
+        # Each sequence holds its own n_ctx tokens.
+        self.n_ctx = llama_cpp.llama_n_ctx(self._ctx) // options.sequences if self._ctx else 0
+        n_batch = llama_cpp.llama_n_batch(self._ctx) if self._ctx else 0
+        self._caches = [KVCache(self._ctx, n_batch=n_batch, sequence=i) for i in range(options.sequences)]
+        self._last_used = [0] * options.sequences  # a count of generations when each sequence last began one
         self.special = self._special_ids()
         self.load_s = time.perf_counter() - started
         self._piece_buffer = ctypes.create_string_buffer(256)
@@ -162,7 +165,9 @@ class Engine:
     def _new_context(self, notice: Callable[[str], None]):  # noqa: ANN202 - a llama_context_p
         llama_cpp = self._llama
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = self._context_size(notice)
+        params.n_ctx = self._context_size(notice) * self.options.sequences
+        params.n_seq_max = self.options.sequences
+        params.kv_unified = False  # every sequence has a whole context of its own
         params.n_batch = params.n_ubatch = self.options.batch_size
         params.n_threads = params.n_threads_batch = self._threads
         params.flash_attn_type = (
@@ -180,13 +185,14 @@ class Engine:
         return ctx
 
     def _context_size(self, notice: Callable[[str], None]) -> int:
+        """Each sequence's context."""
         if self.options.ctx_size:
             return self.options.ctx_size
         wanted = self.info.n_ctx_train
         free = available_memory()
         if free is None or self.info.gpu_offload:
             return wanted
-        per_token = self._kv_bytes_per_token()
+        per_token = self._kv_bytes_per_token() * self.options.sequences
         capped = context_that_fits(wanted, bytes_per_token=per_token, free=free, model_bytes=self.info.size_bytes)
         if capped < wanted:
             notice(
@@ -231,6 +237,30 @@ class Engine:
         self.close()
 
     @property
+    def _cache(self) -> KVCache:
+        """Sequence 0's cache: the only one, but for a server's (``EngineOptions.sequences``)."""
+        return self._caches[0]
+
+    def sequence_for(self, ids: Sequence[int], among: Sequence[int]) -> int:
+        """Of the sequences ``among``, the one to generate after ``ids`` in.
+
+        The one whose cache holds the longest start of ``ids``, provided that start is at least half of what
+        it holds: its conversation, continued or retried. Else the one used least recently, emptied: a new
+        conversation starts from an empty cache, as in a new process, so its answer does not depend on what
+        was asked before (reusing a prefix changes the batches, and so the last bits of the arithmetic).
+        """
+
+        def kept(sequence: int) -> int:
+            cache = self._caches[sequence]
+            common = cache.common_prefix(ids)
+            return common if 2 * common >= len(cache) else 0
+
+        best = max(among, key=lambda sequence: (kept(sequence), -self._last_used[sequence]))
+        if not kept(best):
+            self._caches[best].clear()
+        return best
+
+    @property
     def cached_tokens(self) -> tuple[int, ...]:
         """The tokens the KV cache holds now; a prompt that starts with them skips evaluating them."""
         return self._cache.tokens
@@ -270,13 +300,14 @@ class Engine:
         return Engine(self.path, replace(self.options, repack=repack, ctx_size=self.n_ctx))
 
     def _swap_models(self, other: Engine) -> None:
-        for name in ("_model", "_ctx", "_vocab", "_cache", "_adapters"):
+        for name in ("_model", "_ctx", "_vocab", "_caches", "_adapters"):
             mine, theirs = getattr(self, name), getattr(other, name)
             setattr(self, name, theirs)
             setattr(other, name, mine)
 
     def reset_cache(self) -> None:
-        self._cache.clear()
+        for cache in self._caches:
+            cache.clear()
 
     def time_evaluation(self, ids: Sequence[int], *, one_by_one: bool) -> float:
         """Seconds to evaluate ``ids`` after the cache's tokens: in batches, as a prompt, or one by one, as decoding."""
@@ -325,27 +356,36 @@ class Engine:
 
     # -- generation -----------------------------------------------------------------------------------
 
-    def generate(self, prompt_ids: Sequence[int], sampling: SamplingOptions, *, answer: bool = False) -> Generation:
-        """Generate after ``prompt_ids``; ``answer`` strips the space an Instruct answer starts with."""
+    def generate(
+        self, prompt_ids: Sequence[int], sampling: SamplingOptions, *, answer: bool = False, sequence: int = 0
+    ) -> Generation:
+        """Generate after ``prompt_ids`` in KV sequence ``sequence``; ``answer`` strips the space an Instruct
+        answer starts with.
+
+        Generations of different sequences may be interleaved, a chunk of each in turn: a generation reads
+        the logits of its own last evaluation before it yields.
+        """
         if len(prompt_ids) >= self.n_ctx:
             raise ContextOverflowError(prompt_tokens=len(prompt_ids), n_ctx=self.n_ctx)
         if self._auto:
             self.prepare(Work(len(prompt_ids), sampling.max_tokens))
-        return Generation(lambda stats: self._generate(list(prompt_ids), sampling, answer, stats))
+        self._last_used[sequence] = max(self._last_used) + 1
+        return Generation(lambda stats: self._generate(list(prompt_ids), sampling, answer, stats, sequence))
 
     def _generate(
-        self, prompt_ids: list[int], sampling: SamplingOptions, answer: bool, stats: GenerationStats
+        self, prompt_ids: list[int], sampling: SamplingOptions, answer: bool, stats: GenerationStats, sequence: int
     ) -> Iterator[str]:
         llama_cpp, ctx, vocab = self._llama, self._ctx, self._vocab
         started = time.perf_counter()
         stats.prompt_tokens = len(prompt_ids)
-        stats.prompt_tokens_evaluated, stats.layout = self._bring_cache_to(prompt_ids)
+        cache = self._caches[sequence]
+        stats.prompt_tokens_evaluated, stats.layout = self._bring_cache_to(prompt_ids, cache)
         stats.prompt_eval_s = time.perf_counter() - started
 
         sampler = Sampler(sampling, vocab)
         text = TextStream(stop=sampling.stop, strip_leading_space=answer)
         sample, is_eog, piece = sampler.sample, llama_cpp.llama_vocab_is_eog, self.piece
-        cache, decode, n_ctx, max_tokens = self._cache, self._cache.decoder(), self.n_ctx, sampling.max_tokens
+        decode, n_ctx, max_tokens = cache.decoder(), self.n_ctx, sampling.max_tokens
         decode_started = time.perf_counter()
         try:
             while True:
@@ -374,13 +414,13 @@ class Engine:
             stats.decode_s = time.perf_counter() - decode_started
             sampler.close()
 
-    def _bring_cache_to(self, prompt_ids: list[int]) -> tuple[int, str]:
+    def _bring_cache_to(self, prompt_ids: list[int], cache: KVCache) -> tuple[int, str]:
         """Evaluate the prompt here, or in the hand-over's plain-layout engine and take over its KV cache.
 
         Returns the tokens evaluated and the layout that evaluated them.
         """
         prefill = self._prefill
-        if prefill is not None and self._rates is not None and len(prompt_ids) > 1:
+        if prefill is not None and self._rates is not None and len(prompt_ids) > 1 and cache is self._cache:
             own = len(prompt_ids) - self._cache.common_prefix(prompt_ids)
             theirs = len(prompt_ids) - 1 - prefill._cache.common_prefix(prompt_ids[:-1])
             if prefill_elsewhere(own, theirs, self._rates):
@@ -388,7 +428,7 @@ class Engine:
                 self.take_cache_from(prefill)
                 return evaluated + self._cache.bring_to(prompt_ids), Layout.HANDOVER.value
         own_layout = Layout.REPACKED if self.layout is Layout.HANDOVER else self.layout
-        return self._cache.bring_to(prompt_ids), own_layout.value
+        return cache.bring_to(prompt_ids), own_layout.value
 
     def take_cache_from(self, source: Engine) -> None:
         """Continue from the tokens ``source``'s KV cache holds, as if this engine had evaluated them."""

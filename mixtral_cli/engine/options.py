@@ -44,6 +44,7 @@ class EngineOptions:
     rpc: tuple[str, ...] = ()  # workers' HOST:PORT endpoints, whose devices take layers too
     tensor_split: tuple[float, ...] | None = None  # each offload device's share of the layers; None: by free memory
     loras: tuple[LoraSpec, ...] = ()  # applied in this order, each at its scale
+    sequences: int = 1  # KV cache sequences of ctx_size tokens each in the context: conversations served at once
 
 
 # The model card's widget samples at temperature 0.5; the rest are llama.cpp's defaults.

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..engine.lora import AdapterInfo
-    from ..engine.model import Engine, GenerationStats
+    from ..engine.model import GenerationStats, ModelInfo
     from ..summarize import SummaryPlan
 
 
@@ -16,32 +16,35 @@ def adapters_json(adapters: Sequence[AdapterInfo]) -> list[dict[str, object]]:
     return [{"path": str(a.path), "scale": a.scale, "name": a.name, "base_model": a.base_model} for a in adapters]
 
 
-def completion_json(engine: Engine, text: str, stats: GenerationStats, *, chat: bool) -> str:
-    """The `--json` object of `mixtral complete`; ``chat``: whether the prompt had the chat format."""
+def completion_json(text: str, report: dict) -> str:
+    """The `--json` object of `mixtral complete`: the text, and its ``completion_report`` (made here or by a server)."""
     import json
 
-    return json.dumps(
-        {
-            "text": text,
-            "model": engine.info.name,
-            "instruct": engine.info.instruct,
-            "instruct_source": engine.info.instruct_source,
-            "loras": adapters_json(engine.adapters),
-            "prompt_format": f"chat {engine.info.prompt_format.value}" if chat else "raw",
-            "prompt_tokens": stats.prompt_tokens,
-            "completion_tokens": stats.completion_tokens,
-            "stop_reason": stats.stop_reason,
-            "timings": {
-                "load_s": round(engine.load_s, 6),
-                "prompt_eval_s": round(stats.prompt_eval_s, 6),
-                "decode_s": round(stats.decode_s, 6),
-                "prompt_tokens_per_second": round(stats.prompt_tokens_per_second, 3),
-                "decode_tokens_per_second": round(stats.decode_tokens_per_second, 3),
-                "layout": stats.layout,
-            },
+    return json.dumps({"text": text, **report}, ensure_ascii=False)
+
+
+def completion_report(
+    info: ModelInfo, stats: GenerationStats, *, chat: bool, load_s: float, adapters: Sequence[AdapterInfo] = ()
+) -> dict:
+    """Everything of the `--json` object but the text: the model, its adapters, the token counts, the timings."""
+    return {
+        "model": info.name,
+        "instruct": info.instruct,
+        "instruct_source": info.instruct_source,
+        "loras": adapters_json(adapters),
+        "prompt_format": f"chat {info.prompt_format.value}" if chat else "raw",
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "stop_reason": stats.stop_reason,
+        "timings": {
+            "load_s": round(load_s, 6),
+            "prompt_eval_s": round(stats.prompt_eval_s, 6),
+            "decode_s": round(stats.decode_s, 6),
+            "prompt_tokens_per_second": round(stats.prompt_tokens_per_second, 3),
+            "decode_tokens_per_second": round(stats.decode_tokens_per_second, 3),
+            "layout": stats.layout,
         },
-        ensure_ascii=False,
-    )
+    }
 
 
 def summary_json(

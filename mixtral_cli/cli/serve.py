@@ -1,0 +1,140 @@
+"""`mixtral serve`: keep a model loaded and answer HTTP requests."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..azure_request import ResponseShape
+from ..engine.options import EngineOptions, SamplingOptions
+from .options import ModelOption, runs_a_model
+
+SERVER = "Server"
+
+
+@runs_a_model
+def serve(
+    model: ModelOption = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            rich_help_panel=SERVER, help="Address to listen on; anything but loopback is reachable by others."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, rich_help_panel=SERVER, help="Port to listen on; 0: any free one.")
+    ] = 8080,
+    keep_alive: Annotated[
+        str,
+        typer.Option(
+            "--keep-alive",
+            metavar="DURATION",
+            rich_help_panel=SERVER,
+            help="Unload the weights after this long idle (5m, 30s, 1h); 0: after each request; -1: never.",
+        ),
+    ] = "5m",
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="MIXTRAL_API_KEY",
+            rich_help_panel=SERVER,
+            show_default=False,
+            help="Require this key (Authorization: Bearer KEY) on every route but /health.",
+        ),
+    ] = None,
+    parallel: Annotated[
+        int,
+        typer.Option(
+            "--parallel",
+            "-np",
+            min=1,
+            max=64,
+            rich_help_panel=SERVER,
+            help="Requests answered at once, each in a KV cache sequence of its own (a whole context each).",
+        ),
+    ] = 1,
+    queue_timeout: Annotated[
+        float,
+        typer.Option(min=0.1, rich_help_panel=SERVER, help="Seconds a request may wait for the model before a 503."),
+    ] = 60.0,
+    response_shape: Annotated[
+        ResponseShape | None,
+        typer.Option(
+            "--response-shape",
+            rich_help_panel=SERVER,
+            show_default="the model card's",
+            help="The /score answer: one object per input (8x7B cards) or one keyed by input index (8x22B card).",
+        ),
+    ] = None,
+    *,
+    sampling: SamplingOptions,
+    engine_options: EngineOptions,
+) -> None:
+    """Keep a model loaded and answer HTTP requests, until Ctrl-C or SIGTERM.
+
+    Routes: OpenAI's POST /v1/chat/completions and /v1/completions (streamed as server-sent events on
+    request) and GET /v1/models; the model cards' scoring route POST /score (the request schema of
+    `mixtral complete --request`); GET /health. Requests are answered in the order they came, --parallel
+    at a time, a few tokens of each in turn; one that waits longer than --queue-timeout is answered 503
+    with Retry-After. Each runs in a KV cache sequence of its own: a conversation's next turn goes to the
+    sequence that still holds its earlier turns, and evaluates only what is new. The sampling
+    options are the defaults of every request, which may override them; a request's max_tokens is
+    bounded by the context. Prompts and answers are logged only with --verbose.
+
+    It listens on 127.0.0.1 unless --host says otherwise; with any other host, set --api-key (or
+    MIXTRAL_API_KEY). `mixtral complete --server URL` sends its work here.
+
+    \b
+    Examples:
+        mixtral serve -m 8x7b-instruct --keep-alive 30m
+        MIXTRAL_API_KEY=secret mixtral serve -m model.gguf --host 0.0.0.0 --port 8080
+        curl -s localhost:8080/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hi"}]}'
+    """
+    from dataclasses import replace
+
+    from ..azure_request import card_response_shape
+    from ..engine.layout import for_chat
+    from ..engine.model import Engine
+    from ..model_path import resolve_model
+    from ..serve import server_runner
+    from ..serve.app import ServeConfig
+    from ..serve.scheduler import parse_keep_alive
+    from ..store import ModelStore
+    from ..ui.console import print_notice
+    from ..ui.progress import StageProgress
+    from ..worker import is_loopback
+
+    try:
+        keep_alive_s = parse_keep_alive(keep_alive)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--keep-alive") from exc
+    run_server = server_runner()
+    with StageProgress() as progress:
+        path = resolve_model(model, progress=progress)
+    pulled = ModelStore().pulled_as(path)
+    config = ServeConfig(
+        model_id=model or path.name,
+        model_path=path,
+        sampling=sampling,
+        response_shape=response_shape or card_response_shape(pulled[0] if pulled else model),
+        api_key=api_key or None,
+        queue_timeout=queue_timeout,
+        verbose=engine_options.verbose,
+    )
+    if not is_loopback(host):
+        print_notice(
+            f"Listening on {host}: anyone who reaches this port can use the model"
+            + (", with the API key." if api_key else "; set --api-key (or MIXTRAL_API_KEY) to require a key.")
+        )
+    run_server(
+        config,
+        load=lambda: Engine(path, replace(for_chat(engine_options), sequences=parallel), on_notice=print_notice),
+        keep_alive=keep_alive_s,
+        sequences=parallel,
+        host=host,
+        port=port,
+        on_ready=lambda url: typer.echo(f"Serving {config.model_id} at {url} (OpenAI base URL: {url}/v1)", err=True),
+    )
+    print_notice("Server stopped.")

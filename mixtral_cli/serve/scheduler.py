@@ -1,0 +1,331 @@
+"""The served model: one engine on one thread of its own, the requests waiting for it in order, and keep-alive.
+
+llama.cpp's context is not safe to share between threads, so every engine call (loading included) happens
+on the engine thread. A request becomes a ``Job``: a function of the engine that yields results, run when
+its turn comes. Results travel back to the asyncio side through the job's own queue; a job that is
+cancelled (its client left, it waited too long, the server stops) is skipped, or stops at its next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import queue
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import MixtralError, ServerBusyError, ServerStoppedError
+
+if TYPE_CHECKING:
+    from ..engine.model import Engine
+
+log = logging.getLogger("mixtral.serve")
+Work = Callable[["Engine"], Iterator[object]]
+_POLL_S = 0.25  # how often a waiting request checks that its client is still there
+
+
+class ClientGone(Exception):
+    """The client closed its connection: its job is cancelled, nothing is left to answer."""
+
+
+class _Started:
+    pass
+
+
+class _Ended:
+    pass
+
+
+class _Failed:
+    def __init__(self, error: MixtralError) -> None:
+        self.error = error
+
+
+_STARTED, _ENDED = _Started(), _Ended()
+
+
+class Job:
+    """One request's work, and the results it sends back to the request's event loop."""
+
+    def __init__(self, work: Work, loop: asyncio.AbstractEventLoop) -> None:
+        self.work = work
+        self.cancelled = threading.Event()
+        self.submitted = time.monotonic()
+        self._loop = loop
+        self._results: asyncio.Queue[object] = asyncio.Queue()
+
+    def send(self, item: object) -> None:
+        """From any thread: the next result (or marker) for the request."""
+        try:
+            self._loop.call_soon_threadsafe(self._results.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: the server is gone, and the request with it
+            self.cancelled.set()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def fail(self, error: MixtralError) -> None:
+        self.send(_Failed(error))
+        self.cancel()
+
+    async def wait_turn(self, *, timeout: float, client_gone: Callable[[], Awaitable[bool]]) -> None:
+        """Until the engine takes this job; ServerBusyError after ``timeout`` seconds in the queue."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.cancel()
+                raise ServerBusyError(retry_after=max(1, math.ceil(timeout / 2)))
+            item = await self._next(min(left, _POLL_S), client_gone)
+            if item is _STARTED:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+
+    async def results(self, client_gone: Callable[[], Awaitable[bool]]):  # noqa: ANN201 - AsyncIterator[object]
+        """The work's results as they come; its error, if it fails."""
+        try:
+            while True:
+                item = await self._next(_POLL_S, client_gone)
+                if item is _ENDED:
+                    return
+                if isinstance(item, _Failed):
+                    raise item.error
+                if item is not None:
+                    yield item
+        finally:
+            self.cancel()  # a request that stops listening, for whatever reason, frees the engine at once
+
+    async def _next(self, timeout: float, client_gone: Callable[[], Awaitable[bool]]) -> object | None:
+        try:
+            return await asyncio.wait_for(self._results.get(), timeout)
+        except asyncio.TimeoutError:
+            if await client_gone():
+                self.cancel()
+                raise ClientGone from None
+            return None
+
+
+class ModelHost:
+    """Loads the engine, runs jobs on it in the order they came, unloads it when idle.
+
+    ``sequences`` jobs run at once, each in a KV sequence of its own, a chunk of each in turn; the others
+    wait in order. ``keep_alive``: seconds idle before the weights are unloaded; 0 unloads as soon as no
+    job runs or waits; None never unloads.
+    """
+
+    def __init__(self, load: Callable[[], Engine], *, keep_alive: float | None, sequences: int = 1) -> None:
+        self._load = load
+        self._keep_alive = keep_alive
+        self._sequences = sequences
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._engine: Engine | None = None
+        self._running: list[_Running] = []
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # submit and stop agree on which jobs stop() must fail
+        self._ready = threading.Event()
+        self._load_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="mixtral-engine", daemon=True)
+        self.loads = 0
+        self.requests_run = 0  # jobs the engine took (a job cancelled while it waited is not one)
+        self.facts: dict = {}  # the loaded model's description (``engine_facts``); every load gives the same
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def waiting(self) -> int:
+        return self._jobs.qsize()
+
+    @property
+    def n_ctx(self) -> int:
+        return self.facts.get("n_ctx", 0)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running)
+
+    def start(self) -> None:
+        """Start the engine thread and load the model; a model that cannot load raises here."""
+        self._thread.start()
+        self._ready.wait()
+        if self._load_error is not None:
+            self._thread.join()
+            raise self._load_error
+
+    def submit(self, work: Work) -> Job:
+        job = Job(work, asyncio.get_running_loop())
+        with self._lock:
+            if self._stopping.is_set():
+                raise ServerStoppedError()
+            self._jobs.put(job)
+        return job
+
+    def stop(self) -> None:
+        """Fail the running and waiting jobs (ServerStoppedError); the thread ends once the running ones stop."""
+        with self._lock:
+            self._stopping.set()
+            jobs = [running.job for running in self._running]
+            while True:
+                try:
+                    jobs.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            self._jobs.put(None)
+        for job in jobs:
+            if job is not None:
+                job.fail(ServerStoppedError())
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    # -- the engine thread ----------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            self._ensure_loaded()
+        except BaseException as exc:  # noqa: BLE001 - handed to start(), which raises it on the main thread
+            self._load_error = exc
+            return
+        finally:
+            self._ready.set()
+        try:
+            while self._admit():
+                for running in list(self._running):
+                    self._step(running)
+                if self._keep_alive == 0 and not self._running and self._jobs.empty():
+                    self._unload("keep-alive 0")
+        finally:
+            for running in list(self._running):
+                self._finish(running)
+            self._unload("stopping")
+
+    def _admit(self) -> bool:
+        """Start waiting jobs while sequences are free, waiting for one when none runs; False once stopped."""
+        while len(self._running) < self._sequences:
+            idle = not self._running
+            try:
+                job = self._jobs.get(timeout=self._idle_timeout()) if idle else self._jobs.get_nowait()
+            except queue.Empty:
+                if not idle:
+                    return True
+                self._unload("idle")
+                continue
+            if job is None:
+                return False
+            if not job.cancelled.is_set():
+                self._begin(job)
+        return True
+
+    def _idle_timeout(self) -> float | None:
+        return self._keep_alive if self._engine is not None and self._keep_alive else None
+
+    def _ensure_loaded(self) -> Engine:
+        if self._engine is None:
+            from .work import engine_facts
+
+            self._engine = self._load()
+            self.loads += 1
+            self.facts = engine_facts(self._engine)
+            log.info("model loaded in %.2f s", self._engine.load_s)
+        return self._engine
+
+    def _unload(self, why: str) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+            log.info("model unloaded (%s)", why)
+
+    def _begin(self, job: Job) -> None:
+        self.requests_run += 1
+        job.send(_STARTED)
+        try:
+            seat = _Seat(self._ensure_loaded(), self._free_sequences)
+            running = _Running(job, seat, job.work(seat))
+        except Exception as exc:  # noqa: BLE001 - the job's error, not the server's
+            self._fail(job, exc)
+            return
+        with self._lock:
+            self._running.append(running)
+
+    def _free_sequences(self) -> list[int]:
+        taken = {running.seat.sequence for running in self._running}
+        return [sequence for sequence in range(self._sequences) if sequence not in taken]
+
+    def _step(self, running: _Running) -> None:
+        """The job's next result; its end, or its error, ends it."""
+        job = running.job
+        if job.cancelled.is_set():
+            self._finish(running)
+            return
+        try:
+            item = next(running.results)
+        except StopIteration:
+            job.send(_ENDED)
+            self._finish(running)
+        except Exception as exc:  # noqa: BLE001 - the job's error, not the server's
+            self._fail(job, exc)
+            self._finish(running)
+        else:
+            job.send(item)
+
+    def _finish(self, running: _Running) -> None:
+        running.results.close()  # the generation's own cleanup (its sampler) runs now, on this thread
+        with self._lock:
+            self._running.remove(running)
+
+    @staticmethod
+    def _fail(job: Job, exc: Exception) -> None:
+        if not isinstance(exc, MixtralError):
+            log.exception("a request failed", exc_info=exc)
+            exc = MixtralError("The server failed to answer this request; its log says why.")
+        job.send(_Failed(exc))
+
+
+class _Seat:
+    """The engine as one job sees it: its generations run in one KV sequence that no other running job uses.
+
+    The sequence is chosen at the job's first generation: of the free ones, the one whose cache holds the
+    longest start of its prompt, so that a conversation's next turn finds its earlier turns still there.
+    """
+
+    def __init__(self, engine: Engine, free: Callable[[], list[int]]) -> None:
+        self._engine = engine
+        self._free = free
+        self.sequence: int | None = None
+
+    def generate(self, prompt_ids, sampling, *, answer: bool = False):  # noqa: ANN001, ANN201 - as Engine.generate
+        if self.sequence is None:
+            self.sequence = self._engine.sequence_for(prompt_ids, among=self._free())
+        return self._engine.generate(prompt_ids, sampling, answer=answer, sequence=self.sequence)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._engine, name)
+
+
+@dataclass(eq=False)
+class _Running:
+    job: Job
+    seat: _Seat
+    results: Iterator[object]
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}
+
+
+def parse_keep_alive(text: str) -> float | None:
+    """'5m', '30s', '1h', '90' (seconds), '0' (unload after each request) or '-1' (never: None)."""
+    text = text.strip().lower()
+    if text in ("-1", "never"):
+        return None
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration: give e.g. 5m, 30s, 1h, 0 or -1.")
+    return float(match[1]) * _UNIT_S[match[2]]

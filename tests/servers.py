@@ -1,0 +1,56 @@
+"""`mixtral serve` child processes on free loopback ports: real servers, real sockets, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+class Server:
+    """One `mixtral serve` child process; ``url`` once it listens (it loads the model first)."""
+
+    def __init__(self, model: Path, home: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.model = model
+        self.log = home / f"serve-{time.monotonic_ns()}.log"
+        home.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mixtral_cli", "serve", "-m", str(model), "--port", "0", "--threads", "1", *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("w"),
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            env={**os.environ, "MIXTRAL_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        self.url = self._wait_for_url()
+
+    def _wait_for_url(self) -> str:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            match = re.search(r" at (http://\S+) ", self.log.read_text())
+            if match:
+                return match[1]
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mixtral serve exited: {self.log.read_text()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"mixtral serve never listened: {self.log.read_text()}")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/health", timeout=10) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+        return self.process.returncode

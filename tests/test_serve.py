@@ -1,0 +1,505 @@
+"""`mixtral serve` as clients see it: the official `openai` client and plain HTTP against a real server
+process on a loopback port, compared with `mixtral complete` on the same demo model."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from email.message import Message
+
+import jsonschema
+import openai
+import pytest
+
+from mixtral_cli.azure_request import ResponseShape, card_response_shape
+from mixtral_cli.serve.scheduler import parse_keep_alive
+
+from .helpers import run_mixtral
+from .servers import Server
+
+pytestmark = pytest.mark.usefixtures("demo_model")
+
+PROMPT = "Tell me about the mixture of experts"
+GREEDY = {"temperature": 0, "max_tokens": 12}
+# The engine options the test servers run with: their layout (repacked, as chat) and thread count decide the
+# arithmetic, and so the greedy answers of a random model.
+AS_SERVED = ("--repack", "--threads", "1")
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 8}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def server(demo_model, tmp_path_factory):
+    """One server for the tests that do not change its state: four requests at once, in four KV sequences."""
+    running = Server(demo_model, tmp_path_factory.mktemp("serve-home"), "--parallel", "4")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+def complete(*args: str) -> str:
+    result = run_mixtral("complete", "-m", "tiny", *AS_SERVED, *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def greedy_complete(prompt: str, *args: str) -> str:
+    return complete("--temperature", "0", "-n", "12", *args, prompt).removesuffix("\n")
+
+
+def chat(client: openai.OpenAI, content: str, **options):  # noqa: ANN201
+    return client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": content}], **{**GREEDY, **options}
+    )
+
+
+def post(url: str, body: bytes, *, headers: dict[str, str] | None = None) -> tuple[int, Message, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.headers, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, json.loads(exc.read() or b"{}")
+
+
+# -- OpenAI's routes -------------------------------------------------------------------------------------
+
+
+def test_greedy_chat_answer_equals_completes(client):
+    answer = chat(client, PROMPT)
+
+    assert answer.choices[0].message.content == greedy_complete(PROMPT, "--chat")
+    assert answer.choices[0].finish_reason in ("stop", "length")
+
+
+def test_streamed_chat_answer_equals_the_whole_one(client):
+    whole = chat(client, PROMPT)
+    stream = chat(client, PROMPT, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+
+
+def test_text_completion_is_a_raw_completion(client):
+    answer = client.completions.create(model="tiny", prompt=PROMPT, **GREEDY)
+
+    assert answer.choices[0].text == greedy_complete(PROMPT, "--raw")
+
+
+def test_usage_counts_the_tokens_used(client):
+    answer = chat(client, PROMPT)
+    local = json.loads(complete("--json", "--temperature", "0", "-n", "12", PROMPT))
+
+    assert answer.usage.prompt_tokens == local["prompt_tokens"]
+    assert answer.usage.completion_tokens == local["completion_tokens"]
+    assert answer.usage.total_tokens == local["prompt_tokens"] + local["completion_tokens"]
+
+
+def test_stop_string_ends_the_answer_before_it(client):
+    full = chat(client, PROMPT, max_tokens=24).choices[0].message.content
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
+    assert stop.strip(), full
+
+    answer = chat(client, PROMPT, max_tokens=24, stop=[stop])
+
+    assert answer.choices[0].message.content == full[: full.index(stop)]
+    assert answer.choices[0].finish_reason == "stop"
+
+
+def test_json_schema_response_format_validates(client):
+    schema = PERSON
+    answer = chat(
+        client,
+        "Who wrote Faust?",
+        max_tokens=64,
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+    )
+
+    jsonschema.validate(json.loads(answer.choices[0].message.content), schema)
+    local = greedy_complete("Who wrote Faust?", "-n", "64", "--json-schema", json.dumps(PERSON))
+    assert json.loads(answer.choices[0].message.content) == json.loads(local)
+
+
+def test_a_seed_makes_a_sampled_answer_repeatable(client):
+    answers = {
+        chat(client, PROMPT, temperature=1.0, seed=7, max_tokens=16).choices[0].message.content for _ in range(2)
+    }
+
+    assert len(answers) == 1
+
+
+def test_models_lists_the_served_model(client, server):
+    (model,) = client.models.list().data
+
+    assert model.id == str(server.model)
+
+
+def test_bad_request_is_400_with_the_reason(client):
+    with pytest.raises(openai.BadRequestError, match="must have a role"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "robot", "content": "hi"}])
+
+
+def test_oversized_body_is_413_before_it_is_read(server):
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    connection.putrequest("POST", "/v1/completions")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(5 * 2**20))
+    connection.endheaders(b'{"prompt": "aaaa')  # the server answers without waiting for the rest
+    response = connection.getresponse()
+
+    assert response.status == 413
+    assert "larger than" in json.loads(response.read())["error"]["message"]
+    connection.close()
+
+
+def test_prompts_and_answers_stay_out_of_the_log(client, server):
+    answer = chat(client, "A secret: zebra-orchid-4711").choices[0].message.content
+
+    log = server.log.read_text()
+    assert "zebra-orchid-4711" not in log
+    assert answer not in log
+
+
+def test_token_ids_outside_the_vocabulary_are_refused(server):
+    status, _, body = post(f"{server.url}/mixtral/v1/generate", json.dumps({"ids": [1, 10**9]}).encode())
+
+    assert status == 400
+    assert "token ids" in body["error"]["message"]
+
+
+# -- the model cards' scoring route ------------------------------------------------------------------------
+
+CARD_REQUEST = {
+    "input_data": {
+        "input_string": ["My favourite condiment is", "The capital of France is"],
+        "parameters": {"max_new_tokens": 10, "do_sample": False, "return_full_text": False},
+    }
+}
+
+
+def test_score_route_answers_as_complete_request(server):
+    status, _, body = post(f"{server.url}/score", json.dumps(CARD_REQUEST).encode())
+
+    assert status == 200
+    local = run_mixtral("complete", "-m", "tiny", *AS_SERVED, "--request", "-", input=json.dumps(CARD_REQUEST))
+    assert body == json.loads(local.stdout)
+    assert [list(answer) for answer in body] == [["0"], ["0"]]
+
+
+def test_score_route_answers_in_the_8x22b_cards_shape_when_asked(server):
+    _, _, per_input = post(f"{server.url}/score", json.dumps(CARD_REQUEST).encode())
+    status, _, by_index = post(f"{server.url}/score?shape=by-index", json.dumps(CARD_REQUEST).encode())
+
+    assert status == 200
+    assert by_index == [{"0": per_input[0]["0"], "1": per_input[1]["0"]}]
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        ("8x22b-instruct:Q4_K_M", ResponseShape.BY_INDEX),
+        ("8x22b", ResponseShape.BY_INDEX),
+        ("8x7b-instruct:Q4_K_M", ResponseShape.PER_INPUT),
+        ("tiny", ResponseShape.PER_INPUT),
+        (None, ResponseShape.PER_INPUT),
+    ],
+)
+def test_the_score_shape_is_the_served_models_cards(name, shape):
+    assert card_response_shape(name) is shape
+
+
+def test_complete_request_answers_in_the_8x22b_cards_shape_when_asked():
+    request = json.dumps(CARD_REQUEST)
+    per_input = json.loads(run_mixtral("complete", "-m", "tiny", "--request", "-", input=request).stdout)
+    by_index = run_mixtral("complete", "-m", "tiny", "--request", "-", "--response-shape", "by-index", input=request)
+
+    assert json.loads(by_index.stdout) == [{"0": per_input[0]["0"], "1": per_input[1]["0"]}]
+
+
+# -- concurrency -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clients", [2, 8])
+def test_concurrent_clients_are_all_answered_correctly(client, clients):
+    prompts = [f"Question {i}: what is expert number {i} good at?" for i in range(clients)]
+    answers: dict[int, str] = {}
+
+    def ask(i: int) -> None:
+        answers[i] = chat(client, prompts[i]).choices[0].message.content
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert answers == {i: chat(client, prompts[i]).choices[0].message.content for i in range(clients)}
+
+
+def test_each_conversations_second_turn_evaluates_only_its_new_tokens(client):
+    conversations = [[{"role": "user", "content": f"{PROMPT}, part {i}"}] for i in range(3)]
+    firsts = [client.chat.completions.create(model="tiny", messages=c, **GREEDY) for c in conversations]
+    for conversation, first in zip(conversations, firsts, strict=True):
+        conversation += [
+            {"role": "assistant", "content": first.choices[0].message.content},
+            {"role": "user", "content": "And then?"},
+        ]
+
+    seconds = [client.chat.completions.create(model="tiny", messages=c, **GREEDY) for c in conversations]
+
+    for first, second in zip(firsts, seconds, strict=True):
+        # All of the first turn's prompt, and as much of the answer as spells the same ids again (a random
+        # model's answer may not: its text can tokenize otherwise than the tokens it was sampled as).
+        assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens
+
+
+def test_a_short_request_is_answered_while_a_long_one_streams(client):
+    stream = chat(client, PROMPT, max_tokens=100_000, stream=True)
+    chunks = iter(stream)
+    next(chunks)
+
+    assert chat(client, "Hello").choices[0].message.content == greedy_complete("Hello", "--chat")
+    assert next(chunks).choices[0].delta.content is not None  # still streaming
+    stream.close()
+
+
+def test_a_client_that_leaves_mid_stream_frees_the_engine(server, client):
+    stream = chat(client, PROMPT, max_tokens=100_000, stream=True)
+    next(iter(stream))
+    assert server.health()["busy"]
+
+    stream.close()
+
+    assert _eventually(lambda: not server.health()["busy"]), "the generation went on without its client"
+    assert chat(client, PROMPT).choices[0].message.content == greedy_complete(PROMPT, "--chat")
+
+
+# -- servers of their own ----------------------------------------------------------------------------------
+
+
+def test_wrong_api_key_is_401_and_nothing_runs(demo_model, tmp_path):
+    server = Server(demo_model, tmp_path / "home", "--api-key", "right key")
+    try:
+        wrong = openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong key", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            chat(wrong, PROMPT)
+        assert server.health()["requests_run"] == 0
+
+        right = openai.OpenAI(base_url=f"{server.url}/v1", api_key="right key", max_retries=0)
+        assert chat(right, PROMPT).choices[0].message.content
+    finally:
+        server.stop()
+
+
+def test_complete_over_a_server_with_a_key_sends_mixtral_api_key(demo_model, tmp_path, monkeypatch):
+    server = Server(demo_model, tmp_path / "home", "--api-key", "right key")
+    try:
+        monkeypatch.setenv("MIXTRAL_API_KEY", "wrong key")
+        refused = run_mixtral("complete", "--server", server.url, "-n", "4", PROMPT)
+        monkeypatch.setenv("MIXTRAL_API_KEY", "right key")
+        accepted = run_mixtral("complete", "--server", server.url, "-n", "4", PROMPT)
+    finally:
+        server.stop()
+
+    assert refused.returncode == 1
+    assert "refused the API key" in refused.stderr
+    assert accepted.returncode == 0, accepted.stderr
+
+
+def test_keep_alive_0_unloads_after_each_request_and_loads_again(demo_model, tmp_path):
+    server = Server(demo_model, tmp_path / "home", "--keep-alive", "0")
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        first = chat(client, PROMPT).choices[0].message.content
+        assert _eventually(lambda: not server.health()["loaded"])
+
+        assert chat(client, PROMPT).choices[0].message.content == first
+        assert server.health()["loads"] == 2  # at start (the first request used it), then for the second
+    finally:
+        server.stop()
+
+
+def test_a_request_that_waits_too_long_is_503_with_retry_after(demo_model, tmp_path):
+    server = Server(demo_model, tmp_path / "home", "--queue-timeout", "0.5")
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        stream = chat(client, PROMPT, max_tokens=100_000, stream=True)
+        next(iter(stream))
+
+        status, headers, body = post(f"{server.url}/v1/completions", json.dumps({"prompt": "Hi"}).encode())
+
+        assert status == 503
+        assert int(headers["Retry-After"]) >= 1
+        assert "busy" in body["error"]["message"]
+        stream.close()
+    finally:
+        server.stop()
+
+
+def test_sigterm_ends_requests_in_flight_with_an_error_and_frees_the_port(demo_model, tmp_path):
+    server = Server(demo_model, tmp_path / "home")
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    stream = chat(client, PROMPT, max_tokens=100_000, stream=True)
+    chunks = iter(stream)
+    next(chunks)
+
+    server.process.send_signal(signal.SIGTERM)
+
+    with pytest.raises(openai.APIError, match="stopping"):
+        for _ in chunks:
+            pass
+    assert server.process.wait(timeout=60) == 0
+    with socket.socket() as probe:
+        # As a restarted server binds: connections the server closed may linger in TIME_WAIT, a listener may not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", server.port))
+        probe.listen()
+
+
+# -- `--server` on the CLI ---------------------------------------------------------------------------------
+
+
+def test_complete_over_the_server_equals_complete(server):
+    assert complete("--server", server.url, "--temperature", "0", "-n", "12", PROMPT) == complete(
+        "--temperature", "0", "-n", "12", PROMPT
+    )
+
+
+def test_complete_with_a_schema_over_the_server_equals_complete(server):
+    args = ("--temperature", "0", "-n", "64", "--json-schema", json.dumps(PERSON), "Who wrote Faust?")
+
+    assert complete("--server", server.url, *args) == complete(*args)
+
+
+def test_complete_json_over_the_server_reports_the_same_tokens(server):
+    args = ("--json", "--temperature", "0", "-n", "12", PROMPT)
+    remote, local = json.loads(complete("--server", server.url, *args)), json.loads(complete(*args))
+
+    assert {k: remote[k] for k in ("text", "prompt_tokens", "completion_tokens", "stop_reason", "prompt_format")} == {
+        k: local[k] for k in ("text", "prompt_tokens", "completion_tokens", "stop_reason", "prompt_format")
+    }
+
+
+def test_complete_request_over_the_server_equals_complete_request(server):
+    remote = run_mixtral("complete", "--server", server.url, "--request", "-", input=json.dumps(CARD_REQUEST))
+    local = run_mixtral("complete", "-m", "tiny", *AS_SERVED, "--request", "-", input=json.dumps(CARD_REQUEST))
+
+    assert (remote.returncode, remote.stdout) == (local.returncode, local.stdout)
+
+
+def test_complete_request_over_the_server_refuses_options_the_route_cannot_carry(server):
+    result = run_mixtral("complete", "--server", server.url, "--temperature", "0.9", "--request", "-", input="{}")
+
+    assert result.returncode == 2
+    assert "a sampling option cannot go with it" in result.stderr
+
+
+def test_an_error_over_the_server_is_the_same_error(server):
+    remote = run_mixtral("complete", "--server", server.url, "-n", "1", "--json-object", PROMPT)
+    local = run_mixtral("complete", "-m", "tiny", "-n", "1", "--json-object", PROMPT)
+
+    assert (remote.returncode, remote.stderr) == (local.returncode, local.stderr)
+    assert local.returncode == 2
+
+
+def test_chat_over_the_server_equals_chat(server):
+    args = ("--temperature", "0", "-n", "12")
+    turns = "Hello there\nTell me more about experts\n"
+    remote = run_mixtral("chat", "--server", server.url, *args, input=turns)
+    local = run_mixtral("chat", "-m", "tiny", *AS_SERVED, *args, input=turns)
+
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout == local.stdout
+
+
+def test_summarize_in_parts_over_the_server_equals_summarize(demo_model, tmp_path):
+    text = "\n\n".join(f"Paragraph {i}: the experts of layer {i} route tokens to each other." for i in range(60))
+    args = ("--temperature", "0", "--length", "short", "--json", "-")
+    server = Server(demo_model, tmp_path / "home", "-c", "512")
+    try:
+        remote = json.loads(run_mixtral("summarize", "--server", server.url, *args, input=text).stdout)
+    finally:
+        server.stop()
+    local = json.loads(run_mixtral("summarize", "-m", "tiny", *AS_SERVED, "-c", "512", *args, input=text).stdout)
+
+    # A fresh server: its KV cache holds no earlier prompt, whose reuse would change the arithmetic of this one.
+    assert remote["chunks"] > 1
+    assert (remote["summary"], remote["levels"], remote["tokens_in"], remote["tokens_out"]) == (
+        local["summary"],
+        local["levels"],
+        local["tokens_in"],
+        local["tokens_out"],
+    )
+
+
+def test_an_absent_server_is_one_line():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_mixtral("complete", "--server", f"http://127.0.0.1:{port}", PROMPT)
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: No mixtral server answers at")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_server_of_another_version_is_one_line(monkeypatch, server):
+    monkeypatch.setattr("mixtral_cli.serve.client.__version__", "0.0.1")
+    result = run_mixtral("complete", "--server", server.url, PROMPT)
+
+    assert result.returncode == 1
+    assert "runs mixtral" in result.stderr and "this is mixtral 0.0.1" in result.stderr
+
+
+# -- options ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("5m", 300), ("30s", 30), ("1h", 3600), ("90", 90), ("0", 0), ("-1", None)]
+)
+def test_keep_alive_durations(text, seconds):
+    assert parse_keep_alive(text) == seconds
+
+
+def test_without_the_serve_extra_serve_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "mixtral_cli.serve.server", raising=False)
+    result = run_mixtral("serve", "-m", "tiny")
+
+    assert result.returncode == 1
+    assert 'pip install "mixtral-cli[serve]"' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_keep_alive_that_is_not_a_duration_is_a_usage_error():
+    result = run_mixtral("serve", "-m", "tiny", "--keep-alive", "soon")
+
+    assert result.returncode == 2
+    assert "not a duration" in result.stderr
+
+
+def _eventually(condition, timeout: float = 30) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
