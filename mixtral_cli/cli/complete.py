@@ -91,6 +91,7 @@ def complete(
     from ..model_path import resolve_model
     from ..prompt import PromptMode
     from ..structured import constrained_sampling, output_shape, read_source
+    from ..textinput import MAX_TEXT_BYTES
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
 
@@ -102,7 +103,7 @@ def complete(
     shape = output_shape(json_schema=json_schema, json_object=json_object, grammar=grammar, choice=choice)
     request = None
     if request_file is not None:
-        request = parse_request(read_source(request_file, "request", error=MixtralError))
+        request = parse_request(read_source(request_file, "request", error=MixtralError, limit=MAX_TEXT_BYTES))
     text = None if request is not None else _read_prompt(prompt)
     if request is not None:
         shape = request.output_shape() or shape

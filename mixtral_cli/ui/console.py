@@ -6,6 +6,7 @@ printers here take a ``console`` as rich's own classes do.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -53,3 +54,72 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def guard_stdout() -> None:
+    """Make every write to the process's stdout that fails raise OutputStreamError, whoever writes it.
+
+    typer, rich and the stream printer all write through ``sys.stdout``; wrapping it once here turns a
+    closed pipe, a full device or an encoding that cannot hold the text into one error the CLI reports.
+    stdout replaced by something else (a test's capture) is left alone.
+    """
+    import io
+    import sys
+
+    from ..errors import OutputStreamError
+
+    stdout = sys.stdout
+    if stdout is None:
+        raise OutputStreamError(
+            "stdout is closed, so there is nowhere to print to.", hint="Run it with stdout open (> /dev/null discards)."
+        )
+    if stdout is not sys.__stdout__ or not isinstance(stdout, io.TextIOWrapper):
+        return
+
+    class GuardedStdout(io.TextIOWrapper):
+        def write(self, text: str) -> int:
+            try:
+                return super().write(text)
+            except UnicodeEncodeError as exc:
+                raise OutputStreamError(
+                    f"stdout's encoding ({self.encoding}) cannot hold the text to print "
+                    f"({exc.object[exc.start : exc.end]!r}).",
+                    hint="Set PYTHONIOENCODING=utf-8, or use a UTF-8 locale.",
+                ) from exc
+            except OSError as exc:
+                raise _write_failure(exc) from exc
+
+        def flush(self) -> None:
+            try:
+                super().flush()
+            except OSError as exc:
+                raise _write_failure(exc) from exc
+
+    stdout.flush()
+    sys.stdout = GuardedStdout(
+        stdout.buffer,
+        encoding=stdout.encoding,
+        errors=stdout.errors,
+        line_buffering=stdout.line_buffering,
+        write_through=stdout.write_through,
+    )
+
+
+def silence_stdout() -> None:
+    """After stdout failed: later writes, Python's own flush at exit included, go nowhere instead of failing again."""
+    import os
+
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+
+
+def _write_failure(exc: OSError) -> Exception:
+    import errno
+
+    from ..errors import OutputStreamError
+
+    if exc.errno == errno.EPIPE:
+        return OutputStreamError("stdout's reader has gone.", closed_pipe=True)
+    return OutputStreamError(f"Cannot write to stdout: {exc.strerror or exc}.", hint="Send the output elsewhere.")

@@ -1,0 +1,218 @@
+"""The shortest text a GBNF grammar accepts, and the grammars llama.cpp's grammar engine cannot run.
+
+llama.cpp's parser accepts grammars that can match no text, or only the empty one; its sampler then
+aborts the process mid-answer, when no token can continue. Reading the grammar here finds those before
+a model loads, and the shortest answer tells whether --max-tokens can hold one.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import OutputShapeError
+
+_LLAMA_MAX_REPETITIONS = 2000  # MAX_REPETITION_THRESHOLD of llama.cpp's grammar parser
+
+_GBNF_TOKEN = re.compile(
+    r"""\s*(?:(?P<define>::=)|(?P<name>[a-zA-Z0-9_-]+)|(?P<literal>"(?:\\.|[^"\\])*")|(?P<cls>\[(?:\\.|[^\]\\])*\])"""
+    r"""|(?P<repeat>\{\s*\d+\s*(?:,\s*\d*\s*)?\})|(?P<op>[()|?*+.])|(?P<comment>\#[^\n]*))"""
+)
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)")
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
+_CLASS_ITEM = re.compile(r"\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\U[0-9a-fA-F]{8}|\\.|[^\\]")
+_MAX_SHORTEST = 2**20  # characters: a shortest answer longer than this fits no context anyway
+
+
+def shortest_answer(grammar: str) -> str | None:
+    """The shortest text ``grammar`` accepts (None if it uses syntax this reading does not cover).
+
+    A grammar that accepts no text, or only the empty one, is refused: llama.cpp's grammar engine aborts the
+    process when no token can continue an answer, so that is found here, before a model loads.
+    """
+    try:
+        rules = _parse_gbnf(grammar)
+        shortest = _fixed_point(rules, _shortest, better=lambda new, old: old is None or len(new) < len(old))
+    except ValueError:
+        return None
+    undefined = {name for body in rules.values() for name in _references(body)} - rules.keys()
+    if "root" not in rules or undefined:
+        return None  # llama.cpp's parser names what is missing
+    if "root" not in shortest:
+        raise OutputShapeError(
+            "The grammar matches no text at all: root needs a character or rule that nothing can produce.",
+            hint="Give every rule an alternative that ends, and every character class a character it allows.",
+        )
+    nonempty = _fixed_point(
+        rules, lambda body, known: _can_be_nonempty(body, known, shortest) or None, better=lambda new, old: old is None
+    )
+    if "root" not in nonempty:
+        raise OutputShapeError("The grammar matches only the empty text, so there is nothing to answer.")
+    return shortest["root"]
+
+
+def _fixed_point(rules: dict[str, tuple], value, *, better) -> dict:  # noqa: ANN001 - (body, known) -> value | None
+    """Each rule's value, improved pass by pass until no rule's changes."""
+    known: dict = {}
+    changed = True
+    while changed:
+        changed = False
+        for name, body in rules.items():
+            new = value(body, known)
+            if new is not None and better(new, known.get(name)):
+                known[name] = new
+                changed = True
+    return known
+
+
+def _references(node: tuple) -> set[str]:
+    if node[0] == "rule":
+        return {node[1]}
+    if node[0] == "repeat":
+        return _references(node[1])
+    if node[0] in ("seq", "alt"):
+        return set().union(*(_references(child) for child in node[1]))
+    return set()
+
+
+def _can_be_nonempty(node: tuple, known: dict[str, bool], shortest: dict[str, str]) -> bool:
+    """Whether ``node`` can produce a text that is not empty (given which rules can)."""
+    kind = node[0]
+    if kind == "text":
+        return bool(node[1])
+    if kind == "rule":
+        return node[1] in known
+    if kind == "repeat":
+        return node[3] != 0 and _can_be_nonempty(node[1], known, shortest)
+    if kind == "alt":
+        return any(_can_be_nonempty(child, known, shortest) for child in node[1])
+    if kind == "seq":
+        productive = all(_shortest(child, shortest) is not None for child in node[1])
+        return productive and any(_can_be_nonempty(child, known, shortest) for child in node[1])
+    return False
+
+
+def _unescape(text: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        code = match[1]
+        return chr(int(code[1:], 16)) if len(code) > 1 else _ESCAPES.get(code, code)
+
+    return _ESCAPE.sub(one, text)
+
+
+def _parse_gbnf(grammar: str) -> dict[str, tuple]:
+    tokens = []
+    position = 0
+    while position < len(grammar.rstrip()):
+        match = _GBNF_TOKEN.match(grammar, position)
+        if not match or match.end() == position:
+            raise ValueError(grammar[position:])
+        position = match.end()
+        if match.lastgroup != "comment":
+            tokens.append((match.lastgroup, match[match.lastgroup]))
+    rules: dict[str, tuple] = {}
+    index = 0
+    while index < len(tokens):
+        if tokens[index][0] != "name" or index + 1 >= len(tokens) or tokens[index + 1][0] != "define":
+            raise ValueError(tokens[index])
+        end = next(
+            (i for i in range(index + 2, len(tokens) - 1) if tokens[i][0] == "name" and tokens[i + 1][0] == "define"),
+            len(tokens),
+        )
+        body, rest = _alternatives(tokens[index + 2 : end], 0)
+        if rest != end - index - 2:
+            raise ValueError(tokens[index])
+        rules[tokens[index][1]] = body
+        index = end
+    return rules
+
+
+def _alternatives(tokens: list, index: int) -> tuple[tuple, int]:
+    options = []
+    while True:
+        sequence, index = _sequence(tokens, index)
+        options.append(sequence)
+        if index < len(tokens) and tokens[index] == ("op", "|"):
+            index += 1
+            continue
+        return ("alt", options), index
+
+
+def _sequence(tokens: list, index: int) -> tuple[tuple, int]:
+    items = []
+    while index < len(tokens) and tokens[index] not in (("op", "|"), ("op", ")")):
+        kind, value = tokens[index]
+        index += 1
+        if kind == "op" and value == "(":
+            item, index = _alternatives(tokens, index)
+            if index >= len(tokens) or tokens[index] != ("op", ")"):
+                raise ValueError("unclosed group")
+            index += 1
+        elif kind == "literal":
+            item = ("text", _unescape(value[1:-1]))
+        elif kind == "cls":
+            member = _class_member(value)
+            item = ("text", member) if member is not None else ("never",)
+        elif kind == "op" and value == ".":
+            item = ("text", "a")
+        elif kind == "name":
+            item = ("rule", value)
+        else:
+            raise ValueError(value)
+        while index < len(tokens) and (tokens[index][0] == "repeat" or tokens[index][1] in ("?", "*", "+")):
+            item = ("repeat", item, *_repetitions(tokens[index][1]))
+            index += 1
+        items.append(item)
+    return ("seq", items), index
+
+
+def _repetitions(marker: str) -> tuple[int, int | None]:
+    """The least and most times (None: no bound) of ?, *, + or {m}, {m,}, {m,n}."""
+    if marker in ("?", "*", "+"):
+        return (1 if marker == "+" else 0), (1 if marker == "?" else None)
+    least, comma, most = marker.strip("{} ").partition(",")
+    least_count = int(least)
+    if least_count > _LLAMA_MAX_REPETITIONS:
+        raise ValueError(marker)  # llama.cpp's parser refuses it, naming its own limit
+    return least_count, (int(most) if most.strip() else None) if comma else least_count
+
+
+def _class_member(text: str) -> str | None:
+    """One character the class [...] matches (a plain one where it can), or None if it matches none."""
+    body = text[1:-1]
+    negated = body.startswith("^")
+    items = _CLASS_ITEM.findall(body[1:] if negated else body)
+    ranges, index = [], 0
+    while index < len(items):
+        low = ord(_unescape(items[index]))
+        if index + 2 < len(items) and items[index + 1] == "-":
+            ranges.append((low, ord(_unescape(items[index + 2]))))
+            index += 3
+        else:
+            ranges.append((low, low))
+            index += 1
+    if not negated:
+        return next((chr(low) for low, high in ranges if low <= high), None)
+    candidates = [*map(ord, "a0 A_"), 0x20, 0, 0xE000, *(high + 1 for _, high in ranges)]
+    allowed = (c for c in candidates if c <= 0x10FFFF and not 0xD800 <= c <= 0xDFFF)
+    free = [c for c in allowed if not any(low <= c <= high for low, high in ranges)]
+    return chr(free[0]) if free else None
+
+
+def _shortest(node: tuple, known: dict[str, str]) -> str | None:
+    kind = node[0]
+    if kind == "text":
+        return node[1]
+    if kind == "rule":
+        return known.get(node[1])
+    if kind == "never":
+        return None
+    if kind == "repeat":
+        part = _shortest(node[1], known) if node[2] else ""
+        if part is not None and len(part) * node[2] > _MAX_SHORTEST:
+            raise ValueError("too long a shortest answer to spell out")
+        return None if part is None else part * node[2]
+    parts = [_shortest(child, known) for child in node[1]]
+    if kind == "seq":
+        return None if None in parts else "".join(parts)  # type: ignore[arg-type]
+    candidates = [p for p in parts if p is not None]
+    return min(candidates, key=len) if candidates else None
