@@ -7,9 +7,14 @@ a model loads, and the shortest answer tells whether --max-tokens can hold one.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
+from collections.abc import Iterator
 
 from .errors import OutputShapeError
+
+MAX_NESTING = 1000  # groups in groups; a schema's repetitions nest as deep as MAX_SCHEMA_REPETITIONS
 
 _LLAMA_MAX_REPETITIONS = 2000  # MAX_REPETITION_THRESHOLD of llama.cpp's grammar parser
 
@@ -30,10 +35,15 @@ def shortest_answer(grammar: str) -> str | None:
     process when no token can continue an answer, so that is found here, before a model loads.
     """
     try:
-        rules = _parse_gbnf(grammar)
-        shortest = _fixed_point(rules, _shortest, better=lambda new, old: old is None or len(new) < len(old))
-    except ValueError:
+        with _stack_for(MAX_NESTING):
+            return _shortest_answer(grammar)
+    except (ValueError, RecursionError):
         return None
+
+
+def _shortest_answer(grammar: str) -> str | None:
+    rules = _parse_gbnf(grammar)
+    shortest = _fixed_point(rules, _shortest, better=lambda new, old: old is None or len(new) < len(old))
     undefined = {name for body in rules.values() for name in _references(body)} - rules.keys()
     if "root" not in rules or undefined:
         return None  # llama.cpp's parser names what is missing
@@ -48,6 +58,17 @@ def shortest_answer(grammar: str) -> str | None:
     if "root" not in nonempty:
         raise OutputShapeError("The grammar matches only the empty text, so there is nothing to answer.")
     return shortest["root"]
+
+
+@contextlib.contextmanager
+def _stack_for(nesting: int) -> Iterator[None]:
+    """Room for the few frames per level of nesting that reading and measuring a grammar take."""
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, 8 * nesting + 1000))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
 
 
 def _fixed_point(rules: dict[str, tuple], value, *, better) -> dict:  # noqa: ANN001 - (body, known) -> value | None
@@ -94,7 +115,12 @@ def _can_be_nonempty(node: tuple, known: dict[str, bool], shortest: dict[str, st
 def _unescape(text: str) -> str:
     def one(match: re.Match[str]) -> str:
         code = match[1]
-        return chr(int(code[1:], 16)) if len(code) > 1 else _ESCAPES.get(code, code)
+        if len(code) == 1:
+            return _ESCAPES.get(code, code)
+        point = int(code[1:], 16)
+        if 0xD800 <= point <= 0xDFFF:
+            raise ValueError(code)  # a surrogate: no UTF-8 text holds one
+        return chr(point)  # past U+10FFFF: ValueError
 
     return _ESCAPE.sub(one, text)
 
@@ -109,6 +135,7 @@ def _parse_gbnf(grammar: str) -> dict[str, tuple]:
         position = match.end()
         if match.lastgroup != "comment":
             tokens.append((match.lastgroup, match[match.lastgroup]))
+    _check_nesting(tokens)
     rules: dict[str, tuple] = {}
     index = 0
     while index < len(tokens):
@@ -124,6 +151,19 @@ def _parse_gbnf(grammar: str) -> dict[str, tuple]:
         rules[tokens[index][1]] = body
         index = end
     return rules
+
+
+def _check_nesting(tokens: list[tuple[str, str]]) -> None:
+    """Refuse groups nested deeper than MAX_NESTING: llama.cpp's parser recurses once per level, in C++."""
+    depth = deepest = 0
+    for token in tokens:
+        depth += {("op", "("): 1, ("op", ")"): -1}.get(token, 0)
+        deepest = max(deepest, depth)
+    if deepest > MAX_NESTING:
+        raise OutputShapeError(
+            f"The grammar nests groups {deepest} deep; up to {MAX_NESTING} can be read.",
+            hint="Flatten it into named rules.",
+        )
 
 
 def _alternatives(tokens: list, index: int) -> tuple[tuple, int]:

@@ -245,15 +245,9 @@ def _repetition_count(value: object, what: str, where: str) -> int:
 
 def _check_pattern(pattern: object, where: str) -> None:
     """A pattern that is a valid regular expression, with repetitions the converter can write out."""
-    try:
-        re.compile(pattern)  # type: ignore[arg-type]
-    except (re.error, TypeError) as exc:
-        raise OutputShapeError(
-            f"The schema's pattern {json.dumps(pattern)} (at {where or '/'}) is not a valid regular expression "
-            f"({exc}).",
-            hint="Fix the pattern; JSON schema patterns are ECMA-262 regular expressions.",
-        ) from exc
-    for match in _PATTERN_REPETITION.finditer(pattern):  # type: ignore[arg-type]
+    if not isinstance(pattern, str):
+        raise OutputShapeError(f"The schema's pattern (at {where or '/'}) is {json.dumps(pattern)}, not a string.")
+    for match in _PATTERN_REPETITION.finditer(pattern):
         # int() refuses more than 4300 digits; a count that long is past any bound anyway.
         if any(len(count) > 9 or int(count) > MAX_SCHEMA_REPETITIONS for count in filter(None, match.groups())):
             raise OutputShapeError(
@@ -261,6 +255,14 @@ def _check_pattern(pattern: object, where: str) -> None:
                 "repetitions can be enforced, as llama-cpp-python's converter writes each one out.",
                 hint="Lower the count, or check the length after the answer.",
             )
+    try:
+        re.compile(pattern)
+    except (re.error, ValueError, OverflowError, RecursionError) as exc:
+        raise OutputShapeError(
+            f"The schema's pattern {json.dumps(pattern)} (at {where or '/'}) is not a valid regular expression "
+            f"({exc}).",
+            hint="Fix the pattern; JSON schema patterns are ECMA-262 regular expressions.",
+        ) from exc
 
 
 def _integer_range(schema: dict, bounds: dict, where: str) -> list[int]:
