@@ -25,6 +25,7 @@ _GBNF_TOKEN = re.compile(
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)")
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
 _CLASS_ITEM = re.compile(r"\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\U[0-9a-fA-F]{8}|\\.|[^\\]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_SHORTEST = 2**20  # characters: a shortest answer longer than this fits no context anyway
 
 
@@ -37,7 +38,9 @@ def shortest_answer(grammar: str) -> str | None:
     try:
         with _stack_for(MAX_NESTING):
             return _shortest_answer(grammar)
-    except (ValueError, RecursionError):
+    except OutputShapeError:
+        raise
+    except (ValueError, RecursionError):  # syntax this reading does not cover; llama.cpp's parser judges it
         return None
 
 
@@ -118,9 +121,8 @@ def _unescape(text: str) -> str:
         if len(code) == 1:
             return _ESCAPES.get(code, code)
         point = int(code[1:], 16)
-        if 0xD800 <= point <= 0xDFFF:
-            raise ValueError(code)  # a surrogate: no UTF-8 text holds one
-        return chr(point)  # past U+10FFFF: ValueError
+        # Past U+10FFFF is no character; it is marked as a surrogate, which no UTF-8 text holds either.
+        return chr(point) if point <= 0x10FFFF else "\udfff"
 
     return _ESCAPE.sub(one, text)
 
@@ -188,7 +190,8 @@ def _sequence(tokens: list, index: int) -> tuple[tuple, int]:
                 raise ValueError("unclosed group")
             index += 1
         elif kind == "literal":
-            item = ("text", _unescape(value[1:-1]))
+            text = _unescape(value[1:-1])
+            item = ("text", text) if not _SURROGATE.search(text) else ("never",)
         elif kind == "cls":
             member = _class_member(value)
             item = ("text", member) if member is not None else ("never",)
@@ -230,12 +233,14 @@ def _class_member(text: str) -> str | None:
         else:
             ranges.append((low, low))
             index += 1
-    if not negated:
-        return next((chr(low) for low, high in ranges if low <= high), None)
-    candidates = [*map(ord, "a0 A_"), 0x20, 0, 0xE000, *(high + 1 for _, high in ranges)]
-    allowed = (c for c in candidates if c <= 0x10FFFF and not 0xD800 <= c <= 0xDFFF)
-    free = [c for c in allowed if not any(low <= c <= high for low, high in ranges)]
-    return chr(free[0]) if free else None
+    if negated:
+        candidates = [*map(ord, "a0 A_"), *(high + 1 for _, high in ranges), 0xE000, 0]
+    else:
+        candidates = [c for low, high in ranges for c in (low, 0xE000) if low <= c <= high]
+    # A surrogate is no character UTF-8 text can hold, so no token produces one.
+    allowed = [c for c in candidates if c <= 0x10FFFF and not 0xD800 <= c <= 0xDFFF]
+    matched = [c for c in allowed if any(low <= c <= high for low, high in ranges) != negated]
+    return chr(matched[0]) if matched else None
 
 
 def _shortest(node: tuple, known: dict[str, str]) -> str | None:
