@@ -21,28 +21,30 @@ IN_A_FLOAT = "the largest 32-bit float llama.cpp takes"
 
 @dataclass(frozen=True)
 class Bound:
-    """``least`` to ``most``, both included; ``most_is`` says what the upper bound is."""
+    """``least`` to ``most``, both included unless ``above_least``; ``most_is`` says what the upper bound is."""
 
     least: float
     most: float
     most_is: str = IN_A_32_BIT_FIELD
     least_is: str = ""
+    above_least: bool = False
 
     def problem(self, value: float) -> str | None:
         """Why ``value`` is out of range (a phrase to follow it), or None when it is in."""
         if isinstance(value, float) and not math.isfinite(value):
             return "is not a finite number"
-        if value < self.least:
-            return f"is below {_number(self.least)}" + (f", {self.least_is}" if self.least_is else "")
+        if value < self.least or self.above_least and value == self.least:
+            below = "is not above" if self.above_least else "is below"
+            return f"{below} {number_text(self.least)}" + (f", {self.least_is}" if self.least_is else "")
         if value > self.most:
-            return f"is above {_number(self.most)}, {self.most_is}"
+            return f"is above {number_text(self.most)}, {self.most_is}"
         return None
 
     def check(self, name: str, value: float, *, error: type[Exception]) -> None:
         """Raise ``error`` with one sentence naming ``name``, its value and the bound it is past."""
         problem = self.problem(value)
         if problem is not None:
-            raise error(f"{name} {_number(value)} {problem}.")
+            raise error(f"{name} {number_text(value)} {problem}.")
 
 
 def logical_cpus() -> int:
@@ -54,7 +56,7 @@ def thread_bound() -> Bound:
     return Bound(1, cpus, f"this machine's {cpus} logical CPU{'s' if cpus > 1 else ''}")
 
 
-def _number(value: float) -> str:
+def number_text(value: float) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
         return str(int(value))
     return str(value)

@@ -8,7 +8,7 @@ a file that lies is refused in one line naming the key.
 
 from __future__ import annotations
 
-from .bounds import FLOAT32_MAX, INT32_MAX, Bound
+from .bounds import FLOAT32_MAX, INT32_MAX, Bound, number_text
 
 _STRING = 8  # the GGUF value type of strings, as the header reader numbers them
 
@@ -30,7 +30,7 @@ _COUNTS = (
     ("expert_used_count", True, _ANY_COUNT),
     ("vocab_size", False, _ANY_COUNT),
 )
-_POSITIVE = Bound(1e-30, FLOAT32_MAX, "the largest 32-bit float", least_is="as it must be more than 0")
+_POSITIVE = Bound(0, FLOAT32_MAX, "the largest 32-bit float", above_least=True)
 _REALS = (
     ("rope.freq_base", False, _POSITIVE),
     ("attention.layer_norm_rms_epsilon", False, _POSITIVE),
@@ -117,7 +117,7 @@ def _count(metadata: dict[str, object], key: str, required: bool, bound: Bound) 
         raise HyperparameterError(f"{key} is {value!r}, not a whole number")
     problem = bound.problem(value)
     if problem is not None:
-        raise HyperparameterError(f"{key} {value} {problem}")
+        raise HyperparameterError(f"{key} {number_text(value)} {problem}")
     return value
 
 
@@ -131,7 +131,7 @@ def _real(metadata: dict[str, object], key: str, required: bool, bound: Bound) -
         raise HyperparameterError(f"{key} is {value!r}, not a number")
     problem = bound.problem(value)
     if problem is not None:
-        raise HyperparameterError(f"{key} {value} {problem}")
+        raise HyperparameterError(f"{key} {number_text(value)} {problem}")
 
 
 def _relation(holds: bool, key: str, counts: dict[str, int], problem: str) -> None:
