@@ -145,3 +145,20 @@ def test_a_piped_chat_line_past_the_limit_is_refused_and_nothing_is_lost(isolate
     assert result.returncode == 1
     assert b"A line of stdin holds more than 64 MiB" in result.stderr
     assert result.stdout  # the first turn was answered
+
+
+def test_a_chat_to_resume_that_never_ends_is_refused_at_its_limit(mixtral):
+    result = mixtral("chat", "-m", "tiny", "--resume", "/dev/zero")
+
+    assert result.exit_code == 1
+    assert "/dev/zero holds more than 64 MiB, the most this reads." in result.stderr
+
+
+@pytest.mark.parametrize("text", [nested(100_000, kind="object"), '{"messages": [], "n": ' + "9" * 5000 + "}"])
+def test_a_chat_to_resume_nested_past_the_stack_or_with_an_endless_number_is_one_line(mixtral, tmp_path, text):
+    (path := tmp_path / "chat.json").write_text(text)
+
+    result = mixtral("chat", "-m", "tiny", "--resume", path)
+
+    assert result.exit_code == 1
+    assert "its JSON nests too deep or holds too long a number to read" in result.stderr
