@@ -60,7 +60,42 @@ def _shortest_answer(grammar: str) -> str | None:
     )
     if "root" not in nonempty:
         raise OutputShapeError("The grammar matches only the empty text, so there is nothing to answer.")
+    reachable = _reachable(rules)
+    if any(_has_dead_end(rules[name], nonempty, shortest) for name in reachable):
+        raise OutputShapeError(
+            "The grammar has a dead end: an answer can start down an alternative that nothing can finish.",
+            hint="Give every rule an alternative that ends, and every character class a character it allows.",
+        )
     return shortest["root"]
+
+
+def _reachable(rules: dict[str, tuple]) -> set[str]:
+    seen, pending = set(), ["root"]
+    while pending:
+        name = pending.pop()
+        if name not in seen:
+            seen.add(name)
+            pending.extend(_references(rules[name]))
+    return seen
+
+
+def _has_dead_end(node: tuple, nonempty: dict[str, bool], shortest: dict[str, str]) -> bool:
+    """Whether a sequence in ``node`` can consume text and then reach an item nothing can finish."""
+    kind = node[0]
+    if kind == "repeat":
+        return _has_dead_end(node[1], nonempty, shortest)
+    if kind == "alt":
+        return any(_has_dead_end(child, nonempty, shortest) for child in node[1])
+    if kind != "seq":
+        return False
+    entered = False
+    for child in node[1]:
+        if _shortest(child, shortest) is None:
+            return entered
+        if _has_dead_end(child, nonempty, shortest):
+            return True
+        entered = entered or _can_be_nonempty(child, nonempty, shortest)
+    return False
 
 
 @contextlib.contextmanager

@@ -127,3 +127,19 @@ def test_a_schema_pattern_class_excluding_the_usual_characters_is_answered(mixtr
     if result.exit_code == 0:
         answer = json.loads(result.stdout)
         assert len(answer) == 2 and not set(answer) & set("a0 A_")
+
+
+@pytest.mark.parametrize(
+    "grammar",
+    [
+        r'root ::= "b" | "a" [^\x00-\U0010FFFF]',  # "a" can be chosen; nothing can follow it
+        'root ::= "b" | "a" x\nx ::= "c" x',  # "ac..." never ends
+        r'root ::= "a" ("c" [b-a])*',
+        r'root ::= "ok" | "n" "o" "\uDC00"',
+    ],
+)
+def test_a_grammar_with_a_dead_end_is_refused_before_the_model_loads(mixtral, tmp_path, grammar):
+    result = complete_in(mixtral, tmp_path, grammar)
+
+    assert result.exit_code == 2
+    assert "The grammar has a dead end" in result.stderr
