@@ -55,13 +55,14 @@ def _shortest_answer(grammar: str) -> str | None:
             "The grammar matches no text at all: root needs a character or rule that nothing can produce.",
             hint="Give every rule an alternative that ends, and every character class a character it allows.",
         )
+    facts = _Facts(shortest)
     nonempty = _fixed_point(
-        rules, lambda body, known: _can_be_nonempty(body, known, shortest) or None, better=lambda new, old: old is None
+        rules, lambda body, known: facts.can_be_nonempty(body, known) or None, better=lambda new, old: old is None
     )
     if "root" not in nonempty:
         raise OutputShapeError("The grammar matches only the empty text, so there is nothing to answer.")
     reachable = _reachable(rules)
-    if any(_has_dead_end(rules[name], nonempty, shortest) for name in reachable):
+    if any(facts.has_dead_end(rules[name], nonempty) for name in reachable):
         raise OutputShapeError(
             "The grammar has a dead end: an answer can start down an alternative that nothing can finish.",
             hint="Give every rule an alternative that ends, and every character class a character it allows.",
@@ -79,23 +80,60 @@ def _reachable(rules: dict[str, tuple]) -> set[str]:
     return seen
 
 
-def _has_dead_end(node: tuple, nonempty: dict[str, bool], shortest: dict[str, str]) -> bool:
-    """Whether a sequence in ``node`` can consume text and then reach an item nothing can finish."""
-    kind = node[0]
-    if kind == "repeat":
-        return _has_dead_end(node[1], nonempty, shortest)
-    if kind == "alt":
-        return any(_has_dead_end(child, nonempty, shortest) for child in node[1])
-    if kind != "seq":
-        return False
-    entered = False
-    for child in node[1]:
-        if _shortest(child, shortest) is None:
-            return entered
-        if _has_dead_end(child, nonempty, shortest):
+class _Facts:
+    """What the rules' shortest texts say about each node, remembered per node: a grammar nested a thousand
+    deep is then read in time proportional to its size, not to a power of its depth."""
+
+    def __init__(self, shortest: dict[str, str]) -> None:
+        self._shortest = shortest
+        self._productive: dict[int, bool] = {}
+        self._nonempty: set[int] = set()  # only ever grows as the rules known to be nonempty do
+
+    def productive(self, node: tuple) -> bool:
+        """Whether ``node`` can match some finite text."""
+        if id(node) not in self._productive:
+            self._productive[id(node)] = _shortest(node, self._shortest) is not None
+        return self._productive[id(node)]
+
+    def can_be_nonempty(self, node: tuple, known: dict[str, bool]) -> bool:
+        """Whether ``node`` can match a text that is not empty, given the rules ``known`` to."""
+        if id(node) in self._nonempty:
             return True
-        entered = entered or _can_be_nonempty(child, nonempty, shortest)
-    return False
+        kind = node[0]
+        if kind == "text":
+            result = bool(node[1])
+        elif kind == "rule":
+            result = node[1] in known
+        elif kind == "repeat":
+            result = node[3] != 0 and self.can_be_nonempty(node[1], known)
+        elif kind == "alt":
+            result = any(self.can_be_nonempty(child, known) for child in node[1])
+        elif kind == "seq":
+            productive = all(self.productive(child) for child in node[1])
+            result = productive and any(self.can_be_nonempty(child, known) for child in node[1])
+        else:
+            result = False
+        if result:
+            self._nonempty.add(id(node))
+        return result
+
+    def has_dead_end(self, node: tuple, nonempty: dict[str, bool]) -> bool:
+        """Whether a sequence in ``node`` can consume text and then reach an item nothing can finish."""
+        kind = node[0]
+        if kind == "repeat":
+            return self.has_dead_end(node[1], nonempty)
+        if kind == "alt":
+            return any(self.has_dead_end(child, nonempty) for child in node[1])
+        if kind != "seq":
+            return False
+        entered = False
+        for child in node[1]:
+            if not self.productive(child):
+                return entered
+            if self.has_dead_end(child, nonempty):
+                return True
+            entered = entered or self.can_be_nonempty(child, nonempty)
+        return False
 
 
 @contextlib.contextmanager
@@ -131,23 +169,6 @@ def _references(node: tuple) -> set[str]:
     if node[0] in ("seq", "alt"):
         return set().union(*(_references(child) for child in node[1]))
     return set()
-
-
-def _can_be_nonempty(node: tuple, known: dict[str, bool], shortest: dict[str, str]) -> bool:
-    """Whether ``node`` can produce a text that is not empty (given which rules can)."""
-    kind = node[0]
-    if kind == "text":
-        return bool(node[1])
-    if kind == "rule":
-        return node[1] in known
-    if kind == "repeat":
-        return node[3] != 0 and _can_be_nonempty(node[1], known, shortest)
-    if kind == "alt":
-        return any(_can_be_nonempty(child, known, shortest) for child in node[1])
-    if kind == "seq":
-        productive = all(_shortest(child, shortest) is not None for child in node[1])
-        return productive and any(_can_be_nonempty(child, known, shortest) for child in node[1])
-    return False
 
 
 def _unescape(text: str) -> str:
