@@ -16,10 +16,11 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from .engine.options import SamplingOptions
+from .engine.options import OPTION_BOUNDS, SamplingOptions
 from .errors import InvalidRequestError, MixtralError
 from .prompt import Message, messages_from_dicts
 from .structured import OutputShape, finish_answer, schema_shape
+from .textinput import parse_json
 
 if TYPE_CHECKING:
     from .engine.model import Engine
@@ -72,10 +73,7 @@ class ModelCardRequest:
 
 
 def parse_request(text: str) -> ModelCardRequest:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequestError(f"The request is not valid JSON ({exc.msg} at line {exc.lineno}).") from exc
+    data = parse_json(text, "The request", error=InvalidRequestError)
     if not isinstance(data, dict) or not isinstance(data.get("input_data"), dict):
         raise InvalidRequestError('The request needs an "input_data" object.')
     input_data = data["input_data"]
@@ -91,12 +89,15 @@ def parse_request(text: str) -> ModelCardRequest:
             raise InvalidRequestError(f'"input_string" holds a bad message: {exc.message}') from exc
     else:
         raise InvalidRequestError('"input_string" must list prompts or role/content messages, not a mix.')
+    for holder in (data, input_data):
+        if not isinstance(holder.get("parameters") or {}, dict):
+            raise InvalidRequestError('"parameters" must be an object of names and values.')
     parameters = {**(data.get("parameters") or {}), **(input_data.get("parameters") or {})}
     return ModelCardRequest(
         inputs=inputs,
-        max_new_tokens=_number(parameters, "max_new_tokens", int),
-        temperature=_number(parameters, "temperature", float),
-        top_p=_number(parameters, "top_p", float),
+        max_new_tokens=_number(parameters, "max_new_tokens", int, option="max_tokens"),
+        temperature=_number(parameters, "temperature", float, option="temperature"),
+        top_p=_number(parameters, "top_p", float, option="top_p"),
         do_sample=bool(parameters.get("do_sample", True)),
         return_full_text=bool(parameters.get("return_full_text", False)),
         json_schema=_schema(parameters),
@@ -110,12 +111,14 @@ def _schema(parameters: dict) -> dict | None:
     return schema
 
 
-def _number(parameters: dict, key: str, kind: type) -> int | float | None:
+def _number(parameters: dict, key: str, kind: type, *, option: str) -> int | float | None:
+    """A parameter in the range of the option it stands for."""
     value = parameters.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise InvalidRequestError(f'"parameters.{key}" must be a non-negative number.')
+    OPTION_BOUNDS[option].check(f'"parameters.{key}"', value, error=InvalidRequestError)
     return kind(value)
 
 

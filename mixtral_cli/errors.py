@@ -204,6 +204,27 @@ class OutputPathError(MixtralError, OSError):
         self.reason = reason
 
 
+class OutputStreamError(MixtralError, OSError):
+    """stdout cannot take the output: closed, a full device, an encoding that cannot hold the text.
+
+    ``closed_pipe``: the reader went away (``| head``), which ends the command without a word.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, closed_pipe: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.closed_pipe = closed_pipe
+
+
+class UsageError(MixtralError, ValueError):
+    """An argument or option out of what it can mean; exit 2, as click's own usage errors."""
+
+    exit_code = 2
+
+
+class LimitError(MixtralError, ValueError):
+    """An input or a number past what this machine or llama.cpp can take; the message names the bound."""
+
+
 class OutputShapeError(MixtralError, ValueError):
     """A --json-schema, --grammar or --choice that cannot constrain an answer; a usage error."""
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import GGUFError, UnsupportedArchitectureError
+from .gguf_hparams import HyperparameterError, check_hyperparameters
 
 GGUF_MAGIC = b"GGUF"
 LEGACY_EXPERT = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down)\.(\d+)\.weight$")
@@ -74,6 +75,8 @@ class _HeaderReader:
         self._f = f
         self._size = size
         self.data_start = 0  # where tensor data begins, once the header is read
+        self.last_element_type = 0
+        self.array_types: dict[str, int] = {}  # an array key's element type
 
     def _left(self) -> int:
         return self._size - self._f.tell()
@@ -102,7 +105,7 @@ class _HeaderReader:
         if value_type == _STRING:
             return self._string()
         if value_type == _ARRAY and depth < _MAX_NESTING:
-            element_type = int(self._unpack("<I"))
+            element_type = self.last_element_type = int(self._unpack("<I"))
             if element_type in _SCALARS:
                 count = self._count("array elements", struct.calcsize(_SCALARS[element_type]))
                 self._f.seek(count * struct.calcsize(_SCALARS[element_type]), 1)
@@ -127,7 +130,10 @@ class _HeaderReader:
         metadata = {}
         for _ in range(n_values):
             key = self._string()
-            metadata[key] = self._value(int(self._unpack("<I")))
+            value_type = int(self._unpack("<I"))
+            metadata[key] = self._value(value_type)
+            if value_type == _ARRAY:
+                self.array_types[key] = self.last_element_type
         tensors = []
         for _ in range(n_tensors):
             name = self._string()
@@ -154,6 +160,7 @@ class GGUFHeader:
     metadata: dict[str, object]  # scalars and strings; arrays as their length
     tensors: list[tuple[str, tuple[int, ...], int]]  # name, dims innermost first, offset in the data section
     data_bytes: int  # the size of the data section
+    array_types: dict[str, int]  # each array's element type, by key
 
 
 def read_header(path: Path) -> GGUFHeader:
@@ -173,7 +180,7 @@ def read_header(path: Path) -> GGUFHeader:
         ) from exc
     except OSError as exc:
         raise GGUFError(f"Cannot read {path}: {exc.strerror or exc}.", path=path) from exc
-    return GGUFHeader(metadata, tensors, size - reader.data_start)
+    return GGUFHeader(metadata, tensors, size - reader.data_start, reader.array_types)
 
 
 def inspect_gguf(path: Path) -> GGUFInfo:
@@ -185,15 +192,19 @@ def inspect_gguf(path: Path) -> GGUFInfo:
             f"{path} is a LoRA adapter, not a model.", path=path, hint=f"Apply it to a model with --lora {path}."
         )
     architecture = str(metadata.get("general.architecture") or "unknown")
-    expert_count = _integer(metadata.get(f"{architecture}.expert_count"), path=path)
+    expert_count = metadata.get(f"{architecture}.expert_count")
     if architecture != "llama" or not expert_count:
         raise UnsupportedArchitectureError(architecture if architecture != "llama" else "dense llama", path=path)
+    try:
+        check_hyperparameters(metadata, header.array_types)
+    except HyperparameterError as exc:
+        raise GGUFError(f"{path} is corrupt: {exc}.", path=path, hint="Download or convert it again.") from exc
     file_type = metadata.get("general.file_type")
     return GGUFInfo(
         path=path,
         architecture=architecture,
-        file_type=None if file_type is None else _integer(file_type, path=path),
-        expert_count=expert_count,
+        file_type=file_type,  # type: ignore[arg-type]
+        expert_count=expert_count,  # type: ignore[arg-type]
         legacy_experts=any(LEGACY_EXPERT.match(name) for name, _, _ in tensors),
         n_params=sum(math.prod(dims) for _, dims, _ in tensors),
         metadata=metadata,
@@ -207,14 +218,3 @@ def _tensor_bytes(tensors: list[tuple[str, tuple[int, ...], int]], *, data_bytes
     ordered = sorted(tensors, key=lambda t: t[2])
     ends = [offset for _, _, offset in ordered[1:]] + [data_bytes]
     return {name: max(end - offset, 0) for (name, _, offset), end in zip(ordered, ends, strict=True)}
-
-
-def _integer(value: object, *, path: Path) -> int:
-    """A count or id from the metadata; a string or float there is a corrupt header, not a bug."""
-    if value is None:
-        return 0
-    if isinstance(value, int):
-        return value
-    raise GGUFError(
-        f"{path} is corrupt: a count in its header is {value!r}.", path=path, hint="Download or convert it again."
-    )

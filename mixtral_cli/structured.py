@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .engine.options import SamplingOptions
-from .errors import AnswerCutError, InputError, MixtralError, OutputShapeError
+from .errors import AnswerCutError, InputError, LimitError, MixtralError, OutputShapeError
+from .gbnf import shortest_answer
 from .prompt import Message
 
 if TYPE_CHECKING:
@@ -35,6 +36,12 @@ ANNOTATIONS = frozenset(
 # The converter has no numeric bounds; an integer range this small is given to it as the list of its values.
 _MAX_INTEGER_CHOICES = 1000
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+MAX_SHAPE_BYTES = 2**20  # a schema or grammar file; llama.cpp's parser is not made for more
+# The converter writes each repetition of minLength, maxItems, {m,n}, ... out in full (recursively, for
+# items with separators): past a few hundred it runs out of stack, and near a billion out of memory.
+MAX_SCHEMA_REPETITIONS = 500
+_REPETITION_KEYWORDS = (("minLength", "maxLength"), ("minItems", "maxItems"))
+_PATTERN_REPETITION = re.compile(r"(?<!\\)\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 
 
 class AnswerKind(str, Enum):
@@ -73,13 +80,15 @@ def output_shape(
     return None
 
 
-def read_source(source: str, what: str, *, error: type[MixtralError] = OutputShapeError) -> str:
+def read_source(
+    source: str, what: str, *, error: type[MixtralError] = OutputShapeError, limit: int = MAX_SHAPE_BYTES
+) -> str:
     """A file's text, or stdin's for '-', as UTF-8; ``error`` says why it cannot be read."""
     from .textinput import read_stdin, read_text_file
 
     try:
-        return read_stdin() if source == "-" else read_text_file(Path(source))
-    except InputError as exc:
+        return read_stdin(limit=limit) if source == "-" else read_text_file(Path(source), limit=limit)
+    except (InputError, LimitError) as exc:
         raise error(f"Cannot read the {what} file: {exc.message}", hint=exc.hint) from exc
 
 
@@ -103,10 +112,9 @@ def schema_shape(text: str) -> OutputShape:
     """A JSON schema as a grammar; a schema that is not JSON, or that the converter cannot express, is refused."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    try:
-        schema = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise OutputShapeError(f"The schema is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}).") from exc
+    from .textinput import parse_json
+
+    schema = parse_json(text, "The schema", error=OutputShapeError)
     if not isinstance(schema, dict):
         raise OutputShapeError("The schema must be a JSON object.")
     converted = _bounded_integers_as_enums(schema, "")
@@ -188,6 +196,9 @@ def _bounded_integers_as_enums(schema: object, where: str) -> object:
     """The schema with small integer ranges listed out; a keyword the converter would ignore is refused."""
     if not isinstance(schema, dict):
         return schema
+    _check_repetitions(schema, where)
+    if "pattern" in schema:
+        _check_pattern(schema["pattern"], where)
     bounds = {key: schema[key] for key in _BOUNDS if key in schema}
     if bounds:
         schema = {**{k: v for k, v in schema.items() if k not in bounds}, "enum": _integer_range(schema, bounds, where)}
@@ -209,6 +220,51 @@ def _bounded_integers_as_enums(schema: object, where: str) -> object:
     return converted
 
 
+def _check_repetitions(schema: dict, where: str) -> None:
+    for least_key, most_key in _REPETITION_KEYWORDS:
+        counts = {}
+        for key in (least_key, most_key):
+            if key in schema:
+                counts[key] = _repetition_count(schema[key], f'"{key}"', where)
+        if len(counts) == 2 and counts[least_key] > counts[most_key]:
+            raise OutputShapeError(
+                f'The schema\'s "{least_key}" is more than its "{most_key}" (at {where or "/"}): '
+                "no value can follow it."
+            )
+
+
+def _repetition_count(value: object, what: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SCHEMA_REPETITIONS:
+        raise OutputShapeError(
+            f"The schema's {what} (at {where or '/'}) is {json.dumps(value)}; a whole number from 0 to "
+            f"{MAX_SCHEMA_REPETITIONS} can be enforced, as llama-cpp-python's converter writes each repetition out.",
+            hint="Lower it, or check the length after the answer.",
+        )
+    return value
+
+
+def _check_pattern(pattern: object, where: str) -> None:
+    """A pattern that is a valid regular expression, with repetitions the converter can write out."""
+    if not isinstance(pattern, str):
+        raise OutputShapeError(f"The schema's pattern (at {where or '/'}) is {json.dumps(pattern)}, not a string.")
+    for match in _PATTERN_REPETITION.finditer(pattern):
+        # int() refuses more than 4300 digits; a count that long is past any bound anyway.
+        if any(len(count) > 9 or int(count) > MAX_SCHEMA_REPETITIONS for count in filter(None, match.groups())):
+            raise OutputShapeError(
+                f"The schema's pattern repeats {match[0]} (at {where or '/'}); up to {MAX_SCHEMA_REPETITIONS} "
+                "repetitions can be enforced, as llama-cpp-python's converter writes each one out.",
+                hint="Lower the count, or check the length after the answer.",
+            )
+    try:
+        re.compile(pattern)
+    except (re.error, ValueError, OverflowError, RecursionError) as exc:
+        raise OutputShapeError(
+            f"The schema's pattern {json.dumps(pattern)} (at {where or '/'}) is not a valid regular expression "
+            f"({exc}).",
+            hint="Fix the pattern; JSON schema patterns are ECMA-262 regular expressions.",
+        ) from exc
+
+
 def _integer_range(schema: dict, bounds: dict, where: str) -> list[int]:
     low = bounds.get("minimum", bounds.get("exclusiveMinimum"))
     high = bounds.get("maximum", bounds.get("exclusiveMaximum"))
@@ -227,132 +283,3 @@ def _integer_range(schema: dict, bounds: dict, where: str) -> list[int]:
             f"from 1 to {_MAX_INTEGER_CHOICES} can be enforced."
         )
     return list(range(low, high + 1))
-
-
-# -- the shortest answer a grammar allows --------------------------------------------------------------
-
-_GBNF_TOKEN = re.compile(
-    r"""\s*(?:(?P<define>::=)|(?P<name>[a-zA-Z0-9_-]+)|(?P<literal>"(?:\\.|[^"\\])*")|(?P<cls>\[(?:\\.|[^\]\\])*\])"""
-    r"""|(?P<repeat>\{\s*\d+\s*(?:,\s*\d*\s*)?\})|(?P<op>[()|?*+.])|(?P<comment>\#[^\n]*))"""
-)
-_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)")
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
-
-
-def shortest_answer(grammar: str) -> str | None:
-    """The shortest text ``grammar`` accepts (None if it uses syntax this reading does not cover)."""
-    try:
-        rules = _parse_gbnf(grammar)
-    except ValueError:
-        return None
-    shortest: dict[str, str] = {}
-    changed = True
-    while changed:  # a fixed point: each pass can only shorten a rule's best text
-        changed = False
-        for name, body in rules.items():
-            text = _shortest(body, shortest)
-            if text is not None and (name not in shortest or len(text) < len(shortest[name])):
-                shortest[name] = text
-                changed = True
-    return shortest.get("root")
-
-
-def _unescape(text: str) -> str:
-    def one(match: re.Match[str]) -> str:
-        code = match[1]
-        return chr(int(code[1:], 16)) if len(code) > 1 else _ESCAPES.get(code, code)
-
-    return _ESCAPE.sub(one, text)
-
-
-def _parse_gbnf(grammar: str) -> dict[str, tuple]:
-    tokens = []
-    position = 0
-    while position < len(grammar.rstrip()):
-        match = _GBNF_TOKEN.match(grammar, position)
-        if not match or match.end() == position:
-            raise ValueError(grammar[position:])
-        position = match.end()
-        if match.lastgroup != "comment":
-            tokens.append((match.lastgroup, match[match.lastgroup]))
-    rules: dict[str, tuple] = {}
-    index = 0
-    while index < len(tokens):
-        if tokens[index][0] != "name" or index + 1 >= len(tokens) or tokens[index + 1][0] != "define":
-            raise ValueError(tokens[index])
-        end = next(
-            (i for i in range(index + 2, len(tokens) - 1) if tokens[i][0] == "name" and tokens[i + 1][0] == "define"),
-            len(tokens),
-        )
-        body, rest = _alternatives(tokens[index + 2 : end], 0)
-        if rest != end - index - 2:
-            raise ValueError(tokens[index])
-        rules[tokens[index][1]] = body
-        index = end
-    return rules
-
-
-def _alternatives(tokens: list, index: int) -> tuple[tuple, int]:
-    options = []
-    while True:
-        sequence, index = _sequence(tokens, index)
-        options.append(sequence)
-        if index < len(tokens) and tokens[index] == ("op", "|"):
-            index += 1
-            continue
-        return ("alt", options), index
-
-
-def _sequence(tokens: list, index: int) -> tuple[tuple, int]:
-    items = []
-    while index < len(tokens) and tokens[index] not in (("op", "|"), ("op", ")")):
-        kind, value = tokens[index]
-        index += 1
-        if kind == "op" and value == "(":
-            item, index = _alternatives(tokens, index)
-            if index >= len(tokens) or tokens[index] != ("op", ")"):
-                raise ValueError("unclosed group")
-            index += 1
-        elif kind == "literal":
-            item = ("text", _unescape(value[1:-1]))
-        elif kind == "cls":
-            item = ("text", _class_member(value))
-        elif kind == "op" and value == ".":
-            item = ("text", "a")
-        elif kind == "name":
-            item = ("rule", value)
-        else:
-            raise ValueError(value)
-        while index < len(tokens) and (tokens[index][0] == "repeat" or tokens[index][1] in ("?", "*", "+")):
-            marker = tokens[index][1]
-            least = 0 if marker in "?*" else 1 if marker == "+" else int(marker[1:].split(",")[0].strip("} "))
-            item = ("repeat", item, least)
-            index += 1
-        items.append(item)
-    return ("seq", items), index
-
-
-def _class_member(text: str) -> str:
-    """One character the class [...] matches."""
-    body = text[1:-1]
-    negated = body.startswith("^")
-    members = _unescape(body[1:] if negated else body)
-    if not negated:
-        return members[0] if members else ""
-    return next(c for c in "a0 A_" if c not in members)
-
-
-def _shortest(node: tuple, known: dict[str, str]) -> str | None:
-    kind = node[0]
-    if kind == "text":
-        return node[1]
-    if kind == "rule":
-        return known.get(node[1])
-    if kind == "repeat":
-        part = _shortest(node[1], known) if node[2] else ""
-        return None if part is None else part * node[2]
-    parts = [_shortest(child, known) for child in node[1]]
-    if kind == "seq":
-        return None if None in parts else "".join(parts)  # type: ignore[arg-type]
-    candidates = [p for p in parts if p is not None]
-    return min(candidates, key=len) if candidates else None

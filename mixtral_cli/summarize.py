@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
+from .bounds import INT32_MAX, Bound
 from .engine.layout import Work
 from .engine.model import Engine
 from .engine.options import SamplingOptions
@@ -38,6 +39,11 @@ class Length(str, Enum):
 
 WORDS = {Length.SHORT: 60, Length.MEDIUM: 150, Length.LONG: 300}
 _TOKENS_PER_WORD = 2  # generous for the five languages Mixtral speaks; the answer budget must not clip
+_ANSWER_MARGIN = 16
+# --max-words: a summary's token budget must fit in a context, whose positions llama.cpp counts in 32 bits.
+MAX_WORDS_BOUND = Bound(
+    5, (INT32_MAX - _ANSWER_MARGIN) // _TOKENS_PER_WORD, "the most words a context of 2^31 tokens could answer with"
+)
 _SPEAKER_LINE = re.compile(r"^\s*[^\s:][^:\n]{0,39}:\s+\S")
 _SENTENCE_END = re.compile(r"(?<=[.!?…。])[\"')\]]*\s+")
 _BLANK_LINES = re.compile(r"\n\s*\n")
@@ -145,7 +151,7 @@ def instruction(options: SummaryOptions, *, dialogue: bool, partials: bool) -> s
 
 def answer_budget(options: SummaryOptions) -> int:
     words = 40 if options.style is Style.TLDR else options.words
-    return words * _TOKENS_PER_WORD + 16
+    return words * _TOKENS_PER_WORD + _ANSWER_MARGIN
 
 
 # -- chunking -------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -16,13 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from .atomic import check_writable
+from .bounds import INT32_MAX, Bound
 from .convert.safetensors import float32_to_bf16_bits, write_file
-from .errors import InvalidShapeError
+from .errors import DiskSpaceError, InvalidShapeError, LimitError
+from .gguf_hparams import MAX_EXPERTS, MAX_LAYERS
+from .system import available_memory
 
 if TYPE_CHECKING:
     import numpy as np
 
 TokenizerVersion = Literal["v1", "v3"]
+_BF16, _FLOAT64 = 2, 8
 
 # mistralai's "v1" chat template, with a system prompt, as the Instruct repos' tokenizer_config.json
 # carries it (llama.cpp's tests/test-chat-template.cpp holds the same string). mixtral never renders it:
@@ -45,6 +50,19 @@ MISTRAL_CHAT_TEMPLATE = (
 )
 TOKENIZER_FILES: dict[str, str] = {"v1": "tokenizer.model.v1", "v3": "tokenizer.model.v3"}
 VOCAB_SIZES: dict[str, int] = {"v1": 32000, "v3": 32768}
+
+# What each size of `mixtral tiny` can be: llama.cpp's own limits where it has them.
+SHAPE_BOUNDS = {
+    "layers": Bound(1, MAX_LAYERS, f"llama.cpp's most layers ({MAX_LAYERS})"),
+    "hidden_size": Bound(8, INT32_MAX),
+    "intermediate_size": Bound(8, INT32_MAX),
+    "experts": Bound(1, MAX_EXPERTS, f"llama.cpp's most experts ({MAX_EXPERTS})"),
+    "experts_used": Bound(1, MAX_EXPERTS, f"llama.cpp's most experts ({MAX_EXPERTS})"),
+    "heads": Bound(1, INT32_MAX),
+    "kv_heads": Bound(1, INT32_MAX),
+    "shards": Bound(1, 99999, "the most a shard's five-digit name can number"),
+    "seed": Bound(0, 2**64 - 1, "the most a 64-bit seed holds"),
+}
 
 
 @dataclass(frozen=True)
@@ -86,8 +104,14 @@ def build_tiny_mixtral(directory: Path, spec: TinyMixtralSpec = TinyMixtralSpec(
             f"{spec.experts_per_token} experts per token out of {spec.num_experts} is no valid shape.",
             hint="Use between 1 and the number of experts.",
         )
-    check_writable(directory / "config.json")
+    if spec.shards > _tensor_count(spec):
+        raise InvalidShapeError(
+            f"{spec.shards} shards for {_tensor_count(spec)} tensors would leave shards empty.",
+            hint=f"Give --shards {_tensor_count(spec)} or fewer.",
+        )
     vocab_size = VOCAB_SIZES[spec.tokenizer]
+    _check_room(directory, spec, vocab_size)
+    check_writable(directory / "config.json")
     _write_json(directory / "config.json", _config(spec, vocab_size))
     _write_json(directory / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2})
     _write_json(directory / "tokenizer_config.json", _tokenizer_config(vocab_size, instruct=spec.instruct))
@@ -184,6 +208,27 @@ def _random_weights(spec: TinyMixtralSpec, vocab_size: int) -> Iterator[tuple[st
             yield q + "w3.weight", linear(ffn, h)
     yield "model.norm.weight", norm()
     yield "lm_head.weight", linear(vocab_size, h)
+
+
+def _check_room(directory: Path, spec: TinyMixtralSpec, vocab_size: int) -> None:
+    """Refuse a shape whose weights this machine cannot hold while writing them, or its disk cannot store."""
+    h, ffn, head_dim = spec.hidden_size, spec.intermediate_size, spec.hidden_size // spec.num_heads
+    per_layer = h * head_dim * 2 * (spec.num_heads + spec.num_kv_heads) + spec.num_experts * (3 * ffn * h + h) + 2 * h
+    n_params = 2 * vocab_size * h + spec.num_layers * per_layer + h
+    largest = max(vocab_size * h, ffn * h, spec.num_heads * head_dim * h)
+    # A shard's tensors are held as bf16 until written; each is drawn in float64, then converted.
+    needed_memory = -(-n_params // spec.shards) * _BF16 + largest * (_BF16 + 2 * _FLOAT64)
+    free_memory = available_memory()
+    if free_memory is not None and needed_memory > free_memory:
+        raise LimitError(
+            f"Writing this checkpoint takes about {needed_memory / 2**30:.2f} GiB of memory, but "
+            f"{free_memory / 2**30:.2f} GiB is available.",
+            hint="Choose smaller sizes, or split the weights with more --shards.",
+        )
+    folder = next((p for p in (directory, *directory.parents) if p.exists()), Path.cwd())
+    free_disk = shutil.disk_usage(folder).free
+    if n_params * _BF16 > free_disk:
+        raise DiskSpaceError(directory=folder, needed=n_params * _BF16, free=free_disk)
 
 
 def _tensor_count(spec: TinyMixtralSpec) -> int:

@@ -123,7 +123,7 @@ def test_answer_cut_reports_length_in_json_and_exits_3(mixtral):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--json-schema", "{not json"), "The schema is not JSON"),
+        (("--json-schema", "{not json"), "The schema is not valid JSON"),
         (("--json-schema", '{"type": "string", "format": "email", "not": {}}'), '"not"'),
         (("--json-schema", '{"type": "number", "maximum": 1}'), "maximum"),
         (("--json-schema", "no-such-schema.json"), "Cannot read the schema file"),

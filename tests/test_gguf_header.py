@@ -24,7 +24,13 @@ def _tiny_mixtral_header(path: Path) -> Path:
     import numpy as np
 
     writer = gguf.GGUFWriter(path, "llama")
+    writer.add_context_length(64)
+    writer.add_embedding_length(8)
+    writer.add_block_count(1)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(1)
     writer.add_expert_count(8)
+    writer.add_expert_used_count(2)
     writer.add_file_type(0)
     writer.add_name("tiny")
     writer.add_token_list(["<unk>", "<s>", "</s>", "▁a", "b"])

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..engine.options import LoraSpec
+from ..engine.options import OPTION_BOUNDS, LoraSpec
 from ..instruct import describe
 from ..model_path import resolve_lora
 from .session import ChatError, ChatSession, TurnResult
@@ -51,14 +51,14 @@ COMMANDS = (
     "/lora",
 )
 
-# name -> (type, check, what is allowed)
-_SETTINGS: dict[str, tuple[type, Callable[[float], bool], str]] = {
-    "temperature": (float, lambda v: v >= 0, "a number of 0 or more"),
-    "top_p": (float, lambda v: 0 <= v <= 1, "a number from 0 to 1"),
-    "top_k": (int, lambda v: v >= 0, "a whole number of 0 or more"),
-    "min_p": (float, lambda v: 0 <= v <= 1, "a number from 0 to 1"),
-    "max_tokens": (int, lambda v: v >= 1, "a whole number of 1 or more"),
-    "seed": (int, lambda v: 0 <= v < 2**32 - 1, "a whole number from 0 to 4294967294"),
+# name -> the type its value is read as; its range is the option's (OPTION_BOUNDS)
+_SETTINGS: dict[str, type] = {
+    "temperature": float,
+    "top_p": float,
+    "top_k": int,
+    "min_p": float,
+    "max_tokens": int,
+    "seed": int,
 }
 
 
@@ -138,13 +138,12 @@ def _set(session: ChatSession, args: list[str]) -> str:
     if len(args) != 2 or args[0] not in _SETTINGS:
         raise ChatError(f"Usage: /set NAME VALUE, where NAME is one of {', '.join(_SETTINGS)}.")
     name, raw = args
-    kind, allowed, description = _SETTINGS[name]
+    kind = _SETTINGS[name]
     try:
         value = kind(raw)
     except ValueError:
-        value = None
-    if value is None or not allowed(value):
-        raise ChatError(f"{name} must be {description}, not {raw!r}.")
+        raise ChatError(f"{name} must be {'a number' if kind is float else 'a whole number'}, not {raw!r}.") from None
+    OPTION_BOUNDS[name].check(name, value, error=ChatError)
     session.set_sampling(**{name: value})
     return f"{name} = {value}"
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from ..atomic import atomic_path
 from ..engine.options import SamplingOptions
-from ..errors import OutputPathError, TranscriptError
+from ..errors import LimitError, OutputPathError, TranscriptError
 from ..prompt import ROLES, Message
+from ..textinput import MAX_TEXT_BYTES, read_bounded
 
 FORMAT_VERSION = 1
 
@@ -87,7 +88,10 @@ class Transcript:
     def load(cls, path: Path) -> Transcript:
         path = path.expanduser()
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            with open(path, "rb") as f:
+                data = json.loads(read_bounded(str(path), f, limit=MAX_TEXT_BYTES).decode("utf-8"))
+        except LimitError:
+            raise  # a ValueError too, but its own message
         except FileNotFoundError:
             raise TranscriptError(f"{path} does not exist.", hint="`mixtral chat --list` shows saved chats.") from None
         except OSError as exc:
@@ -96,6 +100,8 @@ class Transcript:
             raise _not_a_chat(path, f"byte {exc.start} is not UTF-8 text") from exc
         except json.JSONDecodeError as exc:
             raise _not_a_chat(path, f"it is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+        except (RecursionError, ValueError):  # nested past the stack, or a number past 4300 digits
+            raise _not_a_chat(path, "its JSON nests too deep or holds too long a number to read") from None
         messages = data.get("messages") if isinstance(data, dict) else None
         if not isinstance(messages, list):
             raise _not_a_chat(path, "it holds no list of messages")

@@ -56,7 +56,9 @@ def _root(
 
 def main(argv: list[str] | None = None) -> None:
     """Run the app; our errors become one message on stderr and an exit code, never a traceback."""
-    from ..errors import MixtralError
+    from ..errors import MixtralError, OutputStreamError
+    from ..ui.console import guard_stdout, silence_stdout
+    from .arguments import check_arguments
 
     global _debug
     _debug = os.environ.get("MIXTRAL_DEBUG", "") not in ("", "0")
@@ -67,7 +69,14 @@ def main(argv: list[str] | None = None) -> None:
         completion_init()
     command = typer.main.get_command(app)
     try:
+        argv = check_arguments(sys.argv[1:] if argv is None else argv)
+        guard_stdout()
         code = command.main(args=argv, prog_name="mixtral", standalone_mode=False)
+    except OutputStreamError as exc:
+        silence_stdout()
+        if not exc.closed_pipe:
+            _report(exc, exc.message, exc.hint)
+        code = exc.exit_code
     except MixtralError as exc:
         _report(exc, exc.message, exc.hint)
         code = exc.exit_code

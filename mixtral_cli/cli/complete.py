@@ -100,6 +100,7 @@ def complete(
     from ..prompt import PromptMode
     from ..serve.work import CompletionWork
     from ..structured import output_shape, read_source
+    from ..textinput import MAX_TEXT_BYTES
 
     if raw and chat:
         raise typer.BadParameter("--raw and --chat exclude each other.", param_hint="--raw/--chat")
@@ -108,7 +109,7 @@ def complete(
     mode = PromptMode.RAW if raw else PromptMode.CHAT if chat else PromptMode.AUTO
     shape = output_shape(json_schema=json_schema, json_object=json_object, grammar=grammar, choice=choice)
     if request_file is not None:
-        request_text = read_source(request_file, "request", error=MixtralError)
+        request_text = read_source(request_file, "request", error=MixtralError, limit=MAX_TEXT_BYTES)
         if server is not None:
             from ..serve.client import ServerClient
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..bounds import Bound
 from ..engine.options import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_MIN_P,
@@ -20,12 +21,29 @@ from ..engine.options import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_K,
     DEFAULT_TOP_P,
+    OPTION_BOUNDS,
     EngineOptions,
     SamplingOptions,
 )
 
 ENGINE = "Engine"
 SAMPLING = "Sampling"
+
+
+def bounded(bound: str | Bound) -> Callable[[Any], Any]:
+    """An option's callback: a value out of ``bound`` (or the engine's bound of that name) is a usage error
+    that names the bound."""
+    if isinstance(bound, str):
+        bound = OPTION_BOUNDS[bound]
+
+    def check(value: Any) -> Any:
+        problem = None if value is None else bound.problem(value)
+        if problem is not None:
+            raise typer.BadParameter(f"{value} {problem}.")
+        return value
+
+    return check
+
 
 ModelOption = Annotated[
     str | None,
@@ -50,22 +68,44 @@ ServerOption = Annotated[
 SystemOption = Annotated[str | None, typer.Option("--system", "-s", help="System prompt (chat format only).")]
 
 TemperatureOption = Annotated[
-    float, typer.Option(min=0.0, rich_help_panel=SAMPLING, help="Randomness; 0 picks the likeliest token (greedy).")
+    float,
+    typer.Option(
+        callback=bounded("temperature"),
+        rich_help_panel=SAMPLING,
+        help="Randomness; 0 picks the likeliest token (greedy).",
+    ),
 ]
-TopPOption = Annotated[float, typer.Option(min=0.0, max=1.0, rich_help_panel=SAMPLING, help="Nucleus sampling.")]
-TopKOption = Annotated[int, typer.Option(min=0, rich_help_panel=SAMPLING, help="Keep the K likeliest; 0: all.")]
+TopPOption = Annotated[
+    float, typer.Option(callback=bounded("top_p"), rich_help_panel=SAMPLING, help="Nucleus sampling.")
+]
+TopKOption = Annotated[
+    int, typer.Option(callback=bounded("top_k"), rich_help_panel=SAMPLING, help="Keep the K likeliest; 0: all.")
+]
 MinPOption = Annotated[
-    float, typer.Option(min=0.0, max=1.0, rich_help_panel=SAMPLING, help="Drop tokens below this share of the top one.")
+    float,
+    typer.Option(
+        callback=bounded("min_p"), rich_help_panel=SAMPLING, help="Drop tokens below this share of the top one."
+    ),
 ]
 RepeatPenaltyOption = Annotated[
-    float, typer.Option(min=0.0, rich_help_panel=SAMPLING, help="Penalty on tokens of the last 64; 1: none.")
+    float,
+    typer.Option(
+        callback=bounded("repeat_penalty"), rich_help_panel=SAMPLING, help="Penalty on tokens of the last 64; 1: none."
+    ),
 ]
 MaxTokensOption = Annotated[
-    int, typer.Option("--max-tokens", "-n", min=1, rich_help_panel=SAMPLING, help="Stop after this many tokens.")
+    int,
+    typer.Option(
+        "--max-tokens",
+        "-n",
+        callback=bounded("max_tokens"),
+        rich_help_panel=SAMPLING,
+        help="Stop after this many tokens.",
+    ),
 ]
 SeedOption = Annotated[
     int | None,
-    typer.Option(min=0, max=2**32 - 2, rich_help_panel=SAMPLING, show_default="random", help="Sampling seed."),
+    typer.Option(callback=bounded("seed"), rich_help_panel=SAMPLING, show_default="random", help="Sampling seed."),
 ]
 StopOption = Annotated[
     list[str] | None,
@@ -75,21 +115,41 @@ StopOption = Annotated[
 CtxSizeOption = Annotated[
     int | None,
     typer.Option(
-        "--ctx-size", "-c", min=16, rich_help_panel=ENGINE, show_default="the model's", help="Context length in tokens."
+        "--ctx-size",
+        "-c",
+        callback=bounded("ctx_size"),
+        rich_help_panel=ENGINE,
+        show_default="the model's",
+        help="Context length in tokens.",
     ),
 ]
 BatchSizeOption = Annotated[
-    int, typer.Option("--batch-size", "-b", min=1, rich_help_panel=ENGINE, help="Prompt tokens per llama.cpp batch.")
+    int,
+    typer.Option(
+        "--batch-size",
+        "-b",
+        callback=bounded("batch_size"),
+        rich_help_panel=ENGINE,
+        help="Prompt tokens per llama.cpp batch.",
+    ),
 ]
 ThreadsOption = Annotated[
     int | None,
-    typer.Option("--threads", "-t", min=1, rich_help_panel=ENGINE, show_default="physical cores", help="CPU threads."),
+    typer.Option(
+        "--threads",
+        "-t",
+        callback=bounded("threads"),
+        rich_help_panel=ENGINE,
+        show_default="physical cores",
+        help="CPU threads.",
+    ),
 ]
 GpuLayersOption = Annotated[
     int | None,
     typer.Option(
         "--n-gpu-layers",
         "-ngl",
+        callback=bounded("n_gpu_layers"),
         rich_help_panel=ENGINE,
         show_default="all, when a GPU backend exists",
         help="Layers to offload to the GPU.",
@@ -102,7 +162,10 @@ CpuMoeOption = Annotated[
 NCpuMoeOption = Annotated[
     int,
     typer.Option(
-        "--n-cpu-moe", min=0, rich_help_panel=ENGINE, help="Keep the experts of the first N layers in host memory."
+        "--n-cpu-moe",
+        callback=bounded("n_cpu_moe"),
+        rich_help_panel=ENGINE,
+        help="Keep the experts of the first N layers in host memory.",
     ),
 ]
 FlashAttnOption = Annotated[
@@ -173,10 +236,14 @@ def _parse_split(text: str) -> tuple[float, ...]:
         shares = tuple(float(part) for part in text.split(","))
     except ValueError:
         shares = ()
-    if not shares or any(share < 0 for share in shares):
+    if not shares:
         raise typer.BadParameter(
             "give non-negative numbers separated by commas, e.g. 3,1.", param_hint="--tensor-split"
         )
+    for share in shares:
+        problem = OPTION_BOUNDS["tensor_split"].problem(share)
+        if problem is not None:
+            raise typer.BadParameter(f"the share {share} {problem}.", param_hint="--tensor-split")
     return shares
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -34,20 +33,16 @@ def prompt(
         mixtral prompt -m model.gguf --messages conversation.json --ids --check
     """
     from ..engine.model import Engine
-    from ..errors import MixtralError
     from ..model_path import resolve_model
     from ..prompt import Message, messages_from_dicts
-    from ..textinput import read_stdin, read_text_file
+    from ..textinput import STDIN, parse_json, read_stdin, read_text_file
     from ..ui.console import print_notice
 
     if (text is None) == (messages is None):
         raise typer.BadParameter("give either a message or --messages FILE.", param_hint="--messages")
     if messages is not None:
         raw = read_stdin() if messages == "-" else read_text_file(Path(messages))
-        try:
-            conversation = messages_from_dicts(json.loads(raw))
-        except json.JSONDecodeError as exc:
-            raise MixtralError(f"{messages} is not valid JSON ({exc.msg} at line {exc.lineno}).") from exc
+        conversation = messages_from_dicts(parse_json(raw, STDIN if messages == "-" else messages))
     else:
         conversation = [Message("user", text or "")]
     if system:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..quant_types import DEFAULT_TYPE, QUANT_TYPES, normalize_quant
+from .options import bounded
 
 
 def _check_type(value: str | None) -> str | None:
@@ -50,7 +51,10 @@ def quantize(
         bool, typer.Option("--force", "-f", help="Overwrite the output; allow types below 3 bits per weight.")
     ] = False,
     threads: Annotated[
-        int | None, typer.Option("--threads", "-t", min=1, show_default="all cores", help="Threads for quantizing.")
+        int | None,
+        typer.Option(
+            "--threads", "-t", callback=bounded("threads"), show_default="all cores", help="Threads for quantizing."
+        ),
     ] = None,
 ) -> None:
     """Convert a Hugging Face Mixtral checkpoint or a PEFT LoRA adapter to GGUF, or requantize a GGUF.

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from ..engine.options import EngineOptions, SamplingOptions
-from ..summarize import Length, Style
-from .options import ModelOption, ServerOption, runs_a_model
+from ..summarize import MAX_WORDS_BOUND, Length, Style
+from .options import ModelOption, ServerOption, bounded, runs_a_model
 
 
 @runs_a_model
@@ -22,7 +22,9 @@ def summarize(
     each: Annotated[bool, typer.Option("--each", help="One summary per file instead of one of all.")] = False,
     style: Annotated[Style, typer.Option(help="Prose, a bulleted list, or one sentence.")] = Style.PARAGRAPH,
     length: Annotated[Length, typer.Option(help="About 60, 150 or 300 words.")] = Length.MEDIUM,
-    max_words: Annotated[int | None, typer.Option(min=5, show_default=False, help="Overrides --length.")] = None,
+    max_words: Annotated[
+        int | None, typer.Option(callback=bounded(MAX_WORDS_BOUND), show_default=False, help="Overrides --length.")
+    ] = None,
     focus: Annotated[str | None, typer.Option(show_default=False, help="What to pay attention to.")] = None,
     language: Annotated[
         str | None, typer.Option(show_default="the input's", help="The language of the summary.")
@@ -93,11 +95,12 @@ def summarize(
 
 def _read_documents(files: list[str]):  # noqa: ANN202 - list[Document]
     from ..summarize import decode_document, read_document
+    from ..textinput import read_stdin_bytes
 
     if not files or files == ["-"]:
         if not files and sys.stdin.isatty():
             from ..errors import MixtralError
 
             raise MixtralError("No input: give files to summarize, or pipe text in.")
-        return [decode_document("stdin", sys.stdin.buffer.read())]
-    return [decode_document("stdin", sys.stdin.buffer.read()) if f == "-" else read_document(Path(f)) for f in files]
+        return [decode_document("stdin", read_stdin_bytes())]
+    return [decode_document("stdin", read_stdin_bytes()) if f == "-" else read_document(Path(f)) for f in files]

@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from ..tinymodel import SHAPE_BOUNDS
+from .options import bounded
+
 
 class TokenizerChoice(str, Enum):
     v1 = "v1"
@@ -19,15 +22,25 @@ def tiny(
     tokenizer: Annotated[
         TokenizerChoice, typer.Option(help="v1: Mixtral-8x7B's 32000-piece tokenizer; v3: 8x22B-Instruct's 32768.")
     ] = TokenizerChoice.v1,
-    layers: Annotated[int, typer.Option(min=1)] = 2,
-    hidden_size: Annotated[int, typer.Option(min=8)] = 256,
-    intermediate_size: Annotated[int, typer.Option(min=8)] = 512,
-    experts: Annotated[int, typer.Option(min=1)] = 8,
-    experts_used: Annotated[int, typer.Option(min=1)] = 2,
-    heads: Annotated[int, typer.Option(min=1)] = 8,
-    kv_heads: Annotated[int, typer.Option(min=1)] = 2,
-    shards: Annotated[int, typer.Option(min=1, help="Split the weights into this many safetensors files.")] = 1,
-    seed: Annotated[int, typer.Option(help="The same seed and shape always give the same bytes.")] = 0,
+    layers: Annotated[int, typer.Option(callback=bounded(SHAPE_BOUNDS["layers"]))] = 2,
+    hidden_size: Annotated[int, typer.Option(callback=bounded(SHAPE_BOUNDS["hidden_size"]))] = 256,
+    intermediate_size: Annotated[int, typer.Option(callback=bounded(SHAPE_BOUNDS["intermediate_size"]))] = 512,
+    experts: Annotated[int, typer.Option(callback=bounded(SHAPE_BOUNDS["experts"]))] = 8,
+    experts_used: Annotated[int, typer.Option(callback=bounded(SHAPE_BOUNDS["experts_used"]))] = 2,
+    heads: Annotated[int, typer.Option(callback=bounded(SHAPE_BOUNDS["heads"]))] = 8,
+    kv_heads: Annotated[int, typer.Option(callback=bounded(SHAPE_BOUNDS["kv_heads"]))] = 2,
+    shards: Annotated[
+        int,
+        typer.Option(
+            callback=bounded(SHAPE_BOUNDS["shards"]), help="Split the weights into this many safetensors files."
+        ),
+    ] = 1,
+    seed: Annotated[
+        int,
+        typer.Option(
+            callback=bounded(SHAPE_BOUNDS["seed"]), help="The same seed and shape always give the same bytes."
+        ),
+    ] = 0,
     instruct: Annotated[
         bool, typer.Option(help="Give tokenizer_config.json Mistral's chat template, as an Instruct repo has.")
     ] = False,

@@ -24,6 +24,7 @@ from ..prompt import (
 from ..store import ModelStore
 from ..system import available_memory, gpu_on_this_machine, physical_cores
 from . import logs
+from .context_memory import ModelShape, check_context
 from .devices import has_gpu_backend, init_backend
 from .kv_cache import KVCache
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, prefill_elsewhere
@@ -185,27 +186,46 @@ class Engine:
         return ctx
 
     def _context_size(self, notice: Callable[[str], None]) -> int:
-        """Each sequence's context."""
-        if self.options.ctx_size:
-            return self.options.ctx_size
-        wanted = self.info.n_ctx_train
-        free = available_memory()
-        if free is None or self.info.gpu_offload:
-            return wanted
-        per_token = self._kv_bytes_per_token() * self.options.sequences
-        capped = context_that_fits(wanted, bytes_per_token=per_token, free=free, model_bytes=self.info.size_bytes)
-        if capped < wanted:
-            notice(
-                f"Context capped at {capped} tokens (the model allows {wanted}) to fit in memory; --ctx-size overrides."
-            )
-        return capped
+        """Each sequence's context: the one asked for, or the model's capped to memory; refused before llama.cpp
+        allocates it."""
+        wanted, options = self.info.n_ctx_train, self.options
+        free = None if self.info.gpu_offload else available_memory()
+        n_ctx = options.ctx_size
+        if not n_ctx:
+            n_ctx = wanted
+            if free is not None:
+                per_token = self._kv_bytes_per_token() * options.sequences
+                n_ctx = context_that_fits(
+                    wanted, bytes_per_token=per_token, free=free, model_bytes=self.info.size_bytes
+                )
+            if n_ctx < wanted:
+                notice(
+                    f"Context capped at {n_ctx} tokens (the model allows {wanted}) to fit in memory; "
+                    "--ctx-size overrides."
+                )
+        check_context(
+            self._shape(),
+            n_ctx=n_ctx,
+            n_batch=options.batch_size,
+            flash_attn=options.flash_attn,
+            n_ctx_train=wanted,
+            free=free,
+            n_seq=options.sequences,
+        )
+        return n_ctx
+
+    def _shape(self) -> ModelShape:
+        llama_cpp, model = self._llama, self._model
+        return ModelShape(
+            n_layer=llama_cpp.llama_model_n_layer(model),
+            n_embd=llama_cpp.llama_model_n_embd(model),
+            n_head=llama_cpp.llama_model_n_head(model),
+            n_head_kv=llama_cpp.llama_model_n_head_kv(model),
+            n_vocab=self.info.n_vocab,
+        )
 
     def _kv_bytes_per_token(self) -> int:
-        llama_cpp = self._llama
-        # K and V in f16 for every layer: what each token of context costs in memory.
-        model = self._model
-        head_dim = llama_cpp.llama_model_n_embd(model) // llama_cpp.llama_model_n_head(model)
-        return 2 * llama_cpp.llama_model_n_layer(model) * head_dim * llama_cpp.llama_model_n_head_kv(model) * 2
+        return self._shape().kv_bytes_per_token
 
     def _special_ids(self) -> SpecialIds:
         llama_cpp = self._llama

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..bounds import FLOAT32_MAX, IN_A_FLOAT, INT32_MAX, UINT32_MAX, Bound, thread_bound
+
 
 @dataclass(frozen=True)
 class LoraSpec:
@@ -71,3 +73,21 @@ class SamplingOptions:
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0
+
+
+# What each numeric option can mean; the CLI, request files and chat's /set check values against these.
+OPTION_BOUNDS: dict[str, Bound] = {
+    "temperature": Bound(0, FLOAT32_MAX, IN_A_FLOAT),
+    "top_p": Bound(0, 1, "a share of the probability"),
+    "top_k": Bound(0, INT32_MAX),
+    "min_p": Bound(0, 1, "a share of the top token's probability"),
+    "repeat_penalty": Bound(0, FLOAT32_MAX, IN_A_FLOAT),
+    "max_tokens": Bound(1, INT32_MAX),
+    "seed": Bound(0, UINT32_MAX - 1, f"as llama.cpp takes {UINT32_MAX} to mean a random seed"),
+    "ctx_size": Bound(16, INT32_MAX),
+    "batch_size": Bound(1, INT32_MAX),
+    "threads": thread_bound(),
+    "n_gpu_layers": Bound(-1, INT32_MAX, least_is="which means all layers"),
+    "n_cpu_moe": Bound(0, INT32_MAX),
+    "tensor_split": Bound(0, FLOAT32_MAX, IN_A_FLOAT),  # each share
+}

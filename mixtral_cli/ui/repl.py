@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..chat.commands import COMMANDS, CommandResult, is_command, run_command
 from ..chat.session import ChatSession, TurnResult
-from ..errors import MixtralError
+from ..errors import MixtralError, OutputStreamError
 from .console import print_error, print_notice, stderr_console, stdout_console
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ def run_repl(session: ChatSession, *, history_file: Path, load_engine: Callable[
         try:
             if not _handle(session, line, interactive, load_engine=load_engine):
                 return
+        except OutputStreamError:
+            raise  # nothing more can be shown: the command ends
         except MixtralError as exc:
             # One message; the conversation is as the failed command or turn left it, nothing lost.
             print_error(exc.message, exc.hint)
@@ -117,15 +120,17 @@ def _print_turn_stats(session: ChatSession, result: TurnResult, interactive: boo
 
 
 def _line_reader() -> Callable[[], str]:
-    from ..textinput import STDIN, decode_text
+    from ..textinput import MAX_TEXT_BYTES, STDIN, decode_text, read_bounded
 
     offset = 0
 
     def read() -> str:
         nonlocal offset
-        line = sys.stdin.buffer.readline()
+        line = sys.stdin.buffer.readline(MAX_TEXT_BYTES + 1)
         if not line:
             raise EOFError
+        if not line.endswith(b"\n"):
+            read_bounded(f"A line of {STDIN}", io.BytesIO(line), limit=MAX_TEXT_BYTES)
         text = decode_text(STDIN, line, offset=offset)
         offset += len(line)
         return text.rstrip("\n")
