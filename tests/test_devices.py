@@ -9,7 +9,7 @@ import pytest
 
 from mixtral_cli.engine.devices import Device, DeviceKind
 from mixtral_cli.engine.options import EngineOptions
-from mixtral_cli.engine.placement import placement_needs, plan_placement
+from mixtral_cli.engine.placement import Budget, placement_needs, plan_placement
 from mixtral_cli.errors import PlacementError
 
 from .helpers import run_mixtral_process
@@ -148,7 +148,8 @@ def test_needs_count_experts_kept_on_the_host_against_the_cpu():
         "blk.1.ffn_up_exps.weight": 1000,
         "output.weight": 100,
     }
-    cpu_need, gpu_need = placement_needs(placement, [CPU, gpu], tensor_bytes=tensor_bytes, kv_bytes_per_layer=7)
+    budget = Budget(kv_bytes_per_layer=7, compute_bytes={}, largest_tensor={}, margin=0)
+    cpu_need, gpu_need = placement_needs(placement, [CPU, gpu], tensor_bytes=tensor_bytes, budget=budget)
 
     assert cpu_need.weight_bytes == 100 + 2000 and cpu_need.kv_bytes == 0
     assert gpu_need.weight_bytes == 10 + 10 + 100 and gpu_need.kv_bytes == 14

@@ -9,7 +9,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import ContextOverflowError, GGUFError, LegacyLayoutError, LlamaCppError, ModelNotFoundError
+from ..errors import (
+    ContextOverflowError,
+    GGUFError,
+    GPUMemoryError,
+    LegacyLayoutError,
+    LlamaCppError,
+    ModelNotFoundError,
+    OptionsError,
+)
 from ..gguf_header import GGUFInfo, inspect_gguf, is_gguf
 from ..instruct import CHAT_TEMPLATE_KEY, instruct_from_data
 from ..prompt import (
@@ -24,11 +32,12 @@ from ..prompt import (
 from ..store import ModelStore
 from ..system import available_memory, gpu_on_this_machine, physical_cores
 from . import logs
-from .devices import has_gpu_backend, init_backend
+from .devices import has_gpu_backend, init_backend, list_devices
+from .fit import Plan, model_plan
 from .kv_cache import KVCache
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, prefill_elsewhere
-from .options import EngineOptions, SamplingOptions
-from .placement import LoadParams, Placement, describe_placement, plan_model_placement
+from .options import KV_CACHE_TYPES, EngineOptions, SamplingOptions, kv_bytes_per_token
+from .placement import LoadParams, Placement, local_gpus
 from .sampler import Sampler
 from .text import TextStream
 
@@ -104,15 +113,16 @@ class Engine:
         header = _check_file(path)
         init_backend()
         _notice_missing_gpu_backend(notice)
+        self._flash_attn = _flash_attention(options, notice)
         log_handler = _print_log if options.verbose else _collect_errors
         _collected_errors.clear()
         with logs.log_handler(log_handler):
-            n_layer = int(header.metadata.get("llama.block_count") or 0)  # type: ignore[call-overload]
-            self.placement = None if vocab_only else plan_model_placement(options, n_layer=n_layer)
+            self.plan = None if vocab_only else _plan(path, header, options, flash_attn=self._flash_attn)
+            self.placement = self.plan.placement if self.plan else None
             if self.placement and self.placement.notice:
                 notice(self.placement.notice)
-            if self.placement and options.verbose:
-                notice(describe_placement(self.placement))
+            if self.plan and options.verbose:
+                notice(self.plan.describe())
             # On auto the plain layout loads first: it only maps the file, and tokenizing tells the plan the work.
             # Layers on GPUs or workers keep llama.cpp's default: the choice is about the CPU's kernels.
             offloaded = self.placement is not None and bool(self.placement.devices) and self.placement.n_gpu_layers > 0
@@ -141,20 +151,19 @@ class Engine:
     def _new_context(self, notice: Callable[[str], None]):  # noqa: ANN202 - a llama_context_p
         llama_cpp = self._llama
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = self._context_size(notice)
-        params.n_batch = params.n_ubatch = self.options.batch_size
+        n_ctx = self._context_size(notice)
+        for name, value in context_params(self.options, n_ctx, flash_attn=self._flash_attn).items():
+            setattr(params, name, value)
         params.n_threads = params.n_threads_batch = self._threads
-        params.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
-            if self.options.flash_attn
-            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
         params.no_perf = True
         ctx = llama_cpp.llama_init_from_model(self._model, params)
         if not ctx:
-            raise LlamaCppError(
+            on_gpu = bool(self.placement and self.placement.devices and self.placement.n_gpu_layers)
+            error = GPUMemoryError if on_gpu and "alloc" in _last_error() else LlamaCppError
+            raise error(
                 f"llama.cpp could not create a context of {params.n_ctx} tokens{_last_error()}.",
-                hint="Try a smaller --ctx-size.",
+                hint="Try a smaller --ctx-size"
+                + (", a quantized --cache-type-k, or a larger --gpu-margin." if on_gpu else "."),
             )
         return ctx
 
@@ -175,10 +184,14 @@ class Engine:
 
     def _kv_bytes_per_token(self) -> int:
         llama_cpp = self._llama
-        # K and V in f16 for every layer: what each token of context costs in memory.
         model = self._model
         head_dim = llama_cpp.llama_model_n_embd(model) // llama_cpp.llama_model_n_head(model)
-        return 2 * llama_cpp.llama_model_n_layer(model) * head_dim * llama_cpp.llama_model_n_head_kv(model) * 2
+        return kv_bytes_per_token(
+            n_layer=llama_cpp.llama_model_n_layer(model),
+            n_embd_kv=head_dim * llama_cpp.llama_model_n_head_kv(model),
+            type_k=self.options.cache_type_k,
+            type_v=self.options.cache_type_v,
+        )
 
     def _special_ids(self) -> SpecialIds:
         llama_cpp = self._llama
@@ -399,6 +412,51 @@ def _last_error() -> str:
     return f": {_collected_errors[-1]}" if _collected_errors else ""
 
 
+def plan_model(path: Path, options: EngineOptions, *, on_notice: Callable[[str], None] | None = None) -> Plan:
+    """The plan the engine would make for ``path`` with ``options``, without loading it (`mixtral devices -m`)."""
+    header = _check_file(path)
+    init_backend()
+    return _plan(path, header, options, flash_attn=_flash_attention(options, on_notice or (lambda text: None)))
+
+
+def _plan(path: Path, header: GGUFInfo, options: EngineOptions, *, flash_attn: bool) -> Plan:
+    return model_plan(
+        path, header, options, context_params=lambda n_ctx: context_params(options, n_ctx, flash_attn=flash_attn)
+    )
+
+
+def context_params(options: EngineOptions, n_ctx: int, *, flash_attn: bool) -> dict[str, int]:
+    """The llama_context_params fields a context of ``n_ctx`` tokens gets: in the dry run and the real one."""
+    import llama_cpp
+
+    return {
+        "n_ctx": n_ctx,
+        "n_batch": options.batch_size,
+        "n_ubatch": options.batch_size,
+        "type_k": KV_CACHE_TYPES[options.cache_type_k][0],
+        "type_v": KV_CACHE_TYPES[options.cache_type_v][0],
+        "flash_attn_type": (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        ),
+    }
+
+
+def _flash_attention(options: EngineOptions, notice: Callable[[str], None]) -> bool:
+    """Whether to ask for flash attention, and a quantized V cache refused without it (llama.cpp needs it)."""
+    # Mesa's software Vulkan device (llvmpipe, 22.3) crashes on the second decoded token with flash attention.
+    software = [d.name for d in local_gpus(list_devices()) if "llvmpipe" in d.description]
+    if options.flash_attn and software and options.verbose:
+        notice(f"Flash attention off: {software[0]} is Mesa's llvmpipe, which crashes with it.")
+    flash_attn = options.flash_attn and not software
+    if options.cache_type_v != "f16" and not flash_attn:
+        reason = "--no-flash-attn" if not options.flash_attn else f"{software[0]} (llvmpipe) runs without it"
+        raise OptionsError(
+            f"--cache-type-v {options.cache_type_v} needs flash attention in llama.cpp, and it is off ({reason}).",
+            hint="Use --cache-type-v f16, or allow flash attention.",
+        )
+    return flash_attn
+
+
 _gpu_notice_given = False
 
 
@@ -440,6 +498,11 @@ def _load_model(path: Path, placement: Placement | None, *, repack: bool):  # no
         params.vocab_only, params.n_gpu_layers = True, 0
     params.use_extra_bufts = repack
     model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model and placement and placement.devices and "alloc" in _last_error():
+        raise GPUMemoryError(
+            f"llama.cpp could not allocate the model's weights{_last_error()}.",
+            hint="Another program may hold that memory: close it, or raise --gpu-margin.",
+        )
     if not model:
         raise GGUFError(
             f"llama.cpp could not load {path}{_last_error()}.",

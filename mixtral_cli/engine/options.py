@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+DEFAULT_GPU_MARGIN = 512 * 2**20
+
+# KV cache types: ggml_type id, and bytes per value (a q8_0 block holds 32 values in 34 bytes, q4_0 in 18).
+KV_CACHE_TYPES = {"f16": (1, 2.0), "q8_0": (8, 34 / 32), "q4_0": (2, 18 / 32)}
+
+
+def kv_bytes_per_token(*, n_layer: int, n_embd_kv: int, type_k: str, type_v: str) -> int:
+    """What each token of context costs in the KV cache, over all layers (``n_embd_kv``: KV heads x head size)."""
+    return int(n_layer * n_embd_kv * (KV_CACHE_TYPES[type_k][1] + KV_CACHE_TYPES[type_v][1]))
+
 
 @dataclass(frozen=True)
 class EngineOptions:
@@ -22,6 +32,14 @@ class EngineOptions:
     verbose: bool = False  # show llama.cpp's own log
     rpc: tuple[str, ...] = ()  # workers' HOST:PORT endpoints, whose devices take layers too
     tensor_split: tuple[float, ...] | None = None  # each offload device's share of the layers; None: by free memory
+    gpu_margin: int = DEFAULT_GPU_MARGIN  # bytes left free on each local GPU for the driver and other programs
+    cache_type_k: str = "f16"  # KV cache types, as llama.cpp's -ctk/-ctv: see KV_CACHE_TYPES
+    cache_type_v: str = "f16"
+
+    @property
+    def places_explicitly(self) -> bool:
+        """Whether the user chose the placement; otherwise the engine fits the model to the GPUs."""
+        return self.n_gpu_layers is not None or self.cpu_moe or self.n_cpu_moe > 0 or self.tensor_split is not None
 
 
 # The model card's widget samples at temperature 0.5; the rest are llama.cpp's defaults.

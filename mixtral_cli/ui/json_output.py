@@ -30,6 +30,7 @@ def completion_json(engine: Engine, text: str, stats: GenerationStats, *, chat: 
                 "prompt_tokens_per_second": round(stats.prompt_tokens_per_second, 3),
                 "decode_tokens_per_second": round(stats.decode_tokens_per_second, 3),
                 "layout": stats.layout,
+                "placement": engine.plan.summary() if engine.plan else None,
             },
         },
         ensure_ascii=False,
