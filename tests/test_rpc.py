@@ -19,6 +19,13 @@ from .helpers import placement_from_log, run_mixtral_process
 from .workers import Worker, free_port
 
 
+@pytest.fixture(autouse=True)
+def cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine's CPU is the local reference (and the workers serve it): local GPUs stay hidden."""
+    monkeypatch.setenv("GGML_VK_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory):
     log_dir = tmp_path_factory.mktemp("workers")

@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import PlacementError
+from ..errors import OptionsError, PlacementError
 from ..gguf_header import GGUFInfo
 from ..ui.progress import format_bytes
-from .devices import Device, DeviceKind
-from .options import EngineOptions, kv_bytes_per_token
+from .devices import Device, DeviceKind, list_devices
+from .options import KV_CACHE_TYPES, EngineOptions, kv_bytes_per_token
 from .placement import (
     Budget,
     DeviceNeed,
@@ -46,7 +46,7 @@ class Plan:
 
     def describe(self) -> str:
         """One line: the placement, and what each local GPU holds against what it has."""
-        gpus = [n for n in self.needs if n.margin or n.compute_bytes]
+        gpus = [n for n in self.needs if n.device.kind in (DeviceKind.GPU, DeviceKind.IGPU)]
         held = "; ".join(f"{n.device.name} {format_bytes(n.needed)} of {format_bytes(n.available)}" for n in gpus)
         how = " (fitted)" if self.fitted else ""
         return describe_placement(self.placement).rstrip(".") + (f"; {held}{how}." if held else f"{how}.")
@@ -221,3 +221,35 @@ def _what_fits(placement: Placement, n_layer: int) -> str:
     if len(placement.devices) > 1:
         options += " --tensor-split " + ",".join(f"{s:g}" for s in placement.tensor_split)
     return f"{options} fits (or leave the placement options out: the engine fits the model by itself)."
+
+
+def context_params(options: EngineOptions, n_ctx: int, *, flash_attn: bool) -> dict[str, int]:
+    """The llama_context_params fields a context of ``n_ctx`` tokens gets: in the dry run and the real one."""
+    import llama_cpp
+
+    return {
+        "n_ctx": n_ctx,
+        "n_batch": options.batch_size,
+        "n_ubatch": options.batch_size,
+        "type_k": KV_CACHE_TYPES[options.cache_type_k][0],
+        "type_v": KV_CACHE_TYPES[options.cache_type_v][0],
+        "flash_attn_type": (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        ),
+    }
+
+
+def flash_attention(options: EngineOptions, notice: Callable[[str], None]) -> bool:
+    """Whether to ask for flash attention, and a quantized V cache refused without it (llama.cpp needs it)."""
+    # Mesa's software Vulkan device (llvmpipe, 22.3) crashes on the second decoded token with flash attention.
+    software = [d.name for d in local_gpus(list_devices()) if "llvmpipe" in d.description]
+    if options.flash_attn and software and options.verbose:
+        notice(f"Flash attention off: {software[0]} is Mesa's llvmpipe, which crashes with it.")
+    flash_attn = options.flash_attn and not software
+    if options.cache_type_v != "f16" and not flash_attn:
+        reason = "--no-flash-attn" if not options.flash_attn else f"{software[0]} (llvmpipe) runs without it"
+        raise OptionsError(
+            f"--cache-type-v {options.cache_type_v} needs flash attention in llama.cpp, and it is off ({reason}).",
+            hint="Use --cache-type-v f16, or allow flash attention.",
+        )
+    return flash_attn

@@ -16,7 +16,6 @@ from ..errors import (
     LegacyLayoutError,
     LlamaCppError,
     ModelNotFoundError,
-    OptionsError,
 )
 from ..gguf_header import GGUFInfo, inspect_gguf, is_gguf
 from ..instruct import CHAT_TEMPLATE_KEY, instruct_from_data
@@ -32,12 +31,12 @@ from ..prompt import (
 from ..store import ModelStore
 from ..system import available_memory, gpu_on_this_machine, physical_cores
 from . import logs
-from .devices import has_gpu_backend, init_backend, list_devices
-from .fit import Plan, model_plan
+from .devices import has_gpu_backend, init_backend
+from .fit import Plan, context_params, flash_attention, model_plan
 from .kv_cache import KVCache
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, prefill_elsewhere
-from .options import KV_CACHE_TYPES, EngineOptions, SamplingOptions, kv_bytes_per_token
-from .placement import LoadParams, Placement, local_gpus
+from .options import EngineOptions, SamplingOptions, kv_bytes_per_token
+from .placement import LoadParams, Placement
 from .sampler import Sampler
 from .text import TextStream
 
@@ -113,7 +112,7 @@ class Engine:
         header = _check_file(path)
         init_backend()
         _notice_missing_gpu_backend(notice)
-        self._flash_attn = _flash_attention(options, notice)
+        self._flash_attn = flash_attention(options, notice)
         log_handler = _print_log if options.verbose else _collect_errors
         _collected_errors.clear()
         with logs.log_handler(log_handler):
@@ -416,45 +415,13 @@ def plan_model(path: Path, options: EngineOptions, *, on_notice: Callable[[str],
     """The plan the engine would make for ``path`` with ``options``, without loading it (`mixtral devices -m`)."""
     header = _check_file(path)
     init_backend()
-    return _plan(path, header, options, flash_attn=_flash_attention(options, on_notice or (lambda text: None)))
+    return _plan(path, header, options, flash_attn=flash_attention(options, on_notice or (lambda text: None)))
 
 
 def _plan(path: Path, header: GGUFInfo, options: EngineOptions, *, flash_attn: bool) -> Plan:
     return model_plan(
         path, header, options, context_params=lambda n_ctx: context_params(options, n_ctx, flash_attn=flash_attn)
     )
-
-
-def context_params(options: EngineOptions, n_ctx: int, *, flash_attn: bool) -> dict[str, int]:
-    """The llama_context_params fields a context of ``n_ctx`` tokens gets: in the dry run and the real one."""
-    import llama_cpp
-
-    return {
-        "n_ctx": n_ctx,
-        "n_batch": options.batch_size,
-        "n_ubatch": options.batch_size,
-        "type_k": KV_CACHE_TYPES[options.cache_type_k][0],
-        "type_v": KV_CACHE_TYPES[options.cache_type_v][0],
-        "flash_attn_type": (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        ),
-    }
-
-
-def _flash_attention(options: EngineOptions, notice: Callable[[str], None]) -> bool:
-    """Whether to ask for flash attention, and a quantized V cache refused without it (llama.cpp needs it)."""
-    # Mesa's software Vulkan device (llvmpipe, 22.3) crashes on the second decoded token with flash attention.
-    software = [d.name for d in local_gpus(list_devices()) if "llvmpipe" in d.description]
-    if options.flash_attn and software and options.verbose:
-        notice(f"Flash attention off: {software[0]} is Mesa's llvmpipe, which crashes with it.")
-    flash_attn = options.flash_attn and not software
-    if options.cache_type_v != "f16" and not flash_attn:
-        reason = "--no-flash-attn" if not options.flash_attn else f"{software[0]} (llvmpipe) runs without it"
-        raise OptionsError(
-            f"--cache-type-v {options.cache_type_v} needs flash attention in llama.cpp, and it is off ({reason}).",
-            hint="Use --cache-type-v f16, or allow flash attention.",
-        )
-    return flash_attn
 
 
 _gpu_notice_given = False
