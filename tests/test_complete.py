@@ -84,7 +84,7 @@ def test_json_has_text_counts_stop_reason_and_timings():
     assert data["prompt_tokens"] > 0 and 0 < data["completion_tokens"] <= 12
     assert data["stop_reason"] in {"length", "eos"}
     timings = data["timings"]
-    layout = timings.pop("layout")
+    layout, placement = timings.pop("layout"), timings.pop("placement")
     assert set(timings) == {
         "load_s",
         "prompt_eval_s",
@@ -94,6 +94,8 @@ def test_json_has_text_counts_stop_reason_and_timings():
     }
     assert all(value > 0 for value in timings.values())
     assert layout in {"repacked", "plain", "hand-over"}
+    layers = sum(device["layers"] for device in placement["devices"].values())
+    assert layers == 2 and placement["n_gpu_layers"] <= 3  # what ran: the demo model's 2 layers, somewhere
 
 
 def test_model_card_request_with_a_list_of_prompts(tmp_path):

@@ -61,11 +61,8 @@ class Plan:
         }
 
 
-def model_plan(path: Path, info: GGUFInfo, options: EngineOptions, *, context_params: Callable[[int], dict]) -> Plan:
-    """Plan ``info``'s model here: fitted when no placement option is set, else as asked if it fits.
-
-    ``context_params(n_ctx)``: the llama_context_params fields the engine will use, for the dry run.
-    """
+def model_plan(path: Path, info: GGUFInfo, options: EngineOptions, *, flash_attn: bool) -> Plan:
+    """Plan ``info``'s model here: fitted when no placement option is set, else as asked if it fits."""
     from .probe import probe_device
 
     meta = info.metadata
@@ -81,7 +78,11 @@ def model_plan(path: Path, info: GGUFInfo, options: EngineOptions, *, context_pa
     gpus = local_gpus(devices)
     probes = {
         d.name: probe_device(
-            path, d, n_layer=n_layer, tensor_bytes=info.tensor_bytes, context_params=context_params(n_ctx)
+            path,
+            d,
+            n_layer=n_layer,
+            tensor_bytes=info.tensor_bytes,
+            context_params=context_params(options, n_ctx, flash_attn=flash_attn),
         )
         for d in gpus
     }

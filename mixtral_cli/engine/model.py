@@ -116,7 +116,7 @@ class Engine:
         log_handler = _print_log if options.verbose else _collect_errors
         _collected_errors.clear()
         with logs.log_handler(log_handler):
-            self.plan = None if vocab_only else _plan(path, header, options, flash_attn=self._flash_attn)
+            self.plan = None if vocab_only else model_plan(path, header, options, flash_attn=self._flash_attn)
             self.placement = self.plan.placement if self.plan else None
             if self.placement and self.placement.notice:
                 notice(self.placement.notice)
@@ -415,13 +415,7 @@ def plan_model(path: Path, options: EngineOptions, *, on_notice: Callable[[str],
     """The plan the engine would make for ``path`` with ``options``, without loading it (`mixtral devices -m`)."""
     header = _check_file(path)
     init_backend()
-    return _plan(path, header, options, flash_attn=flash_attention(options, on_notice or (lambda text: None)))
-
-
-def _plan(path: Path, header: GGUFInfo, options: EngineOptions, *, flash_attn: bool) -> Plan:
-    return model_plan(
-        path, header, options, context_params=lambda n_ctx: context_params(options, n_ctx, flash_attn=flash_attn)
-    )
+    return model_plan(path, header, options, flash_attn=flash_attention(options, on_notice or (lambda text: None)))
 
 
 _gpu_notice_given = False
