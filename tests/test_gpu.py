@@ -75,7 +75,7 @@ def verbose_run(model: Path, *args: str, devices: str = "0") -> str:
 
 
 def buffer_sizes(log: str, kind: str = "model") -> dict[str, float]:
-    """llama.cpp's "<buffer> model buffer size = X MiB" lines (or KV), in bytes per buffer name."""
+    """llama.cpp's "<buffer> model buffer size = X MiB" lines (or KV, compute), in bytes per buffer name."""
     sizes: dict[str, float] = {}
     for name, mib in re.findall(rf"(\S+) {kind} buffer size = +([\d.]+) MiB", log):
         sizes[name] = sizes.get(name, 0) + float(mib) * MIB
@@ -106,6 +106,7 @@ def test_a_model_bigger_than_the_gpu_runs_with_the_experts_of_some_layers_in_hos
     assert set(plan["layer_devices"]) == {"Vulkan0"}
     vulkan = gpu_share(plan, "Vulkan0")
     assert_close(vulkan["weight_bytes"], buffer_sizes(log)["Vulkan0"])
+    assert_close(vulkan["compute_bytes"], buffer_sizes(log, "compute")["Vulkan0"])
     assert vulkan["needed_bytes"] <= vulkan_device["free_bytes"] - vulkan["margin_bytes"]
     assert f"experts of {len(plan['experts_on_host'])} GPU layers in host memory" in log
 

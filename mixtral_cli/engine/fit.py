@@ -63,7 +63,7 @@ class Plan:
 
 def model_plan(path: Path, info: GGUFInfo, options: EngineOptions, *, flash_attn: bool) -> Plan:
     """Plan ``info``'s model here: fitted when no placement option is set, else as asked if it fits."""
-    from .probe import probe_device
+    from .probe import dry_run, every_layer_on
 
     meta = info.metadata
     n_layer = int(meta.get("llama.block_count") or 0)  # type: ignore[call-overload]
@@ -76,22 +76,26 @@ def model_plan(path: Path, info: GGUFInfo, options: EngineOptions, *, flash_attn
     )
     devices = placement_devices(options)
     gpus = local_gpus(devices)
-    probes = {
-        d.name: probe_device(
-            path,
-            d,
-            n_layer=n_layer,
-            tensor_bytes=info.tensor_bytes,
-            context_params=context_params(options, n_ctx, flash_attn=flash_attn),
-        )
-        for d in gpus
-    }
+    context = context_params(options, n_ctx, flash_attn=flash_attn)
+    alone = {d.name: dry_run(path, every_layer_on(d, n_layer), context_params=context) for d in gpus}
     budget = Budget(
         kv_bytes_per_layer=kv_per_layer * n_ctx,
-        compute_bytes={name: p.compute_bytes for name, p in probes.items()},
-        largest_tensor={name: p.largest_tensor for name, p in probes.items() if p.largest_tensor is not None},
+        compute_bytes={name: run.compute_bytes(name) for name, run in alone.items()},
+        largest_tensor={
+            name: limit for name, run in alone.items() if (limit := run.largest_tensor(info.tensor_bytes)) is not None
+        },
         margin=options.gpu_margin,
     )
+    plan = plan_for(options, devices, n_layer=n_layer, tensor_bytes=info.tensor_bytes, budget=budget, n_ctx=n_ctx)
+    if not gpus or not plan.placement.n_gpu_layers:
+        return plan
+    # The compute buffers were measured with every layer on each GPU alone; the plan's own can be larger
+    # (experts on the host add copies): measure it, and plan again with the larger figures if it is.
+    placed = dry_run(path, plan.placement, context_params=context)
+    compute = {d.name: max(placed.compute_bytes(d.name), budget.compute_bytes[d.name]) for d in gpus}
+    if compute == budget.compute_bytes:
+        return plan
+    budget = replace(budget, compute_bytes=compute)
     return plan_for(options, devices, n_layer=n_layer, tensor_bytes=info.tensor_bytes, budget=budget, n_ctx=n_ctx)
 
 

@@ -5,12 +5,12 @@ on many cards), and llama.cpp quietly keeps any weight over it in host memory; t
 maximum is not that limit. A load with ``no_alloc`` and no memory map (with one it asserts) builds the model's
 tensors without their data in a few hundredths of a second and logs, at debug level, how many tensors could
 not use the device's buffer type. A context created on that model reserves its compute graph without
-allocating and logs each device's compute buffer size. Both are read from the log here.
+allocating and logs each device's compute buffer size, which depends on the placement (experts kept on the
+host add copies). Both are read from the log here.
 """
 
 from __future__ import annotations
 
-import ctypes
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import logs
 from .devices import Device
+from .placement import LoadParams, Placement
 
 _MOVED = re.compile(r"tensor '([^']+)' \(\S+\) \(and (\d+) others\) cannot be used with preferred buffer type")
 _COMPUTE = re.compile(r"^\S+: +(\S+) compute buffer size = +([\d.]+) MiB", re.MULTILINE)
@@ -25,25 +26,34 @@ _LOAD_MODE_NONE = 0  # LLAMA_LOAD_MODE_NONE: a memory-mapped dry load asserts
 
 
 @dataclass(frozen=True)
-class DeviceProbe:
-    """One GPU as llama.cpp would use it for one model."""
+class DryRun:
+    """What llama.cpp would allocate for one placement, read from its log."""
 
-    largest_tensor: int | None  # bytes; bigger weights stay in host memory (None: no limit met)
-    compute_bytes: int  # the compute buffer a context of the asked size and batch reserves on it
+    log: str
+
+    def compute_bytes(self, device: str) -> int:
+        """The compute buffer a context of the asked size and batch reserves on ``device``."""
+        # The reservation may be logged more than once (prompt and decode graphs): the buffer is the largest.
+        mib = max((float(size) for name, size in _COMPUTE.findall(self.log) if name == device), default=0.0)
+        return int(mib * 2**20)
+
+    def largest_tensor(self, tensor_bytes: Mapping[str, int]) -> int | None:
+        """With every layer on one device: the biggest weight it takes (None: it took them all)."""
+        return _largest_kept(self.log, tensor_bytes)
 
 
-def probe_device(
-    path: Path, device: Device, *, n_layer: int, tensor_bytes: Mapping[str, int], context_params: Mapping[str, int]
-) -> DeviceProbe:
-    """Dry-load the model with every layer on ``device`` and create a context on it; nothing is allocated."""
+def every_layer_on(device: Device, n_layer: int) -> Placement:
+    return Placement((device,), n_layer + 1, (1.0,), n_layer, frozenset())
+
+
+def dry_run(path: Path, placement: Placement, *, context_params: Mapping[str, int]) -> DryRun:
+    """Load the model with ``placement`` and create a context on it, allocating nothing."""
     import llama_cpp
 
     lines: list[str] = []
-    devices = (ctypes.c_void_p * 2)(device.handle)
+    load_params = LoadParams(placement)
     params = llama_cpp.llama_model_default_params()
-    params.devices = ctypes.cast(devices, ctypes.c_void_p).value
-    params.n_gpu_layers = n_layer + 1
-    params.split_mode = 1  # LLAMA_SPLIT_MODE_LAYER
+    load_params.apply(params)
     params.no_alloc = True
     params.load_mode = _LOAD_MODE_NONE
     # Without the CPU's repacked types, the only weights logged as moved are those the device refused (with
@@ -51,21 +61,17 @@ def probe_device(
     params.use_extra_bufts = False
     with logs.log_handler(lambda level, text: lines.append(text)):
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
-        if not model:
-            return DeviceProbe(None, 0)
-        try:
-            context = llama_cpp.llama_context_default_params()
-            for name, value in context_params.items():
-                setattr(context, name, value)
-            ctx = llama_cpp.llama_init_from_model(model, context)
-            if ctx:
-                llama_cpp.llama_free(ctx)
-        finally:
-            llama_cpp.llama_model_free(model)
-    log = "".join(lines)
-    # The reservation may be logged more than once (prompt and decode graphs): the buffer is the largest.
-    compute = max((float(mib) for name, mib in _COMPUTE.findall(log) if name == device.name), default=0.0)
-    return DeviceProbe(_largest_kept(log, tensor_bytes), int(compute * 2**20))
+        if model:
+            try:
+                context = llama_cpp.llama_context_default_params()
+                for name, value in context_params.items():
+                    setattr(context, name, value)
+                ctx = llama_cpp.llama_init_from_model(model, context)
+                if ctx:
+                    llama_cpp.llama_free(ctx)
+            finally:
+                llama_cpp.llama_model_free(model)
+    return DryRun("".join(lines))
 
 
 def _largest_kept(log: str, tensor_bytes: Mapping[str, int]) -> int | None:
