@@ -33,9 +33,9 @@ def base_model(convert):
 
 
 def test_raw_greedy_output_is_llama_cpps_own(base_model):
-    # --repack: llama.cpp's default layout, which llama-cpp-python loads.
+    # --repack: llama.cpp's default layout, which llama-cpp-python loads; on the CPU, as it loads it.
     result = complete(
-        "-m", base_model, "--repack", "--raw", "--temperature", "0", "-n", "32", "The mixture of experts"
+        "-m", base_model, "--repack", "-ngl", "0", "--raw", "--temperature", "0", "-n", "32", "The mixture of experts"
     )
 
     assert result.returncode == 0, result.stderr

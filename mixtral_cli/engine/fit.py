@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import OptionsError, PlacementError
 from ..gguf_header import GGUFInfo
 from ..ui.progress import format_bytes
-from .devices import Device, DeviceKind, list_devices
+from .devices import Device, DeviceKind
 from .options import KV_CACHE_TYPES, EngineOptions, kv_bytes_per_token
 from .placement import (
     Budget,
@@ -43,6 +43,7 @@ class Plan:
     needs: tuple[DeviceNeed, ...]
     fitted: bool
     n_ctx: int
+    flash_attn: bool  # what the context asks for with this placement (see ``flash_attention``)
 
     def describe(self) -> str:
         """One line: the placement, and what each local GPU holds against what it has."""
@@ -61,7 +62,7 @@ class Plan:
         }
 
 
-def model_plan(path: Path, info: GGUFInfo, options: EngineOptions, *, flash_attn: bool) -> Plan:
+def model_plan(path: Path, info: GGUFInfo, options: EngineOptions) -> Plan:
     """Plan ``info``'s model here: fitted when no placement option is set, else as asked if it fits."""
     from .probe import dry_run, every_layer_on
 
@@ -76,8 +77,14 @@ def model_plan(path: Path, info: GGUFInfo, options: EngineOptions, *, flash_attn
     )
     devices = placement_devices(options)
     gpus = local_gpus(devices)
-    context = context_params(options, n_ctx, flash_attn=flash_attn)
-    alone = {d.name: dry_run(path, every_layer_on(d, n_layer), context_params=context) for d in gpus}
+    alone = {
+        d.name: dry_run(
+            path,
+            every_layer_on(d, n_layer),
+            context_params=context_params(options, n_ctx, flash_attn=flash_attention(options, [d])),
+        )
+        for d in gpus
+    }
     budget = Budget(
         kv_bytes_per_layer=kv_per_layer * n_ctx,
         compute_bytes={name: run.compute_bytes(name) for name, run in alone.items()},
@@ -87,16 +94,19 @@ def model_plan(path: Path, info: GGUFInfo, options: EngineOptions, *, flash_attn
         margin=options.gpu_margin,
     )
     plan = plan_for(options, devices, n_layer=n_layer, tensor_bytes=info.tensor_bytes, budget=budget, n_ctx=n_ctx)
-    if not gpus or not plan.placement.n_gpu_layers:
-        return plan
-    # The compute buffers were measured with every layer on each GPU alone; the plan's own can be larger
-    # (experts on the host add copies): measure it, and plan again with the larger figures if it is.
-    placed = dry_run(path, plan.placement, context_params=context)
-    compute = {d.name: max(placed.compute_bytes(d.name), budget.compute_bytes[d.name]) for d in gpus}
-    if compute == budget.compute_bytes:
-        return plan
-    budget = replace(budget, compute_bytes=compute)
-    return plan_for(options, devices, n_layer=n_layer, tensor_bytes=info.tensor_bytes, budget=budget, n_ctx=n_ctx)
+    if gpus and plan.placement.n_gpu_layers:
+        # The compute buffers were measured with every layer on each GPU alone; the plan's own can be larger
+        # (experts on the host add copies): measure it, and plan again with the larger figures if it is.
+        context = context_params(options, n_ctx, flash_attn=plan.flash_attn)
+        placed = dry_run(path, plan.placement, context_params=context)
+        compute = {d.name: max(placed.compute_bytes(d.name), budget.compute_bytes[d.name]) for d in gpus}
+        if compute != budget.compute_bytes:
+            budget = replace(budget, compute_bytes=compute)
+            plan = plan_for(
+                options, devices, n_layer=n_layer, tensor_bytes=info.tensor_bytes, budget=budget, n_ctx=n_ctx
+            )
+    _check_v_cache(options, plan.placement, plan.flash_attn)
+    return plan
 
 
 def plan_for(
@@ -124,9 +134,13 @@ def plan_for(
         if short:
             fitted = fit_placement(options, devices, n_layer, tensor_bytes, budget, needs_of, gpus_fit)
             raise PlacementError(_too_big(short[0]), hint=_what_fits(fitted, n_layer))
-        return Plan(placement, needs, fitted=False, n_ctx=n_ctx)
+        return Plan(placement, needs, False, n_ctx, flash_attention(options, _with_layers(placement)))
     placement = fit_placement(options, devices, n_layer, tensor_bytes, budget, needs_of, gpus_fit)
-    return Plan(placement, needs_of(placement), fitted=True, n_ctx=n_ctx)
+    return Plan(placement, needs_of(placement), True, n_ctx, flash_attention(options, _with_layers(placement)))
+
+
+def _with_layers(placement: Placement) -> tuple[Device, ...]:
+    return placement.devices if placement.n_gpu_layers else ()
 
 
 def fit_placement(
@@ -244,17 +258,23 @@ def context_params(options: EngineOptions, n_ctx: int, *, flash_attn: bool) -> d
     }
 
 
-def flash_attention(options: EngineOptions, notice: Callable[[str], None]) -> bool:
-    """Whether to ask for flash attention, and a quantized V cache refused without it (llama.cpp needs it)."""
-    # Mesa's software Vulkan device (llvmpipe, 22.3) crashes on the second decoded token with flash attention.
-    software = [d.name for d in local_gpus(list_devices()) if "llvmpipe" in d.description]
-    if options.flash_attn and software and options.verbose:
-        notice(f"Flash attention off: {software[0]} is Mesa's llvmpipe, which crashes with it.")
-    flash_attn = options.flash_attn and not software
-    if options.cache_type_v != "f16" and not flash_attn:
-        reason = "--no-flash-attn" if not options.flash_attn else f"{software[0]} (llvmpipe) runs without it"
-        raise OptionsError(
-            f"--cache-type-v {options.cache_type_v} needs flash attention in llama.cpp, and it is off ({reason}).",
-            hint="Use --cache-type-v f16, or allow flash attention.",
-        )
-    return flash_attn
+def flash_attention(options: EngineOptions, devices: Sequence[Device]) -> bool:
+    """Whether a context with layers on ``devices`` asks for flash attention: as the options say, except on
+    Mesa's software Vulkan device (llvmpipe; 22.3 crashes on the second decoded token with it)."""
+    return options.flash_attn and not any(_software(d) for d in devices)
+
+
+def _software(device: Device) -> bool:
+    return "llvmpipe" in device.description
+
+
+def _check_v_cache(options: EngineOptions, placement: Placement, flash_attn: bool) -> None:
+    """llama.cpp needs flash attention for a quantized V cache: refuse the pair in one line."""
+    if options.cache_type_v == "f16" or flash_attn:
+        return
+    software = next((d.name for d in placement.devices if _software(d)), None)
+    reason = f"{software} is Mesa's llvmpipe, which runs without it" if options.flash_attn else "--no-flash-attn"
+    raise OptionsError(
+        f"--cache-type-v {options.cache_type_v} needs flash attention in llama.cpp, and it is off ({reason}).",
+        hint="Use --cache-type-v f16, or allow flash attention.",
+    )

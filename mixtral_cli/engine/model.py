@@ -32,7 +32,7 @@ from ..store import ModelStore
 from ..system import available_memory, gpu_on_this_machine, physical_cores
 from . import logs
 from .devices import has_gpu_backend, init_backend
-from .fit import Plan, context_params, flash_attention, model_plan
+from .fit import Plan, context_params, model_plan
 from .kv_cache import KVCache
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, prefill_elsewhere
 from .options import EngineOptions, SamplingOptions, kv_bytes_per_token
@@ -112,11 +112,12 @@ class Engine:
         header = _check_file(path)
         init_backend()
         _notice_missing_gpu_backend(notice)
-        self._flash_attn = flash_attention(options, notice)
         log_handler = _print_log if options.verbose else _collect_errors
         _collected_errors.clear()
         with logs.log_handler(log_handler):
-            self.plan = None if vocab_only else model_plan(path, header, options, flash_attn=self._flash_attn)
+            self.plan = None if vocab_only else model_plan(path, header, options)
+            if self.plan and options.flash_attn and not self.plan.flash_attn and options.verbose:
+                notice("Flash attention off: Mesa's llvmpipe (software Vulkan) crashes with it.")
             self.placement = self.plan.placement if self.plan else None
             if self.placement and self.placement.notice:
                 notice(self.placement.notice)
@@ -151,7 +152,8 @@ class Engine:
         llama_cpp = self._llama
         params = llama_cpp.llama_context_default_params()
         n_ctx = self._context_size(notice)
-        for name, value in context_params(self.options, n_ctx, flash_attn=self._flash_attn).items():
+        flash_attn = self.plan.flash_attn if self.plan else self.options.flash_attn
+        for name, value in context_params(self.options, n_ctx, flash_attn=flash_attn).items():
             setattr(params, name, value)
         params.n_threads = params.n_threads_batch = self._threads
         params.no_perf = True
@@ -411,11 +413,11 @@ def _last_error() -> str:
     return f": {_collected_errors[-1]}" if _collected_errors else ""
 
 
-def plan_model(path: Path, options: EngineOptions, *, on_notice: Callable[[str], None] | None = None) -> Plan:
+def plan_model(path: Path, options: EngineOptions) -> Plan:
     """The plan the engine would make for ``path`` with ``options``, without loading it (`mixtral devices -m`)."""
     header = _check_file(path)
     init_backend()
-    return model_plan(path, header, options, flash_attn=flash_attention(options, on_notice or (lambda text: None)))
+    return model_plan(path, header, options)
 
 
 _gpu_notice_given = False
