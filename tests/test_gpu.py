@@ -229,3 +229,15 @@ def test_a_q8_0_k_cache_takes_the_bytes_the_plan_shows_and_runs(demo_model):
 
     assert q8_0 == pytest.approx(f16 * (34 / 32 + 2) / 4)  # K's half of the cache at 34 bytes per 32 values
     assert_close(q8_0, buffer_sizes(log, "KV")["Vulkan0"])
+
+
+def test_a_quantized_v_cache_runs_with_flash_attention_or_is_one_line_without(demo_model, vulkan_device):
+    result = mixtral("complete", "-m", demo_model, "--cache-type-v", "q8_0", "-n", "2", "Hi")
+
+    if "llvmpipe" in vulkan_device["description"]:
+        # llvmpipe runs without flash attention (Mesa 22.3 crashes with it), and llama.cpp needs it for this.
+        assert result.returncode == 2
+        assert "--cache-type-v q8_0 needs flash attention" in result.stderr and "llvmpipe" in result.stderr
+        assert "Traceback" not in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr[-3000:]
