@@ -121,6 +121,7 @@ def main() -> None:
     header = f"{'placement':<16} {'prompt t/s':>10} {'decode t/s':>10}"
     print(header + ("   llama-bench pp / tg" if args.llama_bench else ""))
 
+    run(model, argparse.Namespace(**{**vars(args), "tokens": 1, "repeat": 1}), [])  # warm caches: file, shaders
     rows: dict[str, dict | str] = {"fitted": run(model, args, [])}
     for k in range(n_layer + 1):
         rows[f"--n-cpu-moe {k}"] = run(model, args, ["--n-cpu-moe", str(k)])
