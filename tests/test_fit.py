@@ -81,6 +81,13 @@ def test_every_layer_on_a_gpu_too_small_is_refused_before_loading():
         plan(EngineOptions(n_gpu_layers=99), device("GPU0", DeviceKind.GPU, 300))
 
 
+def test_no_layers_on_a_nearly_full_gpu_is_not_refused():
+    result = plan(EngineOptions(n_gpu_layers=0), device("GPU0", DeviceKind.GPU, 32), compute_bytes={"GPU0": 64 * MIB})
+
+    assert set(result.placement.layer_devices()) == {"CPU"}
+    assert gpu_needs(result).needed == 0 and gpu_needs(result).fits
+
+
 def test_when_even_all_experts_on_the_host_do_not_fit_fewer_layers_go_to_the_gpu():
     # Without experts a layer is 5 MiB: 9 layers with the output are 61 MiB; 100 MiB less 64 leaves 36.
     result = plan(EngineOptions(), device("GPU0", DeviceKind.GPU, 100))

@@ -221,16 +221,19 @@ def placement_needs(
     needs = []
     for device in order:
         layers = tuple(i for i, d in enumerate(layer_devices[:-1]) if d == device.name)
+        output = layer_devices[-1] == device.name
+        # A GPU given no layer (--n-gpu-layers 0) is not asked for room: nothing of the model's is sized to it.
+        holds = device.name in gpus and bool(layers or output)
         needs.append(
             DeviceNeed(
                 device=device,
                 layers=layers,
-                output=layer_devices[-1] == device.name,
+                output=output,
                 experts_on_host=len(placement.experts_on_host.intersection(layers)),
                 weight_bytes=weights[device.name],
                 kv_bytes=budget.kv_bytes_per_layer * len(layers),
-                compute_bytes=budget.compute_bytes.get(device.name, 0),
-                margin=budget.margin if device.name in gpus else 0,
+                compute_bytes=budget.compute_bytes.get(device.name, 0) if holds else 0,
+                margin=budget.margin if holds else 0,
             )
         )
     return needs
