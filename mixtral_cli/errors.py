@@ -146,7 +146,17 @@ class WorkerError(MixtralError, ConnectionError):
 
 
 class PlacementError(MixtralError, ValueError):
-    """A placement that cannot be made: a --tensor-split that does not match the devices, say."""
+    """A placement that cannot be made: a --tensor-split that does not match the devices, or one too big for a GPU."""
+
+
+class GPUMemoryError(MixtralError, MemoryError):
+    """A GPU allocation that failed although the plan fitted: another program took the memory, say."""
+
+
+class OptionsError(MixtralError, ValueError):
+    """Options that cannot go together (a quantized V cache without flash attention); a usage error."""
+
+    exit_code = 2
 
 
 class InputError(MixtralError, ValueError):

@@ -9,6 +9,7 @@
 # usage: scripts/install-llama-cpp.sh [cpu|cuda|metal|vulkan|rocm]
 #   default cpu (plus RPC); CMAKE_ARGS adds flags (e.g. -DCMAKE_CUDA_ARCHITECTURES=90); PYTHON picks the
 #   interpreter; MIXTRAL_WHEEL_CACHE moves the cache (default: XDG cache dir/mixtral/wheels).
+#   On Debian, vulkan installs what it needs from Debian's packages (scripts/debian-vulkan.sh).
 set -euo pipefail
 
 version=0.3.36
@@ -21,17 +22,22 @@ case "$backend" in
     rocm) backend_flags="-DGGML_HIP=on" ;;
     *) echo "usage: $0 [cpu|cuda|metal|vulkan|rocm]" >&2; exit 2 ;;
 esac
+cache_root="${MIXTRAL_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mixtral/wheels}"
+if [ "$backend" = vulkan ] && command -v apt-get >/dev/null; then
+    # The headers folder keeps one path, so the flags, and with them the cached wheel, stay the same.
+    backend_flags="$backend_flags $(bash "$(dirname "$0")/debian-vulkan.sh" "$cache_root/vulkan-headers")"
+fi
 # RDMA off: a plain TCP build that needs no libibverbs where it runs.
 flags="-DGGML_RPC=on -DGGML_RPC_RDMA=OFF $backend_flags ${CMAKE_ARGS:-}"
 python=${PYTHON:-python3}
 
 interpreter=$("$python" -c 'import platform, sys; print(sys.implementation.cache_tag, platform.machine())')
 key=$(printf '%s\n' "$version" "$flags" "$interpreter" | sha256sum | cut -c1-16)
-cache="${MIXTRAL_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mixtral/wheels}/$key"
+cache="$cache_root/$key"
 
 wheel=$(ls "$cache"/llama_cpp_python-"$version"-*.whl 2>/dev/null | head -n 1 || true)
 if [ -z "$wheel" ]; then
-    echo "building llama-cpp-python $version with $flags (about 6 minutes on 2 cores)" >&2
+    echo "building llama-cpp-python $version with $flags (on 2 cores: about 6 minutes, 20 with Vulkan)" >&2
     mkdir -p "$(dirname "$cache")"
     staging=$(mktemp -d "$cache.partial.XXXXXX")
     trap 'rm -rf "$staging"' EXIT
@@ -49,10 +55,14 @@ fi
 "$python" -m pip install "$wheel"
 "$python" - "$backend" <<'PY'
 import sys
+from pathlib import Path
 
 import llama_cpp
 
 if not llama_cpp.llama_supports_rpc():
     sys.exit("llama-cpp-python was installed without RPC: delete the wheel cache and run this script again")
+library = {"cuda": "cuda", "metal": "metal", "vulkan": "vulkan", "rocm": "hip"}.get(sys.argv[1])
+if library and not list((Path(llama_cpp.__file__).parent / "lib").glob(f"libggml-{library}.*")):
+    sys.exit(f"llama-cpp-python was installed without {sys.argv[1]}: delete the wheel cache and run this script again")
 print(f"llama-cpp-python {llama_cpp.__version__} with RPC ({sys.argv[1]}) installed", file=sys.stderr)
 PY

@@ -144,3 +144,18 @@ def files_of_one_mebibyte_at_most() -> None:
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails instead of killing the process
     resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
+
+
+def placement_from_log(log: str) -> str:
+    """The engine's one-line placement ("layers 0-3 on CPU, 4-7 on RPC0, output on RPC0"), rebuilt from
+    llama.cpp's own "layer N assigned to device X" log lines."""
+    assigned = re.findall(r"layer +(\d+) assigned to device (\S+),", log)
+    n_layer = len(assigned) - 1
+    runs: list[tuple[list[int], str]] = []
+    for index, device in assigned[:n_layer]:
+        if runs and runs[-1][1] == device:
+            runs[-1][0].append(int(index))
+        else:
+            runs.append(([int(index)], device))
+    spans = [f"{ls[0]}-{ls[-1]} on {d}" if len(ls) > 1 else f"{ls[0]} on {d}" for ls, d in runs]
+    return f"layers {', '.join(spans)}, output on {assigned[n_layer][1]}"

@@ -33,9 +33,9 @@ def base_model(convert):
 
 
 def test_raw_greedy_output_is_llama_cpps_own(base_model):
-    # --repack: llama.cpp's default layout, which llama-cpp-python loads.
+    # --repack: llama.cpp's default layout, which llama-cpp-python loads; on the CPU, as it loads it.
     result = complete(
-        "-m", base_model, "--repack", "--raw", "--temperature", "0", "-n", "32", "The mixture of experts"
+        "-m", base_model, "--repack", "-ngl", "0", "--raw", "--temperature", "0", "-n", "32", "The mixture of experts"
     )
 
     assert result.returncode == 0, result.stderr
@@ -84,7 +84,7 @@ def test_json_has_text_counts_stop_reason_and_timings():
     assert data["prompt_tokens"] > 0 and 0 < data["completion_tokens"] <= 12
     assert data["stop_reason"] in {"length", "eos"}
     timings = data["timings"]
-    layout = timings.pop("layout")
+    layout, placement = timings.pop("layout"), timings.pop("placement")
     assert set(timings) == {
         "load_s",
         "prompt_eval_s",
@@ -94,6 +94,8 @@ def test_json_has_text_counts_stop_reason_and_timings():
     }
     assert all(value > 0 for value in timings.values())
     assert layout in {"repacked", "plain", "hand-over"}
+    layers = sum(device["layers"] for device in placement["devices"].values())
+    assert layers == 2 and placement["n_gpu_layers"] <= 3  # what ran: the demo model's 2 layers, somewhere
 
 
 def test_model_card_request_with_a_list_of_prompts(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from mixtral_cli.engine.devices import Device, DeviceKind
 from mixtral_cli.engine.options import EngineOptions
-from mixtral_cli.engine.placement import placement_needs, plan_placement
+from mixtral_cli.engine.placement import Budget, placement_needs, plan_placement
 from mixtral_cli.errors import PlacementError
 
 from .helpers import run_mixtral_process
@@ -29,9 +29,11 @@ def test_devices_lists_the_cpu_with_its_memory_on_a_pipe(mixtral):
     result = mixtral("devices")
 
     assert result.exit_code == 0
-    (line,) = result.stdout.splitlines()
-    name, kind, _description, free, total = line.split("\t")
-    assert (name, kind) == ("CPU", "cpu")
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert all(len(row) == 5 for row in rows)
+    (cpu,) = [row for row in rows if row[1] == "cpu"]  # and a row per GPU, where there are GPUs
+    name, kind, _description, free, total = cpu
+    assert name == "CPU"
     assert free.endswith("GiB") and total.endswith("GiB")
 
 
@@ -41,8 +43,8 @@ def test_devices_json_names_the_build_backends_and_memory(mixtral):
     assert result.exit_code == 0
     document = json.loads(result.stdout)
     assert {"CPU", "RPC"} <= set(document["backends"])
-    (cpu,) = document["devices"]
-    assert cpu["kind"] == "cpu" and 0 < cpu["free_bytes"] <= cpu["total_bytes"]
+    (cpu,) = [d for d in document["devices"] if d["kind"] == "cpu"]
+    assert cpu["name"] == "CPU" and 0 < cpu["free_bytes"] <= cpu["total_bytes"]
     assert document["placement"] is None
 
 
@@ -80,17 +82,21 @@ def test_devices_with_a_model_shows_each_devices_share(worker, demo_model):
     assert result.returncode == 0, result.stderr
     placement = json.loads(result.stdout)["placement"]
     shares = {d["name"]: d for d in placement["devices"]}
-    assert set(shares) == {"CPU", "RPC0"}
+    local_gpus = {d["name"] for d in json.loads(result.stdout)["devices"] if d["kind"] == "gpu"}
+    assert set(shares) == {"CPU", "RPC0"} | local_gpus
     assert sorted(sum((d["layers"] for d in shares.values()), [])) == [0, 1]
     assert shares["CPU"]["weight_bytes"] + shares["RPC0"]["weight_bytes"] <= demo_model.stat().st_size
-    assert all(d["fits"] and d["needed_bytes"] == d["weight_bytes"] + d["kv_bytes"] for d in shares.values())
+    assert all(d["fits"] for d in shares.values())
+    assert all(d["needed_bytes"] == d["weight_bytes"] + d["kv_bytes"] + d["compute_bytes"] for d in shares.values())
 
 
 def test_devices_with_a_model_on_a_pipe_is_one_line_per_device(worker, demo_model):
     result = run_mixtral_process("devices", "--rpc", worker.endpoint, "-m", demo_model, "-c", "1024")
 
     assert result.returncode == 0, result.stderr
-    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == ["CPU", "RPC0"]
+    names = [line.split("\t")[0] for line in result.stdout.splitlines()]
+    assert names[:2] == ["CPU", "RPC0"]  # the CPU, then llama.cpp's order: workers first, then local GPUs
+    assert all(name.startswith(("Vulkan", "CUDA", "ROCm", "Metal")) for name in names[2:])
 
 
 # The placement rule, on made-up machines.
@@ -148,7 +154,8 @@ def test_needs_count_experts_kept_on_the_host_against_the_cpu():
         "blk.1.ffn_up_exps.weight": 1000,
         "output.weight": 100,
     }
-    cpu_need, gpu_need = placement_needs(placement, [CPU, gpu], tensor_bytes=tensor_bytes, kv_bytes_per_layer=7)
+    budget = Budget(kv_bytes_per_layer=7, compute_bytes={}, largest_tensor={}, margin=0)
+    cpu_need, gpu_need = placement_needs(placement, [CPU, gpu], tensor_bytes=tensor_bytes, budget=budget)
 
     assert cpu_need.weight_bytes == 100 + 2000 and cpu_need.kv_bytes == 0
     assert gpu_need.weight_bytes == 10 + 10 + 100 and gpu_need.kv_bytes == 14

@@ -158,9 +158,7 @@ def _complete_here(model, engine_options, work, *, json_output) -> None:  # noqa
         generation, chat = start_answer(engine, work.prompt, sampling, mode=work.mode, system=work.system, shown=shown)
 
         def report():  # noqa: ANN202
-            return completion_report(
-                engine.info, generation.stats, chat=chat, load_s=engine.load_s, adapters=engine.adapters
-            )
+            return completion_report(engine, generation.stats, chat=chat)
 
         _print_answer(generation, lambda: generation.stats, report, sampling, shape=work.shape, json_output=json_output)
 

@@ -7,9 +7,14 @@ from typing import Annotated
 import typer
 
 from .options import (
+    DEFAULT_GPU_MARGIN_MIB,
+    CacheTypeKOption,
+    CacheTypeVOption,
     CpuMoeOption,
     CtxSizeOption,
     GpuLayersOption,
+    GpuMarginOption,
+    KVCacheType,
     ModelOption,
     NCpuMoeOption,
     RpcOption,
@@ -26,6 +31,9 @@ def devices(
     cpu_moe: CpuMoeOption = False,
     n_cpu_moe: NCpuMoeOption = 0,
     tensor_split: TensorSplitOption = None,
+    gpu_margin: GpuMarginOption = DEFAULT_GPU_MARGIN_MIB,
+    cache_type_k: CacheTypeKOption = KVCacheType.F16,
+    cache_type_v: CacheTypeVOption = KVCacheType.F16,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """List the devices llama.cpp can use, with their memory; with -m, where a model would go.
@@ -41,7 +49,7 @@ def devices(
         mixtral devices --rpc 192.168.1.20:50052 -m 8x22b-instruct:Q4_K_M
     """
     from ..engine.devices import backend_names, list_devices
-    from ..engine.placement import model_needs
+    from ..engine.model import plan_model
     from ..model_path import resolve_model
     from ..ui.devices import devices_json, print_devices, print_needs
 
@@ -52,18 +60,21 @@ def devices(
         n_cpu_moe=n_cpu_moe,
         rpc=rpc,
         tensor_split=tensor_split,
+        gpu_margin=gpu_margin,
+        cache_type_k=cache_type_k,
+        cache_type_v=cache_type_v,
     )
-    placement = needs = None
+    plan = None
     if model is not None:
-        placement, needs = model_needs(resolve_model(model), options)
+        plan = plan_model(resolve_model(model), options)
     elif options.rpc:
         from ..engine.rpc import add_workers
 
         add_workers(options.rpc)
     shown = [d for d in list_devices() if d.endpoint is None or d.endpoint in options.rpc]
     if json_output:
-        typer.echo(devices_json(backend_names(), shown, placement, needs))
-    elif needs is not None:
-        print_needs(needs)
+        typer.echo(devices_json(backend_names(), shown, plan))
+    elif plan is not None:
+        print_needs(plan)
     else:
         print_devices(shown, backend_names())

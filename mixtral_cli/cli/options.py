@@ -6,6 +6,7 @@ and hands them to it as ``sampling`` and ``engine_options``.
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 from collections.abc import Callable
@@ -15,12 +16,14 @@ import typer
 
 from ..bounds import Bound
 from ..engine.options import (
+    DEFAULT_GPU_MARGIN,
     DEFAULT_MAX_TOKENS,
     DEFAULT_MIN_P,
     DEFAULT_REPEAT_PENALTY,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_K,
     DEFAULT_TOP_P,
+    KV_CACHE_TYPES,
     OPTION_BOUNDS,
     EngineOptions,
     SamplingOptions,
@@ -44,6 +47,10 @@ def bounded(bound: str | Bound) -> Callable[[Any], Any]:
 
     return check
 
+
+KVCacheType = enum.Enum("KVCacheType", {name.upper(): name for name in KV_CACHE_TYPES}, type=str)
+"""llama.cpp's KV cache types that mixtral offers (its -ctk/-ctv names)."""
+DEFAULT_GPU_MARGIN_MIB = DEFAULT_GPU_MARGIN // 2**20
 
 ModelOption = Annotated[
     str | None,
@@ -215,14 +222,39 @@ LoraOption = Annotated[
         "default); repeatable.",
     ),
 ]
+GpuMarginOption = Annotated[
+    int,
+    typer.Option(
+        "--gpu-margin",
+        callback=bounded("gpu_margin"),
+        metavar="MIB",
+        rich_help_panel=ENGINE,
+        help="MiB left free on each GPU for the driver and other programs when placing.",
+    ),
+]
+CacheTypeKOption = Annotated[
+    KVCacheType,
+    typer.Option("--cache-type-k", "-ctk", rich_help_panel=ENGINE, help="KV cache type for K."),
+]
+CacheTypeVOption = Annotated[
+    KVCacheType,
+    typer.Option(
+        "--cache-type-v", "-ctv", rich_help_panel=ENGINE, help="KV cache type for V; quantized needs flash attention."
+    ),
+]
 
 
 def engine_options_from(**values: Any) -> EngineOptions:
-    """EngineOptions from the shared options' values, --rpc, --tensor-split and --lora parsed."""
+    """EngineOptions from the shared options' values, --rpc, --tensor-split, --lora and the cache types parsed."""
     from ..engine.rpc import parse_endpoints
     from ..model_path import resolve_lora
 
     rpc, split, loras = values.pop("rpc", None), values.pop("tensor_split", None), values.pop("lora", None)
+    for name in ("cache_type_k", "cache_type_v"):
+        if name in values:
+            values[name] = KVCacheType(values[name]).value
+    if "gpu_margin" in values:
+        values["gpu_margin"] = values["gpu_margin"] * 2**20
     return EngineOptions(
         **values,
         rpc=tuple(parse_endpoints(rpc)) if rpc else (),
@@ -271,6 +303,9 @@ _ENGINE_OPTIONS = (
     ("rpc", RpcOption, None),
     ("tensor_split", TensorSplitOption, None),
     ("lora", LoraOption, None),
+    ("gpu_margin", GpuMarginOption, DEFAULT_GPU_MARGIN_MIB),
+    ("cache_type_k", CacheTypeKOption, KVCacheType.F16),
+    ("cache_type_v", CacheTypeVOption, KVCacheType.F16),
 )
 
 

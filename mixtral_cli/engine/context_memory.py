@@ -11,24 +11,17 @@ from dataclasses import dataclass
 
 from ..errors import LimitError
 
-_F16, _F32 = 2, 4
+_F32 = 4
 
 
 @dataclass(frozen=True)
 class ModelShape:
     """The sizes of a loaded model that a context's memory depends on."""
 
-    n_layer: int
     n_embd: int
     n_head: int
-    n_head_kv: int
     n_vocab: int
-
-    @property
-    def kv_bytes_per_token(self) -> int:
-        """K and V in f16 for every layer: what each token of context holds."""
-        head_dim = self.n_embd // self.n_head
-        return 2 * self.n_layer * head_dim * self.n_head_kv * _F16
+    kv_bytes_per_token: int  # K and V of every layer, in the cache types asked for
 
     def compute_bytes(self, *, n_ctx: int, n_batch: int, flash_attn: bool) -> int:
         """A bound on the compute buffers of one batch: the logits, a few activations and, without flash

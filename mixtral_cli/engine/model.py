@@ -9,7 +9,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import ContextOverflowError, GGUFError, LegacyLayoutError, LlamaCppError, ModelNotFoundError
+from ..errors import (
+    ContextOverflowError,
+    GGUFError,
+    GPUMemoryError,
+    LegacyLayoutError,
+    LlamaCppError,
+    ModelNotFoundError,
+)
 from ..gguf_header import GGUFInfo, inspect_gguf, is_gguf
 from ..instruct import CHAT_TEMPLATE_KEY, instruct_from_data
 from ..prompt import (
@@ -26,11 +33,12 @@ from ..system import available_memory, gpu_on_this_machine, physical_cores
 from . import logs
 from .context_memory import ModelShape, check_context
 from .devices import has_gpu_backend, init_backend
+from .fit import Plan, context_params, model_plan
 from .kv_cache import KVCache
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, prefill_elsewhere
 from .lora import AdapterInfo, LoadedAdapters, check_adapter
-from .options import EngineOptions, LoraSpec, SamplingOptions
-from .placement import LoadParams, Placement, describe_placement, plan_model_placement
+from .options import EngineOptions, LoraSpec, SamplingOptions, kv_bytes_per_token
+from .placement import LoadParams, Placement
 from .sampler import Sampler
 from .text import TextStream
 
@@ -112,12 +120,14 @@ class Engine:
         _notice_missing_gpu_backend(notice)
         _collected_errors.clear()
         with self._log():
-            n_layer = int(header.metadata.get("llama.block_count") or 0)  # type: ignore[call-overload]
-            self.placement = None if vocab_only else plan_model_placement(options, n_layer=n_layer)
+            self.plan = None if vocab_only else model_plan(path, header, options)
+            if self.plan and options.flash_attn and not self.plan.flash_attn and options.verbose:
+                notice("Flash attention off: Mesa's llvmpipe (software Vulkan) crashes with it.")
+            self.placement = self.plan.placement if self.plan else None
             if self.placement and self.placement.notice:
                 notice(self.placement.notice)
-            if self.placement and options.verbose:
-                notice(describe_placement(self.placement))
+            if self.plan and options.verbose:
+                notice(self.plan.describe())
             # On auto the plain layout loads first: it only maps the file, and tokenizing tells the plan the work.
             # Layers on GPUs or workers keep llama.cpp's default: the choice is about the CPU's kernels.
             offloaded = self.placement is not None and bool(self.placement.devices) and self.placement.n_gpu_layers > 0
@@ -166,22 +176,20 @@ class Engine:
     def _new_context(self, notice: Callable[[str], None]):  # noqa: ANN202 - a llama_context_p
         llama_cpp = self._llama
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = self._context_size(notice) * self.options.sequences
-        params.n_seq_max = self.options.sequences
-        params.kv_unified = False  # every sequence has a whole context of its own
-        params.n_batch = params.n_ubatch = self.options.batch_size
+        n_ctx = self._context_size(notice)
+        flash_attn = self.plan.flash_attn if self.plan else self.options.flash_attn
+        for name, value in context_params(self.options, n_ctx, flash_attn=flash_attn).items():
+            setattr(params, name, value)
         params.n_threads = params.n_threads_batch = self._threads
-        params.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
-            if self.options.flash_attn
-            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
         params.no_perf = True
         ctx = llama_cpp.llama_init_from_model(self._model, params)
         if not ctx:
-            raise LlamaCppError(
+            on_gpu = bool(self.placement and self.placement.devices and self.placement.n_gpu_layers)
+            error = GPUMemoryError if on_gpu and "alloc" in _last_error() else LlamaCppError
+            raise error(
                 f"llama.cpp could not create a context of {params.n_ctx} tokens{_last_error()}.",
-                hint="Try a smaller --ctx-size.",
+                hint="Try a smaller --ctx-size"
+                + (", a quantized --cache-type-k, or a larger --gpu-margin." if on_gpu else "."),
             )
         return ctx
 
@@ -207,7 +215,7 @@ class Engine:
             self._shape(),
             n_ctx=n_ctx,
             n_batch=options.batch_size,
-            flash_attn=options.flash_attn,
+            flash_attn=self.plan.flash_attn if self.plan else options.flash_attn,
             n_ctx_train=wanted,
             free=free,
             n_seq=options.sequences,
@@ -217,15 +225,22 @@ class Engine:
     def _shape(self) -> ModelShape:
         llama_cpp, model = self._llama, self._model
         return ModelShape(
-            n_layer=llama_cpp.llama_model_n_layer(model),
             n_embd=llama_cpp.llama_model_n_embd(model),
             n_head=llama_cpp.llama_model_n_head(model),
-            n_head_kv=llama_cpp.llama_model_n_head_kv(model),
             n_vocab=self.info.n_vocab,
+            kv_bytes_per_token=self._kv_bytes_per_token(),
         )
 
     def _kv_bytes_per_token(self) -> int:
-        return self._shape().kv_bytes_per_token
+        llama_cpp = self._llama
+        model = self._model
+        head_dim = llama_cpp.llama_model_n_embd(model) // llama_cpp.llama_model_n_head(model)
+        return kv_bytes_per_token(
+            n_layer=llama_cpp.llama_model_n_layer(model),
+            n_embd_kv=head_dim * llama_cpp.llama_model_n_head_kv(model),
+            type_k=self.options.cache_type_k,
+            type_v=self.options.cache_type_v,
+        )
 
     def _special_ids(self) -> SpecialIds:
         llama_cpp = self._llama
@@ -480,6 +495,13 @@ def _last_error() -> str:
     return f": {_collected_errors[-1]}" if _collected_errors else ""
 
 
+def plan_model(path: Path, options: EngineOptions) -> Plan:
+    """The plan the engine would make for ``path`` with ``options``, without loading it (`mixtral devices -m`)."""
+    header = _check_file(path)
+    init_backend()
+    return model_plan(path, header, options)
+
+
 _gpu_notice_given = False
 
 
@@ -521,6 +543,11 @@ def _load_model(path: Path, placement: Placement | None, *, repack: bool):  # no
         params.vocab_only, params.n_gpu_layers = True, 0
     params.use_extra_bufts = repack
     model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model and placement and placement.devices and "alloc" in _last_error():
+        raise GPUMemoryError(
+            f"llama.cpp could not allocate the model's weights{_last_error()}.",
+            hint="Another program may hold that memory: close it, or raise --gpu-margin.",
+        )
     if not model:
         raise GGUFError(
             f"llama.cpp could not load {path}{_last_error()}.",

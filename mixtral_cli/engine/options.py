@@ -28,6 +28,17 @@ class LoraSpec:
         return f"{self.path}:{self.scale:g}"
 
 
+DEFAULT_GPU_MARGIN = 512 * 2**20
+
+# KV cache types: ggml_type id, and bytes per value (a q8_0 block holds 32 values in 34 bytes, q4_0 in 18).
+KV_CACHE_TYPES = {"f16": (1, 2.0), "q8_0": (8, 34 / 32), "q4_0": (2, 18 / 32)}
+
+
+def kv_bytes_per_token(*, n_layer: int, n_embd_kv: int, type_k: str, type_v: str) -> int:
+    """What each token of context costs in the KV cache, over all layers (``n_embd_kv``: KV heads x head size)."""
+    return int(n_layer * n_embd_kv * (KV_CACHE_TYPES[type_k][1] + KV_CACHE_TYPES[type_v][1]))
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """Loading and placement; shared by every command that runs a model."""
@@ -47,6 +58,14 @@ class EngineOptions:
     tensor_split: tuple[float, ...] | None = None  # each offload device's share of the layers; None: by free memory
     loras: tuple[LoraSpec, ...] = ()  # applied in this order, each at its scale
     sequences: int = 1  # KV cache sequences of ctx_size tokens each in the context: conversations served at once
+    gpu_margin: int = DEFAULT_GPU_MARGIN  # bytes left free on each local GPU for the driver and other programs
+    cache_type_k: str = "f16"  # KV cache types, as llama.cpp's -ctk/-ctv: see KV_CACHE_TYPES
+    cache_type_v: str = "f16"
+
+    @property
+    def places_explicitly(self) -> bool:
+        """Whether the user chose the placement; otherwise the engine fits the model to the GPUs."""
+        return self.n_gpu_layers is not None or self.cpu_moe or self.n_cpu_moe > 0 or self.tensor_split is not None
 
 
 # The model card's widget samples at temperature 0.5; the rest are llama.cpp's defaults.
@@ -90,4 +109,5 @@ OPTION_BOUNDS: dict[str, Bound] = {
     "n_gpu_layers": Bound(-1, INT32_MAX, least_is="which means all layers"),
     "n_cpu_moe": Bound(0, INT32_MAX),
     "tensor_split": Bound(0, FLOAT32_MAX, IN_A_FLOAT),  # each share
+    "gpu_margin": Bound(0, INT32_MAX),  # MiB
 }

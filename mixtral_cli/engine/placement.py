@@ -19,7 +19,6 @@ import itertools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import PlacementError
 from .devices import Device, DeviceKind, ggml, list_devices
@@ -72,9 +71,9 @@ def _f32(value: float) -> float:
 
 def plan_placement(options: EngineOptions, devices: Sequence[Device], *, n_layer: int) -> Placement:
     """Place ``n_layer`` layers on ``devices`` (the registry's, workers included) as the options ask."""
-    local_gpus = [d for d in devices if d.kind is DeviceKind.GPU] or [d for d in devices if d.kind is DeviceKind.IGPU]
+    gpus = local_gpus(devices)
     workers = [d for d in devices if d.kind is DeviceKind.RPC]
-    targets = (*workers, *local_gpus)
+    targets = (*workers, *gpus)
     asked_gpu = options.cpu_moe or options.n_cpu_moe > 0 or (options.n_gpu_layers or 0) > 0
     if not targets:
         notice = "No GPU or worker to place layers on: GPU placement options have no effect." if asked_gpu else None
@@ -93,7 +92,7 @@ def plan_placement(options: EngineOptions, devices: Sequence[Device], *, n_layer
 
     if options.n_gpu_layers is not None:
         n_gpu_layers = options.n_gpu_layers if options.n_gpu_layers >= 0 else n_layer + 1
-    elif local_gpus:
+    elif gpus:
         n_gpu_layers = n_layer + 1
     else:
         # Workers only: this machine's memory takes its share of the layers too.
@@ -102,28 +101,31 @@ def plan_placement(options: EngineOptions, devices: Sequence[Device], *, n_layer
         n_gpu_layers = round((n_layer + 1) * offloaded / (offloaded + cpu))
     placement = Placement(targets, n_gpu_layers, split, n_layer, frozenset())
 
-    local_names = {d.name for d in local_gpus}
+    local_names = {d.name for d in gpus}
     on_local_gpu = [i for i, name in enumerate(placement.layer_devices()[:n_layer]) if name in local_names]
     if options.cpu_moe:
         host = frozenset(on_local_gpu)
     else:
         host = frozenset(i for i in on_local_gpu if i < options.n_cpu_moe)
     notice = None
-    if (options.cpu_moe or options.n_cpu_moe) and not local_gpus:
+    if (options.cpu_moe or options.n_cpu_moe) and not gpus:
         notice = "--cpu-moe and --n-cpu-moe apply to layers on a local GPU, and there is none: they have no effect."
     return Placement(targets, n_gpu_layers, split, n_layer, host, notice)
 
 
-def plan_model_placement(options: EngineOptions, *, n_layer: int) -> Placement:
-    """The placement a model of ``n_layer`` layers gets here: local devices, and the workers ``options.rpc`` names."""
+def placement_devices(options: EngineOptions) -> list[Device]:
+    """The devices a model may use here: local ones, and the workers ``options.rpc`` names."""
     if options.rpc:
         from .rpc import add_workers
 
         workers = {d.handle for d in add_workers(options.rpc)}
-        devices = [d for d in list_devices() if d.kind is not DeviceKind.RPC or d.handle in workers]
-    else:
-        devices = [d for d in list_devices() if d.kind is not DeviceKind.RPC]
-    return plan_placement(options, devices, n_layer=n_layer)
+        return [d for d in list_devices() if d.kind is not DeviceKind.RPC or d.handle in workers]
+    return [d for d in list_devices() if d.kind is not DeviceKind.RPC]
+
+
+def local_gpus(devices: Sequence[Device]) -> list[Device]:
+    """The GPUs layers go to on this machine: discrete ones, else integrated ones."""
+    return [d for d in devices if d.kind is DeviceKind.GPU] or [d for d in devices if d.kind is DeviceKind.IGPU]
 
 
 def describe_placement(placement: Placement) -> str:
@@ -175,67 +177,86 @@ class DeviceNeed:
     experts_on_host: int  # of its layers, how many keep their experts in host memory
     weight_bytes: int
     kv_bytes: int
+    compute_bytes: int = 0  # llama.cpp's compute buffer (measured on local GPUs only)
+    margin: int = 0  # kept free for the driver and other programs (local GPUs only)
 
     @property
     def needed(self) -> int:
-        return self.weight_bytes + self.kv_bytes
+        return self.weight_bytes + self.kv_bytes + self.compute_bytes
+
+    @property
+    def available(self) -> int:
+        return self.device.free - self.margin
 
     @property
     def fits(self) -> bool:
-        return self.needed <= self.device.free
+        return self.needed <= self.available
 
 
-def model_needs(path: Path, options: EngineOptions) -> tuple[Placement, list[DeviceNeed]]:
-    """The placement a model would get here, and what each device would hold, read from its GGUF header."""
-    from ..gguf_header import inspect_gguf
+@dataclass(frozen=True)
+class Budget:
+    """What a model costs on each device besides its share of the weights, and which weights no device takes."""
 
-    info = inspect_gguf(path)
-    meta = info.metadata
-    n_layer = int(meta.get("llama.block_count") or 0)  # type: ignore[call-overload]
-    n_ctx = options.ctx_size or int(meta.get("llama.context_length") or 0)  # type: ignore[call-overload]
-    n_head = int(meta.get("llama.attention.head_count") or 1)  # type: ignore[call-overload]
-    n_head_kv = int(meta.get("llama.attention.head_count_kv") or n_head)  # type: ignore[call-overload]
-    head_dim = int(meta.get("llama.embedding_length") or 0) // n_head  # type: ignore[call-overload]
-    placement = plan_model_placement(options, n_layer=n_layer)
-    # K and V in f16 for every token of context.
-    kv_per_layer = 2 * n_ctx * n_head_kv * head_dim * 2
-    needs = placement_needs(placement, list_devices(), tensor_bytes=info.tensor_bytes, kv_bytes_per_layer=kv_per_layer)
-    return placement, needs
+    kv_bytes_per_layer: int
+    compute_bytes: dict[str, int]  # device name -> its compute buffer
+    largest_tensor: dict[str, int]  # device name -> the biggest weight it takes; bigger ones stay on the host
+    margin: int  # on each local GPU
+
+    def stays_on_host(self, device: str, size: int) -> bool:
+        limit = self.largest_tensor.get(device)
+        return limit is not None and size > limit
 
 
 def placement_needs(
-    placement: Placement, devices: Sequence[Device], *, tensor_bytes: dict[str, int], kv_bytes_per_layer: int
+    placement: Placement, devices: Sequence[Device], *, tensor_bytes: dict[str, int], budget: Budget
 ) -> list[DeviceNeed]:
-    """Each device's layers, weights and KV cache under ``placement``; the CPU first, then in placement order."""
+    """Each device's layers, weights, KV cache and buffers under ``placement``: the CPU, then placement order."""
     layer_devices = placement.layer_devices()
     cpu = next(d for d in devices if d.kind is DeviceKind.CPU)
     order = [cpu, *placement.devices]
+    gpus = {d.name for d in local_gpus(devices)}
     weights = dict.fromkeys((d.name for d in order), 0)
     for name, size in tensor_bytes.items():
-        weights[_tensor_device(name, layer_devices, placement.experts_on_host)] += size
+        weights[tensor_device(name, size, layer_devices, placement.experts_on_host, budget)] += size
     needs = []
     for device in order:
         layers = tuple(i for i, d in enumerate(layer_devices[:-1]) if d == device.name)
+        output = layer_devices[-1] == device.name
+        # A GPU given no layer (--n-gpu-layers 0) is not asked for room: nothing of the model's is sized to it.
+        holds = device.name in gpus and bool(layers or output)
         needs.append(
             DeviceNeed(
                 device=device,
                 layers=layers,
-                output=layer_devices[-1] == device.name,
+                output=output,
                 experts_on_host=len(placement.experts_on_host.intersection(layers)),
                 weight_bytes=weights[device.name],
-                kv_bytes=kv_bytes_per_layer * len(layers),
+                kv_bytes=budget.kv_bytes_per_layer * len(layers),
+                compute_bytes=budget.compute_bytes.get(device.name, 0) if holds else 0,
+                margin=budget.margin if holds else 0,
             )
         )
     return needs
 
 
-def _tensor_device(tensor: str, layer_devices: list[str], experts_on_host: frozenset[int]) -> str:
+def tensor_layer(tensor: str, n_layer: int) -> int | None:
+    """The layer a tensor belongs to (``n_layer``: the output layer; None: the input embedding)."""
     parts = tensor.split(".")
     if parts[0] == "blk":
-        layer = int(parts[1])
-        if layer in experts_on_host and parts[2].endswith("_exps"):
-            return "CPU"
-        return layer_devices[layer]
+        return int(parts[1])
     if parts[0].startswith("output"):
-        return layer_devices[-1]
-    return "CPU"  # the input embedding always stays on the CPU
+        return n_layer
+    return None  # the input embedding always stays on the CPU
+
+
+def tensor_device(
+    tensor: str, size: int, layer_devices: list[str], experts_on_host: frozenset[int], budget: Budget
+) -> str:
+    """Where llama.cpp puts a weight: its layer's device, unless it is an expert kept on the host or too big."""
+    layer = tensor_layer(tensor, len(layer_devices) - 1)
+    if layer is None:
+        return "CPU"
+    device = layer_devices[layer]
+    if layer in experts_on_host and tensor.split(".")[2].endswith("_exps"):
+        return "CPU"
+    return "CPU" if budget.stays_on_host(device, size) else device

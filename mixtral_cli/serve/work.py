@@ -65,9 +65,7 @@ def complete(work: CompletionWork, sampling: SamplingOptions):  # noqa: ANN201 -
         shown = work.shape if work.describe_shape else None
         generation, chat = start_answer(engine, prompt, sampling, mode=work.mode, system=work.system, shown=shown)
         yield from generation
-        report = completion_report(
-            engine.info, generation.stats, chat=chat, load_s=engine.load_s, adapters=engine.adapters
-        )
+        report = completion_report(engine, generation.stats, chat=chat)
         yield CompletionDone(generation.stats, report)
 
     return run

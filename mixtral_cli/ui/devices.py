@@ -12,7 +12,8 @@ from .table import print_rows
 
 if TYPE_CHECKING:
     from ..engine.devices import Device
-    from ..engine.placement import DeviceNeed, Placement
+    from ..engine.fit import Plan
+    from ..engine.placement import DeviceNeed
 
 
 def print_devices(devices: Sequence[Device], backends: Sequence[str]) -> None:
@@ -22,7 +23,7 @@ def print_devices(devices: Sequence[Device], backends: Sequence[str]) -> None:
         stdout_console().print(f"[dim]llama.cpp backends: {', '.join(backends)}[/]")
 
 
-def print_needs(needs: Sequence[DeviceNeed]) -> None:
+def print_needs(plan: Plan) -> None:
     rows = [
         (
             n.device.name,
@@ -31,18 +32,21 @@ def print_needs(needs: Sequence[DeviceNeed]) -> None:
             str(n.experts_on_host),
             format_bytes(n.weight_bytes),
             format_bytes(n.kv_bytes),
+            format_bytes(n.compute_bytes),
             format_bytes(n.needed),
-            format_bytes(n.device.free),
+            format_bytes(n.available),
             "yes" if n.fits else "NO",
         )
-        for n in needs
+        for n in plan.needs
     ]
     print_rows(
-        ("device", "kind", "layers", "experts in host", "weights", "KV cache", "needs", "free", "fits"),
+        ("device", "kind", "layers", "experts in host", "weights", "KV cache", "compute", "needs", "usable", "fits"),
         rows,
         empty="No devices.",
     )
-    short = [n.device.name for n in needs if not n.fits]
+    if stdout_console().is_terminal:
+        stdout_console().print(f"[dim]{plan.describe()}[/]", highlight=False)
+    short = [n.device.name for n in plan.needs if not n.fits]
     if short:
         stderr_console().print(
             f"[yellow]Note:[/] {', '.join(short)} would not hold its share; change --tensor-split, "
@@ -60,12 +64,7 @@ def _layers(need: DeviceNeed) -> str:
     return text + (" +output" if need.output else "")
 
 
-def devices_json(
-    backends: Sequence[str],
-    devices: Sequence[Device],
-    placement: Placement | None,
-    needs: Sequence[DeviceNeed] | None,
-) -> str:
+def devices_json(backends: Sequence[str], devices: Sequence[Device], plan: Plan | None) -> str:
     document: dict[str, object] = {
         "backends": list(backends),
         "devices": [
@@ -81,11 +80,15 @@ def devices_json(
         ],
         "placement": None,
     }
-    if placement is not None and needs is not None:
+    if plan is not None:
+        placement = plan.placement
         document["placement"] = {
+            "fitted": plan.fitted,
+            "n_ctx": plan.n_ctx,
             "n_gpu_layers": placement.n_gpu_layers,
             "tensor_split": list(placement.tensor_split),
             "layer_devices": placement.layer_devices(),
+            "experts_on_host": sorted(placement.experts_on_host),
             "devices": [
                 {
                     "name": n.device.name,
@@ -94,11 +97,13 @@ def devices_json(
                     "experts_on_host": n.experts_on_host,
                     "weight_bytes": n.weight_bytes,
                     "kv_bytes": n.kv_bytes,
+                    "compute_bytes": n.compute_bytes,
                     "needed_bytes": n.needed,
                     "free_bytes": n.device.free,
+                    "margin_bytes": n.margin,
                     "fits": n.fits,
                 }
-                for n in needs
+                for n in plan.needs
             ],
         }
     return json.dumps(document, indent=2)

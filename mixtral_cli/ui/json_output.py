@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..engine.lora import AdapterInfo
-    from ..engine.model import GenerationStats, ModelInfo
+    from ..engine.model import Engine, GenerationStats
     from ..summarize import SummaryPlan
 
 
@@ -23,26 +23,26 @@ def completion_json(text: str, report: dict) -> str:
     return json.dumps({"text": text, **report}, ensure_ascii=False)
 
 
-def completion_report(
-    info: ModelInfo, stats: GenerationStats, *, chat: bool, load_s: float, adapters: Sequence[AdapterInfo] = ()
-) -> dict:
+def completion_report(engine: Engine, stats: GenerationStats, *, chat: bool) -> dict:
     """Everything of the `--json` object but the text: the model, its adapters, the token counts, the timings."""
+    info = engine.info
     return {
         "model": info.name,
         "instruct": info.instruct,
         "instruct_source": info.instruct_source,
-        "loras": adapters_json(adapters),
+        "loras": adapters_json(engine.adapters),
         "prompt_format": f"chat {info.prompt_format.value}" if chat else "raw",
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.completion_tokens,
         "stop_reason": stats.stop_reason,
         "timings": {
-            "load_s": round(load_s, 6),
+            "load_s": round(engine.load_s, 6),
             "prompt_eval_s": round(stats.prompt_eval_s, 6),
             "decode_s": round(stats.decode_s, 6),
             "prompt_tokens_per_second": round(stats.prompt_tokens_per_second, 3),
             "decode_tokens_per_second": round(stats.decode_tokens_per_second, 3),
             "layout": stats.layout,
+            "placement": engine.plan.summary() if engine.plan else None,
         },
     }
 
