@@ -119,6 +119,22 @@ def test_chat_lora_commands_apply_list_and_remove_adapters(mixtral, base_model, 
     assert result.stderr.count("LoRA adapters: (none)") == 1
 
 
+@pytest.mark.parametrize("scale", ["nan", "inf", "-inf", "1e39"])
+def test_a_lora_scale_past_a_float_is_a_usage_error(mixtral, base_model, adapter, scale):
+    result = mixtral("complete", "-m", base_model, "--lora", f"{adapter}:{scale}", "Once")
+
+    assert result.exit_code == 2
+    assert "--lora" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_chat_lora_scale_past_a_float_is_one_error_and_the_chat_goes_on(mixtral, base_model, adapter):
+    result = mixtral("chat", "-m", base_model, "-n", "4", "-c", "512", input=f"/lora {adapter} nan\n/show\n")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("Error:") == 1 and "not a finite number" in result.stderr
+    assert "lora: (none)" in result.stderr
+
+
 def test_chat_lora_that_does_not_fit_is_one_error_and_the_chat_goes_on(mixtral, convert, adapter):
     other = convert()
     result = mixtral("chat", "-m", other, "-n", "4", "-c", "512", input=f"/lora {adapter}\n/show\n")

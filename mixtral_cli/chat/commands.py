@@ -172,6 +172,7 @@ def _lora(session: ChatSession, args: list[str]) -> str:
         scale = float(args[1]) if len(args) == 2 else 1.0
     except ValueError:
         raise ChatError(f"The scale must be a number, not {args[1]!r}.") from None
+    OPTION_BOUNDS["lora_scale"].check("The scale", scale, error=ChatError)
     added = replace(resolve_lora(args[0]), scale=scale)
     # Naming an applied adapter again changes its scale.
     applied = (LoraSpec(a.path, a.scale) for a in session.engine.adapters if a.path != added.path)

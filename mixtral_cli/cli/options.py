@@ -26,6 +26,7 @@ from ..engine.options import (
     KV_CACHE_TYPES,
     OPTION_BOUNDS,
     EngineOptions,
+    LoraSpec,
     SamplingOptions,
 )
 
@@ -247,7 +248,6 @@ CacheTypeVOption = Annotated[
 def engine_options_from(**values: Any) -> EngineOptions:
     """EngineOptions from the shared options' values, --rpc, --tensor-split, --lora and the cache types parsed."""
     from ..engine.rpc import parse_endpoints
-    from ..model_path import resolve_lora
 
     rpc, split, loras = values.pop("rpc", None), values.pop("tensor_split", None), values.pop("lora", None)
     for name in ("cache_type_k", "cache_type_v"):
@@ -259,8 +259,18 @@ def engine_options_from(**values: Any) -> EngineOptions:
         **values,
         rpc=tuple(parse_endpoints(rpc)) if rpc else (),
         tensor_split=_parse_split(split) if split else None,
-        loras=tuple(resolve_lora(text) for text in loras or ()),
+        loras=tuple(_parse_lora(text) for text in loras or ()),
     )
+
+
+def _parse_lora(text: str) -> LoraSpec:
+    from ..model_path import resolve_lora
+
+    spec = resolve_lora(text)
+    problem = OPTION_BOUNDS["lora_scale"].problem(spec.scale)
+    if problem is not None:
+        raise typer.BadParameter(f"the scale {spec.scale} {problem}.", param_hint="--lora")
+    return spec
 
 
 def _parse_split(text: str) -> tuple[float, ...]:

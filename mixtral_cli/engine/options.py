@@ -110,4 +110,5 @@ OPTION_BOUNDS: dict[str, Bound] = {
     "n_cpu_moe": Bound(0, INT32_MAX),
     "tensor_split": Bound(0, FLOAT32_MAX, IN_A_FLOAT),  # each share
     "gpu_margin": Bound(0, INT32_MAX),  # MiB
+    "lora_scale": Bound(-FLOAT32_MAX, FLOAT32_MAX, IN_A_FLOAT),  # llama.cpp's float; negative subtracts
 }
