@@ -171,3 +171,22 @@ def test_chat_model_switch_keeps_the_adapters_applied_now(mixtral, base_model, c
     assert result.exit_code == 0, result.stderr
     assert f"lora: samsum-lora ({adapter}) at scale 0.25" in result.stderr
     assert f"({other})" in result.stderr
+
+
+def test_a_server_with_an_adapter_reports_it_and_chat_cannot_change_it(mixtral, base_model, adapter, tmp_path):
+    from .servers import Server
+
+    server = Server(base_model, tmp_path / "home", "--lora", f"{adapter}:0.5", "-c", "256")
+    try:
+        remote = complete_json(mixtral, "--server", server.url)
+        local = complete_json(mixtral, "-m", base_model, "--lora", f"{adapter}:0.5", "--threads", "1", "--repack")
+        chat = mixtral("chat", "--server", server.url, "-n", "4", input=f"/lora {adapter}\n/show\n")
+    finally:
+        server.stop()
+
+    assert remote["loras"] == local["loras"] == [
+        {"path": str(adapter), "scale": 0.5, "name": "samsum-lora", "base_model": local["loras"][0]["base_model"]}
+    ]
+    assert chat.exit_code == 0, chat.stderr
+    assert chat.stderr.count("Error:") == 1 and "the server's adapters answer" in chat.stderr
+    assert f"lora: samsum-lora ({adapter}) at scale 0.5" in chat.stderr
