@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..gguf_header import LEGACY_EXPERT
-from .streaming import ProgressCallback, StreamedTensor
+from .streaming import OutputTensor, ProgressCallback, write_tensors
 
 if TYPE_CHECKING:
     import gguf
@@ -34,7 +34,6 @@ def copy_metadata(reader: gguf.GGUFReader, writer: gguf.GGUFWriter) -> None:
 def rewrite_legacy_layout(source: Path, output: Path, *, on_progress: ProgressCallback | None = None) -> None:
     """Write ``source`` with each layer's experts stacked into ``ffn_*_exps``; every byte is kept."""
     import gguf
-    import numpy as np
 
     reader = gguf.GGUFReader(source)
     writer = gguf.GGUFWriter(output, str(reader.get_field("general.architecture").contents()))
@@ -45,6 +44,7 @@ def rewrite_legacy_layout(source: Path, output: Path, *, on_progress: ProgressCa
         match = LEGACY_EXPERT.match(tensor.name)
         key = f"blk.{match[1]}.ffn_{match[2]}_exps.weight" if match else tensor.name
         groups.setdefault(key, []).append(tensor)
+    tensors = []
     for name, parts in groups.items():
         parts.sort(key=lambda t: int(LEGACY_EXPERT.match(t.name)[3]) if LEGACY_EXPERT.match(t.name) else 0)
         first = parts[0]
@@ -53,14 +53,9 @@ def rewrite_legacy_layout(source: Path, output: Path, *, on_progress: ProgressCa
         if len(parts) > 1:
             shape = (len(parts), *shape)
         nbytes = sum(int(p.n_bytes) for p in parts)
-        writer.add_tensor_info(name, shape, np.dtype(np.float32), nbytes, raw_dtype=first.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for parts in groups.values():
-        nbytes = sum(int(p.n_bytes) for p in parts)
-        writer.write_tensor_data(StreamedTensor(nbytes, partial(_copied_parts, source, parts, on_progress)))
-    writer.close()
+        copied = partial(_copied_parts, source, parts, on_progress)
+        tensors.append(OutputTensor(name, shape, nbytes, first.tensor_type, copied))
+    write_tensors(writer, tensors)
 
 
 def _copied_parts(

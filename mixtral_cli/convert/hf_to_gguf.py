@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..quant_types import QuantType
 from .checkpoint import Checkpoint
 from .safetensors import TensorRef, float32_to_bf16_bits, to_float32
-from .streaming import ProgressCallback, StreamedTensor
+from .streaming import OutputTensor, ProgressCallback, write_tensors
 from .vocab import read_sentencepiece_vocab
 
 if TYPE_CHECKING:
@@ -116,22 +116,17 @@ def write_gguf(
     Memory stays bounded by one source tensor: stacked experts are written one expert at a time.
     """
     import gguf
-    import numpy as np
 
     planned = plan_tensors(checkpoint, out_type)
     writer = gguf.GGUFWriter(output, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     _add_metadata(writer, checkpoint, out_type, name=name or checkpoint.name)
-    for tensor in planned:
-        # Any dtype but uint8 tells the writer that shapes count elements, not bytes.
-        writer.add_tensor_info(
-            tensor.name, tensor.shape, np.dtype(np.float32), tensor.nbytes, raw_dtype=tensor.ggml_type
-        )
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for tensor in planned:
-        writer.write_tensor_data(StreamedTensor(tensor.nbytes, partial(_converted_parts, tensor, on_progress)))
-    writer.close()
+    write_tensors(
+        writer,
+        [
+            OutputTensor(t.name, t.shape, t.nbytes, t.ggml_type, partial(_converted_parts, t, on_progress))
+            for t in planned
+        ],
+    )
 
 
 def _add_metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint, out_type: QuantType, *, name: str) -> None:

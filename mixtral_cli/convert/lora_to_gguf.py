@@ -21,7 +21,7 @@ from ..quant_types import QuantType
 from .hf_to_gguf import encode, permute_for_rope, storable_type, tensor_nbytes
 from .peft import BaseShape, LoraWeight, PeftAdapter
 from .safetensors import TensorRef
-from .streaming import ProgressCallback, StreamedTensor
+from .streaming import OutputTensor, ProgressCallback, write_tensors
 
 if TYPE_CHECKING:
     import gguf
@@ -293,7 +293,6 @@ def write_adapter_gguf(
     Memory stays bounded by one source tensor: stacked experts are written one expert at a time.
     """
     import gguf
-    import numpy as np
 
     adapter, base, planned = plan.adapter, plan.base, plan.tensors
     writer = gguf.GGUFWriter(output, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
@@ -312,16 +311,13 @@ def write_adapter_gguf(
     writer.add_expert_count(base.num_experts)
     writer.add_feed_forward_length(base.intermediate_size)
     writer.add_file_type(plan.out_type.file_type)
-    for tensor in planned:
-        writer.add_tensor_info(
-            tensor.name, tensor.shape, np.dtype(np.float32), tensor.nbytes, raw_dtype=tensor.ggml_type
-        )
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for tensor in planned:
-        writer.write_tensor_data(StreamedTensor(tensor.nbytes, partial(_encoded_parts, tensor, on_progress)))
-    writer.close()
+    write_tensors(
+        writer,
+        [
+            OutputTensor(t.name, t.shape, t.nbytes, t.ggml_type, partial(_encoded_parts, t, on_progress))
+            for t in planned
+        ],
+    )
 
 
 def _encoded_parts(tensor: PlannedLora, on_progress: ProgressCallback | None) -> Iterator[np.ndarray]:

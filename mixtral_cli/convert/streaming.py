@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
+    import gguf
     import numpy as np
 
 ProgressCallback = Callable[[int], None]
@@ -30,6 +32,34 @@ class StreamedTensor:
             written += part.nbytes
         if written != self.nbytes:
             raise AssertionError(f"wrote {written} bytes of a tensor planned at {self.nbytes}")
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    """A tensor of the GGUF being written: declared up front, its bytes streamed from ``parts`` later."""
+
+    name: str
+    shape: tuple[int, ...]  # numpy order, outermost first
+    nbytes: int
+    ggml_type: int
+    parts: Callable[[], Iterable[np.ndarray]]
+
+
+def write_tensors(writer: gguf.GGUFWriter, tensors: Sequence[OutputTensor]) -> None:
+    """Declare ``tensors`` after the writer's key/values, write the header, then each tensor part by part."""
+    import numpy as np
+
+    for tensor in tensors:
+        # Any dtype but uint8 tells the writer that shapes count elements, not bytes.
+        writer.add_tensor_info(
+            tensor.name, tensor.shape, np.dtype(np.float32), tensor.nbytes, raw_dtype=tensor.ggml_type
+        )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in tensors:
+        writer.write_tensor_data(StreamedTensor(tensor.nbytes, tensor.parts))
+    writer.close()
 
 
 def write_array(fout: BinaryIO, array: np.ndarray) -> None:
