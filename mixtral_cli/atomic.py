@@ -64,12 +64,20 @@ def _process_runs(pid: int) -> bool:
     return True
 
 
+def link_target(target: Path) -> Path:
+    """What writing ``target`` writes: the file a symbolic link points to (however many links deep), so
+    that the link stays a link; ``target`` itself otherwise."""
+    return Path(os.path.realpath(target)) if target.is_symlink() else target
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path to write; rename it to ``target`` on success, delete it on any failure.
 
-    KeyboardInterrupt counts as a failure, so Ctrl-C leaves nothing that looks finished.
+    KeyboardInterrupt counts as a failure, so Ctrl-C leaves nothing that looks finished. A ``target``
+    that is a symbolic link stays one: the file it points to is written.
     """
+    target = link_target(target)
     remove_leftovers(target)
     partial = temporary_path(target)
     try:
@@ -100,6 +108,7 @@ def _make_folder(target: Path) -> None:
 def check_writable(target: Path) -> None:
     """Create ``target``'s folder and write a file there now, so a path that cannot be written is named
     with the OS's reason before any work starts (not later, as a misleading "0 bytes free")."""
+    target = link_target(target)
     _make_folder(target)
     try:
         probe = temporary_path(target)
@@ -120,10 +129,11 @@ def scratch_path(target: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def locked(target: Path) -> Iterator[None]:
+def locked(target: Path, *, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on ``target`` (a ``NAME.lock`` file beside it) for the block.
 
-    Other processes, and other threads of this one, wait at the same call until it is released.
+    Other processes, and other threads of this one, wait at the same call until it is released; with
+    ``wait`` False they get BlockingIOError instead.
     """
     import fcntl
 
@@ -135,7 +145,7 @@ def locked(target: Path) -> Iterator[None]:
     except OSError as exc:
         raise OutputPathError(lock_path, exc.strerror or str(exc)) from exc
     with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             yield
         finally:
