@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +21,7 @@ class ContextPolicyChoice(str, Enum):
 
 @runs_a_model
 def chat(
+    context: typer.Context,
     model: ModelOption = None,
     system: SystemOption = None,
     resume: Annotated[
@@ -45,7 +48,7 @@ def chat(
         mixtral chat -m model.gguf --system "Answer in French." --temperature 0.7
         printf 'Hello\\nTell me more\\n' | mixtral chat -m tiny
     """
-    from ..chat.session import ChatSession, ContextPolicy
+    from ..chat.session import ChatSession, ContextPolicy, resumed
     from ..chat.transcript import Transcript
     from ..engine.layout import for_chat
     from ..engine.model import Engine
@@ -60,8 +63,12 @@ def chat(
         return
     if resume is not None:
         transcript = Transcript.load(resume)
-        if system:
-            transcript.system = system
+        given = _given_on_command_line(context, sampling, system=system)
+        if given:
+            said = ", ".join("the system prompt" if k == "system" else f"{k} {v}" for k, v in given.items())
+            print_notice(f"Continuing with {said} from the command line, in place of the saved settings.")
+            transcript.sampling = replace(transcript.sampling, **{k: v for k, v in given.items() if k != "system"})
+            transcript.system = given.get("system", transcript.system)
     else:
         transcript = Transcript(model="", system=system, sampling=sampling)
     spec = model or transcript.model or None
@@ -70,23 +77,48 @@ def chat(
     transcript.model = spec
 
     def load_engine(name: str) -> Engine:
-        return Engine(resolve_model(name), for_chat(engine_options), on_notice=print_notice)
+        model_file = resolve_model(name)
+        return Engine(model_file.path, for_chat(engine_options), on_notice=print_notice, pulled_as=model_file.pulled_as)
 
-    session = ChatSession(
-        load_engine(spec), transcript, policy=ContextPolicy(context_policy.value), autosave_path=resume
-    )
-    try:
-        run_repl(session, history_file=mixtral_home() / "chat_history", load_engine=load_engine)
-    finally:
-        session.engine.close()
+    with resumed(resume) if resume is not None else contextlib.nullcontext():
+        session = ChatSession(
+            load_engine(spec), transcript, policy=ContextPolicy(context_policy.value), autosave_path=resume
+        )
+        try:
+            run_repl(session, history_file=mixtral_home() / "chat_history", load_engine=load_engine)
+        finally:
+            session.engine.close()
+
+
+def _given_on_command_line(
+    context: typer.Context, sampling: SamplingOptions, *, system: str | None
+) -> dict[str, object]:
+    """The settings typed with --resume, which win over the saved ones: ``{name: value}``."""
+    given: dict[str, object] = {
+        f.name: getattr(sampling, f.name)
+        for f in fields(sampling)
+        if getattr(context.get_parameter_source(f.name), "name", None) == "COMMANDLINE"
+    }
+    if system:
+        given["system"] = system
+    return given
 
 
 def _print_saved_chats() -> None:
     from ..chat.session import list_saved_chats
+    from ..ui.console import print_notice
     from ..ui.table import print_rows
 
+    chats, unreadable = list_saved_chats()
     rows = [
-        (str(c.path), c.created, c.model, str(c.messages), c.first_question.replace("\n", " ")[:60])
-        for c in list_saved_chats()
+        (_shown(c.path), c.created, c.model, str(c.messages), c.first_question.replace("\n", " ")[:60])
+        for c in chats
     ]
     print_rows(("file", "started", "model", "messages", "first question"), rows, empty="No saved chats yet.")
+    for file in unreadable:
+        print_notice(f"Not listed: {_shown(file.reason)}")
+
+
+def _shown(text: object) -> str:
+    """``text`` printable on any terminal: a byte of a file name that is not UTF-8 shows as U+FFFD."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
