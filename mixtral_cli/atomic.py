@@ -12,7 +12,7 @@ import errno
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import OutputPathError
@@ -116,6 +116,22 @@ def check_writable(target: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise OutputPathError(target, exc.strerror or str(exc)) from exc
+
+
+def write_state(target: Path, text: str, *, what: str, on_notice: Callable[[str], None] | None) -> bool:
+    """Write a file of state that saves time later but that no work needs (measured rates, checked
+    hashes): where it cannot be written (a read-only home, a full disk), ``on_notice`` says so in one
+    line and the work goes on. Returns whether it was written."""
+    try:
+        _make_folder(target)
+        with atomic_path(target) as partial:
+            partial.write_text(text, encoding="utf-8")
+        return True
+    except OSError as exc:
+        if on_notice:
+            reason = exc.reason if isinstance(exc, OutputPathError) else exc.strerror or str(exc)
+            on_notice(f"{what} are not kept: cannot write {target}: {reason}.")
+        return False
 
 
 @contextlib.contextmanager
