@@ -108,11 +108,11 @@ def complete(
         shape = request.output_shape() or shape
         sampling = request.sampling(sampling)
     with StageProgress() as progress:
-        path = resolve_model(model, progress=progress)
+        model_file = resolve_model(model, progress=progress)
     if shape is not None:
-        sampling = constrained_sampling(path, shape, sampling)
+        sampling = constrained_sampling(model_file.path, shape, sampling)
     shown = None if no_schema_prompt else shape
-    with Engine(path, engine_options, on_notice=print_notice) as engine:
+    with Engine(model_file.path, engine_options, on_notice=print_notice, pulled_as=model_file.pulled_as) as engine:
         if request is not None:
             _answer_request(engine, request, sampling, mode=mode, system=system, shape=shape, shown=shown)
         else:

@@ -55,7 +55,7 @@ def devices(
     )
     placement = needs = None
     if model is not None:
-        placement, needs = model_needs(resolve_model(model), options)
+        placement, needs = model_needs(resolve_model(model).path, options)
     elif options.rpc:
         from ..engine.rpc import add_workers
 

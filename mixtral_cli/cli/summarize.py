@@ -60,7 +60,8 @@ def summarize(
 
     documents = _read_documents(files or [])
     options = SummaryOptions(style=style, length=length, max_words=max_words, focus=focus, language=language)
-    with Engine(resolve_model(model), engine_options, on_notice=print_notice) as engine:
+    model_file = resolve_model(model)
+    with Engine(model_file.path, engine_options, on_notice=print_notice, pulled_as=model_file.pulled_as) as engine:
         for name, text in inputs_to_summarize(documents, each=each):
             if name is not None and not json_output:
                 typer.echo(f"==> {name} <==")
