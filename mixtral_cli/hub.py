@@ -72,6 +72,12 @@ def hub_errors(repo: str, revision: str | None = None) -> Iterator[None]:
         ) from exc
     except errors.RevisionNotFoundError as exc:
         raise HubError(f"{repo} has no revision {revision}.", hint="Check --revision.") from exc
+    except errors.HFValidationError as exc:
+        # A name or revision the library refuses before asking the Hub: its message runs to several sentences.
+        raise HubError(
+            f"The Hub library refuses {repo!r}{f' at {revision!r}' if revision else ''} as a name.",
+            hint="Check the repo id (ORG/NAME) and the revision.",
+        ) from exc
     except errors.OfflineModeIsEnabled as exc:
         raise HubError("HF_HUB_OFFLINE is set, and pulling needs the Hub.", hint="Unset HF_HUB_OFFLINE.") from exc
     except errors.LocalEntryNotFoundError as exc:

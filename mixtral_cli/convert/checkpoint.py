@@ -91,6 +91,10 @@ class Checkpoint:
 
 def open_checkpoint(path: Path) -> Checkpoint:
     """Read a model folder's config and tensor tables, checking every file they name."""
+    if not path.exists():
+        raise CheckpointError(
+            f"{path} does not exist.", path=path, hint="Check the spelling; give the folder that holds config.json."
+        )
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a folder.", path=path, hint="Give the folder that holds config.json.")
     config = _read_json(path / "config.json", path)
