@@ -135,6 +135,36 @@ def write_state(target: Path, text: str, *, what: str, on_notice: Callable[[str]
 
 
 @contextlib.contextmanager
+def atomic_folder(target: Path) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``target`` to fill; on success its files move into ``target``
+    (made if need be), on any failure it is deleted: a folder written half-way is never left behind."""
+    import shutil
+
+    _make_folder(target)
+    building = temporary_path(target)
+    try:
+        building.mkdir()
+    except OSError as exc:
+        raise OutputPathError(target, exc.strerror or str(exc)) from exc
+    try:
+        yield building
+        _move_into(building, target)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def _move_into(building: Path, target: Path) -> None:
+    try:
+        if not target.exists():
+            os.replace(building, target)
+            return
+        for child in building.iterdir():
+            os.replace(child, target / child.name)
+    except OSError as exc:
+        raise OutputPathError(target, exc.strerror or str(exc)) from exc
+
+
+@contextlib.contextmanager
 def scratch_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` for an intermediate file, deleted whatever happens."""
     scratch = temporary_path(target, SCRATCH_SUFFIX)
