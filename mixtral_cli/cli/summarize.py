@@ -31,6 +31,9 @@ def summarize(
     json_output: Annotated[
         bool, typer.Option("--json", help="The summary with chunks, depth, tokens, timings.")
     ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Start a summary of hundreds of model calls without asking.")
+    ] = False,
     *,
     sampling: SamplingOptions,
     engine_options: EngineOptions,
@@ -74,6 +77,7 @@ def summarize(
                         n > 1 and p.stage(f"Summarizing, level {level}", n, unit="parts")
                     ),
                     on_chunk=progress.advance_one,
+                    on_plan=lambda plan, seconds, p=progress: _agree_to_long_job(plan, seconds, yes=yes, progress=p),
                 )
                 # Every level but the last runs here, under the progress bars; the final summary streams after.
                 chunks, plan = summarizer.summarize(text, chunking=not no_chunk)
@@ -81,6 +85,22 @@ def summarize(
                 typer.echo(summary_json("".join(chunks), plan, name=name, layout=engine.layout.value))
             else:
                 stream_text(chunks)
+
+
+def _agree_to_long_job(plan, seconds: float | None, *, yes: bool, progress) -> None:  # noqa: ANN001
+    """Before the first model call: a summary too long to start unasked is said, and run if the user agrees."""
+    from ..errors import MixtralError
+    from ..summarize import long_job
+
+    cost = long_job(plan, seconds)
+    if cost is None or yes:
+        return
+    hint = "Give --yes to run it anyway, or a larger --ctx-size for fewer, longer calls."
+    if not sys.stdin.isatty():
+        raise MixtralError(f"{cost[:-1]}; not started without --yes, as stdin is not a terminal.", hint=hint)
+    with progress.paused():
+        if not typer.confirm(f"{cost} Go on?", default=False, err=True):
+            raise MixtralError("Not started.", hint=hint)
 
 
 def _read_documents(files: list[str]):  # noqa: ANN202 - list[Document]

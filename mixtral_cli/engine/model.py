@@ -25,7 +25,16 @@ from ..system import available_memory, gpu_on_this_machine, physical_cores
 from . import logs
 from .devices import has_gpu_backend, init_backend
 from .kv_cache import KVCache
-from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, prefill_elsewhere
+from .layout import (
+    Layout,
+    LayoutPlan,
+    LayoutRates,
+    Memory,
+    Work,
+    choose_layout,
+    expected_seconds,
+    prefill_elsewhere,
+)
 from .options import EngineOptions, SamplingOptions
 from .placement import LoadParams, Placement, describe_placement, plan_model_placement
 from .sampler import Sampler
@@ -247,6 +256,14 @@ class Engine:
         if self.options.verbose:
             self._notice(plan.describe())
         return plan
+
+    def expected_seconds(self, work: Work) -> float | None:
+        """How long ``work`` should take in this engine's layout, from this machine's measured rates (see
+        calibration.py); None where this model was never measured here."""
+        from . import calibration
+
+        rates = self._rates or calibration.cached_rates(calibration.cache_key(self.path, threads=self._threads))
+        return None if rates is None else expected_seconds(work, rates, self.layout)
 
     def _sibling(self, *, repack: bool) -> Engine:
         """Another engine of the same file and context size in the other layout."""
