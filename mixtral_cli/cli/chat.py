@@ -111,8 +111,7 @@ def _print_saved_chats() -> None:
 
     chats, unreadable = list_saved_chats()
     rows = [
-        (_shown(c.path), c.created, c.model, str(c.messages), c.first_question.replace("\n", " ")[:60])
-        for c in chats
+        (_shown(c.path), c.created, c.model, str(c.messages), c.first_question.replace("\n", " ")[:60]) for c in chats
     ]
     print_rows(("file", "started", "model", "messages", "first question"), rows, empty="No saved chats yet.")
     for file in unreadable:
