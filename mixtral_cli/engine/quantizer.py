@@ -46,11 +46,11 @@ def llama_quantize(
     )
     tensors_started, status, errors = 0, None, []
     held = _SignalsHeld()
-    with held:
-        # A signal that ended this process while it starts the child would leave the child running, unseen;
-        # the child starts with them held as well, until it is ready for them (see _quantize_in_child).
-        child.start()
     try:
+        with held:
+            # A signal that ended this process while it starts the child would leave the child running,
+            # unseen; the child starts with them held as well, until it is ready for them (_quantize_in_child).
+            child.start()
         sender.close()
         held.deliver()  # one that came meanwhile takes effect here, where the child is stopped below
         while True:
@@ -75,7 +75,8 @@ def llama_quantize(
     finally:
         if child.is_alive():
             child.terminate()
-        child.join()
+        if child.pid is not None:  # started
+            child.join()
         receiver.close()
     if status != 0:
         detail = errors[-1] if errors else f"the quantizer ended with exit code {child.exitcode}"
