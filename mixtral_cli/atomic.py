@@ -12,7 +12,7 @@ import errno
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import OutputPathError
@@ -64,12 +64,20 @@ def _process_runs(pid: int) -> bool:
     return True
 
 
+def link_target(target: Path) -> Path:
+    """What writing ``target`` writes: the file a symbolic link points to (however many links deep), so
+    that the link stays a link; ``target`` itself otherwise."""
+    return Path(os.path.realpath(target)) if target.is_symlink() else target
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path to write; rename it to ``target`` on success, delete it on any failure.
 
-    KeyboardInterrupt counts as a failure, so Ctrl-C leaves nothing that looks finished.
+    KeyboardInterrupt counts as a failure, so Ctrl-C leaves nothing that looks finished. A ``target``
+    that is a symbolic link stays one: the file it points to is written.
     """
+    target = link_target(target)
     remove_leftovers(target)
     partial = temporary_path(target)
     try:
@@ -100,11 +108,58 @@ def _make_folder(target: Path) -> None:
 def check_writable(target: Path) -> None:
     """Create ``target``'s folder and write a file there now, so a path that cannot be written is named
     with the OS's reason before any work starts (not later, as a misleading "0 bytes free")."""
+    target = link_target(target)
     _make_folder(target)
     try:
         probe = temporary_path(target)
         probe.touch(exist_ok=False)
         probe.unlink()
+    except OSError as exc:
+        raise OutputPathError(target, exc.strerror or str(exc)) from exc
+
+
+def write_state(target: Path, text: str, *, what: str, on_notice: Callable[[str], None] | None) -> bool:
+    """Write a file of state that saves time later but that no work needs (measured rates, checked
+    hashes): where it cannot be written (a read-only home, a full disk), ``on_notice`` says so in one
+    line and the work goes on. Returns whether it was written."""
+    try:
+        _make_folder(target)
+        with atomic_path(target) as partial:
+            partial.write_text(text, encoding="utf-8")
+        return True
+    except OSError as exc:
+        if on_notice:
+            reason = exc.reason if isinstance(exc, OutputPathError) else exc.strerror or str(exc)
+            on_notice(f"{what} are not kept: cannot write {target}: {reason}.")
+        return False
+
+
+@contextlib.contextmanager
+def atomic_folder(target: Path) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``target`` to fill; on success its files move into ``target``
+    (made if need be), on any failure it is deleted: a folder written half-way is never left behind."""
+    import shutil
+
+    _make_folder(target)
+    building = temporary_path(target)
+    try:
+        building.mkdir()
+    except OSError as exc:
+        raise OutputPathError(target, exc.strerror or str(exc)) from exc
+    try:
+        yield building
+        _move_into(building, target)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def _move_into(building: Path, target: Path) -> None:
+    try:
+        if not target.exists():
+            os.replace(building, target)
+            return
+        for child in building.iterdir():
+            os.replace(child, target / child.name)
     except OSError as exc:
         raise OutputPathError(target, exc.strerror or str(exc)) from exc
 
@@ -120,10 +175,11 @@ def scratch_path(target: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def locked(target: Path) -> Iterator[None]:
+def locked(target: Path, *, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on ``target`` (a ``NAME.lock`` file beside it) for the block.
 
-    Other processes, and other threads of this one, wait at the same call until it is released.
+    Other processes, and other threads of this one, wait at the same call until it is released; with
+    ``wait`` False they get BlockingIOError instead.
     """
     import fcntl
 
@@ -135,7 +191,7 @@ def locked(target: Path) -> Iterator[None]:
     except OSError as exc:
         raise OutputPathError(lock_path, exc.strerror or str(exc)) from exc
     with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             yield
         finally:

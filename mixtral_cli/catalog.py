@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import MixtralError
 from .gguf_naming import ANY_NAMING, DASH_NAMING, DOT_NAMING, GGUFNaming
@@ -123,13 +124,48 @@ class ModelRef:
 
 
 def parse_model_ref(text: str) -> ModelRef:
+    """A catalog name or a Hub repo id, with an optional ``:QUANT``; anything else is refused in one line."""
     source, _, quant = text.strip().partition(":")
-    if not source or (CATALOG.get(source.lower()) is None and source.count("/") != 1):
+    if source and looks_like_a_path(source):
         raise MixtralError(
-            f"{text!r} is neither a Mixtral name nor a Hub repo id.",
-            hint=f"Use one of {', '.join(CATALOG)} or ORG/NAME, optionally with :QUANT (e.g. 8x7b-instruct:Q4_K_M).",
+            f"{_shown(text)} is a path, not a Mixtral name or Hub repo id.",
+            hint=f"To convert a model folder or GGUF on this machine: `mixtral quantize {text}`.",
         )
+    if not source or (CATALOG.get(source.lower()) is None and source.count("/") != 1):
+        raise MixtralError(f"{_shown(text)} is neither a Mixtral name nor a Hub repo id.", hint=_NAMES_HINT)
+    if source.lower() not in CATALOG:
+        _check_repo_id(text, source)
     return ModelRef(source.lower() if source.lower() in CATALOG else source, _normal_quant(quant) if quant else None)
+
+
+_NAMES_HINT = f"Use one of {', '.join(CATALOG)} or ORG/NAME, optionally with :QUANT (e.g. 8x7b-instruct:Q4_K_M)."
+
+
+def looks_like_a_path(source: str) -> bool:
+    """Whether a SOURCE names something on this machine rather than a Hub repo: it exists, or it is spelled
+    as only paths are (./ ../ / ~, or more parts than ORG/NAME), so a mistyped folder is never sent to the Hub."""
+    path = Path(source)
+    return source.startswith((".", "~")) or path.is_absolute() or len(path.parts) > 2 or path.expanduser().exists()
+
+
+def _check_repo_id(text: str, repo: str) -> None:
+    """Hub repo ids as huggingface_hub checks them, said in one sentence before any request."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        raise MixtralError(
+            f"{_shown(text)} is not a valid Hub repo id: ORG/NAME takes letters, digits, '-', '_' and '.', "
+            "at most 96 of them, with no '--' or '..' and no '-' or '.' at either end.",
+            hint=_NAMES_HINT,
+        ) from None
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted, and cut where it is too long to read in one line."""
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def canonical_name(text: str) -> str:

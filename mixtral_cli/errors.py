@@ -145,6 +145,12 @@ class WorkerError(MixtralError, ConnectionError):
         self.endpoint = endpoint
 
 
+class WorkerOptionError(WorkerError):
+    """A `mixtral worker` option that names no address or device of this machine: a usage error."""
+
+    exit_code = 2
+
+
 class PlacementError(MixtralError, ValueError):
     """A placement that cannot be made: a --tensor-split that does not match the devices, or one too big for a GPU."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .atomic import atomic_path
+from .atomic import write_state
 from .errors import HubError, MixtralError, OutputPathError
 from .paths import mixtral_home
 
@@ -72,6 +72,12 @@ def hub_errors(repo: str, revision: str | None = None) -> Iterator[None]:
         ) from exc
     except errors.RevisionNotFoundError as exc:
         raise HubError(f"{repo} has no revision {revision}.", hint="Check --revision.") from exc
+    except errors.HFValidationError as exc:
+        # A name or revision the library refuses before asking the Hub: its message runs to several sentences.
+        raise HubError(
+            f"The Hub library refuses {repo!r}{f' at {revision!r}' if revision else ''} as a name.",
+            hint="Check the repo id (ORG/NAME) and the revision.",
+        ) from exc
     except errors.OfflineModeIsEnabled as exc:
         raise HubError("HF_HUB_OFFLINE is set, and pulling needs the Hub.", hint="Unset HF_HUB_OFFLINE.") from exc
     except errors.LocalEntryNotFoundError as exc:
@@ -178,14 +184,14 @@ def download(
 
     with hub_errors(remote.repo):
         path = Path(hf_hub_download(remote.repo, file.path, revision=remote.commit))
-    if file.sha256 is None or _verified(path, file.sha256, progress):
+    if file.sha256 is None or _verified(path, file.sha256, progress, on_notice):
         return path
     if on_notice:
         on_notice(f"{file.path} in the Hub cache does not match the Hub's sha256: downloading it again.")
     delete_cached(path)
     with hub_errors(remote.repo):
         path = Path(hf_hub_download(remote.repo, file.path, revision=remote.commit, force_download=True))
-    if not _verified(path, file.sha256, progress):
+    if not _verified(path, file.sha256, progress, on_notice):
         raise HubError(
             f"{file.path} from {remote.repo} does not match the Hub's sha256 even after a fresh download.",
             hint="Try again later; the Hub or a proxy may be serving a broken file.",
@@ -201,15 +207,19 @@ def delete_cached(path: Path) -> None:
         target.unlink(missing_ok=True)
 
 
-def _verified(path: Path, sha256: str, progress: Progress | None) -> bool:
+def _verified(
+    path: Path, sha256: str, progress: Progress | None, on_notice: Callable[[str], None] | None = None
+) -> bool:
     blob = path.resolve()
     stat = blob.stat()
     identity = [sha256, stat.st_size, stat.st_mtime_ns]
     record = mixtral_home() / "verified.json"
     try:
         checked = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         checked = {}
+    if not isinstance(checked, dict):
+        checked = {}  # another program's file, or garbled: the checks are redone and the file rewritten
     if checked.get(str(blob)) == identity:
         return True
     if progress:
@@ -218,9 +228,8 @@ def _verified(path: Path, sha256: str, progress: Progress | None) -> bool:
         return False
     checked = {name: entry for name, entry in checked.items() if Path(name).exists()}
     checked[str(blob)] = identity
-    record.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(record) as partial:
-        partial.write_text(json.dumps(checked, indent=1) + "\n", encoding="utf-8")
+    text = json.dumps(checked, indent=1) + "\n"
+    write_state(record, text, what="The checks of downloaded files' sha256", on_notice=on_notice)
     return True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,8 +20,20 @@ _HOW_TO_GET_ONE = (
 )
 
 
-def resolve_model(spec: str | None, *, progress: Progress | None = None) -> Path:
-    """``spec`` (else $MIXTRAL_MODEL, else the store's default): ``tiny``, a GGUF path, or a pulled name."""
+@dataclass(frozen=True)
+class ModelFile:
+    """A GGUF to load, and what the store knows of it: the catalog name it was pulled by and whether that
+    entry is Instruct (None where the store knows no such thing)."""
+
+    path: Path
+    pulled_as: tuple[str, bool] | None = None
+
+
+def resolve_model(spec: str | None, *, progress: Progress | None = None) -> ModelFile:
+    """``spec`` (else $MIXTRAL_MODEL, else the store's default): ``tiny``, a GGUF path, or a pulled name.
+
+    The store is read only where ``spec`` needs it: ``tiny`` and a file load whatever state it is in.
+    """
     from .demo import DEMO_NAME, ensure_demo_model
     from .store import ModelStore
 
@@ -29,13 +42,13 @@ def resolve_model(spec: str | None, *, progress: Progress | None = None) -> Path
     if not spec:
         raise ModelNotFoundError("No model given.", hint=f"Pass -m MODEL or set {MODEL_ENV}. {_HOW_TO_GET_ONE}")
     if spec == DEMO_NAME:
-        return ensure_demo_model(progress)
+        return ModelFile(ensure_demo_model(progress))
     path = Path(spec).expanduser()
     if path.exists():
-        return path
+        return ModelFile(path, store.pulled_as(path))
     entry = store.get(spec)
     if entry is not None:
-        return entry.path
+        return ModelFile(entry.path, None if entry.instruct is None else (entry.name, entry.instruct))
     raise ModelNotFoundError(
         f"No model {spec!r}: no such file, and no pulled model by that name.", hint=_HOW_TO_GET_ONE
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,6 +39,53 @@ class StoreEntry:
         return Path(self.files[0])
 
 
+# Each field of a manifest entry, and the JSON types it may have.
+_ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "repo": (str,),
+    "revision": (str,),
+    "quant": (str,),
+    "kind": (str,),
+    "size": (int,),
+    "tokenizer": (str, type(None)),
+    "instruct": (bool, type(None)),
+    "created": (str,),
+}
+
+
+_DEFAULTED = {f.name for f in fields(StoreEntry) if f.default is not MISSING or f.default_factory is not MISSING}
+
+
+def _parsed_manifest(data: object) -> dict:
+    """The manifest's default and entries, every field checked; ValueError names the first that is wrong."""
+    if not isinstance(data, dict):
+        raise ValueError("it is not a JSON object")
+    default, models = data.get("default"), data.get("models", {})
+    if default is not None and not isinstance(default, str):
+        raise ValueError("its default is not a model name")
+    if not isinstance(models, dict):
+        raise ValueError("its models are not an object of names")
+    return {"default": default, "models": {name: _parsed_entry(name, entry) for name, entry in models.items()}}
+
+
+def _parsed_entry(name: str, entry: object) -> StoreEntry:
+    if not isinstance(entry, dict):
+        raise ValueError(f"model {name!r} is not an object")
+    files = entry.get("files")
+    if not (isinstance(files, list) and files and all(isinstance(f, str) and f for f in files)):
+        raise ValueError(f"model {name!r} names no files")
+    values: dict[str, object] = {"files": tuple(files)}
+    for key, types in _ENTRY_FIELDS.items():
+        if key not in entry and key in _DEFAULTED:
+            continue
+        value = entry.get(key)
+        # JSON's true is a Python int as well: a size must be a number, not true/false.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ValueError(f"model {name!r} has no valid {key}")
+        values[key] = value
+    return StoreEntry(**values)  # type: ignore[arg-type]
+
+
 class ModelStore:
     def __init__(self, home: Path | None = None) -> None:
         self.home = home or mixtral_home()
@@ -50,14 +97,24 @@ class ModelStore:
             return {"default": None, "models": {}}
         try:
             data = json.loads(self.manifest.read_text(encoding="utf-8"))
-            data["models"] = {
-                name: StoreEntry(**{**e, "files": tuple(e["files"])}) for name, e in data["models"].items()
-            }
-            return data
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise StoreError(
-                f"{self.manifest} is corrupt ({exc}).", hint="Move it away; pulled files stay where they are."
-            ) from exc
+        except OSError as exc:
+            raise self._corrupt(f"it cannot be read: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise self._corrupt(f"byte {exc.start} is not UTF-8 text") from exc
+        except json.JSONDecodeError as exc:
+            raise self._corrupt(f"it is not JSON: {exc.msg} at line {exc.lineno}") from exc
+        except RecursionError as exc:
+            raise self._corrupt("it is nested too deeply") from exc
+        try:
+            return _parsed_manifest(data)
+        except ValueError as exc:
+            raise self._corrupt(str(exc)) from exc
+
+    def _corrupt(self, reason: str) -> StoreError:
+        return StoreError(
+            f"The model store's manifest {self.manifest} is corrupt: {reason}.",
+            hint="Move it away and pull the models again (their files are downloaded once, and stay in place).",
+        )
 
     def _write(self, data: dict) -> None:
         check_writable(self.manifest)

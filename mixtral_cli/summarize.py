@@ -98,6 +98,27 @@ class SummaryPlan:
         return sum(self.bound)
 
 
+# Work past either of these is said before it starts, and run only when the user agrees (or gave --yes).
+LONG_JOB_CALLS = 500
+LONG_JOB_SECONDS = 15 * 60
+
+
+def long_job(plan: SummaryPlan, seconds: float | None) -> str | None:
+    """What a summary of the planned size will cost, where that is too much to start unasked; else None."""
+    if plan.max_model_calls <= LONG_JOB_CALLS and (seconds is None or seconds <= LONG_JOB_SECONDS):
+        return None
+    took = f", about {_duration(seconds)} on this machine" if seconds is not None else ""
+    return f"This summary takes up to {plan.max_model_calls:,} model calls{took}."
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return f"{seconds:.0f} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
 # -- input ----------------------------------------------------------------------------------------------
 
 
@@ -304,13 +325,17 @@ class Summarizer:
         *,
         on_level: Callable[[int, int], None] | None = None,
         on_chunk: Callable[[], None] | None = None,
+        on_plan: Callable[[SummaryPlan, float | None], None] | None = None,
     ) -> None:
-        """``on_level(level, chunks)`` is called as each level is planned, ``on_chunk()`` as a part is done."""
+        """``on_level(level, chunks)`` is called as each level is planned, ``on_chunk()`` as a part is done.
+        ``on_plan(plan, seconds)`` is called before the first model call of a summary in parts, with the
+        bound set and the seconds it should take on this machine (None: not measured); raising stops it."""
         self.engine = engine
         self.options = options
         self.sampling = replace(sampling, max_tokens=min(sampling.max_tokens, answer_budget(options)))
         self._on_level = on_level or (lambda level, chunks: None)
         self._on_chunk = on_chunk or (lambda: None)
+        self._on_plan = on_plan or (lambda plan, seconds: None)
 
     def budget(self, *, dialogue: bool) -> SummaryBudget:
         overhead = max(len(self._prompt_ids("", dialogue=dialogue, partials=p)) for p in (False, True))
@@ -357,6 +382,8 @@ class Summarizer:
         # The whole job for the weight layout: every part read once, and the answers the bound allows.
         answers = (sum(plan.bound) - 1) * budget.part_answer + self.sampling.max_tokens
         self.engine.prepare(Work(tokens, answers))
+        # Each level reads what the level before wrote: the answers are read once more as prompts.
+        self._on_plan(plan, self.engine.expected_seconds(Work(tokens + answers, answers)))
         summaries = self.partial_summaries(parts, budget, dialogue=dialogue, partials=False, plan=plan)
         while sum(map(self.cost, summaries)) > budget.one_pass:
             groups = pack(summaries, budget.part, self.cost)

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .atomic import check_writable
+from .atomic import atomic_folder, check_writable
 from .bounds import INT32_MAX, Bound
 from .convert.safetensors import float32_to_bf16_bits, write_file
 from .errors import DiskSpaceError, InvalidShapeError, LimitError
@@ -112,12 +112,21 @@ def build_tiny_mixtral(directory: Path, spec: TinyMixtralSpec = TinyMixtralSpec(
     vocab_size = VOCAB_SIZES[spec.tokenizer]
     _check_room(directory, spec, vocab_size)
     check_writable(directory / "config.json")
-    _write_json(directory / "config.json", _config(spec, vocab_size))
-    _write_json(directory / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2})
-    _write_json(directory / "tokenizer_config.json", _tokenizer_config(vocab_size, instruct=spec.instruct))
-    _write_json(directory / "special_tokens_map.json", {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
-    (directory / "tokenizer.model").write_bytes(tokenizer_model_path(spec.tokenizer).read_bytes())
-    _write_weights(directory, spec, _random_weights(spec, vocab_size))
+    # Written aside and moved in when whole: a shape too large for memory or disk leaves nothing behind.
+    with atomic_folder(directory) as building:
+        _write_json(building / "config.json", _config(spec, vocab_size))
+        _write_json(building / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2})
+        _write_json(building / "tokenizer_config.json", _tokenizer_config(vocab_size, instruct=spec.instruct))
+        _write_json(
+            building / "special_tokens_map.json", {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+        )
+        (building / "tokenizer.model").write_bytes(tokenizer_model_path(spec.tokenizer).read_bytes())
+        try:
+            _write_weights(building, spec, _random_weights(spec, vocab_size))
+        except MemoryError as exc:
+            raise InvalidShapeError(
+                f"A tiny Mixtral of this shape cannot be allocated: {exc}.", hint="Choose smaller sizes."
+            ) from exc
     return directory
 
 

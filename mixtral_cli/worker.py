@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .engine.devices import Device
-from .errors import WorkerError
+from .errors import WorkerError, WorkerOptionError
 
 
 def run_worker(
@@ -29,7 +29,7 @@ def run_worker(
     from .system import physical_cores
 
     require_rpc()
-    address = socket.gethostbyname(host)  # ggml takes IPv4 literals only
+    address = listen_address(host)
     endpoint = f"{address}:{port}"
     _check_port_free(address, port)
     devices = worker_devices(device_names)
@@ -60,14 +60,27 @@ def run_worker(
             signal.signal(sig, handler)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether only this machine can reach ``host``."""
+def listen_address(host: str) -> str:
+    """``host`` as the IPv4 address ggml's server takes (it resolves no names); a usage error if it is none."""
+    try:
+        return socket.gethostbyname(host)
+    except (OSError, UnicodeError) as exc:  # gaierror; UnicodeError for a name IDNA cannot encode
+        raise WorkerOptionError(
+            f"--host {host[:80]!r} is no address of this machine: {_reason(exc)}.",
+            endpoint=host,
+            hint="Give an IPv4 address this machine has (`ip -4 addr`), or 127.0.0.1 for this machine alone.",
+        ) from None
+
+
+def is_loopback(address: str) -> bool:
+    """Whether only this machine can reach ``address`` (as listen_address gives it)."""
     import ipaddress
 
-    try:
-        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
-    except (OSError, ValueError):
-        return False
+    return ipaddress.ip_address(address).is_loopback
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
 
 
 def _check_port_free(address: str, port: int) -> None:

@@ -65,13 +65,27 @@ def on_a_small_disk(folder: Path, size: str, argv: list[str]) -> list[str]:
     The mount lives in a user and mount namespace of the child's own (``unshare``), so no root is needed
     and nothing outside sees it; writes past ``size`` fail with a real ENOSPC.
     """
+    return _in_a_mount_namespace(
+        'mount -t tmpfs -o "size=$1" tmpfs "$2" && shift 2 && exec "$@"', [size, str(folder)], argv
+    )
+
+
+def _in_a_mount_namespace(script: str, script_args: list[str], argv: list[str]) -> list[str]:
+    """``argv`` run after ``script`` (sh, given ``script_args`` first) in a user and mount namespace of its own."""
     import pytest
 
     probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"this kernel refuses unprivileged user namespaces: {probe.stderr.decode().strip()}")
-    script = 'mount -t tmpfs -o "size=$1" tmpfs "$2" && shift 2 && exec "$@"'
-    return ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", size, str(folder), *argv]
+    return ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", *script_args, *argv]
+
+
+def read_only(folder: Path, argv: list[str]) -> list[str]:
+    """``argv`` run with ``folder`` mounted read-only (a bind mount in a user and mount namespace of the
+    child's own): writes there fail with EROFS whatever the uid, root included, which permissions do not."""
+    return _in_a_mount_namespace(
+        'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"', [str(folder)], argv
+    )
 
 
 def write_gguf_of_architecture(path: Path, architecture: str) -> Path:

@@ -6,15 +6,17 @@ No terminal here: the REPL reads input and renders; this module decides what is 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
+from ..atomic import locked
 from ..engine.model import Engine, GenerationStats
 from ..engine.options import LoraSpec, SamplingOptions
-from ..errors import ChatError, ContextOverflowError
+from ..errors import ChatError, ContextOverflowError, OutputPathError
 from ..paths import mixtral_home
 from ..prompt import Message
 from ..structured import OutputShape, constrained_sampling, with_instruction
@@ -50,19 +52,52 @@ class SavedChat:
     first_question: str
 
 
-def list_saved_chats() -> list[SavedChat]:
-    """The autosaved chats, newest first; files that do not load are skipped."""
+@dataclass(frozen=True)
+class UnreadableChat:
+    path: Path
+    reason: str  # a sentence, as the transcript reader says it
+
+
+def list_saved_chats() -> tuple[list[SavedChat], list[UnreadableChat]]:
+    """The autosaved chats, newest first, and the files of the chats folder that do not load, with why.
+
+    A file that does not load is shown, never skipped: it may be a chat that a later version of mixtral
+    could read, and the user should know it is there.
+    """
     from .transcript import TranscriptError
 
-    chats = []
-    for path in sorted(chats_dir().glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+    chats: list[tuple[float, SavedChat]] = []
+    unreadable = []
+    for path in sorted(chats_dir().glob("*.json")):
         try:
             transcript = Transcript.load(path)
-        except TranscriptError:
+            modified = path.stat().st_mtime
+        except (TranscriptError, OSError) as exc:
+            reason = exc.message if isinstance(exc, TranscriptError) else f"{path}: {exc.strerror or exc}."
+            unreadable.append(UnreadableChat(path, reason))
             continue
         question = next((t.content for t in transcript.turns if t.role == "user"), "")
-        chats.append(SavedChat(path, transcript.model, transcript.created, len(transcript.turns), question))
-    return chats
+        chats.append((modified, SavedChat(path, transcript.model, transcript.created, len(transcript.turns), question)))
+    chats.sort(key=lambda pair: pair[0], reverse=True)
+    return [chat for _, chat in chats], unreadable
+
+
+@contextlib.contextmanager
+def resumed(path: Path) -> Iterator[None]:
+    """Hold ``path`` for a session that continues it and saves to it, so that a second session
+    resuming the same file is refused, not left to overwrite the first one's turns."""
+    hold = contextlib.ExitStack()
+    try:
+        hold.enter_context(locked(path.expanduser(), wait=False))
+    except BlockingIOError:
+        raise ChatError(
+            f"{path} is open in another chat session.",
+            hint="Leave that session first, or resume a copy of the file.",
+        ) from None
+    except OutputPathError:
+        pass  # where no lock can be made, no autosave can be written either: each save says so
+    with hold:
+        yield
 
 
 def _new_autosave_path() -> Path:
@@ -92,13 +127,17 @@ class ChatSession:
         self.left_out = 0
         self.last_prompt_ids: list[int] = []
         self.totals = GenerationStats(stop_reason="")
-        self.shape: OutputShape | None = None  # the shape every answer takes, told to the model with each message
 
     # -- the conversation -----------------------------------------------------------------------------
 
     @property
     def sampling(self) -> SamplingOptions:
         return self.transcript.sampling
+
+    @property
+    def shape(self) -> OutputShape | None:
+        """The shape every answer takes, told to the model with each message."""
+        return self.transcript.shape
 
     def messages(self, turns: list[Turn] | None = None) -> list[Message]:
         turns = self.transcript.turns if turns is None else turns
@@ -184,7 +223,7 @@ class ChatSession:
     def set_shape(self, shape: OutputShape | None) -> None:
         """Constrain every answer to ``shape`` (None: free answers), checked against the model's vocabulary."""
         grammar = constrained_sampling(self.engine.info.path, shape, self.sampling).grammar if shape else None
-        self.shape = shape
+        self.transcript.shape = shape
         self.set_sampling(grammar=grammar)
 
     def autosave(self) -> None:

@@ -12,6 +12,7 @@ from ..atomic import atomic_path
 from ..engine.options import SamplingOptions
 from ..errors import LimitError, OutputPathError, TranscriptError
 from ..prompt import ROLES, Message
+from ..structured import AnswerKind, OutputShape
 from ..textinput import MAX_TEXT_BYTES, read_bounded
 
 FORMAT_VERSION = 1
@@ -42,6 +43,7 @@ class Transcript:
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     turns: list[Turn] = field(default_factory=list)
     created: str = field(default_factory=now)
+    shape: OutputShape | None = None  # the shape every answer takes (/set schema), told to the model each turn
 
     def to_json(self) -> str:
         data = {
@@ -51,6 +53,7 @@ class Transcript:
             "system": self.system,
             "sampling": {**asdict(self.sampling), "stop": list(self.sampling.stop)},
             "messages": [asdict(turn) for turn in self.turns],
+            "shape": None if self.shape is None else {**asdict(self.shape), "kind": self.shape.kind.value},
         }
         return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
 
@@ -86,6 +89,7 @@ class Transcript:
 
     @classmethod
     def load(cls, path: Path) -> Transcript:
+        """The chat saved in ``path``; every field is checked here, so a wrong one is named now, not later."""
         path = path.expanduser()
         try:
             with open(path, "rb") as f:
@@ -105,28 +109,67 @@ class Transcript:
         messages = data.get("messages") if isinstance(data, dict) else None
         if not isinstance(messages, list):
             raise _not_a_chat(path, "it holds no list of messages")
-        turns = []
-        for number, message in enumerate(messages, 1):
-            if not (isinstance(message, dict) and isinstance(message.get("content"), str)):
-                raise _not_a_chat(path, f"message {number} has no text content")
-            if message.get("role") not in ROLES[1:]:
-                raise _not_a_chat(path, f"message {number}'s role is {message.get('role')!r}, not user or assistant")
-            timestamp = str(message.get("timestamp") or now())
-            turns.append(Turn(message["role"], message["content"], timestamp, bool(message.get("interrupted"))))
-        system = data.get("system")
-        if system is not None and not isinstance(system, str):
-            raise _not_a_chat(path, "its system prompt is not text")
+        turns = [_turn(path, number, message) for number, message in enumerate(messages, 1)]
         return cls(
-            model=str(data.get("model") or ""),
-            system=system,
+            model=_text(path, data, "model", "its model") or "",
+            system=_text(path, data, "system", "its system prompt"),
             sampling=_sampling(path, data.get("sampling")),
             turns=turns,
-            created=str(data.get("created") or now()),
+            created=_text(path, data, "created", "its start time") or now(),
+            shape=_shape(path, data.get("shape")),
         )
 
 
 def _not_a_chat(path: Path, reason: str) -> TranscriptError:
     return TranscriptError(f"{path} is not a saved chat: {reason}.", hint="`mixtral chat --list` shows saved chats.")
+
+
+def _text(path: Path, data: dict, key: str, what: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not _is_text(value):
+        raise _not_a_chat(path, f"{what} ({key}) is {_json_type(value)}, not text")
+    return value
+
+
+def _is_text(value: object) -> bool:
+    """A string that UTF-8 can hold: JSON's \\ud800 escapes decode to lone surrogates, which it cannot."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list", dict: "an object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _turn(path: Path, number: int, message: object) -> Turn:
+    if not (isinstance(message, dict) and _is_text(message.get("content"))):
+        raise _not_a_chat(path, f"message {number} has no text content")
+    role = message.get("role")
+    if role not in ROLES[1:]:
+        raise _not_a_chat(path, f"message {number}'s role is {role!r}, not user or assistant")
+    timestamp = _text(path, message, "timestamp", f"message {number}'s time") or now()
+    interrupted = message.get("interrupted", False)
+    if not isinstance(interrupted, bool):
+        raise _not_a_chat(path, f"message {number}'s interrupted is {_json_type(interrupted)}, not true/false")
+    return Turn(role, message["content"], timestamp, interrupted)
+
+
+def _shape(path: Path, saved: object) -> OutputShape | None:
+    """The answer shape a chat was saved with (``/set schema``), so that it resumes under the same one."""
+    if saved is None:
+        return None
+    fields_ok = isinstance(saved, dict) and _is_text(saved.get("grammar"))
+    instruction = saved.get("instruction") if isinstance(saved, dict) else None
+    kinds = {kind.value: kind for kind in AnswerKind}
+    if not fields_ok or saved.get("kind") not in kinds or not (instruction is None or _is_text(instruction)):
+        raise _not_a_chat(path, "its answer shape (shape) is not a grammar, kind and instruction")
+    return OutputShape(saved["grammar"], kinds[saved["kind"]], instruction)
 
 
 def _sampling(path: Path, saved: object) -> SamplingOptions:
@@ -141,17 +184,28 @@ def _sampling(path: Path, saved: object) -> SamplingOptions:
         if known is None:
             continue  # a setting of a later version
         if name == "stop":
-            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            if not (isinstance(value, list) and all(_is_text(v) for v in value)):
                 raise _not_a_chat(path, "its stop strings are not a list of text")
             value = tuple(value)
         elif not _fits_type(value, str(known.type)):
-            raise _not_a_chat(path, f"its setting {name} is {value!r}, not a number")
+            raise _not_a_chat(path, f"its setting {name} is {_brief(value)}, not {_expected(known.type)}")
         values[name] = value
     return replace(SamplingOptions(), **values)
 
 
 def _fits_type(value: object, annotation: str) -> bool:
-    """Whether a JSON value fits a field annotated ``float``, ``int`` or ``int | None``."""
+    """Whether a JSON value fits a field annotated ``float``, ``int``, ``str``, each perhaps ``| None``."""
     if value is None or isinstance(value, bool):
         return value is None and "None" in annotation
+    if annotation.startswith("str"):
+        return _is_text(value)
     return isinstance(value, int) or (isinstance(value, float) and annotation.startswith("float"))
+
+
+def _brief(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:39] + "…"
+
+
+def _expected(annotation: object) -> str:
+    return "text" if str(annotation).startswith("str") else "a number"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -71,12 +75,20 @@ def main(argv: list[str] | None = None) -> None:
     try:
         argv = check_arguments(sys.argv[1:] if argv is None else argv)
         guard_stdout()
-        code = command.main(args=argv, prog_name="mixtral", standalone_mode=False)
+        with _ending_signals_raise():
+            code = command.main(args=argv, prog_name="mixtral", standalone_mode=False)
     except OutputStreamError as exc:
         silence_stdout()
         if not exc.closed_pipe:
             _report(exc, exc.message, exc.hint)
         code = exc.exit_code
+    except Terminated as exc:
+        # The cleanup ran on the way out, as for Ctrl-C; the terminal may be gone (SIGHUP).
+        with contextlib.suppress(OSError, ValueError):
+            from ..ui.console import print_notice
+
+            print_notice(f"Stopped by {signal.Signals(exc.signum).name}.")
+        code = 128 + exc.signum
     except MixtralError as exc:
         _report(exc, exc.message, exc.hint)
         code = exc.exit_code
@@ -93,6 +105,43 @@ def main(argv: list[str] | None = None) -> None:
 
         print_notice("Interrupted.")
     sys.exit(code if isinstance(code, int) else 0)
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised wherever the command is, so that every ``finally`` and cleanup runs as it
+    does for Ctrl-C: no half-written files, no quantizer left running. Not an Exception: nothing that
+    handles errors (or Ctrl-C, as the chat does) may carry on after it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _ending_signals_raise() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Terminated once; more of them during the cleanup are ignored, so that it ends.
+    One that this process was started ignoring (nohup) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread (a command run from another thread, in tests)
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        for ending in _ENDING_SIGNALS:
+            signal.signal(ending, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    previous = {ending: signal.getsignal(ending) for ending in _ENDING_SIGNALS}
+    for ending, old in previous.items():
+        if old is signal.SIG_DFL:
+            signal.signal(ending, handler)
+    try:
+        yield
+    finally:
+        for ending, old in previous.items():
+            signal.signal(ending, old)
 
 
 def _report(exc: BaseException, message: str, hint: str | None) -> None:

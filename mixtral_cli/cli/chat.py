@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import contextlib
+from dataclasses import fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,7 @@ class ContextPolicyChoice(str, Enum):
 
 @runs_a_model
 def chat(
+    context: typer.Context,
     model: ModelOption = None,
     system: SystemOption = None,
     resume: Annotated[
@@ -48,11 +50,12 @@ def chat(
         printf 'Hello\\nTell me more\\n' | mixtral chat -m tiny
         mixtral chat --server http://127.0.0.1:8080   # the model `mixtral serve` keeps loaded
     """
-    from ..chat.session import ChatSession, ContextPolicy
+    from ..chat.session import ChatSession, ContextPolicy, resumed
     from ..chat.transcript import Transcript
     from ..engine.model import Engine
     from ..errors import ChatError, ModelNotFoundError
     from ..paths import mixtral_home
+    from ..ui.console import print_notice
     from ..ui.repl import run_repl
 
     if list_chats:
@@ -60,8 +63,12 @@ def chat(
         return
     if resume is not None:
         transcript = Transcript.load(resume)
-        if system:
-            transcript.system = system
+        given = _given_on_command_line(context, sampling, system=system)
+        if given:
+            said = ", ".join("the system prompt" if k == "system" else f"{k} {v}" for k, v in given.items())
+            print_notice(f"Continuing with {said} from the command line, in place of the saved settings.")
+            transcript.sampling = replace(transcript.sampling, **{k: v for k, v in given.items() if k != "system"})
+            transcript.system = given.get("system", transcript.system)
     else:
         transcript = Transcript(model="", system=system, sampling=sampling)
     if server is not None:
@@ -85,11 +92,26 @@ def chat(
         loras = session.engine.options.loras if session else engine_options.loras
         return _load_engine(name, replace(engine_options, loras=loras))
 
-    session = ChatSession(engine, transcript, policy=ContextPolicy(context_policy.value), autosave_path=resume)
-    try:
-        run_repl(session, history_file=mixtral_home() / "chat_history", load_engine=load_engine)
-    finally:
-        session.engine.close()
+    with resumed(resume) if resume is not None else contextlib.nullcontext():
+        session = ChatSession(engine, transcript, policy=ContextPolicy(context_policy.value), autosave_path=resume)
+        try:
+            run_repl(session, history_file=mixtral_home() / "chat_history", load_engine=load_engine)
+        finally:
+            session.engine.close()
+
+
+def _given_on_command_line(
+    context: typer.Context, sampling: SamplingOptions, *, system: str | None
+) -> dict[str, object]:
+    """The settings typed with --resume, which win over the saved ones: ``{name: value}``."""
+    given: dict[str, object] = {
+        f.name: getattr(sampling, f.name)
+        for f in fields(sampling)
+        if getattr(context.get_parameter_source(f.name), "name", None) == "COMMANDLINE"
+    }
+    if system:
+        given["system"] = system
+    return given
 
 
 def _load_engine(name: str, options: EngineOptions):  # noqa: ANN202 - Engine
@@ -98,15 +120,24 @@ def _load_engine(name: str, options: EngineOptions):  # noqa: ANN202 - Engine
     from ..model_path import resolve_model
     from ..ui.console import print_notice
 
-    return Engine(resolve_model(name), for_chat(options), on_notice=print_notice)
+    model_file = resolve_model(name)
+    return Engine(model_file.path, for_chat(options), on_notice=print_notice, pulled_as=model_file.pulled_as)
 
 
 def _print_saved_chats() -> None:
     from ..chat.session import list_saved_chats
+    from ..ui.console import print_notice
     from ..ui.table import print_rows
 
+    chats, unreadable = list_saved_chats()
     rows = [
-        (str(c.path), c.created, c.model, str(c.messages), c.first_question.replace("\n", " ")[:60])
-        for c in list_saved_chats()
+        (_shown(c.path), c.created, c.model, str(c.messages), c.first_question.replace("\n", " ")[:60]) for c in chats
     ]
     print_rows(("file", "started", "model", "messages", "first question"), rows, empty="No saved chats yet.")
+    for file in unreadable:
+        print_notice(f"Not listed: {_shown(file.reason)}")
+
+
+def _shown(text: object) -> str:
+    """``text`` printable on any terminal: a byte of a file name that is not UTF-8 shows as U+FFFD."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -151,10 +151,10 @@ def _complete_here(model, engine_options, work, *, json_output) -> None:  # noqa
     from ..ui.console import print_notice
     from ..ui.json_output import completion_report
 
-    path = _model_path(model)
-    sampling = constrained_sampling(path, work.shape, work.sampling) if work.shape else work.sampling
+    model_file = _model_file(model)
+    sampling = constrained_sampling(model_file.path, work.shape, work.sampling) if work.shape else work.sampling
     shown = work.shape if work.describe_shape else None
-    with Engine(path, engine_options, on_notice=print_notice) as engine:
+    with Engine(model_file.path, engine_options, on_notice=print_notice, pulled_as=model_file.pulled_as) as engine:
         generation, chat = start_answer(engine, work.prompt, sampling, mode=work.mode, system=work.system, shown=shown)
 
         def report():  # noqa: ANN202
@@ -208,28 +208,22 @@ def _answer_request(request, model, engine_options, sampling, mode, system, shap
 
     shape = request.output_shape() or shape
     sampling = request.sampling(sampling)
-    path = _model_path(model)
+    model_file = _model_file(model)
     if shape is not None:
-        sampling = constrained_sampling(path, shape, sampling)
+        sampling = constrained_sampling(model_file.path, shape, sampling)
     shown = None if no_schema_prompt else shape
-    with Engine(path, engine_options, on_notice=print_notice) as engine:
+    with Engine(model_file.path, engine_options, on_notice=print_notice, pulled_as=model_file.pulled_as) as engine:
         outputs = answer_request(engine, request, sampling, mode=mode, system=system, shape=shape, shown=shown)
-    typer.echo(render_response(outputs, response_shape or card_response_shape(_pulled_name(path, model))))
+    pulled_name = model_file.pulled_as[0] if model_file.pulled_as else model
+    typer.echo(render_response(outputs, response_shape or card_response_shape(pulled_name)))
 
 
-def _model_path(model: str | None):  # noqa: ANN202 - Path
+def _model_file(model: str | None):  # noqa: ANN202 - ModelFile
     from ..model_path import resolve_model
     from ..ui.progress import StageProgress
 
     with StageProgress() as progress:
         return resolve_model(model, progress=progress)
-
-
-def _pulled_name(path, model: str | None) -> str | None:  # noqa: ANN001
-    from ..store import ModelStore
-
-    pulled = ModelStore().pulled_as(path)
-    return pulled[0] if pulled else model
 
 
 def _read_prompt(argument: str | None) -> str:

@@ -66,7 +66,7 @@ def devices(
     )
     plan = None
     if model is not None:
-        plan = plan_model(resolve_model(model), options)
+        plan = plan_model(resolve_model(model).path, options)
     elif options.rpc:
         from ..engine.rpc import add_workers
 

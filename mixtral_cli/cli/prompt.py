@@ -48,7 +48,8 @@ def prompt(
     if system:
         conversation = [Message("system", system), *conversation]
     # The vocabulary is all the ids need: no weights are read and no GPU memory is taken.
-    with Engine(resolve_model(model), on_notice=print_notice, vocab_only=True) as engine:
+    model_file = resolve_model(model)
+    with Engine(model_file.path, on_notice=print_notice, vocab_only=True, pulled_as=model_file.pulled_as) as engine:
         prompt_ids = engine.chat_ids(conversation)
         if ids:
             typer.echo(" ".join(map(str, prompt_ids)))

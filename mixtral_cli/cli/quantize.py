@@ -106,12 +106,12 @@ def _local_source(source: str) -> tuple[Path, str | None]:
 
     Returns the local path, and for a Hub name the repo's name (for the output and general.name).
     """
-    from ..catalog import CATALOG, parse_model_ref
+    from ..catalog import CATALOG, looks_like_a_path, parse_model_ref
     from ..pull import fetch_source
     from ..ui.console import print_notice
 
     path = Path(source).expanduser()
-    if path.exists() or (source.lower() not in CATALOG and source.count("/") != 1):
+    if looks_like_a_path(source) or (source.lower() not in CATALOG and source.count("/") != 1):
         return path, None
     ref = parse_model_ref(source)
     repo = ref.catalog.repo if ref.catalog else ref.source

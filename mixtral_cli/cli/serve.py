@@ -101,7 +101,6 @@ def serve(
     from ..serve import server_runner
     from ..serve.app import ServeConfig
     from ..serve.scheduler import parse_keep_alive
-    from ..store import ModelStore
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
     from ..worker import is_loopback
@@ -112,8 +111,8 @@ def serve(
         raise typer.BadParameter(str(exc), param_hint="--keep-alive") from exc
     run_server = server_runner()
     with StageProgress() as progress:
-        path = resolve_model(model, progress=progress)
-    pulled = ModelStore().pulled_as(path)
+        model_file = resolve_model(model, progress=progress)
+    path, pulled = model_file.path, model_file.pulled_as
     config = ServeConfig(
         model_id=model or path.name,
         model_path=path,
@@ -130,7 +129,9 @@ def serve(
         )
     run_server(
         config,
-        load=lambda: Engine(path, replace(for_chat(engine_options), sequences=parallel), on_notice=print_notice),
+        load=lambda: Engine(
+            path, replace(for_chat(engine_options), sequences=parallel), on_notice=print_notice, pulled_as=pulled
+        ),
         keep_alive=keep_alive_s,
         sequences=parallel,
         host=host,

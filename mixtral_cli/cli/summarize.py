@@ -34,6 +34,9 @@ def summarize(
         bool, typer.Option("--json", help="The summary with chunks, depth, tokens, timings.")
     ] = False,
     server: ServerOption = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Start a summary of hundreds of model calls without asking.")
+    ] = False,
     *,
     sampling: SamplingOptions,
     engine_options: EngineOptions,
@@ -68,7 +71,8 @@ def summarize(
 
         engine = RemoteEngine(server)
     else:
-        engine = Engine(resolve_model(model), engine_options, on_notice=print_notice)
+        model_file = resolve_model(model)
+        engine = Engine(model_file.path, engine_options, on_notice=print_notice, pulled_as=model_file.pulled_as)
     with engine:
         for name, text in inputs_to_summarize(documents, each=each):
             if name is not None and not json_output:
@@ -82,6 +86,7 @@ def summarize(
                         n > 1 and p.stage(f"Summarizing, level {level}", n, unit="parts")
                     ),
                     on_chunk=progress.advance_one,
+                    on_plan=lambda plan, seconds, p=progress: _agree_to_long_job(plan, seconds, yes=yes, progress=p),
                 )
                 # Every level but the last runs here, under the progress bars; the final summary streams after.
                 chunks, plan = summarizer.summarize(text, chunking=not no_chunk)
@@ -91,6 +96,22 @@ def summarize(
                 )
             else:
                 stream_text(chunks)
+
+
+def _agree_to_long_job(plan, seconds: float | None, *, yes: bool, progress) -> None:  # noqa: ANN001
+    """Before the first model call: a summary too long to start unasked is said, and run if the user agrees."""
+    from ..errors import MixtralError
+    from ..summarize import long_job
+
+    cost = long_job(plan, seconds)
+    if cost is None or yes:
+        return
+    hint = "Give --yes to run it anyway, or a larger --ctx-size for fewer, longer calls."
+    if not sys.stdin.isatty():
+        raise MixtralError(f"{cost[:-1]}; not started without --yes, as stdin is not a terminal.", hint=hint)
+    with progress.paused():
+        if not typer.confirm(f"{cost} Go on?", default=False, err=True):
+            raise MixtralError("Not started.", hint=hint)
 
 
 def _read_documents(files: list[str]):  # noqa: ANN202 - list[Document]

@@ -43,10 +43,10 @@ def worker(
     from ..paths import worker_cache_dir
     from ..ui.console import print_notice
     from ..ui.devices import print_worker_banner
-    from ..worker import is_loopback, run_worker
+    from ..worker import is_loopback, listen_address, run_worker
 
     cache_dir = None if no_cache else (cache or worker_cache_dir())
-    if not is_loopback(host):
+    if not is_loopback(listen_address(host)):
         print_notice(
             f"Listening on {host}: the RPC protocol has no authentication and no encryption; anyone who reaches "
             "this port can use these devices and read what they compute. Use it on a trusted network only."

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from ..errors import CheckpointError, UnsupportedArchitectureError
 from .safetensors import SafetensorsFormatError, TensorRef, read_index
@@ -33,33 +35,84 @@ class MixtralHParams:
 
     @classmethod
     def from_config(cls, config: dict, *, path: Path) -> MixtralHParams:
-        try:
-            hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
-            return cls(
-                vocab_size=int(config["vocab_size"]),
-                context_length=int(config.get("max_position_embeddings", 32768)),
-                hidden_size=hidden,
-                intermediate_size=int(config["intermediate_size"]),
-                num_layers=int(config["num_hidden_layers"]),
-                num_heads=heads,
-                num_kv_heads=int(config.get("num_key_value_heads") or heads),
-                head_dim=int(config.get("head_dim") or hidden // heads),
-                num_experts=int(config["num_local_experts"]),
-                experts_per_token=int(config["num_experts_per_tok"]),
-                rms_norm_eps=float(config.get("rms_norm_eps", 1e-5)),
-                rope_theta=_rope_theta(config),
-                tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
+        """The hyperparameters, each checked for its type and range, so a lying config.json is named here
+        rather than met later as a crash, a division by zero or a model llama.cpp refuses."""
+        read = _ConfigReader(config, path / "config.json")
+        hidden, heads = read.count("hidden_size"), read.count("num_attention_heads")
+        kv_heads = read.count("num_key_value_heads", default=heads)
+        experts = read.count("num_local_experts")
+        hparams = cls(
+            vocab_size=read.count("vocab_size"),
+            context_length=read.count("max_position_embeddings", default=32768),
+            hidden_size=hidden,
+            intermediate_size=read.count("intermediate_size"),
+            num_layers=read.count("num_hidden_layers"),
+            num_heads=heads,
+            num_kv_heads=kv_heads,
+            head_dim=read.count("head_dim", default=hidden // heads),
+            num_experts=experts,
+            experts_per_token=read.count("num_experts_per_tok"),
+            rms_norm_eps=read.positive("rms_norm_eps", default=1e-5),
+            rope_theta=read.positive("rope_theta", default=_rope_theta(config)),
+            tie_word_embeddings=read.flag("tie_word_embeddings", default=False),
+        )
+        if heads % kv_heads:
+            read.fail("num_key_value_heads", f"{kv_heads}, which does not divide the {heads} attention heads")
+        if hparams.experts_per_token > experts:
+            read.fail("num_experts_per_tok", f"{hparams.experts_per_token}, more than the {experts} experts")
+        return hparams
+
+
+class _ConfigReader:
+    """Reads config.json's values by type; a missing or wrong one is a CheckpointError naming the key."""
+
+    def __init__(self, config: dict, file: Path) -> None:
+        self.config, self.file = config, file
+
+    def fail(self, key: str, what: str) -> NoReturn:
+        raise CheckpointError(
+            f"{self.file}: {key} is {what}; it is not a valid Mixtral config.",
+            path=self.file.parent,
+            hint="Download config.json again, or fix that value.",
+        )
+
+    def _value(self, key: str, default: object) -> object:
+        value = self.config.get(key)
+        if value is None and default is None:
             raise CheckpointError(
-                f"{path / 'config.json'} lacks or garbles {exc}; it is not a complete Mixtral config.", path=path
-            ) from exc
+                f"{self.file} lacks {key}; it is not a complete Mixtral config.", path=self.file.parent
+            )
+        return default if value is None else value
+
+    def count(self, key: str, default: int | None = None) -> int:
+        value = self._value(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 2**31:
+            self.fail(key, f"{_shown(value)}, not a whole number from 1 to 2147483647")
+        return value
+
+    def positive(self, key: str, default: float) -> float:
+        value = self._value(key, default)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+            self.fail(key, f"{_shown(value)}, not a number above 0")
+        return float(value)
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self._value(key, default)
+        if not isinstance(value, bool):
+            self.fail(key, f"{_shown(value)}, not true or false")
+        return value
+
+
+def _shown(value: object) -> str:
+    shown = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def _rope_theta(config: dict) -> float:
     # transformers 5 moved rope_theta into rope_parameters; checkpoints in the wild have either.
-    parameters = config.get("rope_parameters") or {}
-    return float(config.get("rope_theta") or parameters.get("rope_theta") or 1e6)
+    parameters = config.get("rope_parameters")
+    theta = parameters.get("rope_theta") if isinstance(parameters, dict) else None
+    return theta if theta is not None else 1e6
 
 
 @dataclass(frozen=True)
@@ -91,12 +144,20 @@ class Checkpoint:
 
 def open_checkpoint(path: Path) -> Checkpoint:
     """Read a model folder's config and tensor tables, checking every file they name."""
+    if not path.exists():
+        raise CheckpointError(
+            f"{path} does not exist.", path=path, hint="Check the spelling; give the folder that holds config.json."
+        )
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a folder.", path=path, hint="Give the folder that holds config.json.")
     config = read_json(path / "config.json", path)
-    architectures = config.get("architectures") or [config.get("model_type", "unknown")]
+    architectures = config.get("architectures") or [config.get("model_type") or "unknown"]
+    if not (isinstance(architectures, list) and all(isinstance(a, str) for a in architectures)):
+        _ConfigReader(config, path / "config.json").fail(
+            "architectures", f"{_shown(architectures)}, not a list of names"
+        )
     if architectures[0] != MIXTRAL_ARCHITECTURE:
-        raise UnsupportedArchitectureError(str(architectures[0]), path=path)
+        raise UnsupportedArchitectureError(architectures[0][:80], path=path)
     if not (path / "tokenizer.model").is_file():
         raise CheckpointError(
             f"{path} has no tokenizer.model.", path=path, hint="Download the model's tokenizer.model into it."
@@ -115,6 +176,13 @@ def open_checkpoint(path: Path) -> Checkpoint:
 def _tensor_table(path: Path) -> dict[str, TensorRef]:
     if (path / INDEX_FILE).exists():
         weight_map = read_json(path / INDEX_FILE, path).get("weight_map") or {}
+        # Names of files in this folder, never paths: an index cannot send the reader elsewhere.
+        if not (isinstance(weight_map, dict) and all(_is_file_name(f) for f in weight_map.values())):
+            raise CheckpointError(
+                f"{path / INDEX_FILE} has a weight_map that is not tensor names to file names in {path}.",
+                path=path,
+                hint="Download it again.",
+            )
         files = sorted(set(weight_map.values()))
     else:
         # consolidated.* files repeat the same weights under Mistral's own names.
@@ -129,20 +197,36 @@ def _tensor_table(path: Path) -> dict[str, TensorRef]:
                 f"{path} is missing {filename}, which {INDEX_FILE} lists.", path=path, hint="Download the model again."
             )
         try:
-            tensors.update(read_index(file))
+            found = read_index(file)
         except SafetensorsFormatError as exc:
             raise CheckpointError(f"{exc}.", path=path, hint="Download that file again.") from exc
+        except OSError as exc:
+            raise CheckpointError(f"Cannot read {file}: {exc.strerror or exc}.", path=path) from exc
+        if twice := found.keys() & tensors.keys():
+            name = min(twice)
+            raise CheckpointError(
+                f"{path} has tensor {name[:80]} in both {tensors[name].path.name} and {filename}.",
+                path=path,
+                hint="Download the model again.",
+            )
+        tensors.update(found)
     return tensors
+
+
+def _is_file_name(name: object) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
 def read_json(file: Path, folder: Path) -> dict:
     try:
-        value = json.loads(file.read_text())
+        value = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(
             f"{folder} has no {file.name}; it is not a Hugging Face model folder.", path=folder
         ) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise CheckpointError(f"Cannot read {file}: {exc.strerror or exc}.", path=folder) from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{file} is not valid JSON.", path=folder, hint="Download it again.") from exc
     if not isinstance(value, dict):
         raise CheckpointError(f"{file} is not a JSON object.", path=folder)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,7 +84,7 @@ def read_index(path: Path) -> dict[str, TensorRef]:
             raise SafetensorsFormatError(f"{path} has a corrupt header")
         try:
             header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise SafetensorsFormatError(f"{path} has a corrupt header") from exc
     if not isinstance(header, dict):
         raise SafetensorsFormatError(f"{path} has a corrupt header")
@@ -93,21 +93,57 @@ def read_index(path: Path) -> dict[str, TensorRef]:
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        try:
-            dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SafetensorsFormatError(f"{path} has a corrupt entry for {name}") from exc
-        if dtype not in DTYPES:
-            raise SafetensorsFormatError(f"{path} stores {name} as {dtype}; only BF16, F16 and F32 are read")
-        n_elements = 1
-        for dim in shape:
-            n_elements *= dim
-        if end - begin != n_elements * DTYPES[dtype][1] or begin < 0:
-            raise SafetensorsFormatError(f"{path} has a corrupt entry for {name}")
+        dtype, shape, begin, end = _checked_entry(path, name, entry)
         if data_start + end > size:
-            raise SafetensorsFormatError(f"{path} is truncated: {name} ends past the end of the file")
+            raise SafetensorsFormatError(f"{path} is truncated: {_shown(name)} ends past the end of the file")
         tensors[name] = TensorRef(name, path, dtype, shape, data_start + begin, end - begin)
+    _check_no_overlap(path, tensors.values())
     return tensors
+
+
+def _checked_entry(path: Path, name: str, entry: object) -> tuple[str, tuple[int, ...], int, int]:
+    """One header entry's dtype, shape and data offsets, each checked for type and for agreeing with the rest."""
+    corrupt = SafetensorsFormatError(f"{path} has a corrupt entry for {_shown(name)}")
+    if not isinstance(entry, dict):
+        raise corrupt
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str):
+        raise corrupt
+    if dtype not in DTYPES:
+        raise SafetensorsFormatError(
+            f"{path} stores {_shown(name)} as {_shown(dtype)}; only BF16, F16 and F32 are read"
+        )
+    if not (isinstance(shape, list) and all(_is_count(dim) for dim in shape)):
+        raise corrupt
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
+        raise corrupt
+    begin, end = offsets
+    n_elements = 1
+    for dim in shape:
+        n_elements *= dim
+    if end - begin != n_elements * DTYPES[dtype][1]:
+        raise corrupt
+    return dtype, tuple(shape), begin, end
+
+
+def _shown(name: str) -> str:
+    """A name from the file, cut where a hostile one would flood the message."""
+    return name if len(name) <= 80 else name[:77] + "..."
+
+
+def _is_count(value: object) -> bool:
+    """A JSON whole number of 0 or more (JSON's true is a Python int too, and no count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_no_overlap(path: Path, tensors: Iterable[TensorRef]) -> None:
+    previous: TensorRef | None = None
+    for tensor in sorted(tensors, key=lambda t: (t.offset, t.nbytes)):
+        if previous is not None and tensor.offset < previous.offset + previous.nbytes:
+            raise SafetensorsFormatError(
+                f"{path} has tensors {_shown(previous.name)} and {_shown(tensor.name)} in the same bytes"
+            )
+        previous = tensor
 
 
 def write_file(

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..atomic import atomic_path
+from ..atomic import write_state
 from ..paths import mixtral_home
 from .layout import LayoutRates
 
@@ -57,22 +58,27 @@ def cpu_signature() -> str:
 
 def cached_rates(key: str) -> LayoutRates | None:
     entry = _read_cache().get(key)
+    if not isinstance(entry, dict) or not all(_is_number(v) for v in entry.values()):
+        return None  # garbled: measure again
     try:
-        rates = LayoutRates(**entry) if entry else None
+        rates = LayoutRates(**entry)
     except TypeError:  # written by another version: measure again
         return None
-    if rates is None or min(rates.plain_prompt, rates.plain_decode, rates.repacked_prompt, rates.repacked_decode) <= 0:
+    if min(rates.plain_prompt, rates.plain_decode, rates.repacked_prompt, rates.repacked_decode) <= 0:
         return None
     return rates
 
 
-def store_rates(key: str, rates: LayoutRates) -> None:
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def store_rates(key: str, rates: LayoutRates, *, on_notice: Callable[[str], None] | None = None) -> None:
+    """Keep ``rates`` for the next run; where they cannot be kept, they are measured again then."""
     entries = _read_cache()
     entries[key] = asdict(rates)
-    target = cache_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as partial:
-        partial.write_text(json.dumps(entries, indent=2) + "\n")
+    text = json.dumps(entries, indent=2) + "\n"
+    write_state(cache_path(), text, what="This machine's measured speeds for the model", on_notice=on_notice)
 
 
 def calibrate(plain: Engine, load_repacked: Callable[[], Engine]) -> tuple[LayoutRates, Engine]:
@@ -105,6 +111,6 @@ def measure(engine: Engine) -> tuple[float, float]:
 def _read_cache() -> dict[str, dict]:
     try:
         data = json.loads(cache_path().read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}

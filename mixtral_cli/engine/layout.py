@@ -83,15 +83,21 @@ def choose_layout(work: Work, rates: LayoutRates, memory: Memory) -> LayoutPlan:
     The plain layout is loaded first (it only maps the file), so the repacked one costs its load time.
     """
     load = rates.repack_load_s
-    prompt, answer = work.prompt_tokens, work.answer_tokens
     expected = {
-        Layout.PLAIN: prompt / rates.plain_prompt + answer / rates.plain_decode,
-        Layout.REPACKED: load + prompt / rates.repacked_prompt + answer / rates.repacked_decode,
+        Layout.PLAIN: expected_seconds(work, rates, Layout.PLAIN),
+        Layout.REPACKED: load + expected_seconds(work, rates, Layout.REPACKED),
     }
     if memory.holds_both:
-        expected[Layout.HANDOVER] = load + prompt / rates.plain_prompt + answer / rates.repacked_decode
+        expected[Layout.HANDOVER] = load + expected_seconds(work, rates, Layout.HANDOVER)
     best = min(expected, key=expected.__getitem__)
     return LayoutPlan(best, expected, memory)
+
+
+def expected_seconds(work: Work, rates: LayoutRates, layout: Layout) -> float:
+    """How long ``work`` takes in ``layout`` at ``rates``, once the layout is loaded."""
+    prompt_rate = rates.repacked_prompt if layout is Layout.REPACKED else rates.plain_prompt
+    decode_rate = rates.plain_decode if layout is Layout.PLAIN else rates.repacked_decode
+    return work.prompt_tokens / prompt_rate + work.answer_tokens / decode_rate
 
 
 def prefill_elsewhere(own_tokens: int, prefill_tokens: int, rates: LayoutRates) -> bool:

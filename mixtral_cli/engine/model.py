@@ -28,14 +28,13 @@ from ..prompt import (
     completion_messages,
     raw_prompt_ids,
 )
-from ..store import ModelStore
 from ..system import available_memory, gpu_on_this_machine, physical_cores
 from . import logs
 from .context_memory import ModelShape, check_context
 from .devices import has_gpu_backend, init_backend
 from .fit import Plan, context_params, model_plan
 from .kv_cache import KVCache
-from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, prefill_elsewhere
+from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, expected_seconds, prefill_elsewhere
 from .lora import AdapterInfo, LoadedAdapters, check_adapter
 from .options import EngineOptions, LoraSpec, SamplingOptions, kv_bytes_per_token
 from .placement import LoadParams, Placement
@@ -101,14 +100,18 @@ class Engine:
         *,
         on_notice: Callable[[str], None] | None = None,
         vocab_only: bool = False,
+        pulled_as: tuple[str, bool] | None = None,
     ) -> None:
-        """``vocab_only`` loads the vocabulary and metadata alone (no weights, no context): for prompt ids."""
+        """``vocab_only`` loads the vocabulary and metadata alone (no weights, no context): for prompt ids.
+        ``pulled_as``: the catalog name the file was pulled by and whether that entry is Instruct, which
+        wins over what the file says."""
         import llama_cpp
 
         started = time.perf_counter()
         self._llama = llama_cpp
         self.path = path
         self.options = options
+        self._pulled_as = pulled_as
         self._threads = options.threads or physical_cores()
         notice = self._notice = on_notice or (lambda text: None)
         header = self._header = _check_file(path)
@@ -139,7 +142,8 @@ class Engine:
             self._rates: LayoutRates | None = None
             self._model = _load_model(path, self.placement, repack=repack)
             try:
-                self.info = _model_info(path, self._model, gpu=bool(self.placement and self.placement.devices))
+                gpu = bool(self.placement and self.placement.devices)
+                self.info = _model_info(path, self._model, gpu=gpu, pulled_as=pulled_as)
                 self._vocab = llama_cpp.llama_model_get_vocab(self._model)
                 self._ctx = None if vocab_only else self._new_context(notice)
                 self._adapters = LoadedAdapters(self._model, last_error=_last_error)
@@ -315,7 +319,7 @@ class Engine:
         rates, repacked = calibration.cached_rates(key), None
         if rates is None:
             rates, repacked = calibration.calibrate(self, lambda: self._sibling(repack=True))
-            calibration.store_rates(key, rates)
+            calibration.store_rates(key, rates, on_notice=self._notice)
         memory = Memory(self.info.size_bytes, self._kv_bytes_per_token() * self.n_ctx, available)
         plan = choose_layout(work, rates, memory)
         if plan.layout is not Layout.PLAIN:
@@ -330,9 +334,17 @@ class Engine:
             self._notice(plan.describe())
         return plan
 
+    def expected_seconds(self, work: Work) -> float | None:
+        """How long ``work`` should take in this engine's layout, from this machine's measured rates (see
+        calibration.py); None where this model was never measured here."""
+        from . import calibration
+
+        rates = self._rates or calibration.cached_rates(calibration.cache_key(self.path, threads=self._threads))
+        return None if rates is None else expected_seconds(work, rates, self.layout)
+
     def _sibling(self, *, repack: bool) -> Engine:
         """Another engine of the same file and context size in the other layout."""
-        return Engine(self.path, replace(self.options, repack=repack, ctx_size=self.n_ctx))
+        return Engine(self.path, replace(self.options, repack=repack, ctx_size=self.n_ctx), pulled_as=self._pulled_as)
 
     def _swap_models(self, other: Engine) -> None:
         for name in ("_model", "_ctx", "_vocab", "_caches", "_adapters"):
@@ -565,12 +577,12 @@ def _meta(model, key: str) -> str | None:  # noqa: ANN001 - a llama_model_p
     return buffer.value.decode("utf-8", errors="replace") if n >= 0 else None
 
 
-def _model_info(path: Path, model, *, gpu: bool) -> ModelInfo:  # noqa: ANN001 - a llama_model_p
+def _model_info(path: Path, model, *, gpu: bool, pulled_as: tuple[str, bool] | None) -> ModelInfo:  # noqa: ANN001
     import llama_cpp
 
     n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
     instruct, source = instruct_from_data(
-        chat_template=_meta(model, CHAT_TEMPLATE_KEY) is not None, pulled_as=ModelStore().pulled_as(path)
+        chat_template=_meta(model, CHAT_TEMPLATE_KEY) is not None, pulled_as=pulled_as
     )
     return ModelInfo(
         path=path,

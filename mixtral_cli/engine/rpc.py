@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import RpcUnavailableError, WorkerError
+from ..errors import RpcUnavailableError, WorkerError, WorkerOptionError
 from .devices import Device, DeviceKind, ggml, init_backend, list_devices
 
 # ggml-rpc.h at the vendored llama.cpp: a worker of another major version cannot serve us.
@@ -26,6 +26,7 @@ _HELLO_CAPS = 24  # RPC_CONN_CAPS_SIZE: zeros ask for plain TCP
 _CHECK_TIMEOUT_S = 5.0
 
 _added: dict[str, list[Device]] = {}  # endpoint -> its devices, once added to the registry
+_adding: list[str] = []  # the endpoint llama.cpp is adding now, if any
 
 
 @dataclass(frozen=True)
@@ -144,16 +145,22 @@ def add_workers(endpoints: Sequence[str]) -> list[Device]:
         if endpoint not in _added:
             check_worker(endpoint)
     lib = ggml()
+    # Before llama.cpp's first call to a worker: one that answered our hello and then breaks off or sends
+    # garbage makes ggml abort in that very call.
+    _install_abort_handler()
     for endpoint in endpoints:
         if endpoint in _added:
             continue
         before = {d.handle for d in list_devices()}
-        reg = _rpc_function("ggml_backend_rpc_add_server", ctypes.c_void_p, ctypes.c_char_p)(endpoint.encode())
-        if not reg:
-            raise WorkerError(f"llama.cpp could not add the worker at {endpoint}.", endpoint=endpoint)
-        lib.ggml_backend_register(reg)
-        _added[endpoint] = [d for d in list_devices() if d.handle not in before]
-    _install_abort_handler()
+        _adding.append(endpoint)  # until its devices are listed: each step asks the worker
+        try:
+            reg = _rpc_function("ggml_backend_rpc_add_server", ctypes.c_void_p, ctypes.c_char_p)(endpoint.encode())
+            if not reg:
+                raise WorkerError(f"llama.cpp could not add the worker at {endpoint}.", endpoint=endpoint)
+            lib.ggml_backend_register(reg)
+            _added[endpoint] = [d for d in list_devices() if d.handle not in before]
+        finally:
+            _adding.remove(endpoint)
     return [device for endpoint in endpoints for device in _added[endpoint]]
 
 
@@ -196,7 +203,8 @@ def _install_abort_handler() -> None:
 
     @callback_type
     def on_abort(message: bytes) -> None:
-        lost = [endpoint for endpoint in _added if not _reachable(endpoint)]
+        # While a worker is being added, it is the one that failed, reachable or not (it may be sending garbage).
+        lost = _adding or [endpoint for endpoint in _added if not _reachable(endpoint)]
         where = ", ".join(lost or _added)
         detail = (message or b"").decode(errors="replace").strip().splitlines()
         sys.stderr.write(
@@ -231,7 +239,7 @@ def worker_devices(names: Sequence[str] | None) -> list[Device]:
         by_name = {d.name.lower(): d for d in local}
         unknown = [n for n in names if n.lower() not in by_name]
         if unknown:
-            raise WorkerError(
+            raise WorkerOptionError(
                 f"No device named {', '.join(unknown)} here.",
                 endpoint="",
                 hint=f"This machine has {', '.join(d.name for d in local)} (see `mixtral devices`).",

@@ -58,6 +58,9 @@ class RemoteEngine:
     def set_loras(self, specs: Sequence[LoraSpec]) -> None:
         raise ChatError("With --server, the server's adapters answer: start it with the --lora you want.")
 
+    def expected_seconds(self, work: Work) -> float | None:
+        return None  # rates are measured on the server's machine, not here: the plan's size alone decides
+
     def prepare(self, work: Work) -> LayoutPlan | None:
         return None  # the server's engine keeps the layout it was started with
 

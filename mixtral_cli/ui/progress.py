@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -53,6 +55,17 @@ class StageProgress:
             self._finish_stage()
         if self._live:
             self._progress.stop()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The terminal to ourselves for the block (a question to the user), the bars hidden."""
+        if self._live:
+            self._progress.stop()
+        try:
+            yield
+        finally:
+            if self._live:
+                self._progress.start()
 
     def stage(self, description: str, total: int, *, unit: str = "bytes") -> None:
         if self._task is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,12 @@ TRIPLE_QUOTES = '"""'
 def run_repl(session: ChatSession, *, history_file: Path, load_engine: Callable[[str], Engine]) -> None:
     """Talk until /exit or end of input. With stdin not a terminal, each line is one user turn."""
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    read = _prompt_reader(history_file) if interactive else _line_reader()
+    if not interactive:
+        read = _line_reader()
+    elif _dumb_terminal():
+        read = _dumb_terminal_reader()
+    else:
+        read = _prompt_reader(history_file)
     if interactive:
         stdout_console().print(
             f"[bold]{session.engine.info.name}[/] · {session.engine.n_ctx} tokens of context · "
@@ -138,6 +143,31 @@ def _line_reader() -> Callable[[], str]:
     return read
 
 
+def _dumb_terminal() -> bool:
+    from prompt_toolkit.utils import is_dumb_terminal
+
+    return is_dumb_terminal()
+
+
+def _dumb_terminal_reader() -> Callable[[], str]:
+    """Lines as a dumb terminal (Emacs's shell, TERM=dumb) sends them: it edits the line and keeps the
+    history itself. prompt-toolkit would write its prompt before it takes the terminal out of line mode, so
+    a Ctrl-D typed at once is lost: here the terminal's own end of input is the end of the chat."""
+    read_line = _line_reader()
+
+    def read() -> str:
+        print(">>> ", end="", flush=True)
+        text = read_line()
+        if not text.lstrip().startswith(TRIPLE_QUOTES):
+            return text
+        while not _closed_block(text):
+            print("... ", end="", flush=True)
+            text += "\n" + read_line()
+        return text.strip()[3:-3].strip("\n")
+
+    return read
+
+
 def _prompt_reader(history_file: Path) -> Callable[[], str]:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.completion import WordCompleter
@@ -145,22 +175,44 @@ def _prompt_reader(history_file: Path) -> Callable[[], str]:
     from prompt_toolkit.key_binding import KeyBindings
 
     class InputHistory(FileHistory):
-        """The input history file; one that cannot be written (a full disk) costs the history, not the chat."""
+        """The input history file; one that cannot be read or written (a folder by that name, a full disk)
+        costs the history, not the chat: the session keeps its input in memory then, and says so once."""
 
         error: str | None = None  # to report once, after the prompt
         failed = False
 
+        def fail(self, doing: str, exc: OSError) -> None:
+            if not self.failed:
+                self.error = f"Input history is not {doing} {history_file}: {exc.strerror or exc}."
+            self.failed = True
+
+        def load_history_strings(self) -> Iterable[str]:
+            try:
+                return super().load_history_strings()
+            except OSError as exc:
+                self.fail("read from", exc)
+                return []
+
         def store_string(self, string: str) -> None:
+            if self.failed:
+                return
             try:
                 super().store_string(string)
             except OSError as exc:
-                if not self.failed:
-                    self.error = f"Input history is not saved to {history_file}: {exc.strerror or exc}."
-                self.failed = True
+                self.fail("saved to", exc)
 
     with contextlib.suppress(OSError):  # a home that cannot be made is reported with the first line stored
         history_file.parent.mkdir(parents=True, exist_ok=True)
     history = InputHistory(str(history_file))
+    try:
+        # prompt-toolkit loads the history in the background and shows a failure there as a traceback
+        # under the prompt, on every prompt: a file that cannot be read is found here, before.
+        if history_file.exists():
+            history_file.open("rb").close()
+    except OSError as exc:
+        history.fail("read from", exc)
+        print_notice(f"{history.error} This session keeps its input in memory.")
+        history.error = None
     bindings = KeyBindings()
 
     @bindings.add("enter")
