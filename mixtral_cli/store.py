@@ -49,6 +49,7 @@ _ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
     "size": (int,),
     "tokenizer": (str, type(None)),
     "instruct": (bool, type(None)),
+    "base_model": (str, type(None)),
     "created": (str,),
 }
 

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .atomic import atomic_folder, check_writable
+from .atomic import atomic_folder
 from .bounds import INT32_MAX, Bound
 from .convert.safetensors import float32_to_bf16_bits, write_file
 from .errors import DiskSpaceError, InvalidShapeError, LimitError
@@ -111,7 +111,6 @@ def build_tiny_mixtral(directory: Path, spec: TinyMixtralSpec = TinyMixtralSpec(
         )
     vocab_size = VOCAB_SIZES[spec.tokenizer]
     _check_room(directory, spec, vocab_size)
-    check_writable(directory / "config.json")
     # Written aside and moved in when whole: a shape too large for memory or disk leaves nothing behind.
     with atomic_folder(directory) as building:
         _write_json(building / "config.json", _config(spec, vocab_size))

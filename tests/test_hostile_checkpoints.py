@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -217,13 +219,35 @@ def test_a_tensor_in_two_shards_is_refused(sharded, mixtral, tmp_path):
 # -- mixtral tiny -----------------------------------------------------------------------------------------
 
 
-def test_tiny_of_a_shape_that_cannot_be_allocated_leaves_nothing(mixtral, tmp_path):
+def test_tiny_of_a_shape_that_cannot_be_allocated_leaves_nothing(tmp_path):
+    # A shape this machine's memory holds (so the check before writing lets it through), in a child whose
+    # address space cannot: the allocation fails for real, half-way through the folder.
+    child = (
+        "import resource, sys\n"
+        "from mixtral_cli.cli import main\n"
+        "size = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (size + 2**29, resource.RLIM_INFINITY))\n"
+        "main(sys.argv[1:])\n"
+    )
     target = tmp_path / "huge"
-    result = mixtral("tiny", target, "--hidden-size", "4000000")
+    result = subprocess.run(
+        [sys.executable, "-c", child, "tiny", str(target), "--hidden-size", "8192"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
-    assert result.exit_code == 1
+    assert result.returncode == 1
     assert result.stderr.startswith("Error: A tiny Mixtral of this shape cannot be allocated: ")
     assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tiny_of_a_shape_past_this_machines_memory_is_refused_before_writing(mixtral, tmp_path):
+    result = mixtral("tiny", tmp_path / "huge", "--hidden-size", "4000000")
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: Writing this checkpoint takes about ")
     assert list(tmp_path.iterdir()) == []
 
 
