@@ -480,8 +480,10 @@ def test_keep_alive_durations(text, seconds):
 
 
 def test_without_the_serve_extra_serve_says_how_to_install_it(monkeypatch):
-    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
-    monkeypatch.delitem(sys.modules, "mixtral_cli.serve.server", raising=False)
+    for package in ("starlette", "uvicorn"):
+        monkeypatch.setitem(sys.modules, package, None)  # as if it were not installed
+    for module in ("mixtral_cli.serve.server", "mixtral_cli.serve.app"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
     result = run_mixtral("serve", "-m", "tiny")
 
     assert result.returncode == 1

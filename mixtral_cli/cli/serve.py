@@ -99,7 +99,6 @@ def serve(
     from ..engine.model import Engine
     from ..model_path import resolve_model
     from ..serve import server_runner
-    from ..serve.app import ServeConfig
     from ..serve.scheduler import parse_keep_alive
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
@@ -110,6 +109,7 @@ def serve(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--keep-alive") from exc
     run_server = server_runner()
+    from ..serve.app import ServeConfig  # the serve extra's packages, there once server_runner() returns
     with StageProgress() as progress:
         model_file = resolve_model(model, progress=progress)
     path, pulled = model_file.path, model_file.pulled_as
