@@ -491,6 +491,14 @@ def test_without_the_serve_extra_serve_says_how_to_install_it(monkeypatch):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("option", [("--keep-alive", "99999999999999999h"), ("--queue-timeout", "inf")])
+def test_a_wait_longer_than_this_machine_can_time_is_a_usage_error(option):
+    result = run_mixtral("serve", "-m", "tiny", *option)
+
+    assert result.returncode == 2
+    assert option[0] in result.stderr and "Traceback" not in result.stderr
+
+
 def test_a_keep_alive_that_is_not_a_duration_is_a_usage_error():
     result = run_mixtral("serve", "-m", "tiny", "--keep-alive", "soon")
 

@@ -8,6 +8,7 @@ import typer
 
 from ..azure_request import ResponseShape
 from ..engine.options import EngineOptions, SamplingOptions
+from ..serve.scheduler import MAX_WAIT_S
 from .options import ModelOption, runs_a_model
 
 SERVER = "Server"
@@ -57,7 +58,12 @@ def serve(
     ] = 1,
     queue_timeout: Annotated[
         float,
-        typer.Option(min=0.1, rich_help_panel=SERVER, help="Seconds a request may wait for the model before a 503."),
+        typer.Option(
+            min=0.1,
+            max=MAX_WAIT_S,
+            rich_help_panel=SERVER,
+            help="Seconds a request may wait for the model before a 503.",
+        ),
     ] = 60.0,
     response_shape: Annotated[
         ResponseShape | None,
@@ -110,6 +116,7 @@ def serve(
         raise typer.BadParameter(str(exc), param_hint="--keep-alive") from exc
     run_server = server_runner()
     from ..serve.app import ServeConfig  # the serve extra's packages, there once server_runner() returns
+
     with StageProgress() as progress:
         model_file = resolve_model(model, progress=progress)
     path, pulled = model_file.path, model_file.pulled_as

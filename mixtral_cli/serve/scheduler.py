@@ -318,6 +318,7 @@ class _Running:
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}
+MAX_WAIT_S = threading.TIMEOUT_MAX  # the longest wait a lock or queue takes here: past it they overflow
 
 
 def parse_keep_alive(text: str) -> float | None:
@@ -328,4 +329,7 @@ def parse_keep_alive(text: str) -> float | None:
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration: give e.g. 5m, 30s, 1h, 0 or -1.")
-    return float(match[1]) * _UNIT_S[match[2]]
+    seconds = float(match[1]) * _UNIT_S[match[2]]
+    if seconds > MAX_WAIT_S:
+        raise ValueError(f"{text!r} is longer than {MAX_WAIT_S:.0f} s, the longest wait here: give -1 to never unload.")
+    return seconds
