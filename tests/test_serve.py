@@ -185,6 +185,23 @@ def test_token_ids_outside_the_vocabulary_are_refused(server):
     assert "token ids" in body["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("route", "body", "message"),
+    [
+        ("/v1/completions", b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests deeper than 64 levels"),
+        ("/score", b'{"input_data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests deeper than 64 levels"),
+        ("/v1/completions", b'\xff{"prompt": "Hi"}', "not UTF-8 text (byte 0)"),
+        ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "Hi"}], "temperature": 1e400}', "inf"),
+        ("/v1/completions", b'{"prompt": "Hi", "top_k": 2147483648}', "32-bit"),
+    ],
+)
+def test_hostile_bodies_are_400_in_one_line(server, route, body, message):
+    status, _, answer = post(f"{server.url}{route}", body)
+
+    assert status == 400
+    assert message in answer["error"]["message"]
+
+
 # -- the model cards' scoring route ------------------------------------------------------------------------
 
 CARD_REQUEST = {

@@ -33,6 +33,7 @@ from ..errors import (
     ServerStoppedError,
 )
 from ..structured import OutputShape
+from ..textinput import parse_json
 from .openai_api import Answer, OpenAIRequest, models_list, parse_chat_request, parse_text_request
 from .scheduler import ClientGone, Job, ModelHost
 from .work import (
@@ -142,9 +143,10 @@ class _Handlers:
 
     async def _json(self, request: Request) -> object:
         try:
-            return json.loads(await self._body(request))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidRequestError("The request body is not JSON.") from exc
+            text = (await self._body(request)).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidRequestError(f"The request body is not UTF-8 text (byte {exc.start}).") from exc
+        return parse_json(text, "The request body", error=InvalidRequestError)
 
     async def _sampling(self, sampling: SamplingOptions, shape: OutputShape | None) -> SamplingOptions:
         """A request's sampling, bounded by the context, with its shape's grammar once llama.cpp has parsed it."""

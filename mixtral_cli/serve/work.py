@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from ..engine.options import SamplingOptions
+from ..engine.options import OPTION_BOUNDS, SamplingOptions
 from ..errors import InvalidRequestError, MixtralError
 from ..prompt import Message, PromptMode, messages_from_dicts
 from ..structured import AnswerKind, OutputShape
@@ -26,14 +26,15 @@ COMPLETE_ROUTE = "/mixtral/v1/complete"
 MODEL_ROUTE = "/mixtral/v1/model"
 IDS_ROUTE = "/mixtral/v1/ids"
 GENERATE_ROUTE = "/mixtral/v1/generate"
+# The sampling values a request may give, and the type each is read as; their ranges are the options' own.
 _SAMPLING_NUMBERS = {
-    "temperature": (float, 0.0, None),
-    "top_p": (float, 0.0, 1.0),
-    "top_k": (int, 0, None),
-    "min_p": (float, 0.0, 1.0),
-    "repeat_penalty": (float, 0.0, None),
-    "seed": (int, 0, 2**32 - 2),
-    "max_tokens": (int, 1, None),
+    "temperature": float,
+    "top_p": float,
+    "top_k": int,
+    "min_p": float,
+    "repeat_penalty": float,
+    "seed": int,
+    "max_tokens": int,
 }
 
 
@@ -137,14 +138,14 @@ def answer_card_request(request: ModelCardRequest, sampling: SamplingOptions, sh
 def sampling_from(data: dict[str, Any], base: SamplingOptions) -> SamplingOptions:
     """``base`` with the sampling values ``data`` gives, checked."""
     changes: dict[str, Any] = {}
-    for name, (kind, low, high) in _SAMPLING_NUMBERS.items():
+    for name, kind in _SAMPLING_NUMBERS.items():
         value = data.get(name)
         if value is None:
             continue
         number = kind is float and isinstance(value, (int, float)) or kind is int and isinstance(value, int)
-        if isinstance(value, bool) or not number or value < low or (high is not None and value > high):
-            bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
-            raise InvalidRequestError(f'"{name}" must be a{"n integer" if kind is int else " number"} {bounds}.')
+        if isinstance(value, bool) or not number:
+            raise InvalidRequestError(f'"{name}" must be a{"n integer" if kind is int else " number"}.')
+        OPTION_BOUNDS[name].check(f'"{name}"', value, error=InvalidRequestError)
         changes[name] = kind(value)
     stop = data.get("stop")
     if stop is not None:
