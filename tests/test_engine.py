@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from mixtral_cli.engine.model import Engine, context_that_fits
+from mixtral_cli.engine.context_memory import context_that_fits
+from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions, SamplingOptions
 from mixtral_cli.errors import ContextOverflowError, GGUFError, ModelNotFoundError, UnsupportedArchitectureError
 from mixtral_cli.prompt import InvalidConversationError, Message, PromptFormat

@@ -49,7 +49,7 @@ def devices(
         mixtral devices --rpc 192.168.1.20:50052 -m 8x22b-instruct:Q4_K_M
     """
     from ..engine.devices import backend_names, list_devices
-    from ..engine.model import plan_model
+    from ..engine.loading import plan_model
     from ..model_path import resolve_model
     from ..ui.devices import devices_json, print_devices, print_needs
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ..errors import LimitError
 
 _F32 = 4
+_MIN_CTX = 512  # the least a capped context keeps
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,11 @@ def check_context(
 
 def _gib(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:.2f} GiB"
+
+
+def context_that_fits(wanted: int, *, bytes_per_token: int, free: int, model_bytes: int) -> int:
+    """The model's context, or less when its KV cache would not fit in half the memory the model leaves."""
+    budget = (free - model_bytes) // 2  # the other half is for everything else on the machine
+    if wanted * bytes_per_token <= budget:
+        return wanted
+    return max(_MIN_CTX, budget // bytes_per_token // 256 * 256)

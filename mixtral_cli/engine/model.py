@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -11,14 +10,9 @@ from pathlib import Path
 
 from ..errors import (
     ContextOverflowError,
-    GGUFError,
     GPUMemoryError,
-    LegacyLayoutError,
     LlamaCppError,
-    ModelNotFoundError,
 )
-from ..gguf_header import GGUFInfo, inspect_gguf, is_gguf
-from ..instruct import CHAT_TEMPLATE_KEY, instruct_from_data
 from ..prompt import (
     Message,
     PromptFormat,
@@ -28,34 +22,27 @@ from ..prompt import (
     completion_messages,
     raw_prompt_ids,
 )
-from ..system import available_memory, gpu_on_this_machine, physical_cores
+from ..system import available_memory, physical_cores
 from . import logs
-from .context_memory import ModelShape, check_context
-from .devices import has_gpu_backend, init_backend
-from .fit import Plan, context_params, model_plan
+from .context_memory import ModelShape, check_context, context_that_fits
+from .devices import init_backend
+from .fit import context_params, model_plan
 from .kv_cache import KVCache
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, expected_seconds, prefill_elsewhere
+from .loading import (
+    check_model_file,
+    collect_errors,
+    collected_errors,
+    last_error,
+    load_model,
+    model_info,
+    notice_missing_gpu_backend,
+    print_log,
+)
 from .lora import AdapterInfo, LoadedAdapters, check_adapter
 from .options import EngineOptions, LoraSpec, SamplingOptions, kv_bytes_per_token
-from .placement import LoadParams, Placement
 from .sampler import Sampler
 from .text import TextStream
-
-_MIN_CTX = 512
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    path: Path
-    name: str
-    n_ctx_train: int
-    n_vocab: int
-    n_params: int
-    size_bytes: int
-    prompt_format: PromptFormat
-    gpu_offload: bool
-    instruct: bool  # chat format by default; from the model's data, never its name
-    instruct_source: str  # what decided ``instruct``, for reports
 
 
 @dataclass
@@ -114,14 +101,14 @@ class Engine:
         self._pulled_as = pulled_as
         self._threads = options.threads or physical_cores()
         notice = self._notice = on_notice or (lambda text: None)
-        header = self._header = _check_file(path)
+        header = self._header = check_model_file(path)
         # Before anything heavy loads: a mismatched adapter is one line, not a load and a log.
         self.adapters: tuple[AdapterInfo, ...] = (
             () if vocab_only else tuple(check_adapter(spec, header) for spec in options.loras)
         )
         init_backend()
-        _notice_missing_gpu_backend(notice)
-        _collected_errors.clear()
+        notice_missing_gpu_backend(notice)
+        collected_errors.clear()
         with self._log():
             self.plan = None if vocab_only else model_plan(path, header, options)
             if self.plan and options.flash_attn and not self.plan.flash_attn and options.verbose:
@@ -140,13 +127,13 @@ class Engine:
             self.layout_plan: LayoutPlan | None = None
             self._prefill: Engine | None = None  # the plain-layout engine of a hand-over
             self._rates: LayoutRates | None = None
-            self._model = _load_model(path, self.placement, repack=repack)
+            self._model = load_model(path, self.placement, repack=repack)
             try:
                 gpu = bool(self.placement and self.placement.devices)
-                self.info = _model_info(path, self._model, gpu=gpu, pulled_as=pulled_as)
+                self.info = model_info(path, self._model, gpu=gpu, pulled_as=pulled_as)
                 self._vocab = llama_cpp.llama_model_get_vocab(self._model)
                 self._ctx = None if vocab_only else self._new_context(notice)
-                self._adapters = LoadedAdapters(self._model, last_error=_last_error)
+                self._adapters = LoadedAdapters(self._model, last_error=last_error)
                 if self._ctx and options.loras:
                     self._adapters.apply(self._ctx, options.loras)
             except BaseException:
@@ -164,7 +151,7 @@ class Engine:
     # -- loading --------------------------------------------------------------------------------------
 
     def _log(self):  # noqa: ANN202 - a context manager
-        return logs.log_handler(_print_log if self.options.verbose else _collect_errors)
+        return logs.log_handler(print_log if self.options.verbose else collect_errors)
 
     def set_loras(self, specs: Sequence[LoraSpec]) -> None:
         """Apply exactly ``specs`` from now on (none: the plain model); the KV cache, computed without them, goes."""
@@ -189,9 +176,9 @@ class Engine:
         ctx = llama_cpp.llama_init_from_model(self._model, params)
         if not ctx:
             on_gpu = bool(self.placement and self.placement.devices and self.placement.n_gpu_layers)
-            error = GPUMemoryError if on_gpu and "alloc" in _last_error() else LlamaCppError
+            error = GPUMemoryError if on_gpu and "alloc" in last_error() else LlamaCppError
             raise error(
-                f"llama.cpp could not create a context of {params.n_ctx} tokens{_last_error()}.",
+                f"llama.cpp could not create a context of {params.n_ctx} tokens{last_error()}.",
                 hint="Try a smaller --ctx-size"
                 + (", a quantized --cache-type-k, or a larger --gpu-margin." if on_gpu else "."),
             )
@@ -480,119 +467,3 @@ class Engine:
     def take_cache_from(self, source: Engine) -> None:
         """Continue from the tokens ``source``'s KV cache holds, as if this engine had evaluated them."""
         self._cache.take_from(source._cache)
-
-
-def context_that_fits(wanted: int, *, bytes_per_token: int, free: int, model_bytes: int) -> int:
-    """The model's context, or less when its KV cache would not fit in half the memory the model leaves."""
-    budget = (free - model_bytes) // 2  # the other half is for everything else on the machine
-    if wanted * bytes_per_token <= budget:
-        return wanted
-    return max(_MIN_CTX, budget // bytes_per_token // 256 * 256)
-
-
-_collected_errors: list[str] = []
-
-
-def _collect_errors(level: int, text: str) -> None:
-    if level == logs.LOG_LEVEL_ERROR and text.strip():
-        _collected_errors.append(text.strip())
-
-
-def _print_log(level: int, text: str) -> None:
-    sys.stderr.write(text)
-    _collect_errors(level, text)
-
-
-def _last_error() -> str:
-    return f": {_collected_errors[-1]}" if _collected_errors else ""
-
-
-def plan_model(path: Path, options: EngineOptions) -> Plan:
-    """The plan the engine would make for ``path`` with ``options``, without loading it (`mixtral devices -m`)."""
-    header = _check_file(path)
-    init_backend()
-    return model_plan(path, header, options)
-
-
-_gpu_notice_given = False
-
-
-def _notice_missing_gpu_backend(notice: Callable[[str], None]) -> None:
-    """Once per process: this machine has a GPU that this llama.cpp build cannot use."""
-    global _gpu_notice_given
-    if _gpu_notice_given:
-        return
-    _gpu_notice_given = True
-    gpu = gpu_on_this_machine()
-    if gpu and not has_gpu_backend():
-        notice(
-            f"This machine has {gpu.description}, but llama-cpp-python was built for the CPU only; "
-            f"`bash scripts/install-llama-cpp.sh {gpu.backend}` rebuilds it (see README, GPUs and workers)."
-        )
-
-
-def _check_file(path: Path) -> GGUFInfo:
-    """Refuse what is not a Mixtral GGUF before llama.cpp spends time loading it."""
-    if not path.exists():
-        raise ModelNotFoundError(f"{path} does not exist.", hint="Check the path, or see `mixtral quantize --help`.")
-    if not path.is_file() or not is_gguf(path):
-        raise GGUFError(f"{path} is not a GGUF file.", path=path, hint="Convert it with `mixtral quantize`.")
-    info = inspect_gguf(path)
-    if info.legacy_experts:
-        raise LegacyLayoutError(path, size=info.nbytes)
-    return info
-
-
-def _load_model(path: Path, placement: Placement | None, *, repack: bool):  # noqa: ANN202 - a llama_model_p
-    """The model with ``placement``'s layout; without one, its vocabulary and metadata only."""
-    import llama_cpp
-
-    params = llama_cpp.llama_model_default_params()
-    load_params = LoadParams(placement) if placement else None
-    if load_params:
-        load_params.apply(params)
-    else:
-        params.vocab_only, params.n_gpu_layers = True, 0
-    params.use_extra_bufts = repack
-    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
-    if not model and placement and placement.devices and "alloc" in _last_error():
-        raise GPUMemoryError(
-            f"llama.cpp could not allocate the model's weights{_last_error()}.",
-            hint="Another program may hold that memory: close it, or raise --gpu-margin.",
-        )
-    if not model:
-        raise GGUFError(
-            f"llama.cpp could not load {path}{_last_error()}.",
-            path=path,
-            hint="The file may be truncated or corrupt: download or convert it again.",
-        )
-    return model
-
-
-def _meta(model, key: str) -> str | None:  # noqa: ANN001 - a llama_model_p
-    import llama_cpp
-
-    buffer = ctypes.create_string_buffer(512)
-    n = llama_cpp.llama_model_meta_val_str(model, key.encode(), buffer, len(buffer))
-    return buffer.value.decode("utf-8", errors="replace") if n >= 0 else None
-
-
-def _model_info(path: Path, model, *, gpu: bool, pulled_as: tuple[str, bool] | None) -> ModelInfo:  # noqa: ANN001
-    import llama_cpp
-
-    n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
-    instruct, source = instruct_from_data(
-        chat_template=_meta(model, CHAT_TEMPLATE_KEY) is not None, pulled_as=pulled_as
-    )
-    return ModelInfo(
-        path=path,
-        name=_meta(model, "general.name") or path.stem,
-        n_ctx_train=llama_cpp.llama_model_n_ctx_train(model),
-        n_vocab=n_vocab,
-        n_params=llama_cpp.llama_model_n_params(model),
-        size_bytes=llama_cpp.llama_model_size(model),
-        prompt_format=PromptFormat.for_vocab_size(n_vocab),
-        gpu_offload=gpu,
-        instruct=instruct,
-        instruct_source=source,
-    )

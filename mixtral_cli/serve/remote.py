@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.layout import Layout, LayoutPlan, Work
+from ..engine.loading import ModelInfo
 from ..engine.lora import AdapterInfo
-from ..engine.model import Generation, GenerationStats, ModelInfo
+from ..engine.model import Generation, GenerationStats
 from ..engine.options import LoraSpec, SamplingOptions
 from ..errors import ChatError
 from ..prompt import Message, PromptFormat, SpecialIds
