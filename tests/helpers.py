@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def with_default_sigint() -> None:
-    """A child's ``preexec_fn``: Ctrl-C works in it even when this suite runs where SIGINT is ignored
-    (nohup, a background job), whose children would inherit SIG_IGN and Python keeps it then."""
+def with_default_signals() -> None:
+    """A child's ``preexec_fn``: Ctrl-C and hang-ups work in it even when this suite runs where they are
+    ignored (nohup, a background job), whose children would inherit SIG_IGN and Python keeps it then."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def run_mixtral(*args: str | os.PathLike[str], input: str | bytes = "") -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ import pytest
 from mixtral_cli.chat.transcript import Transcript, Turn
 from mixtral_cli.demo import demo_model_path
 
-from .helpers import on_a_small_disk, with_default_sigint
+from .helpers import on_a_small_disk, with_default_signals
 
 pytestmark = pytest.mark.usefixtures("demo_model")
 
@@ -195,7 +195,7 @@ def spawn_chat(*args: str, model: str = "tiny") -> pexpect.spawn:
         sys.executable,
         # Greedy: a sampled answer could end at EOS before the test is done with it.
         ["-m", "mixtral_cli", "chat", "-m", model, "--temperature", "0", *args],
-        preexec_fn=with_default_sigint,
+        preexec_fn=with_default_signals,
         env={**os.environ, "TERM": "xterm", "COLUMNS": "100", "LINES": "40"},
         encoding="utf-8",
         # Ctrl-C can cut the terminal output inside a character; the screen, not the bytes, is under test.
@@ -390,7 +390,7 @@ def test_a_full_disk_in_the_terminal_is_one_notice_each_and_the_chat_goes_on(iso
         codec_errors="replace",
         timeout=60,
         dimensions=(40, 100),
-        preexec_fn=with_default_sigint,
+        preexec_fn=with_default_signals,
     )
     child.expect(">>>")
     child.sendline(question)

@@ -17,7 +17,7 @@ from mixtral_cli.engine.options import EngineOptions
 from mixtral_cli.prompt import Message
 from mixtral_cli.tinymodel import TinyMixtralSpec
 
-from .helpers import run_mixtral, with_default_sigint
+from .helpers import run_mixtral, with_default_signals
 from .reference import llama_cpp_greedy
 
 pytestmark = pytest.mark.usefixtures("demo_model")
@@ -222,7 +222,7 @@ def test_ctrl_c_keeps_what_was_printed_and_exits_130():
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        preexec_fn=with_default_sigint,
+        preexec_fn=with_default_signals,
     )
     first = os.read(process.stdout.fileno(), 16)
     process.send_signal(signal.SIGINT)

@@ -18,7 +18,7 @@ from mixtral_cli.engine.options import SamplingOptions
 from mixtral_cli.errors import TranscriptError
 from mixtral_cli.structured import schema_shape
 
-from .helpers import with_default_sigint
+from .helpers import with_default_signals
 from .test_chat_cli import autosaves, spawn_chat
 
 pytestmark = pytest.mark.usefixtures("demo_model")
@@ -277,7 +277,7 @@ def spawn_on_a_dumb_terminal() -> pexpect.spawn:
     return pexpect.spawn(
         sys.executable,
         ["-m", "mixtral_cli", "chat", "-m", "tiny", "--temperature", "0", "-n", "2"],
-        preexec_fn=with_default_sigint,
+        preexec_fn=with_default_signals,
         env={**os.environ, "TERM": "dumb"},
         encoding="utf-8",
         codec_errors="replace",

@@ -15,7 +15,7 @@ import pytest
 
 from mixtral_cli.summarize import LONG_JOB_CALLS, LONG_JOB_SECONDS, SummaryPlan, long_job
 
-from .helpers import with_default_sigint
+from .helpers import with_default_signals
 
 pytestmark = pytest.mark.usefixtures("demo_model")
 
@@ -57,7 +57,7 @@ def test_a_long_summary_asks_on_a_terminal_and_no_is_not_started(long_text):
         env={**os.environ, "TERM": "xterm", "COLUMNS": "200"},
         encoding="utf-8",
         timeout=120,
-        preexec_fn=with_default_sigint,
+        preexec_fn=with_default_signals,
     )
     child.expect(r"This summary takes up to [\d,]+ model calls.*Go on\? \[y/N\]")
     child.sendline("n")
@@ -76,7 +76,7 @@ def test_yes_starts_a_long_summary_without_asking(long_text):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=with_default_sigint,
+        preexec_fn=with_default_signals,
     )
     try:
         first = process.stderr.readline()  # stderr is no terminal: each stage is one plain line

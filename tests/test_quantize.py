@@ -18,7 +18,7 @@ import pytest
 
 from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
 
-from .helpers import files_of_one_mebibyte_at_most, run_mixtral, run_mixtral_process, with_default_sigint
+from .helpers import files_of_one_mebibyte_at_most, run_mixtral, run_mixtral_process, with_default_signals
 from .reference import llama_cpp_logits, sentencepiece_ids
 
 
@@ -254,7 +254,7 @@ def _start_and_wait_for_partial(checkpoint: Path, output: Path) -> subprocess.Po
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=with_default_sigint,
+        preexec_fn=with_default_signals,
     )
     _wait_for_partial(output, process, n_bytes=10 * 2**20)
     return process

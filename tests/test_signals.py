@@ -16,7 +16,7 @@ import pytest
 
 from mixtral_cli.chat.transcript import Transcript
 
-from .helpers import with_default_sigint
+from .helpers import with_default_signals
 from .test_quantize import SLOW_SPEC, _children, _gone, _wait_for_partial
 
 ENDING = [signal.SIGTERM, signal.SIGHUP, signal.SIGINT]
@@ -28,7 +28,7 @@ def start_quantize(source: Path, output: Path, **kwargs) -> subprocess.Popen[str
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=kwargs.pop("preexec_fn", with_default_sigint),
+        preexec_fn=kwargs.pop("preexec_fn", with_default_signals),
         start_new_session=True,  # its own process group: a Ctrl-C is sent to the group, as a terminal does
         **kwargs,
     )
@@ -99,7 +99,7 @@ def test_a_command_started_ignoring_hangups_keeps_ignoring_them(tiny_checkpoint,
     output = tmp_path / "out.gguf"
 
     def as_nohup_starts_it() -> None:
-        with_default_sigint()
+        with_default_signals()
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     process = start_quantize(tiny_checkpoint, output, preexec_fn=as_nohup_starts_it)
@@ -119,7 +119,7 @@ def test_a_signal_during_a_chat_answer_keeps_the_question_and_the_partial_answer
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        preexec_fn=with_default_sigint,
+        preexec_fn=with_default_signals,
     )
     process.stdin.write(b"Write a very long story.\n")
     process.stdin.flush()
