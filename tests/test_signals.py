@@ -134,3 +134,19 @@ def test_a_signal_during_a_chat_answer_keeps_the_question_and_the_partial_answer
     turns = Transcript.load(saved).turns
     assert [t.role for t in turns] == ["user", "assistant"] and turns[1].content
     assert json.loads(saved.read_text())["messages"][0]["content"] == "Write a very long story."
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: signal.Signals(s).name)
+def test_a_signal_during_an_import_that_swallows_exceptions_still_ends_the_command(signum, tmp_path, monkeypatch):
+    from mixtral_cli.cli import Terminated, _ending_signals_raise
+
+    # As Cython's memoryview set-up does when the first `np.random` imports numpy's random modules.
+    module = f"swallows_{signal.Signals(signum).name}"
+    (tmp_path / f"{module}.py").write_text(
+        f"import os\ntry:\n    os.kill(os.getpid(), {int(signum)})\n    sum(range(10))\nexcept:\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(tmp_path)
+
+    with pytest.raises(KeyboardInterrupt if signum == signal.SIGINT else Terminated), _ending_signals_raise():
+        __import__(module)
+        time.sleep(60)  # the signal ends this at once, as soon as the import is done

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -118,30 +119,64 @@ class Terminated(BaseException):
 
 
 _ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# How often a signal that came during an import looks again whether the import has ended.
+_IMPORT_RETRY_S = 0.01
 
 
 @contextlib.contextmanager
 def _ending_signals_raise() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise Terminated once; more of them during the cleanup are ignored, so that it ends.
-    One that this process was started ignoring (nohup) stays ignored."""
+    """Ctrl-C raises KeyboardInterrupt, SIGTERM and SIGHUP raise Terminated once (more of them during the
+    cleanup are ignored, so that it ends), wherever the command is, except inside an import: there the
+    exception waits until the import is done, as extension modules' set-up code may swallow it (Cython's
+    memoryview registration, run by the first ``np.random``, is ``try: ... except: pass``) and the command
+    would go on as if no Ctrl-C had come. One that this process was started ignoring (nohup) stays ignored.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread (a command run from another thread, in tests)
         return
+    waiting: list[BaseException] = []
 
-    def handler(signum: int, frame: object) -> None:
+    def raise_outside_imports(exc: BaseException, frame: FrameType | None) -> None:
+        if not _importing(frame):
+            waiting.clear()
+            raise exc
+        if not waiting or isinstance(exc, Terminated):  # an ending signal outranks Ctrl-C
+            waiting[:] = [exc]
+        signal.setitimer(signal.ITIMER_REAL, _IMPORT_RETRY_S)
+
+    def on_interrupt(signum: int, frame: FrameType | None) -> None:
+        raise_outside_imports(KeyboardInterrupt(), frame)
+
+    def on_ending(signum: int, frame: FrameType | None) -> None:
         for ending in _ENDING_SIGNALS:
             signal.signal(ending, signal.SIG_IGN)
-        raise Terminated(signum)
+        raise_outside_imports(Terminated(signum), frame)
 
-    previous = {ending: signal.getsignal(ending) for ending in _ENDING_SIGNALS}
-    for ending, old in previous.items():
-        if old is signal.SIG_DFL:
-            signal.signal(ending, handler)
+    def on_retry(signum: int, frame: FrameType | None) -> None:
+        if waiting:
+            raise_outside_imports(waiting[0], frame)
+
+    handlers = {signal.SIGINT: on_interrupt, signal.SIGALRM: on_retry}
+    handlers |= {ending: on_ending for ending in _ENDING_SIGNALS}
+    previous = {signum: signal.getsignal(signum) for signum in handlers}
+    for signum, old in previous.items():
+        if old in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(signum, handlers[signum])
     try:
         yield
     finally:
-        for ending, old in previous.items():
-            signal.signal(ending, old)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _importing(frame: FrameType | None) -> bool:
+    """Whether ``frame`` runs inside Python's import machinery."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib."):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _report(exc: BaseException, message: str, hint: str | None) -> None:

@@ -20,8 +20,9 @@ from ..errors import LlamaCppError
 # llama.cpp logs "[  12/ 291] blk.1.attn_q.weight - ..." as it starts each tensor.
 _TENSOR_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
 _POLL_S = 0.1
-# What ends a command (Ctrl-C, and SIGTERM and SIGHUP, see cli.main): held while the child starts.
-_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+# What ends a command (Ctrl-C, and SIGTERM and SIGHUP, see cli.main), and the alarm that raises one of
+# them that came during an import: held while the child starts.
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM}
 
 
 def llama_quantize(
