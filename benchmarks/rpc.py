@@ -79,9 +79,21 @@ def start_worker(work: Path, name: str, threads: int) -> tuple[subprocess.Popen,
         port = probe.getsockname()[1]
     cache = work / f"rpc-cache-{name}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "mixtral_cli", "worker", "--port", str(port), "--threads", str(threads),
-         "--cache", str(cache)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mixtral_cli",
+            "worker",
+            "--port",
+            str(port),
+            "--threads",
+            str(threads),
+            "--cache",
+            str(cache),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     process.stdout.readline()
     time.sleep(1)
@@ -90,8 +102,27 @@ def start_worker(work: Path, name: str, threads: int) -> tuple[subprocess.Popen,
 
 def complete(model: Path, tokens: int, threads: int, extra: list[str]) -> dict:
     _, _, stdout, _ = measure(
-        [sys.executable, "-m", "mixtral_cli", "complete", "-m", str(model), "--raw", "--json", "--temperature", "0",
-         "-n", str(tokens), "-t", str(threads), "-c", "1024", "--repack", *extra, PROMPT]
+        [
+            sys.executable,
+            "-m",
+            "mixtral_cli",
+            "complete",
+            "-m",
+            str(model),
+            "--raw",
+            "--json",
+            "--temperature",
+            "0",
+            "-n",
+            str(tokens),
+            "-t",
+            str(threads),
+            "-c",
+            "1024",
+            "--repack",
+            *extra,
+            PROMPT,
+        ]
     )
     return json.loads(stdout)
 
@@ -144,8 +175,10 @@ def main() -> None:
             process.wait()
 
     local = results["local"]
-    print(f"\n{model.name} ({model.stat().st_size / 2**30:.2f} GiB), {args.tokens} greedy tokens, "
-          f"{args.threads} threads, best of {args.repeat}, workers on loopback")
+    print(
+        f"\n{model.name} ({model.stat().st_size / 2**30:.2f} GiB), {args.tokens} greedy tokens, "
+        f"{args.threads} threads, best of {args.repeat}, workers on loopback"
+    )
     print(f"{'':40} {'decode tok/s':>12} {'x local':>8} {'first token':>12} {'x local':>8} {'bytes/token':>12}")
     for name, r in results.items():
         print(

@@ -207,7 +207,7 @@ def _bounded_integers_as_enums(schema: object, where: str) -> object:
         path = f"{where}/{key}"
         if key not in CONVERTED_KEYWORDS and key not in ANNOTATIONS:
             raise OutputShapeError(
-                f'The schema\'s "{key}" (at {where or "/"}) is beyond what llama-cpp-python\'s converter can express.',
+                f"The schema's \"{key}\" (at {where or '/'}) is beyond what llama-cpp-python's converter can express.",
                 hint="README.md lists the schema features it supports.",
             )
         if key in _SCHEMA_MAPS and isinstance(value, dict):

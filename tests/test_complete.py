@@ -240,5 +240,3 @@ def test_closed_pipe_ends_quietly():
     assert result.returncode == 1  # mixtral's own status under pipefail: click ends on EPIPE with 1
     assert len(result.stdout) == 5  # bytes, as head counts them
     assert result.stderr == b""
-
-

@@ -184,9 +184,11 @@ def test_a_server_with_an_adapter_reports_it_and_chat_cannot_change_it(mixtral, 
     finally:
         server.stop()
 
-    assert remote["loras"] == local["loras"] == [
-        {"path": str(adapter), "scale": 0.5, "name": "samsum-lora", "base_model": local["loras"][0]["base_model"]}
-    ]
+    assert (
+        remote["loras"]
+        == local["loras"]
+        == [{"path": str(adapter), "scale": 0.5, "name": "samsum-lora", "base_model": local["loras"][0]["base_model"]}]
+    )
     assert chat.exit_code == 0, chat.stderr
     assert chat.stderr.count("Error:") == 1 and "the server's adapters answer" in chat.stderr
     assert f"lora: samsum-lora ({adapter}) at scale 0.5" in chat.stderr

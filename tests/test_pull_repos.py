@@ -180,9 +180,7 @@ def test_list_shows_each_models_quantizations_with_the_hubs_sizes(online, hub):
     assert listed.returncode == 0, listed.stderr
     rows = {tuple(line.split("\t")[:4]) for line in listed.stdout.splitlines()}
     maziyar_q6 = hub.mirrors / "models" / MAZIYAR
-    q6_bytes = sum(
-        int(p.read_text().split("size ")[1]) for p in maziyar_q6.glob("Mixtral-8x22B-v0.1.Q6-*.gguf")
-    )
+    q6_bytes = sum(int(p.read_text().split("size ")[1]) for p in maziyar_q6.glob("Mixtral-8x22B-v0.1.Q6-*.gguf"))
     assert ("8x22b", "Q6_K", format_bytes(q6_bytes), MAZIYAR) in rows
     assert ("8x22b", "Q4_K_M") in {row[:2] for row in rows} and ("8x7b-instruct", "Q8_0") in {r[:2] for r in rows}
     assert ("8x22b-instruct", "-") in {row[:2] for row in rows}  # a repo the server lacks is a row, not a failure

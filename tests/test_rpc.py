@@ -176,9 +176,26 @@ class _garbage_server:
 def test_a_worker_killed_between_turns_ends_in_one_line_and_the_chat_is_saved(f32_model, tmp_path, isolated_home):
     worker = Worker(tmp_path)
     chat = subprocess.Popen(
-        [sys.executable, "-m", "mixtral_cli", "chat", "-m", str(f32_model), "--temperature", "0", "-n", "8",
-         "--rpc", worker.endpoint, "--n-gpu-layers", "99"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mixtral_cli",
+            "chat",
+            "-m",
+            str(f32_model),
+            "--temperature",
+            "0",
+            "-n",
+            "8",
+            "--rpc",
+            worker.endpoint,
+            "--n-gpu-layers",
+            "99",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     chat.stdin.write("Hello\n")
     chat.stdin.flush()
@@ -197,9 +214,29 @@ def test_a_worker_killed_between_turns_ends_in_one_line_and_the_chat_is_saved(f3
 def test_a_worker_killed_mid_answer_ends_in_one_line(f32_model, tmp_path):
     worker = Worker(tmp_path)
     process = subprocess.Popen(
-        [sys.executable, "-m", "mixtral_cli", "complete", "-m", str(f32_model), "--raw", "--temperature", "0",
-         "-n", "100000", "-c", "8192", "--rpc", worker.endpoint, "--n-gpu-layers", "99", "Once"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mixtral_cli",
+            "complete",
+            "-m",
+            str(f32_model),
+            "--raw",
+            "--temperature",
+            "0",
+            "-n",
+            "100000",
+            "-c",
+            "8192",
+            "--rpc",
+            worker.endpoint,
+            "--n-gpu-layers",
+            "99",
+            "Once",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     process.stdout.read(16)  # it is generating
     worker.kill()

@@ -25,8 +25,19 @@ class Worker:
         self.endpoint = f"127.0.0.1:{self.port}"
         self.log = log_dir / f"worker-{self.port}.log"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mixtral_cli", "worker", "--port", str(self.port), "--device", "CPU",
-             "--threads", "1", *extra],
+            [
+                sys.executable,
+                "-m",
+                "mixtral_cli",
+                "worker",
+                "--port",
+                str(self.port),
+                "--device",
+                "CPU",
+                "--threads",
+                "1",
+                *extra,
+            ],
             stdout=subprocess.PIPE,
             stderr=self.log.open("w"),
             text=True,
