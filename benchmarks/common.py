@@ -32,6 +32,12 @@ def bench_checkpoint(work: Path) -> Path:
     return checkpoint
 
 
+def greedy_complete_command(model: Path, tokens: int, *options: str) -> list[str]:
+    """`mixtral complete` on a raw prompt, greedy, with --json timings; ``options`` then the prompt (or stdin)."""
+    return [sys.executable, "-m", "mixtral_cli", "complete", "-m", str(model), "--raw", "--json", "--temperature", "0",
+            "-n", str(tokens), *options]  # fmt: skip
+
+
 def measure(command: list[str], *, stdin: Path | None = None) -> tuple[float, int, str, str]:
     """Wall seconds, peak RSS in bytes, stdout and stderr of one child process."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, open(stdin or os.devnull, "rb") as inp:

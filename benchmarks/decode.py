@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import bench_checkpoint, fetch_llama_cpp, measure
+from common import bench_checkpoint, fetch_llama_cpp, greedy_complete_command, measure
 
 PARAGRAPH = (
     "Mixtral is a sparse mixture of experts: each layer holds eight feed-forward blocks and a router that "
@@ -133,27 +133,8 @@ def run_llama_cpp_python(model: Path, prompt: str, tokens: int, threads: int) ->
 
 
 def run_mixtral(model: Path, prompt_file: Path, tokens: int, threads: int) -> dict:
-    _, _, stdout, _ = measure(
-        [
-            sys.executable,
-            "-m",
-            "mixtral_cli",
-            "complete",
-            "-m",
-            str(model),
-            "--raw",
-            "--temperature",
-            "0",
-            "-n",
-            str(tokens),
-            "-t",
-            str(threads),
-            "-c",
-            "2048",
-            "--json",
-        ],
-        stdin=prompt_file,
-    )
+    command = greedy_complete_command(model, tokens, "-t", str(threads), "-c", "2048")
+    _, _, stdout, _ = measure(command, stdin=prompt_file)
     data = json.loads(stdout)
     return {
         "first_token_s": data["timings"]["prompt_eval_s"],

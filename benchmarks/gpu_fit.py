@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import measure, shaped_8x7b_model
+from common import greedy_complete_command, measure, shaped_8x7b_model
 
 PROMPT = "Mixtral routes every token to two of its eight experts in each layer. " * 24
 SLACK = 0.05
@@ -31,24 +31,7 @@ SLACK = 0.05
 
 def run(model: Path, args: argparse.Namespace, options: list[str]) -> dict | str:
     """Prompt and decode tok/s of one placement (best of the repeats), or the engine's refusal."""
-    command = [
-        sys.executable,
-        "-m",
-        "mixtral_cli",
-        "complete",
-        "-m",
-        str(model),
-        "--raw",
-        "--json",
-        "--temperature",
-        "0",
-        "-n",
-        str(args.tokens),
-        "-c",
-        str(args.ctx),
-        *options,
-        PROMPT,
-    ]
+    command = greedy_complete_command(model, args.tokens, "-c", str(args.ctx), *options, PROMPT)
     best: dict = {}
     for _ in range(args.repeat):
         done = subprocess.run(command, capture_output=True, text=True)

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import measure, shaped_8x7b_model
+from common import greedy_complete_command, measure, shaped_8x7b_model
 
 PROMPT = (
     "Mixtral is a sparse mixture of experts: each layer holds eight feed-forward blocks and a router that "
@@ -101,29 +101,8 @@ def start_worker(work: Path, name: str, threads: int) -> tuple[subprocess.Popen,
 
 
 def complete(model: Path, tokens: int, threads: int, extra: list[str]) -> dict:
-    _, _, stdout, _ = measure(
-        [
-            sys.executable,
-            "-m",
-            "mixtral_cli",
-            "complete",
-            "-m",
-            str(model),
-            "--raw",
-            "--json",
-            "--temperature",
-            "0",
-            "-n",
-            str(tokens),
-            "-t",
-            str(threads),
-            "-c",
-            "1024",
-            "--repack",
-            *extra,
-            PROMPT,
-        ]
-    )
+    command = greedy_complete_command(model, tokens, "-t", str(threads), "-c", "1024", "--repack", *extra, PROMPT)
+    _, _, stdout, _ = measure(command)
     return json.loads(stdout)
 
 
