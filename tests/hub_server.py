@@ -160,3 +160,11 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def online_env(hub) -> dict[str, str]:  # noqa: ANN001 - a LocalHub, or a proxy in front of one
+    """This process's environment with the Hub at ``hub``: no offline switch, no token, no progress bars."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
+    return {**env, "HF_ENDPOINT": hub.endpoint, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}

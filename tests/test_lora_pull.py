@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 from .helpers import run_mixtral_process
-from .hub_server import LocalHub, folder_files
+from .hub_server import LocalHub, folder_files, online_env
 from .test_lora import SPEC, attention_adapter
 
 ADAPTER_REPO = "someone/tiny-samsum-lora"
@@ -44,8 +43,7 @@ def hub(tmp_path_factory, build_checkpoint):
 
 @pytest.fixture
 def online(hub, isolated_home):
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
-    return {**env, "HF_ENDPOINT": hub.endpoint, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    return online_env(hub)
 
 
 def run(*args, env):

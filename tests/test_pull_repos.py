@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +16,7 @@ from mixtral_cli.tinymodel import TinyMixtralSpec
 from mixtral_cli.ui.progress import format_bytes
 
 from .helpers import run_mixtral_process, split_gguf, write_legacy_layout
-from .hub_server import GatedHub, LocalHub, folder_files
+from .hub_server import GatedHub, LocalHub, folder_files, online_env
 
 BARTOWSKI = "bartowski/Mixtral-8x22B-v0.1-GGUF"
 MAZIYAR = "MaziyarPanahi/Mixtral-8x22B-v0.1-GGUF"
@@ -60,8 +59,7 @@ def hub(tmp_path_factory, build_checkpoint, convert):
 
 @pytest.fixture
 def online(hub, isolated_home):
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
-    return {**env, "HF_ENDPOINT": hub.endpoint, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    return online_env(hub)
 
 
 def run(*args, env):
