@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ..azure_request import ResponseShape
 from ..engine.options import EngineOptions, SamplingOptions
 from ..structured import finish_answer
-from .options import ModelOption, ServerOption, SystemOption, runs_a_model
+from .options import ModelOption, ResponseShapeOption, ServerOption, SystemOption, runs_a_model
 
 OUTPUT = "Output shape"
 
@@ -62,14 +61,7 @@ def complete(
         bool,
         typer.Option("--no-schema-prompt", rich_help_panel=OUTPUT, help="Do not describe the shape in the prompt."),
     ] = False,
-    response_shape: Annotated[
-        ResponseShape | None,
-        typer.Option(
-            "--response-shape",
-            show_default="the model card's",
-            help="--request's answer: one object per input (8x7B cards) or one keyed by input index (8x22B card).",
-        ),
-    ] = None,
+    response_shape: ResponseShapeOption = None,
     server: ServerOption = None,
     *,
     sampling: SamplingOptions,

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..azure_request import ResponseShape
 from ..bounds import Bound
 from ..engine.options import (
     DEFAULT_GPU_MARGIN,
@@ -71,6 +72,15 @@ ServerOption = Annotated[
         metavar="URL",
         show_default=False,
         help="Send the work to a running `mixtral serve` (its model answers; engine options are its own).",
+    ),
+]
+ResponseShapeOption = Annotated[
+    ResponseShape | None,
+    typer.Option(
+        "--response-shape",
+        show_default="the model card's",
+        help="A model-card answer (--request, /score): one object per input (8x7B cards) or one keyed by input "
+        "index (8x22B card).",
     ),
 ]
 SystemOption = Annotated[str | None, typer.Option("--system", "-s", help="System prompt (chat format only).")]

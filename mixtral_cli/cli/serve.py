@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 
-from ..azure_request import ResponseShape
 from ..engine.options import EngineOptions, SamplingOptions
 from ..serve.scheduler import MAX_WAIT_S
-from .options import ModelOption, runs_a_model
+from .options import ModelOption, ResponseShapeOption, runs_a_model
 
 SERVER = "Server"
 
@@ -65,15 +64,7 @@ def serve(
             help="Seconds a request may wait for the model before a 503.",
         ),
     ] = 60.0,
-    response_shape: Annotated[
-        ResponseShape | None,
-        typer.Option(
-            "--response-shape",
-            rich_help_panel=SERVER,
-            show_default="the model card's",
-            help="The /score answer: one object per input (8x7B cards) or one keyed by input index (8x22B card).",
-        ),
-    ] = None,
+    response_shape: ResponseShapeOption = None,
     *,
     sampling: SamplingOptions,
     engine_options: EngineOptions,
