@@ -14,7 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec, build_tiny_mixtral
 
 LLAMA_CPP_PYTHON_NAME, LLAMA_CPP_PYTHON_VERSION = "llama-cpp-python", "0.3.36"
 # The shape of the reference figures in shared/reference/testing-with-real-parts.md: 791M parameters.

@@ -81,8 +81,8 @@ print(json.dumps({**asdict(rates), "seconds": seconds}))
 
 
 def auto_choice(rates: dict, prompt_tokens: int, answer_tokens: int) -> str:
+    from mixtral_cli.base.system import available_memory
     from mixtral_cli.engine.layout import LayoutRates, Memory, Work, choose_layout
-    from mixtral_cli.system import available_memory
 
     measured = LayoutRates(**{k: v for k, v in rates.items() if k != "seconds"})
     # Model and KV sizes do not matter here beyond fitting: the bench model is small next to the RAM.

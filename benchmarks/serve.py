@@ -66,7 +66,7 @@ def loop_of_calls(model: Path, url: str | None, *, calls: int, tokens: int, thre
 
 
 def first_token_here(engine: Engine, i: int, sampling: SamplingOptions) -> float:
-    from mixtral_cli.answer import start_answer
+    from mixtral_cli.answer.job import start_answer
 
     engine.reset_cache()
     started = time.perf_counter()

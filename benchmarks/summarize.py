@@ -19,10 +19,10 @@ from pathlib import Path
 
 from common import measure
 
-from mixtral_cli.demo import ensure_demo_model
+from mixtral_cli.answer.summarize import Summarizer, SummaryOptions, plan_chunks
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions, SamplingOptions
-from mixtral_cli.summarize import Summarizer, SummaryOptions, plan_chunks
+from mixtral_cli.sources.demo import ensure_demo_model
 
 CTX = 512
 WORDS = "the router sends each token to two experts while the rest stay idle and bandwidth sets the pace".split()

@@ -10,9 +10,9 @@ import pytest
 
 from mixtral_cli.convert.checkpoint import open_checkpoint
 from mixtral_cli.convert.hf_to_gguf import write_gguf
-from mixtral_cli.demo import demo_model_path, ensure_demo_model
-from mixtral_cli.quant_types import quant_type
-from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
+from mixtral_cli.gguf_format.quant_types import quant_type
+from mixtral_cli.sources.demo import demo_model_path, ensure_demo_model
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec, build_tiny_mixtral
 
 from .helpers import run_mixtral
 

@@ -60,7 +60,7 @@ def llama_cpp_greedy(
     """
     from llama_cpp import Llama, LlamaGrammar
 
-    from mixtral_cli.system import physical_cores
+    from mixtral_cli.base.system import physical_cores
 
     llm = Llama(
         model_path=str(gguf),

@@ -15,7 +15,7 @@ import pexpect
 import pytest
 
 from mixtral_cli.chat.transcript import Transcript, Turn
-from mixtral_cli.demo import demo_model_path
+from mixtral_cli.sources.demo import demo_model_path
 
 from .helpers import on_a_small_disk, with_default_signals
 
@@ -281,7 +281,7 @@ def test_a_killed_session_leaves_an_autosave_that_resumes(mixtral, isolated_home
 
 
 def test_model_switch_keeps_the_conversation(chat, isolated_home, convert):
-    from mixtral_cli.tinymodel import TinyMixtralSpec
+    from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
     other = convert(TinyMixtralSpec(), "Q8_0")
     result = chat(stdin=f"One\n/model {other}\n/context\nTwo\n/show\n")
@@ -350,7 +350,7 @@ def test_ctrl_c_while_a_prompt_is_evaluated_returns_to_the_prompt(isolated_home,
 
 
 def test_ctrl_c_while_a_model_loads_returns_to_the_prompt_with_the_old_model(isolated_home, convert):
-    from mixtral_cli.tinymodel import TinyMixtralSpec
+    from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
     current = convert(TinyMixtralSpec(), "Q8_0")
     demo = demo_model_path()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from mixtral_cli.base.errors import ContextOverflowError
 from mixtral_cli.chat.session import ChatError, ChatSession, ContextPolicy
 from mixtral_cli.chat.transcript import Transcript, TranscriptError
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions, SamplingOptions
-from mixtral_cli.errors import ContextOverflowError
-from mixtral_cli.prompt import PromptFormat
-from mixtral_cli.tinymodel import TinyMixtralSpec
+from mixtral_cli.family.prompt_ids import PromptFormat
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
 from .test_prompt import reference_ids
 

@@ -14,8 +14,8 @@ import pytest
 
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions
-from mixtral_cli.prompt import Message
-from mixtral_cli.tinymodel import TinyMixtralSpec
+from mixtral_cli.family.prompt_ids import Message
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
 from .helpers import run_mixtral, with_default_signals
 from .reference import llama_cpp_greedy

@@ -14,7 +14,7 @@ import pytest
 
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions
-from mixtral_cli.prompt import Message
+from mixtral_cli.family.prompt_ids import Message
 
 PERSON = {
     "type": "object",

@@ -8,7 +8,7 @@ import gguf
 import pytest
 from sentencepiece import SentencePieceProcessor
 
-from mixtral_cli.tinymodel import TinyMixtralSpec
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
 from .reference import PROMPT, llama_cpp_tokenize, sentencepiece_ids
 

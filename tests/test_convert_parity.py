@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mixtral_cli.tinymodel import TinyMixtralSpec
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
 from .reference import PROMPT, llama_cpp_logits, sentencepiece_ids, transformers_logits
 

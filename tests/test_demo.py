@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from mixtral_cli.demo import demo_model_path
+from mixtral_cli.sources.demo import demo_model_path
 
 
 def test_two_first_runs_at_once_both_succeed(tmp_path):

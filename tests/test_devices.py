@@ -7,10 +7,10 @@ import json
 import pexpect
 import pytest
 
+from mixtral_cli.base.errors import PlacementError
 from mixtral_cli.engine.devices import Device, DeviceKind
 from mixtral_cli.engine.options import EngineOptions
 from mixtral_cli.engine.placement import Budget, placement_needs, plan_placement
-from mixtral_cli.errors import PlacementError
 
 from .helpers import run_mixtral_process
 from .workers import Worker

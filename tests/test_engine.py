@@ -6,12 +6,12 @@ import random
 
 import pytest
 
+from mixtral_cli.base.errors import ContextOverflowError, GGUFError, ModelNotFoundError, UnsupportedArchitectureError
 from mixtral_cli.engine.context_memory import context_that_fits
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions, SamplingOptions
-from mixtral_cli.errors import ContextOverflowError, GGUFError, ModelNotFoundError, UnsupportedArchitectureError
-from mixtral_cli.prompt import InvalidConversationError, Message, PromptFormat
-from mixtral_cli.tinymodel import TinyMixtralSpec
+from mixtral_cli.family.prompt_ids import InvalidConversationError, Message, PromptFormat
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
 from .helpers import split_gguf, write_gguf_of_architecture
 from .reference import llama_cpp_greedy

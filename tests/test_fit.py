@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from mixtral_cli.base.errors import PlacementError
 from mixtral_cli.engine.devices import Device, DeviceKind
 from mixtral_cli.engine.fit import plan_for
 from mixtral_cli.engine.options import EngineOptions, kv_bytes_per_token
 from mixtral_cli.engine.placement import Budget
-from mixtral_cli.errors import PlacementError
 
 MIB = 2**20
 GIB = 2**30

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_cli.errors import GGUFError, UnsupportedArchitectureError
-from mixtral_cli.gguf_header import inspect_gguf
+from mixtral_cli.base.errors import GGUFError, UnsupportedArchitectureError
+from mixtral_cli.gguf_format.header import inspect_gguf
 
 MUTATIONS = 400
 U64_LIES = (0, 1, 2**31, 2**32 - 1, 2**32, 2**62, 2**63 - 1, 2**64 - 1)

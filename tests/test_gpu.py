@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mixtral_cli.tinymodel import TinyMixtralSpec
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
 from .helpers import placement_from_log, run_mixtral_process
 

@@ -12,11 +12,11 @@ import sys
 import pexpect
 import pytest
 
-from mixtral_cli.atomic import atomic_path
+from mixtral_cli.answer.shapes import schema_shape
+from mixtral_cli.base.atomic import atomic_path
+from mixtral_cli.base.errors import TranscriptError
 from mixtral_cli.chat.transcript import Transcript, Turn
 from mixtral_cli.engine.options import SamplingOptions
-from mixtral_cli.errors import TranscriptError
-from mixtral_cli.structured import schema_shape
 
 from .helpers import with_default_signals
 from .test_chat_cli import autosaves, spawn_chat

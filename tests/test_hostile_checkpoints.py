@@ -188,7 +188,7 @@ def test_a_very_long_tensor_name_is_cut_in_the_message(checkpoint, mixtral, tmp_
 
 @pytest.fixture
 def sharded(build_checkpoint, tmp_path) -> Path:
-    from mixtral_cli.tinymodel import TinyMixtralSpec
+    from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
     return Path(shutil.copytree(build_checkpoint(TinyMixtralSpec(shards=2)), tmp_path / "sharded"))
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_cli.errors import GGUFError, UnsupportedArchitectureError
-from mixtral_cli.gguf_header import inspect_gguf
+from mixtral_cli.base.errors import GGUFError, UnsupportedArchitectureError
+from mixtral_cli.gguf_format.header import inspect_gguf
 
 VALID = {
     "llama.context_length": 64,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mixtral_cli.gbnf import MAX_NESTING
+from mixtral_cli.answer.gbnf import MAX_NESTING
 
 pytestmark = pytest.mark.usefixtures("demo_model")
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from mixtral_cli.structured import MAX_SCHEMA_REPETITIONS
-from mixtral_cli.textinput import MAX_JSON_DEPTH
+from mixtral_cli.answer.shapes import MAX_SCHEMA_REPETITIONS
+from mixtral_cli.base.textinput import MAX_JSON_DEPTH
 
 pytestmark = pytest.mark.usefixtures("demo_model")
 

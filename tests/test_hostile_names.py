@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_cli.catalog import looks_like_a_path
+from mixtral_cli.family.catalog import looks_like_a_path
 
 LONG_NAME = "a" * 250 + "/" + "b" * 250
 

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from mixtral_cli.bounds import logical_cpus
-from mixtral_cli.tinymodel import TinyMixtralSpec
+from mixtral_cli.base.bounds import logical_cpus
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
 pytestmark = pytest.mark.usefixtures("demo_model")
 

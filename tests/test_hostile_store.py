@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from mixtral_cli import hub
 from mixtral_cli.engine import calibration
 from mixtral_cli.engine.layout import LayoutRates
+from mixtral_cli.sources import hub as hub
 
 from .helpers import read_only
 

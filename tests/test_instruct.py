@@ -14,10 +14,10 @@ from mixtral_cli.convert.gguf_file import copy_metadata
 from mixtral_cli.convert.hf_to_gguf import write_gguf
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions
-from mixtral_cli.instruct import CHAT_TEMPLATE_KEY
-from mixtral_cli.quant_types import quant_type
-from mixtral_cli.store import ModelStore, StoreEntry
-from mixtral_cli.tinymodel import MISTRAL_CHAT_TEMPLATE, TinyMixtralSpec
+from mixtral_cli.family.instruct import CHAT_TEMPLATE_KEY
+from mixtral_cli.gguf_format.quant_types import quant_type
+from mixtral_cli.sources.store import ModelStore, StoreEntry
+from mixtral_cli.sources.tiny_model import MISTRAL_CHAT_TEMPLATE, TinyMixtralSpec
 
 
 def converted_from(checkpoint: Path, folder: Path) -> Path:

@@ -8,11 +8,11 @@ from subprocess import DEVNULL
 
 import pytest
 
+from mixtral_cli.base.system import physical_cores
 from mixtral_cli.engine import calibration
 from mixtral_cli.engine.layout import Layout, LayoutRates, Memory, Work, choose_layout, prefill_elsewhere
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions, SamplingOptions
-from mixtral_cli.system import physical_cores
 
 from .helpers import run_mixtral_process
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mixtral_cli.base.errors import AdapterError
 from mixtral_cli.convert.lora_to_gguf import plan_adapter, write_adapter_gguf
 from mixtral_cli.convert.peft import base_shape, open_adapter
 from mixtral_cli.engine.options import LoraSpec
-from mixtral_cli.errors import AdapterError
-from mixtral_cli.quant_types import quant_type
-from mixtral_cli.tinymodel import TinyMixtralSpec
+from mixtral_cli.gguf_format.quant_types import quant_type
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
 from .lora_reference import HandAdapter, merged_by_hand, peft_adapter, peft_merged_logits
 from .reference import PROMPT, engine_logits, sentencepiece_ids, transformers_logits
@@ -291,7 +291,7 @@ _BIG = {"layers": 10, "experts": 8, "rank": 64, "hidden": 4096, "ffn": 14336}
 _MEASURE = """
 import sys
 from pathlib import Path
-from mixtral_cli.quantize import quantize_model
+from mixtral_cli.convert.pipeline import quantize_model
 quantize_model(Path(sys.argv[1]), type_name="F16", output=Path(sys.argv[2]))
 status = Path("/proc/self/status").read_text()
 print(int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024)

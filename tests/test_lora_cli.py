@@ -10,7 +10,7 @@ import gguf
 import numpy as np
 import pytest
 
-from mixtral_cli.gguf_header import inspect_gguf
+from mixtral_cli.gguf_format.header import inspect_gguf
 
 from .helpers import split_gguf
 from .lora_reference import HandAdapter

@@ -8,7 +8,7 @@ import random
 import pytest
 from sentencepiece import SentencePieceProcessor
 
-from mixtral_cli.prompt import (
+from mixtral_cli.family.prompt_ids import (
     InvalidConversationError,
     Message,
     PromptFormat,
@@ -16,7 +16,7 @@ from mixtral_cli.prompt import (
     chat_prompt_ids,
     messages_from_dicts,
 )
-from mixtral_cli.tinymodel import tokenizer_model_path
+from mixtral_cli.sources.tiny_model import tokenizer_model_path
 
 SPECIAL = {PromptFormat.V1: SpecialIds(bos=1, eos=2), PromptFormat.V3: SpecialIds(bos=1, eos=2, inst=3, inst_end=4)}
 PIECES = [

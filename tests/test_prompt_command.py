@@ -9,8 +9,8 @@ import pytest
 
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions
-from mixtral_cli.prompt import Message
-from mixtral_cli.tinymodel import TinyMixtralSpec
+from mixtral_cli.family.prompt_ids import Message
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
 pytestmark = pytest.mark.usefixtures("demo_model")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_cli.tinymodel import TinyMixtralSpec
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
 from .helpers import files_of_one_mebibyte_at_most, on_a_small_disk, run_mixtral_process, split_gguf
 from .hub_server import LocalHub, folder_files
@@ -164,7 +164,7 @@ def test_a_pull_cut_off_by_the_server_resumes_without_fetching_finished_files(on
     import sys
     import time
 
-    from mixtral_cli.tinymodel import build_tiny_mixtral
+    from mixtral_cli.sources.tiny_model import build_tiny_mixtral
 
     spec = TinyMixtralSpec(hidden_size=512, intermediate_size=2048, num_layers=4, shards=3, seed=11)
     hub.add_repo("test/big", folder_files(build_tiny_mixtral(tmp_path / "big", spec)))

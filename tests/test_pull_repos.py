@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_cli.gguf_header import inspect_gguf
-from mixtral_cli.gguf_naming import DASH_NAMING, DOT_NAMING
-from mixtral_cli.quantize import quantize_model
-from mixtral_cli.tinymodel import TinyMixtralSpec
+from mixtral_cli.convert.pipeline import quantize_model
+from mixtral_cli.gguf_format.header import inspect_gguf
+from mixtral_cli.gguf_format.naming import DASH_NAMING, DOT_NAMING
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 from mixtral_cli.ui.progress import format_bytes
 
 from .helpers import run_mixtral_process, split_gguf, write_legacy_layout

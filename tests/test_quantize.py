@@ -16,7 +16,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec, build_tiny_mixtral
 
 from .helpers import files_of_one_mebibyte_at_most, run_mixtral, run_mixtral_process, with_default_signals
 from .reference import llama_cpp_logits, sentencepiece_ids
@@ -366,7 +366,7 @@ def test_ctrl_c_while_llama_quantizes_stops_the_quantizer_and_leaves_nothing(con
 
 
 def test_an_interrupted_quantize_leaves_nothing_writing_the_output(convert, tmp_path):
-    from mixtral_cli.quantize import quantize_model
+    from mixtral_cli.convert.pipeline import quantize_model
 
     source, output = convert(SLOW_SPEC, "F16"), tmp_path / "out.gguf"
 

@@ -8,7 +8,7 @@ import gguf
 import numpy as np
 import pytest
 
-from mixtral_cli.tinymodel import TinyMixtralSpec
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
 from .helpers import write_gguf_of_architecture, write_legacy_layout
 from .reference import llama_cpp_logits, sentencepiece_ids

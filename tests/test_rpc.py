@@ -267,8 +267,8 @@ def test_a_port_in_use_is_one_line(tmp_path):
 
 
 def test_a_worker_keeps_big_tensors_in_its_cache(tmp_path, convert):
-    from mixtral_cli.gguf_header import inspect_gguf
-    from mixtral_cli.tinymodel import TinyMixtralSpec
+    from mixtral_cli.gguf_format.header import inspect_gguf
+    from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
     # Experts of 8 x 512 x 1024 F32 values: 16 MiB, over the 10 MiB above which llama.cpp sends hashes first.
     model = convert(TinyMixtralSpec(hidden_size=512, intermediate_size=1024, num_layers=1), "F32")

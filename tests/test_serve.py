@@ -18,7 +18,7 @@ import jsonschema
 import openai
 import pytest
 
-from mixtral_cli.azure_request import ResponseShape, card_response_shape
+from mixtral_cli.answer.card_request import ResponseShape, card_response_shape
 from mixtral_cli.serve.scheduler import parse_keep_alive
 
 from .helpers import run_mixtral

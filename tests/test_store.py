@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_cli.errors import OutputPathError
-from mixtral_cli.store import ModelStore, StoreEntry
+from mixtral_cli.base.errors import OutputPathError
+from mixtral_cli.sources.store import ModelStore, StoreEntry
 
 
 def _entry(name: str, *files: Path) -> StoreEntry:

@@ -9,15 +9,7 @@ from dataclasses import replace
 import jsonschema
 import pytest
 
-from mixtral_cli.chat.commands import run_command
-from mixtral_cli.chat.session import ChatSession
-from mixtral_cli.chat.transcript import Transcript
-from mixtral_cli.engine.grammar import fewest_tokens
-from mixtral_cli.engine.model import Engine
-from mixtral_cli.engine.options import EngineOptions, SamplingOptions
-from mixtral_cli.errors import AnswerCutError, OutputShapeError
-from mixtral_cli.prompt import PromptMode
-from mixtral_cli.structured import (
+from mixtral_cli.answer.shapes import (
     choice_shape,
     constrained_sampling,
     finish_answer,
@@ -25,6 +17,14 @@ from mixtral_cli.structured import (
     shortest_answer,
     with_instruction,
 )
+from mixtral_cli.base.errors import AnswerCutError, OutputShapeError
+from mixtral_cli.chat.commands import run_command
+from mixtral_cli.chat.session import ChatSession
+from mixtral_cli.chat.transcript import Transcript
+from mixtral_cli.engine.grammar import fewest_tokens
+from mixtral_cli.engine.model import Engine
+from mixtral_cli.engine.options import EngineOptions, SamplingOptions
+from mixtral_cli.family.prompt_ids import PromptMode
 
 from .reference import llama_cpp_greedy
 

@@ -7,11 +7,7 @@ import random
 
 import pytest
 
-from mixtral_cli.engine.model import Engine
-from mixtral_cli.engine.options import EngineOptions, SamplingOptions
-from mixtral_cli.errors import ContextOverflowError, SummaryContextError
-from mixtral_cli.prompt import Message, PromptFormat
-from mixtral_cli.summarize import (
+from mixtral_cli.answer.summarize import (
     Length,
     Style,
     Summarizer,
@@ -22,6 +18,10 @@ from mixtral_cli.summarize import (
     plan_chunks,
     summary_budget,
 )
+from mixtral_cli.base.errors import ContextOverflowError, SummaryContextError
+from mixtral_cli.engine.model import Engine
+from mixtral_cli.engine.options import EngineOptions, SamplingOptions
+from mixtral_cli.family.prompt_ids import Message, PromptFormat
 
 from .helpers import run_mixtral
 from .test_prompt import reference_ids

@@ -7,7 +7,7 @@ from importlib import resources
 
 import pytest
 
-from mixtral_cli.tinymodel import TinyMixtralSpec, build_tiny_mixtral, tokenizer_model_path
+from mixtral_cli.sources.tiny_model import TinyMixtralSpec, build_tiny_mixtral, tokenizer_model_path
 
 MISTRAL_COMMON_FILES = {"v1": "tokenizer.model.v1", "v3": "mistral_instruct_tokenizer_240323.model.v3"}
 
@@ -81,7 +81,7 @@ def test_cli_refuses_an_impossible_shape_in_one_line(mixtral, tmp_path):
 
 @pytest.mark.parametrize("instruct", [True, False])
 def test_instruct_gives_tokenizer_config_mistrals_chat_template(instruct, mixtral, tmp_path):
-    from mixtral_cli.tinymodel import MISTRAL_CHAT_TEMPLATE
+    from mixtral_cli.sources.tiny_model import MISTRAL_CHAT_TEMPLATE
 
     result = mixtral("tiny", tmp_path / "t", "--layers", "1", *(["--instruct"] if instruct else []))
 

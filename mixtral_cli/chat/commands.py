@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..engine.options import OPTION_BOUNDS, LoraSpec
-from ..instruct import describe
-from ..model_path import resolve_lora
+from ..family.instruct import describe
+from ..sources.model_path import resolve_lora
 from .session import ChatError, ChatSession, TurnResult
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ def _set(session: ChatSession, args: list[str]) -> str:
 
 
 def _set_schema(session: ChatSession, source: str) -> str:
-    from ..structured import output_shape
+    from ..answer.shapes import output_shape
 
     if not source:
         raise ChatError("Usage: /set schema FILE (a JSON schema), or /set schema off.")

@@ -13,13 +13,13 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
-from ..atomic import locked
+from ..answer.shapes import OutputShape, constrained_sampling, with_instruction
+from ..base.atomic import locked
+from ..base.errors import ChatError, ContextOverflowError, OutputPathError
+from ..base.paths import mixtral_home
 from ..engine.model import Engine, GenerationStats
 from ..engine.options import LoraSpec, SamplingOptions
-from ..errors import ChatError, ContextOverflowError, OutputPathError
-from ..paths import mixtral_home
-from ..prompt import Message
-from ..structured import OutputShape, constrained_sampling, with_instruction
+from ..family.prompt_ids import Message
 from .transcript import Transcript, Turn, now
 
 # Room kept for the answer when deciding whether a turn fits: at most this share of the context.

@@ -8,12 +8,12 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..atomic import atomic_path
+from ..answer.shapes import AnswerKind, OutputShape
+from ..base.atomic import atomic_path
+from ..base.errors import LimitError, OutputPathError, TranscriptError
+from ..base.textinput import MAX_TEXT_BYTES, read_bounded
 from ..engine.options import SamplingOptions
-from ..errors import LimitError, OutputPathError, TranscriptError
-from ..prompt import ROLES, Message
-from ..structured import AnswerKind, OutputShape
-from ..textinput import MAX_TEXT_BYTES, read_bounded
+from ..family.prompt_ids import ROLES, Message
 
 FORMAT_VERSION = 1
 

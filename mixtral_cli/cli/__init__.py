@@ -61,7 +61,7 @@ def _root(
 
 def main(argv: list[str] | None = None) -> None:
     """Run the app; our errors become one message on stderr and an exit code, never a traceback."""
-    from ..errors import MixtralError, OutputStreamError
+    from ..base.errors import MixtralError, OutputStreamError
     from ..ui.console import guard_stdout, silence_stdout
     from .arguments import check_arguments
 

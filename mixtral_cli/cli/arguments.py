@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import UsageError
+from ..base.errors import UsageError
 
 # The environment variables typer reads in place of options.
 OPTION_VARIABLES = ("MIXTRAL_MODEL", "MIXTRAL_RPC")

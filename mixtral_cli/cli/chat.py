@@ -50,11 +50,11 @@ def chat(
         printf 'Hello\\nTell me more\\n' | mixtral chat -m tiny
         mixtral chat --server http://127.0.0.1:8080   # the model `mixtral serve` keeps loaded
     """
+    from ..base.errors import ChatError, ModelNotFoundError
+    from ..base.paths import mixtral_home
     from ..chat.session import ChatSession, ContextPolicy, resumed
     from ..chat.transcript import Transcript
     from ..engine.model import Engine
-    from ..errors import ChatError, ModelNotFoundError
-    from ..paths import mixtral_home
     from ..ui.console import print_notice
     from ..ui.repl import run_repl
 
@@ -117,7 +117,7 @@ def _given_on_command_line(
 def _load_engine(name: str, options: EngineOptions):  # noqa: ANN202 - Engine
     from ..engine.layout import for_chat
     from ..engine.model import Engine
-    from ..model_path import resolve_model
+    from ..sources.model_path import resolve_model
     from ..ui.console import print_notice
 
     model_file = resolve_model(name)

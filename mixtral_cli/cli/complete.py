@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ..answer.shapes import finish_answer
 from ..engine.options import EngineOptions, SamplingOptions
-from ..structured import finish_answer
 from .options import ModelOption, ResponseShapeOption, ServerOption, SystemOption, runs_a_model
 
 OUTPUT = "Output shape"
@@ -87,12 +87,12 @@ def complete(
         mixtral complete -m model.gguf --json-schema person.json "Who wrote Faust?" | jq .name
         mixtral complete -m model.gguf --choice positive,negative,neutral "Sentiment: I love it!"
     """
-    from ..azure_request import parse_request
-    from ..errors import MixtralError
-    from ..prompt import PromptMode
+    from ..answer.card_request import parse_request
+    from ..answer.shapes import output_shape, read_source
+    from ..base.errors import MixtralError
+    from ..base.textinput import MAX_TEXT_BYTES
+    from ..family.prompt_ids import PromptMode
     from ..serve.work import CompletionWork
-    from ..structured import output_shape, read_source
-    from ..textinput import MAX_TEXT_BYTES
 
     if raw and chat:
         raise typer.BadParameter("--raw and --chat exclude each other.", param_hint="--raw/--chat")
@@ -137,11 +137,11 @@ def complete(
 
 
 def _complete_here(model, engine_options, work, *, json_output) -> None:  # noqa: ANN001
-    from ..answer import start_answer
+    from ..answer.job import start_answer
+    from ..answer.report import completion_report
+    from ..answer.shapes import constrained_sampling
     from ..engine.model import Engine
-    from ..structured import constrained_sampling
     from ..ui.console import print_notice
-    from ..ui.json_output import completion_report
 
     model_file = _model_file(model)
     sampling = constrained_sampling(model_file.path, work.shape, work.sampling) if work.shape else work.sampling
@@ -175,8 +175,8 @@ def _complete_on_server(url: str, work, *, json_output: bool) -> None:  # noqa: 
 def _print_answer(chunks, stats, report, sampling, *, shape, json_output) -> None:  # noqa: ANN001
     """Stream the text, or print the finished answer (the --json object with it); ``stats`` and ``report`` are
     read once the chunks are done."""
-    from ..errors import AnswerCutError
-    from ..ui.json_output import completion_json
+    from ..answer.report import completion_json
+    from ..base.errors import AnswerCutError
     from ..ui.stream import stream_text
 
     if shape is None and not json_output:
@@ -193,9 +193,9 @@ def _print_answer(chunks, stats, report, sampling, *, shape, json_output) -> Non
 
 
 def _answer_request(request, model, engine_options, sampling, mode, system, shape, no_schema_prompt, response_shape):  # noqa: ANN001, PLR0913
-    from ..azure_request import answer_request, card_response_shape, render_response
+    from ..answer.card_request import answer_request, card_response_shape, render_response
+    from ..answer.shapes import constrained_sampling
     from ..engine.model import Engine
-    from ..structured import constrained_sampling
     from ..ui.console import print_notice
 
     shape = request.output_shape() or shape
@@ -211,7 +211,7 @@ def _answer_request(request, model, engine_options, sampling, mode, system, shap
 
 
 def _model_file(model: str | None):  # noqa: ANN202 - ModelFile
-    from ..model_path import resolve_model
+    from ..sources.model_path import resolve_model
     from ..ui.progress import StageProgress
 
     with StageProgress() as progress:
@@ -219,8 +219,8 @@ def _model_file(model: str | None):  # noqa: ANN202 - ModelFile
 
 
 def _read_prompt(argument: str | None) -> str:
-    from ..errors import MixtralError
-    from ..textinput import read_stdin
+    from ..base.errors import MixtralError
+    from ..base.textinput import read_stdin
 
     piped = argument == "-" or not sys.stdin.isatty()
     stdin_text = read_stdin() if piped else ""

@@ -50,8 +50,8 @@ def devices(
     """
     from ..engine.devices import backend_names, list_devices
     from ..engine.loading import plan_model
-    from ..model_path import resolve_model
-    from ..ui.devices import devices_json, print_devices, print_needs
+    from ..sources.model_path import resolve_model
+    from ..ui.device_table import devices_json, print_devices, print_needs
 
     options = engine_options_from(
         ctx_size=ctx_size,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from ..store import StoreEntry
+    from ..sources.store import StoreEntry
 
 app = typer.Typer(help="List, show, remove and choose the default of pulled models.", no_args_is_help=True)
 
@@ -16,7 +16,7 @@ app = typer.Typer(help="List, show, remove and choose the default of pulled mode
 @app.command("list")
 def list_models() -> None:
     """List the pulled models (tab-separated on a pipe)."""
-    from ..store import ModelStore
+    from ..sources.store import ModelStore
     from ..ui.progress import format_bytes
     from ..ui.table import print_rows
 
@@ -36,10 +36,10 @@ def list_models() -> None:
 @app.command("show")
 def show(name: Annotated[str, typer.Argument(help="A name from `mixtral models list`.")]) -> None:
     """Show a model's GGUF metadata and files."""
-    from ..gguf_header import inspect_gguf
-    from ..instruct import CHAT_TEMPLATE_KEY, describe, instruct_from_data
-    from ..quant_types import QUANT_TYPES
-    from ..store import ModelStore
+    from ..family.instruct import CHAT_TEMPLATE_KEY, describe, instruct_from_data
+    from ..gguf_format.header import inspect_gguf
+    from ..gguf_format.quant_types import QUANT_TYPES
+    from ..sources.store import ModelStore
 
     entry = ModelStore().require(name)
     if entry.kind == "adapter":
@@ -67,7 +67,7 @@ def show(name: Annotated[str, typer.Argument(help="A name from `mixtral models l
 
 
 def _adapter_lines(entry: StoreEntry) -> str:
-    from ..catalog import catalog_model_of_repo
+    from ..family.catalog import catalog_model_of_repo
 
     known = catalog_model_of_repo(entry.base_model) if entry.base_model else None
     base = f"{entry.base_model} ({f'`{known.name}` in the catalog' if known else 'not in the catalog'})"
@@ -90,8 +90,8 @@ def remove(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
     """Remove a model and the files only it uses."""
-    from ..errors import MixtralError
-    from ..store import ModelStore
+    from ..base.errors import MixtralError
+    from ..sources.store import ModelStore
 
     store = ModelStore()
     store.require(name)
@@ -106,7 +106,7 @@ def remove(
 @app.command("default")
 def default(name: Annotated[str, typer.Argument(help="A name from `mixtral models list`.")]) -> None:
     """Make a model the default for commands run without -m."""
-    from ..store import ModelStore
+    from ..sources.store import ModelStore
 
     ModelStore().set_default(name)
     typer.echo(f"{name} is the default model.")

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ..azure_request import ResponseShape
-from ..bounds import Bound
+from ..answer.card_request import ResponseShape
+from ..base.bounds import Bound
 from ..engine.options import (
     DEFAULT_GPU_MARGIN,
     DEFAULT_MAX_TOKENS,
@@ -274,7 +274,7 @@ def engine_options_from(**values: Any) -> EngineOptions:
 
 
 def _parse_lora(text: str) -> LoraSpec:
-    from ..model_path import resolve_lora
+    from ..sources.model_path import resolve_lora
 
     spec = resolve_lora(text)
     problem = OPTION_BOUNDS["lora_scale"].problem(spec.scale)

@@ -32,10 +32,10 @@ def prompt(
         mixtral prompt -m tiny "Hello, how are you?"
         mixtral prompt -m model.gguf --messages conversation.json --ids --check
     """
+    from ..base.textinput import STDIN, parse_json, read_stdin, read_text_file
     from ..engine.model import Engine
-    from ..model_path import resolve_model
-    from ..prompt import Message, messages_from_dicts
-    from ..textinput import STDIN, parse_json, read_stdin, read_text_file
+    from ..family.prompt_ids import Message, messages_from_dicts
+    from ..sources.model_path import resolve_model
     from ..ui.console import print_notice
 
     if (text is None) == (messages is None):
@@ -60,7 +60,7 @@ def prompt(
 
 
 def _report_check(engine, conversation, prompt_ids) -> None:  # noqa: ANN001
-    from ..reference_check import check_against_mistral_common
+    from ..family.reference_check import check_against_mistral_common
     from ..ui.console import stderr_console
 
     version = engine.info.prompt_format.value

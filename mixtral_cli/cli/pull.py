@@ -45,16 +45,16 @@ def pull(
         mixtral pull someone/mixtral-samsum-lora
         mixtral pull --list
     """
-    from ..catalog import parse_model_ref
     from ..engine.rpc import parse_endpoints
-    from ..pull import plan_pull, run_pull, with_workers
-    from ..store import ModelStore
+    from ..family.catalog import parse_model_ref
+    from ..sources.pull import plan_pull, run_pull, with_workers
+    from ..sources.store import ModelStore
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
     from ..ui.reports import print_available, print_pull_plan
 
     if list_available:
-        from ..pull import available_models
+        from ..sources.pull import available_models
 
         print_available(available_models())
         return

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..quant_types import DEFAULT_TYPE, QUANT_TYPES, normalize_quant
+from ..gguf_format.quant_types import DEFAULT_TYPE, QUANT_TYPES, normalize_quant
 from .options import bounded
 
 
@@ -70,8 +70,8 @@ def quantize(
         mixtral quantize ./mixtral-samsum-lora -o samsum.gguf
     """
     from ..convert.peft import is_adapter_folder
-    from ..quant_types import quant_type
-    from ..quantize import DEFAULT_ADAPTER_TYPE, quantize_model
+    from ..convert.pipeline import DEFAULT_ADAPTER_TYPE, quantize_model
+    from ..gguf_format.quant_types import quant_type
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
     from ..ui.reports import print_quantize_summary
@@ -106,8 +106,8 @@ def _local_source(source: str) -> tuple[Path, str | None]:
 
     Returns the local path, and for a Hub name the repo's name (for the output and general.name).
     """
-    from ..catalog import CATALOG, looks_like_a_path, parse_model_ref
-    from ..pull import fetch_source
+    from ..family.catalog import CATALOG, looks_like_a_path, parse_model_ref
+    from ..sources.pull import fetch_source
     from ..ui.console import print_notice
 
     path = Path(source).expanduser()

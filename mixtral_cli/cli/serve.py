@@ -91,15 +91,15 @@ def serve(
     """
     from dataclasses import replace
 
-    from ..azure_request import card_response_shape
+    from ..answer.card_request import card_response_shape
     from ..engine.layout import for_chat
     from ..engine.model import Engine
-    from ..model_path import resolve_model
+    from ..engine.rpc_worker import is_loopback
     from ..serve import server_runner
     from ..serve.scheduler import parse_keep_alive
+    from ..sources.model_path import resolve_model
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
-    from ..worker import is_loopback
 
     try:
         keep_alive_s = parse_keep_alive(keep_alive)

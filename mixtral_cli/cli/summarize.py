@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from ..answer.summarize import MAX_WORDS_BOUND, Length, Style
 from ..engine.options import EngineOptions, SamplingOptions
-from ..summarize import MAX_WORDS_BOUND, Length, Style
 from .options import ModelOption, ServerOption, bounded, runs_a_model
 
 
@@ -56,11 +56,11 @@ def summarize(
         journalctl -b | mixtral summarize -m model.gguf --style bullets --focus errors
         mixtral summarize -m model.gguf --each --length short notes/*.md
     """
+    from ..answer.report import summary_json
+    from ..answer.summarize import Summarizer, SummaryOptions, inputs_to_summarize
     from ..engine.model import Engine
-    from ..model_path import resolve_model
-    from ..summarize import Summarizer, SummaryOptions, inputs_to_summarize
+    from ..sources.model_path import resolve_model
     from ..ui.console import print_notice
-    from ..ui.json_output import summary_json
     from ..ui.progress import StageProgress
     from ..ui.stream import stream_text
 
@@ -100,8 +100,8 @@ def summarize(
 
 def _agree_to_long_job(plan, seconds: float | None, *, yes: bool, progress) -> None:  # noqa: ANN001
     """Before the first model call: a summary too long to start unasked is said, and run if the user agrees."""
-    from ..errors import MixtralError
-    from ..summarize import long_job
+    from ..answer.summarize import long_job
+    from ..base.errors import MixtralError
 
     cost = long_job(plan, seconds)
     if cost is None or yes:
@@ -115,12 +115,12 @@ def _agree_to_long_job(plan, seconds: float | None, *, yes: bool, progress) -> N
 
 
 def _read_documents(files: list[str]):  # noqa: ANN202 - list[Document]
-    from ..summarize import decode_document, read_document
-    from ..textinput import read_stdin_bytes
+    from ..answer.summarize import decode_document, read_document
+    from ..base.textinput import read_stdin_bytes
 
     if not files or files == ["-"]:
         if not files and sys.stdin.isatty():
-            from ..errors import MixtralError
+            from ..base.errors import MixtralError
 
             raise MixtralError("No input: give files to summarize, or pipe text in.")
         return [decode_document("stdin", read_stdin_bytes())]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..tinymodel import SHAPE_BOUNDS
+from ..sources.tiny_model import SHAPE_BOUNDS
 from .options import bounded
 
 
@@ -54,7 +54,7 @@ def tiny(
     Example:
         mixtral tiny ./tiny-mixtral --layers 3 --experts 6 && mixtral quantize ./tiny-mixtral
     """
-    from ..tinymodel import TinyMixtralSpec, build_tiny_mixtral
+    from ..sources.tiny_model import TinyMixtralSpec, build_tiny_mixtral
 
     spec = TinyMixtralSpec(
         tokenizer=tokenizer.value,

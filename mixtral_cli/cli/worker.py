@@ -40,10 +40,10 @@ def worker(
         mixtral worker                                  # this machine only, port 50052
         mixtral worker --host 192.168.1.20 --port 50052 # then: mixtral chat --rpc 192.168.1.20:50052 -m ...
     """
-    from ..paths import worker_cache_dir
+    from ..base.paths import worker_cache_dir
+    from ..engine.rpc_worker import is_loopback, listen_address, run_worker
     from ..ui.console import print_notice
-    from ..ui.devices import print_worker_banner
-    from ..worker import is_loopback, listen_address, run_worker
+    from ..ui.device_table import print_worker_banner
 
     cache_dir = None if no_cache else (cache or worker_cache_dir())
     if not is_loopback(listen_address(host)):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from ..errors import CheckpointError, UnsupportedArchitectureError
+from ..base.errors import CheckpointError, UnsupportedArchitectureError
 from .safetensors import SafetensorsFormatError, TensorRef, read_index
 
 MIXTRAL_ARCHITECTURE = "MixtralForCausalLM"

@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..gguf_header import LEGACY_EXPERT
+from ..gguf_format.header import LEGACY_EXPERT
 from .streaming import OutputTensor, ProgressCallback, write_tensors
 
 if TYPE_CHECKING:

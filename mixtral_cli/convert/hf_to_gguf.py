@@ -8,7 +8,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..quant_types import QuantType
+from ..gguf_format.quant_types import QuantType
 from .checkpoint import Checkpoint
 from .safetensors import TensorRef, float32_to_bf16_bits, to_float32
 from .streaming import OutputTensor, ProgressCallback, write_tensors

@@ -16,8 +16,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import AdapterError
-from ..quant_types import QuantType
+from ..base.errors import AdapterError
+from ..gguf_format.quant_types import QuantType
 from .hf_to_gguf import encode, permute_for_rope, storable_type, tensor_nbytes
 from .peft import BaseShape, LoraWeight, PeftAdapter
 from .safetensors import TensorRef

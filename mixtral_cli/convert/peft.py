@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..catalog import catalog_model_of_repo
-from ..errors import AdapterError, CheckpointError
+from ..base.errors import AdapterError, CheckpointError
+from ..family.catalog import catalog_model_of_repo
 from .checkpoint import MIXTRAL_ARCHITECTURE, MixtralHParams, read_json
 from .safetensors import SafetensorsFormatError, TensorRef, read_index
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..atomic import atomic_path
+from ..base.atomic import atomic_path
 from .streaming import write_array
 
 if TYPE_CHECKING:

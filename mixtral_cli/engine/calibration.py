@@ -17,8 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..atomic import write_state
-from ..paths import mixtral_home
+from ..base.atomic import write_state
+from ..base.paths import mixtral_home
 from .layout import LayoutRates
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import LimitError
+from ..base.errors import LimitError
 
 _F32 = 4
 _MIN_CTX = 512  # the least a capped context keeps

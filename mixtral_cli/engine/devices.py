@@ -12,7 +12,7 @@ import enum
 import functools
 from dataclasses import dataclass
 
-from ..system import available_memory
+from ..base.system import available_memory
 
 
 class DeviceKind(str, enum.Enum):

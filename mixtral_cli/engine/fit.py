@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import OptionsError, PlacementError
-from ..gguf_header import GGUFInfo
+from ..base.errors import OptionsError, PlacementError
+from ..gguf_format.header import GGUFInfo
 from ..ui.progress import format_bytes
 from .devices import Device, DeviceKind
 from .options import KV_CACHE_TYPES, EngineOptions, kv_bytes_per_token

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import GGUFError, OutputShapeError
+from ..base.errors import GGUFError, OutputShapeError
 from . import logs
 from .devices import init_backend
 

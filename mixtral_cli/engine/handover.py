@@ -6,7 +6,7 @@ prompt token itself to choose the first new token: the sender evaluates all prom
 
 from __future__ import annotations
 
-from ..errors import LlamaCppError
+from ..base.errors import LlamaCppError
 
 _SEQUENCE = 0
 

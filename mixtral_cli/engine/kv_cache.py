@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable, Sequence
 
-from ..errors import LlamaCppError
+from ..base.errors import LlamaCppError
 
 
 class KVCache:

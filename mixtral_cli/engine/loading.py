@@ -9,11 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import GGUFError, GPUMemoryError, LegacyLayoutError, ModelNotFoundError
-from ..gguf_header import GGUFInfo, inspect_gguf, is_gguf
-from ..instruct import CHAT_TEMPLATE_KEY, instruct_from_data
-from ..prompt import PromptFormat
-from ..system import gpu_on_this_machine
+from ..base.errors import GGUFError, GPUMemoryError, LegacyLayoutError, ModelNotFoundError
+from ..base.system import gpu_on_this_machine
+from ..family.instruct import CHAT_TEMPLATE_KEY, instruct_from_data
+from ..family.prompt_ids import PromptFormat
+from ..gguf_format.header import GGUFInfo, inspect_gguf, is_gguf
 from . import logs
 from .devices import has_gpu_backend, init_backend
 from .fit import Plan, model_plan

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import AdapterError, GGUFError, LlamaCppError
-from ..gguf_header import GGUFInfo, read_header
+from ..base.errors import AdapterError, GGUFError, LlamaCppError
+from ..gguf_format.header import GGUFInfo, read_header
 from .options import LoraSpec
 
 # The base model's shape as a converted adapter records it, and how to say each in a sentence.

@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import (
+from ..base.errors import (
     ContextOverflowError,
     GPUMemoryError,
     LlamaCppError,
 )
-from ..prompt import (
+from ..base.system import available_memory, physical_cores
+from ..family.prompt_ids import (
     Message,
     PromptFormat,
     PromptMode,
@@ -22,7 +23,6 @@ from ..prompt import (
     completion_messages,
     raw_prompt_ids,
 )
-from ..system import available_memory, physical_cores
 from . import logs
 from .context_memory import ModelShape, check_context, context_that_fits
 from .devices import init_backend

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..bounds import FLOAT32_MAX, IN_A_FLOAT, INT32_MAX, UINT32_MAX, Bound, thread_bound
+from ..base.bounds import FLOAT32_MAX, IN_A_FLOAT, INT32_MAX, UINT32_MAX, Bound, thread_bound
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import PlacementError
+from ..base.errors import PlacementError
 from .devices import Device, DeviceKind, ggml, list_devices
 from .options import EngineOptions
 

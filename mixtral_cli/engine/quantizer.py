@@ -15,7 +15,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from ..errors import LlamaCppError
+from ..base.errors import LlamaCppError
 
 # llama.cpp logs "[  12/ 291] blk.1.attn_q.weight - ..." as it starts each tensor.
 _TENSOR_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import RpcUnavailableError, WorkerError, WorkerOptionError
+from ..base.errors import RpcUnavailableError, WorkerError, WorkerOptionError
 from .devices import Device, DeviceKind, ggml, init_backend, list_devices
 
 # ggml-rpc.h at the vendored llama.cpp: a worker of another major version cannot serve us.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import random
 
-from ..errors import LlamaCppError
+from ..base.errors import LlamaCppError
 from .options import SamplingOptions
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import MissingExtraError
+from ..base.errors import MissingExtraError
 
 _SERVE_EXTRA = ("starlette", "uvicorn", "anyio", "h11")
 

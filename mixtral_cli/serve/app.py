@@ -21,9 +21,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import __version__
-from ..azure_request import ResponseShape, parse_request, render_response
-from ..engine.options import SamplingOptions
-from ..errors import (
+from ..answer.card_request import ResponseShape, parse_request, render_response
+from ..answer.shapes import OutputShape
+from ..base.errors import (
     ContextOverflowError,
     InvalidConversationError,
     InvalidRequestError,
@@ -32,8 +32,8 @@ from ..errors import (
     ServerBusyError,
     ServerStoppedError,
 )
-from ..structured import OutputShape
-from ..textinput import parse_json
+from ..base.textinput import parse_json
+from ..engine.options import SamplingOptions
 from .openai_api import Answer, OpenAIRequest, models_list, parse_chat_request, parse_text_request
 from .scheduler import ClientGone, Job, ModelHost
 from .work import (
@@ -152,7 +152,7 @@ class _Handlers:
         """A request's sampling, bounded by the context, with its shape's grammar once llama.cpp has parsed it."""
         from dataclasses import replace
 
-        from ..structured import constrained_sampling
+        from ..answer.shapes import constrained_sampling
 
         if self.host.n_ctx and sampling.max_tokens > self.host.n_ctx:
             # No answer outgrows the context: a larger budget would end the same way, so it is clipped.

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .. import __version__
-from ..errors import ServerError, ServerReportedError
+from ..base.errors import ServerError, ServerReportedError
 from .work import COMPLETE_ROUTE, CompletionDone, CompletionWork, completion_body, stats_from
 
 SERVER_ENV = "MIXTRAL_SERVER"

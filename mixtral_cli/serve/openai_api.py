@@ -1,6 +1,6 @@
 """OpenAI's chat and text completion requests as ``CompletionWork``, and their answers in OpenAI's shapes.
 
-A chat request's messages go through the same id-building code as `mixtral chat` (mixtral_cli/prompt.py);
+A chat request's messages go through the same id-building code as `mixtral chat` (mixtral_cli/family/prompt_ids.py);
 a text completion is a raw completion, as OpenAI's legacy route means it. ``response_format`` becomes the
 same output shape, and so the same grammar, as `--json-schema` and `--json-object`.
 """
@@ -13,14 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..base.errors import InvalidRequestError
 from ..engine.options import SamplingOptions
-from ..errors import InvalidRequestError
-from ..prompt import PromptMode
+from ..family.prompt_ids import PromptMode
 from .work import CompletionWork, conversation_from, sampling_from
 
 if TYPE_CHECKING:
+    from ..answer.shapes import OutputShape
     from ..engine.model import GenerationStats
-    from ..structured import OutputShape
 
 _FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "context": "length"}
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -92,7 +92,7 @@ def _message(item: object, index: int) -> dict[str, str]:
 
 
 def _response_format(value: object) -> OutputShape | None:
-    from ..structured import json_object_shape, schema_shape
+    from ..answer.shapes import json_object_shape, schema_shape
 
     if value is None:
         return None

@@ -12,13 +12,13 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from ..base.errors import ChatError
 from ..engine.layout import Layout, LayoutPlan, Work
 from ..engine.loading import ModelInfo
 from ..engine.lora import AdapterInfo
 from ..engine.model import Generation, GenerationStats
 from ..engine.options import LoraSpec, SamplingOptions
-from ..errors import ChatError
-from ..prompt import Message, PromptFormat, SpecialIds
+from ..family.prompt_ids import Message, PromptFormat, SpecialIds
 from .client import ServerClient
 from .work import GENERATE_ROUTE, IDS_ROUTE, MODEL_ROUTE, sampling_body, stats_from
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import MixtralError, ServerBusyError, ServerStoppedError
+from ..base.errors import MixtralError, ServerBusyError, ServerStoppedError
 
 if TYPE_CHECKING:
     from ..engine.model import Engine

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from ..errors import ServerError
+from ..base.errors import ServerError
 from .app import create_app
 from .scheduler import ModelHost
 

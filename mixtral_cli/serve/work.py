@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from ..answer.shapes import AnswerKind, OutputShape
+from ..base.errors import InvalidRequestError, MixtralError
 from ..engine.options import OPTION_BOUNDS, SamplingOptions
-from ..errors import InvalidRequestError, MixtralError
-from ..prompt import Message, PromptMode, messages_from_dicts
-from ..structured import AnswerKind, OutputShape
+from ..family.prompt_ids import Message, PromptMode, messages_from_dicts
 
 if TYPE_CHECKING:
-    from ..azure_request import ModelCardRequest
+    from ..answer.card_request import ModelCardRequest
     from ..engine.model import Engine, GenerationStats
 
 # mixtral's own routes: `mixtral complete --server` sends its work whole; chat and summarize drive the engine.
@@ -58,8 +58,8 @@ class CompletionDone:
 
 def complete(work: CompletionWork, sampling: SamplingOptions):  # noqa: ANN201 - Callable[[Engine], Iterator]
     """The job that answers ``work``: its text chunks, then a ``CompletionDone``."""
-    from ..answer import start_answer
-    from ..ui.json_output import completion_report
+    from ..answer.job import start_answer
+    from ..answer.report import completion_report
 
     def run(engine: Engine) -> Iterator[object]:
         prompt = list(work.prompt) if isinstance(work.prompt, tuple) else work.prompt
@@ -112,7 +112,7 @@ def parse_generate_body(data: object, *, n_vocab: int) -> tuple[list[int], Sampl
 
 def engine_facts(engine: Engine) -> dict[str, Any]:
     """What the model route tells a ``RemoteEngine`` about the loaded model."""
-    from ..ui.json_output import adapters_json
+    from ..answer.report import adapters_json
 
     info = engine.info
     return {
@@ -127,7 +127,7 @@ def engine_facts(engine: Engine) -> dict[str, Any]:
 
 def answer_card_request(request: ModelCardRequest, sampling: SamplingOptions, shape: OutputShape | None):  # noqa: ANN201
     """The job that answers a model-card request: one list of answers, in input order."""
-    from ..azure_request import answer_request
+    from ..answer.card_request import answer_request
 
     def run(engine: Engine) -> Iterator[object]:
         yield answer_request(engine, request, sampling, mode=PromptMode.AUTO, system=None, shape=shape, shown=shape)

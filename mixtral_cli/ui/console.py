@@ -13,7 +13,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from ..errors import OutputStreamError
+from ..base.errors import OutputStreamError
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -22,7 +22,7 @@ def format_bytes(n_bytes: float) -> str:
 
 
 class StageProgress:
-    """One bar per stage; implements ``mixtral_cli.quantize.Progress``. Use as a context manager.
+    """One bar per stage; implements ``mixtral_cli.convert.pipeline.Progress``. Use as a context manager.
 
     When stderr is not a terminal (a log file, CI), each stage is one plain line instead of a live bar.
     """

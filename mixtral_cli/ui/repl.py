@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..base.errors import MixtralError, OutputStreamError
 from ..chat.commands import COMMANDS, CommandResult, is_command, run_command
 from ..chat.session import ChatSession, TurnResult
-from ..errors import MixtralError, OutputStreamError
 from .console import print_error, print_notice, stderr_console, stdout_console
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def _print_turn_stats(session: ChatSession, result: TurnResult, interactive: boo
 
 
 def _line_reader() -> Callable[[], str]:
-    from ..textinput import MAX_TEXT_BYTES, STDIN, decode_text, read_bounded
+    from ..base.textinput import MAX_TEXT_BYTES, STDIN, decode_text, read_bounded
 
     offset = 0
 

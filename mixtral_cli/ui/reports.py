@@ -8,8 +8,8 @@ from .console import stderr_console
 from .progress import format_bytes
 
 if TYPE_CHECKING:
-    from ..pull import Available, PullPlan
-    from ..quantize import QuantizeResult
+    from ..convert.pipeline import QuantizeResult
+    from ..sources.pull import Available, PullPlan
 
 
 def print_quantize_summary(result: QuantizeResult) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..engine.lora import AdapterInfo
     from ..engine.model import Engine, GenerationStats
-    from ..summarize import SummaryPlan
+    from .summarize import SummaryPlan
 
 
 def adapters_json(adapters: Sequence[AdapterInfo]) -> list[dict[str, object]]:

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
-from .bounds import INT32_MAX, Bound
-from .engine.layout import Work
-from .engine.model import Engine
-from .engine.options import SamplingOptions
-from .errors import ContextOverflowError, InputError, SummaryContextError
-from .prompt import Message
-from .textinput import decode_text, read_file_bytes
+from ..base.bounds import INT32_MAX, Bound
+from ..base.errors import ContextOverflowError, InputError, SummaryContextError
+from ..base.textinput import decode_text, read_file_bytes
+from ..engine.layout import Work
+from ..engine.model import Engine
+from ..engine.options import SamplingOptions
+from ..family.prompt_ids import Message
 
 
 class Style(str, Enum):

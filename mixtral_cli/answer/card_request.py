@@ -16,15 +16,15 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from .engine.options import OPTION_BOUNDS, SamplingOptions
-from .errors import InvalidRequestError, MixtralError
-from .prompt import Message, messages_from_dicts
-from .structured import OutputShape, finish_answer, schema_shape
-from .textinput import parse_json
+from ..base.errors import InvalidRequestError, MixtralError
+from ..base.textinput import parse_json
+from ..engine.options import OPTION_BOUNDS, SamplingOptions
+from ..family.prompt_ids import Message, messages_from_dicts
+from .shapes import OutputShape, finish_answer, schema_shape
 
 if TYPE_CHECKING:
-    from .engine.model import Engine
-    from .prompt import PromptMode
+    from ..engine.model import Engine
+    from ..family.prompt_ids import PromptMode
 
 
 class ResponseShape(str, Enum):
@@ -35,7 +35,7 @@ class ResponseShape(str, Enum):
 def card_response_shape(model_name: str | None) -> ResponseShape:
     """The response shape of the model card of ``model_name`` (a catalog name, e.g. "8x22b-instruct:Q4_K_M");
     the 8x7B cards' shape for any other model."""
-    from .catalog import CATALOG, SHAPE_8X22B
+    from ..family.catalog import CATALOG, SHAPE_8X22B
 
     entry = CATALOG.get((model_name or "").partition(":")[0].lower())
     return ResponseShape.BY_INDEX if entry is not None and entry.shape is SHAPE_8X22B else ResponseShape.PER_INPUT
@@ -133,7 +133,7 @@ def answer_request(
     shown: OutputShape | None,
 ) -> list[str]:
     """Each input's answer, in order; ``sampling`` already carries the request's parameters and shape."""
-    from .answer import start_answer
+    from .job import start_answer
 
     outputs = []
     for index, source in enumerate(request.inputs):

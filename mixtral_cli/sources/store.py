@@ -13,9 +13,9 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .atomic import atomic_path, check_writable, locked
-from .errors import ModelNotFoundError, StoreError
-from .paths import mixtral_home
+from ..base.atomic import atomic_path, check_writable, locked
+from ..base.errors import ModelNotFoundError, StoreError
+from ..base.paths import mixtral_home
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class ModelStore:
 
     def get(self, name: str) -> StoreEntry | None:
         """The entry by its name as pulled, however its quantization is spelled (q4_k_m, Q4_K_M)."""
-        from .catalog import canonical_name
+        from ..family.catalog import canonical_name
 
         models = self._read()["models"]
         return models.get(name) or models.get(canonical_name(name))

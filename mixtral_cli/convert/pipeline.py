@@ -15,12 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .atomic import atomic_path, check_writable, leftovers, scratch_path
-from .convert.checkpoint import Checkpoint, open_checkpoint
-from .convert.gguf_file import rewrite_legacy_layout
-from .convert.hf_to_gguf import write_gguf
-from .convert.peft import is_adapter_folder
-from .errors import (
+from ..base.atomic import atomic_path, check_writable, leftovers, scratch_path
+from ..base.errors import (
     CheckpointError,
     DiskSpaceError,
     LowBitsError,
@@ -28,8 +24,12 @@ from .errors import (
     OutputExistsError,
     QuantizationTypeError,
 )
-from .gguf_header import GGUFInfo, inspect_gguf, is_gguf
-from .quant_types import DEFAULT_TYPE, QUANT_TYPES, QuantType, quant_type
+from ..gguf_format.header import GGUFInfo, inspect_gguf, is_gguf
+from ..gguf_format.quant_types import DEFAULT_TYPE, QUANT_TYPES, QuantType, quant_type
+from .checkpoint import Checkpoint, open_checkpoint
+from .gguf_file import rewrite_legacy_layout
+from .hf_to_gguf import write_gguf
+from .peft import is_adapter_folder
 
 # Headroom kept free beyond the estimate, so the machine is not left with a full disk.
 _DISK_MARGIN = 256 * 2**20
@@ -239,8 +239,8 @@ def _convert_adapter(
     source: Path, target: Path, quant: QuantType, *, name: str | None, progress: Progress
 ) -> tuple[int, int]:
     """Write the PEFT adapter in ``source`` as a GGUF adapter; returns its parameters and the source's bytes."""
-    from .convert.lora_to_gguf import plan_adapter, write_adapter_gguf
-    from .convert.peft import base_shape, open_adapter
+    from .lora_to_gguf import plan_adapter, write_adapter_gguf
+    from .peft import base_shape, open_adapter
 
     adapter = open_adapter(source)
     plan = plan_adapter(adapter, base_shape(adapter), quant)
@@ -279,7 +279,7 @@ def _quantize_gguf(
 
 
 def _llama_quantize(source: Path, target: Path, quant: QuantType, *, threads: int | None, progress: Progress) -> None:
-    from .engine.quantizer import llama_quantize
+    from ..engine.quantizer import llama_quantize
 
     with atomic_path(target) as partial:
         llama_quantize(

@@ -9,10 +9,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from .atomic import locked
-from .paths import mixtral_home
-from .quantize import Progress, quantize_model
-from .tinymodel import TinyMixtralSpec, build_tiny_mixtral
+from ..base.atomic import locked
+from ..base.paths import mixtral_home
+from ..convert.pipeline import Progress, quantize_model
+from .tiny_model import TinyMixtralSpec, build_tiny_mixtral
 
 DEMO_NAME = "tiny"
 DEMO_TYPE = "Q4_K_M"

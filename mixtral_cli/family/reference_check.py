@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import MixtralError
-from .prompt import Message, PromptFormat
+from ..base.errors import MixtralError
+from .prompt_ids import Message, PromptFormat
 
 
 @dataclass(frozen=True)

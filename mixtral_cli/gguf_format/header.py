@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import GGUFError, UnsupportedArchitectureError
-from .gguf_hparams import HyperparameterError, check_hyperparameters
+from ..base.errors import GGUFError, UnsupportedArchitectureError
+from .hparams import HyperparameterError, check_hyperparameters
 
 GGUF_MAGIC = b"GGUF"
 LEGACY_EXPERT = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down)\.(\d+)\.weight$")

@@ -8,7 +8,7 @@ a file that lies is refused in one line naming the key.
 
 from __future__ import annotations
 
-from .bounds import FLOAT32_MAX, INT32_MAX, Bound, number_text
+from ..base.bounds import FLOAT32_MAX, INT32_MAX, Bound, number_text
 
 _STRING = 8  # the GGUF value type of strings, as the header reader numbers them
 

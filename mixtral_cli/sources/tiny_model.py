@@ -16,12 +16,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .atomic import atomic_folder
-from .bounds import INT32_MAX, Bound
-from .convert.safetensors import float32_to_bf16_bits, write_file
-from .errors import DiskSpaceError, InvalidShapeError, LimitError
-from .gguf_hparams import MAX_EXPERTS, MAX_LAYERS
-from .system import available_memory
+from ..base.atomic import atomic_folder
+from ..base.bounds import INT32_MAX, Bound
+from ..base.errors import DiskSpaceError, InvalidShapeError, LimitError
+from ..base.system import available_memory
+from ..convert.safetensors import float32_to_bf16_bits, write_file
+from ..gguf_format.hparams import MAX_EXPERTS, MAX_LAYERS
 
 if TYPE_CHECKING:
     import numpy as np

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import QuantizationTypeError
+from ..base.errors import QuantizationTypeError
 
 DEFAULT_TYPE = "Q4_K_M"
 # Below this a mixture of experts loses too much: each expert sees only a share of the training signal.

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ModelNotFoundError
+from ..base.errors import ModelNotFoundError
 
 if TYPE_CHECKING:
-    from .engine.options import LoraSpec
-    from .quantize import Progress
+    from ..convert.pipeline import Progress
+    from ..engine.options import LoraSpec
 
 MODEL_ENV = "MIXTRAL_MODEL"
 _HOW_TO_GET_ONE = (
@@ -56,7 +56,7 @@ def resolve_model(spec: str | None, *, progress: Progress | None = None) -> Mode
 
 def resolve_lora(text: str) -> LoraSpec:
     """``FILE[:SCALE]`` of --lora, where FILE may also name a pulled adapter (ORG/NAME, or ORG/NAME:TYPE)."""
-    from .engine.options import LoraSpec
+    from ..engine.options import LoraSpec
     from .store import ModelStore
 
     spec = LoraSpec.parse(text)

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .atomic import write_state
-from .errors import HubError, MixtralError, OutputPathError
-from .paths import mixtral_home
+from ..base.atomic import write_state
+from ..base.errors import HubError, MixtralError, OutputPathError
+from ..base.paths import mixtral_home
 
 if TYPE_CHECKING:
-    from .quantize import Progress
+    from ..convert.pipeline import Progress
 
 # OS errors of the local disk, never of the connection.
 _LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}

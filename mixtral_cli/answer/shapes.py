@@ -14,13 +14,13 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .engine.options import SamplingOptions
-from .errors import AnswerCutError, InputError, LimitError, MixtralError, OutputShapeError
+from ..base.errors import AnswerCutError, InputError, LimitError, MixtralError, OutputShapeError
+from ..engine.options import SamplingOptions
+from ..family.prompt_ids import Message
 from .gbnf import shortest_answer
-from .prompt import Message
 
 if TYPE_CHECKING:
-    from .engine.model import GenerationStats
+    from ..engine.model import GenerationStats
 
 # What llama-cpp-python's SchemaConverter enforces; every other keyword that constrains is refused.
 CONVERTED_KEYWORDS = frozenset(
@@ -84,7 +84,7 @@ def read_source(
     source: str, what: str, *, error: type[MixtralError] = OutputShapeError, limit: int = MAX_SHAPE_BYTES
 ) -> str:
     """A file's text, or stdin's for '-', as UTF-8; ``error`` says why it cannot be read."""
-    from .textinput import read_stdin, read_text_file
+    from ..base.textinput import read_stdin, read_text_file
 
     try:
         return read_stdin(limit=limit) if source == "-" else read_text_file(Path(source), limit=limit)
@@ -94,7 +94,7 @@ def read_source(
 
 def constrained_sampling(model_path: Path, shape: OutputShape, sampling: SamplingOptions) -> SamplingOptions:
     """``sampling`` with the shape's grammar, once llama.cpp has parsed it and the token budget can hold an answer."""
-    from .engine.grammar import check_grammar
+    from ..engine.grammar import check_grammar
 
     shortest = shortest_answer(shape.grammar)
     needed = check_grammar(model_path, shape.grammar, answer=shortest)
@@ -112,7 +112,7 @@ def schema_shape(text: str) -> OutputShape:
     """A JSON schema as a grammar; a schema that is not JSON, or that the converter cannot express, is refused."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    from .textinput import parse_json
+    from ..base.textinput import parse_json
 
     schema = parse_json(text, "The schema", error=OutputShapeError)
     if not isinstance(schema, dict):

@@ -16,11 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .catalog import CATALOG, CatalogModel, GGUFRepo, ModelRef, catalog_model_of_repo, gguf_repo
-from .convert.peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter_config
-from .errors import AdapterError, DiskSpaceError, GGUFError, QuantizationNotFoundError
-from .gguf_header import inspect_gguf
-from .gguf_naming import check_shards, quantizations
+from ..base.errors import AdapterError, DiskSpaceError, GGUFError, QuantizationNotFoundError
+from ..base.system import gpu_memory, physical_cores, total_memory
+from ..convert.peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter_config
+from ..convert.pipeline import Progress, choose_adapter_type, choose_quant_type, estimate_seconds, quantize_model
+from ..family.catalog import CATALOG, CatalogModel, GGUFRepo, ModelRef, catalog_model_of_repo, gguf_repo
+from ..gguf_format.header import inspect_gguf
+from ..gguf_format.naming import check_shards, quantizations
+from ..gguf_format.quant_types import DEFAULT_TYPE, QUANT_TYPES, quant_type
 from .hub import (
     HubError,
     RemoteFile,
@@ -32,10 +35,7 @@ from .hub import (
     download,
     list_repo,
 )
-from .quant_types import DEFAULT_TYPE, QUANT_TYPES, quant_type
-from .quantize import Progress, choose_adapter_type, choose_quant_type, estimate_seconds, quantize_model
 from .store import ModelStore, StoreEntry
-from .system import gpu_memory, physical_cores, total_memory
 
 _CONVERSION_FILES = ("config.json", "tokenizer.model", "tokenizer_config.json", "model.safetensors.index.json")
 _CANDIDATES = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
@@ -85,7 +85,7 @@ class PullPlan:
 
 def with_workers(plan: PullPlan, endpoints: Sequence[str]) -> PullPlan:
     """The plan with the free memory of these workers' devices counted beside this machine's."""
-    from .engine.rpc import add_workers
+    from ..engine.rpc import add_workers
 
     return dataclasses.replace(plan, workers=sum(d.free for d in add_workers(endpoints)))
 

@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Iterator
 
-from .errors import OutputShapeError
+from ..base.errors import OutputShapeError
 
 MAX_NESTING = 1000  # groups in groups; a schema's repetitions nest as deep as MAX_SCHEMA_REPETITIONS
 

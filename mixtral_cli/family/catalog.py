@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MixtralError
-from .gguf_naming import ANY_NAMING, DASH_NAMING, DOT_NAMING, GGUFNaming
-from .quant_types import normalize_quant
+from ..base.errors import MixtralError
+from ..gguf_format.naming import ANY_NAMING, DASH_NAMING, DOT_NAMING, GGUFNaming
+from ..gguf_format.quant_types import normalize_quant
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .prompt import Message, PromptMode
-from .structured import OutputShape, with_instruction
+from ..family.prompt_ids import Message, PromptMode
+from .shapes import OutputShape, with_instruction
 
 if TYPE_CHECKING:
-    from .engine.model import Engine, Generation
-    from .engine.options import SamplingOptions
+    from ..engine.model import Engine, Generation
+    from ..engine.options import SamplingOptions
 
 
 def start_answer(

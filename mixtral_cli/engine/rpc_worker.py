@@ -10,8 +10,8 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .engine.devices import Device
-from .errors import WorkerError, WorkerOptionError
+from ..base.errors import WorkerError, WorkerOptionError
+from .devices import Device
 
 
 def run_worker(
@@ -25,8 +25,8 @@ def run_worker(
     on_ready: Callable[[str, Sequence[Device], str | None], None],
 ) -> None:
     """Serve until SIGINT or SIGTERM; returns then, with nothing left behind."""
-    from .engine.rpc import require_rpc, serve, worker_devices
-    from .system import physical_cores
+    from ..base.system import physical_cores
+    from .rpc import require_rpc, serve, worker_devices
 
     require_rpc()
     address = listen_address(host)

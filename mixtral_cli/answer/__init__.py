@@ -1,0 +1,1 @@
+"""The answer: one request becomes one job (shapes, grammars, model-card requests, summaries, reports)."""

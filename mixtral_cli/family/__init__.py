@@ -1,0 +1,1 @@
+"""The Mixtral family: catalog, prompt ids, instruct detection, the mistral-common check."""

@@ -1,0 +1,1 @@
+"""The GGUF format: header, hyperparameters, quantization types, repository naming."""
