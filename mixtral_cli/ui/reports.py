@@ -9,7 +9,7 @@ from .progress import format_bytes
 
 if TYPE_CHECKING:
     from ..convert.pipeline import QuantizeResult
-    from ..sources.pull import Available, PullPlan
+    from ..sources.pull_plan import Available, PullPlan
 
 
 def print_quantize_summary(result: QuantizeResult) -> None:
