@@ -188,6 +188,14 @@ class InvalidConversationError(MixtralError, ValueError):
     """A conversation the Instruct format cannot express."""
 
 
+class ToolsNotSupportedError(MixtralError, ValueError):
+    """Tools asked of a model that was not trained to call them (every one but Mixtral-8x22B-Instruct)."""
+
+
+class InvalidToolsError(MixtralError, ValueError):
+    """A tools list (or tool choice) that cannot be shown to the model or enforced while it answers."""
+
+
 class InvalidRequestError(MixtralError, ValueError):
     """A request (a file or an HTTP body) that does not follow its schema."""
 
