@@ -88,6 +88,11 @@ class SamplingOptions:
     max_tokens: int = DEFAULT_MAX_TOKENS
     stop: tuple[str, ...] = field(default=())
     grammar: str | None = None  # GBNF (root rule "root"): every token must keep the answer inside it
+    # The grammar waits for this token: what comes before it is free, the token and what follows are inside it.
+    grammar_trigger: int | None = None
+    banned_tokens: tuple[int, ...] = ()  # never sampled
+    # Control tokens the generation reports by id, in their place among its text (a ControlToken chunk).
+    reported_tokens: tuple[int, ...] = ()
 
     @property
     def greedy(self) -> bool:

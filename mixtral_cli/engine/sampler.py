@@ -20,6 +20,12 @@ def build_sampler(sampling: SamplingOptions, vocab):  # noqa: ANN001, ANN201 - l
     params.no_perf = True
     chain = llama_cpp.llama_sampler_chain_init(params)
     add = llama_cpp.llama_sampler_chain_add
+    if sampling.banned_tokens:
+        bans = (llama_cpp.llama_logit_bias * len(sampling.banned_tokens))(
+            *((token, float("-inf")) for token in sampling.banned_tokens)
+        )
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        add(chain, llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(bans), bans))
     if sampling.repeat_penalty != 1.0:
         n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)  # this llama.cpp's signature still takes it first
         add(chain, llama_cpp.llama_sampler_init_penalties(n_vocab, 64, sampling.repeat_penalty, 0.0, 0.0))
@@ -65,7 +71,8 @@ class Sampler:
         self._grammar = None
         if sampling.grammar is None:
             return
-        self._grammar = llama_cpp.llama_sampler_init_grammar(vocab, sampling.grammar.encode(), b"root")
+        self._grammar = _grammar_sampler(vocab, sampling.grammar, sampling.grammar_trigger)
+        self._trigger = sampling.grammar_trigger  # None once the grammar applies
         if not self._grammar:
             llama_cpp.llama_sampler_free(self._chain)
             raise LlamaCppError("llama.cpp could not parse the grammar.")
@@ -86,10 +93,12 @@ class Sampler:
             token = llama_cpp.llama_sampler_sample(self._chain, ctx, -1)
         else:
             token = self._all.fill(self._ids, self._read_logits(ctx)).pick(self._chain)
-        if token in self._refused or not self._one.fill(token, 0.0).allow(self._grammar):
+        if self._trigger is None and (token in self._refused or not self._one.fill(token, 0.0).allow(self._grammar)):
             token = self._redraw(ctx)
         llama_cpp.llama_sampler_accept(self._grammar, token)
         llama_cpp.llama_sampler_accept(self._chain, token)
+        if token == self._trigger:
+            self._trigger = None
         self._refused = self._refused_after.get(self._byte_of_token.get(token), self._refused_after[None])
         return token
 
@@ -118,6 +127,16 @@ class Sampler:
             if sampler:
                 self._llama.llama_sampler_free(sampler)
         self._chain = self._grammar = None
+
+
+def _grammar_sampler(vocab, grammar: str, trigger: int | None):  # noqa: ANN001, ANN202 - llama_vocab_p, llama_sampler_p
+    """llama.cpp's grammar sampler; a lazy one with ``trigger``, which enforces nothing before that token."""
+    import llama_cpp
+
+    if trigger is None:
+        return llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    tokens = (llama_cpp.llama_token * 1)(trigger)
+    return llama_cpp.llama_sampler_init_grammar_lazy_patterns(vocab, grammar.encode(), b"root", None, 0, tokens, 1)
 
 
 class _Candidates:
