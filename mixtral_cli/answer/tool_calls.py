@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from ..base.errors import InvalidToolsError, OutputShapeError
+from ..base.errors import AnswerCutError, InvalidToolsError, OutputShapeError
+from ..engine.generation import Chunk, ControlToken
 from ..engine.options import SamplingOptions
 from ..family.tool_prompt import Tool, fresh_call_ids, tools_from_dicts
 from .gbnf import renamed_rules, shortest_answer
@@ -262,3 +263,40 @@ class ToolCallReader:
         self.calls.append(ToolCallAnswer(call.id, call.name, "".join(call.arguments)))
         self._call, self._key = None, None
         yield from ()
+
+
+class ToolAnswerReader:
+    """A generation's chunks read as an answer that may call tools: text before [TOOL_CALLS] is content, what
+    follows it is calls. ``ids`` are the ids the grammar pinned, in order; calls past them get fresh ones."""
+
+    def __init__(self, *, trigger: int, ids: Sequence[str] = ()) -> None:
+        self._trigger = trigger
+        self._ids = list(ids)
+        self._given: list[str] = []
+        self.reader: ToolCallReader | None = None
+
+    def read(self, chunks: Iterable[Chunk]) -> Iterator[str | ToolCallDelta]:
+        for chunk in chunks:
+            if isinstance(chunk, ControlToken):
+                if chunk.id == self._trigger and self.reader is None:
+                    self.reader = ToolCallReader(self._next_id)
+            elif self.reader is None:
+                yield chunk
+            else:
+                yield from self.reader.feed(chunk)
+
+    def calls(self, stop_reason: str) -> tuple[ToolCallAnswer, ...]:
+        """The calls the answer made (none: it answered in text); calls cut before their end raise."""
+        if self.reader is None:
+            return ()
+        if stop_reason != "eos":
+            raise AnswerCutError(
+                f"The tool calls were cut ({stop_reason}) before they were complete.",
+                hint="Raise max_tokens (or the context size).",
+            )
+        return tuple(self.reader.finish())
+
+    def _next_id(self) -> str:
+        call_id = self._ids.pop(0) if self._ids else fresh_call_ids(1, taken=self._given)[0]
+        self._given.append(call_id)
+        return call_id
