@@ -101,7 +101,8 @@ def tool_sampling(
     """``sampling`` that offers, forbids or requires calls as asked, and the ids the calls will carry."""
     if request.choice is ToolChoice.NONE:
         return replace(sampling, banned_tokens=(*sampling.banned_tokens, trigger)), ()
-    ids = tuple(fresh_call_ids(MAX_PARALLEL_CALLS if request.parallel else 1, taken=set(taken_ids)))
+    count = MAX_PARALLEL_CALLS if request.parallel else 1
+    ids = tuple(fresh_call_ids(count, taken=set(taken_ids), seed=sampling.seed))
     grammar = tool_grammar(request, ids=ids, trigger=trigger)
     lazy = trigger if request.choice is ToolChoice.AUTO else None
     return replace(sampling, grammar=grammar, grammar_trigger=lazy, reported_tokens=(trigger,)), ids

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import secrets
 import string
@@ -144,11 +145,13 @@ def prompt_call_ids(client_ids: Iterable[str]) -> dict[str, str]:
     return mapping
 
 
-def fresh_call_ids(count: int, *, taken: Collection[str] = ()) -> list[str]:
-    """``count`` new random ids of 9 letters and digits, none of them in ``taken`` or repeated."""
+def fresh_call_ids(count: int, *, taken: Collection[str] = (), seed: int | None = None) -> list[str]:
+    """``count`` new random ids of 9 letters and digits, none of them in ``taken`` or repeated; the same ones
+    for the same ``seed``, so that a seeded answer, whose calls the ids are part of, can be repeated."""
+    choice = secrets.choice if seed is None else random.Random(seed).choice
     ids: list[str] = []
     while len(ids) < count:
-        candidate = "".join(secrets.choice(_ID_ALPHABET) for _ in range(9))
+        candidate = "".join(choice(_ID_ALPHABET) for _ in range(9))
         if candidate not in taken and candidate not in ids:
             ids.append(candidate)
     return ids
