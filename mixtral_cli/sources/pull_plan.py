@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..base.errors import AdapterError, DiskSpaceError, QuantizationNotFoundError
 from ..base.system import gpu_memory, physical_cores, total_memory
+from ..base.units import format_bytes
 from ..convert.peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter_config
 from ..convert.pipeline import choose_adapter_type, choose_quant_type, estimate_seconds
 from ..family.catalog import CATALOG, CatalogModel, GGUFRepo, ModelRef, catalog_model_of_repo, gguf_repo
@@ -141,7 +142,7 @@ def _not_offered(catalog: CatalogModel, quant: str, offers: list[RepoOffer]) -> 
     return QuantizationNotFoundError(
         f"No GGUF of {catalog.name} in {quant}: {'; '.join(offer.summary for offer in offers)}.",
         hint=f"Pull one of those with {catalog.name}:QUANT, or add --convert to download the "
-        f"{catalog.checkpoint_bytes / 2**30:.0f} GiB checkpoint {catalog.repo} and quantize it to {quant}.",
+        f"{format_bytes(catalog.checkpoint_bytes)} checkpoint {catalog.repo} and quantize it to {quant}.",
     )
 
 

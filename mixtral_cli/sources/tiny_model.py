@@ -20,6 +20,7 @@ from ..base.atomic import atomic_folder
 from ..base.bounds import INT32_MAX, Bound
 from ..base.errors import DiskSpaceError, InvalidShapeError, LimitError
 from ..base.system import available_memory
+from ..base.units import format_bytes
 from ..convert.safetensors import float32_to_bf16_bits, write_file
 from ..gguf_format.hparams import MAX_EXPERTS, MAX_LAYERS
 
@@ -229,8 +230,8 @@ def _check_room(directory: Path, spec: TinyMixtralSpec, vocab_size: int) -> None
     free_memory = available_memory()
     if free_memory is not None and needed_memory > free_memory:
         raise LimitError(
-            f"Writing this checkpoint takes about {needed_memory / 2**30:.2f} GiB of memory, but "
-            f"{free_memory / 2**30:.2f} GiB is available.",
+            f"Writing this checkpoint takes about {format_bytes(needed_memory)} of memory, but "
+            f"{format_bytes(free_memory)} is available.",
             hint="Choose smaller sizes, or split the weights with more --shards.",
         )
     folder = next((p for p in (directory, *directory.parents) if p.exists()), Path.cwd())
