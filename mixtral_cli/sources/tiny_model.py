@@ -12,22 +12,20 @@ import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ..base.atomic import atomic_folder
 from ..base.bounds import INT32_MAX, Bound
 from ..base.errors import DiskSpaceError, InvalidShapeError, LimitError
-from ..base.system import available_memory
 from ..base.units import format_bytes
-from ..convert.safetensors import float32_to_bf16_bits, write_file
 from ..family.shape import MixtralShape
 from ..gguf_format.hparams import MAX_EXPERTS, MAX_LAYERS
 
 if TYPE_CHECKING:
     import numpy as np
 
+# What writes a model (atomic folders, safetensors, the package's data) is imported when one is built:
+# `mixtral --help` imports this module for SHAPE_BOUNDS alone.
 TokenizerVersion = Literal["v1", "v3"]
 _BF16, _FLOAT64 = 2, 8
 
@@ -106,11 +104,15 @@ class TinyMixtralSpec:
 
 def tokenizer_model_path(version: TokenizerVersion) -> Path:
     """The real SentencePiece model of a tokenizer version, as shipped in this package."""
+    from importlib import resources
+
     return Path(str(resources.files("mixtral_cli") / "data" / TOKENIZER_FILES[version]))
 
 
 def build_tiny_mixtral(directory: Path, spec: TinyMixtralSpec = TinyMixtralSpec()) -> Path:
     """Write a random Mixtral checkpoint into ``directory``; the same spec always gives the same bytes."""
+    from ..base.atomic import atomic_folder
+
     head_dim, odd_heads = divmod(spec.hidden_size, spec.num_heads)
     if odd_heads or head_dim % 2 or spec.num_heads % spec.num_kv_heads:
         raise InvalidShapeError(
@@ -206,6 +208,8 @@ def _random_weights(shape: MixtralShape, *, seed: int) -> Iterator[tuple[str, np
     """Every tensor as BF16 bits, in the checkpoint's order, one at a time (an 8x7B-shaped layer is 2.8 GB)."""
     import numpy as np
 
+    from ..convert.safetensors import float32_to_bf16_bits
+
     rng = np.random.default_rng(seed)
     head_dim, vocab_size = shape.head_dim, shape.vocab_size
     h, ffn = shape.hidden_size, shape.intermediate_size
@@ -239,6 +243,8 @@ def _random_weights(shape: MixtralShape, *, seed: int) -> Iterator[tuple[str, np
 
 def _check_room(directory: Path, shape: MixtralShape, *, shards: int) -> None:
     """Refuse a shape whose weights this machine cannot hold while writing them, or its disk cannot store."""
+    from ..base.system import available_memory
+
     h, n_params = shape.hidden_size, shape.parameter_count()
     largest = max(shape.vocab_size * h, shape.intermediate_size * h, shape.num_heads * shape.head_dim * h)
     # A shard's tensors are held as bf16 until written; each is drawn in float64, then converted.
@@ -261,6 +267,8 @@ def _tensor_count(spec: TinyMixtralSpec) -> int:
 
 
 def _write_weights(directory: Path, spec: TinyMixtralSpec, weights: Iterator[tuple[str, np.ndarray]]) -> None:
+    from ..convert.safetensors import write_file
+
     if spec.shards <= 1:
         bf16 = {name: ("BF16", array) for name, array in weights}
         write_file(directory / "model.safetensors", bf16, metadata={"format": "pt"})
