@@ -57,7 +57,7 @@ class LegacyLayoutError(GGUFError):
         # One line, no hint: the fix is part of the sentence.
         super().__init__(
             f"llama.cpp no longer loads {path.name}'s layout (one tensor per expert): "
-            f"`mixtral quantize {path}` rewrites it into a new file beside it ({format_bytes(size)}).",
+            f"`mixtral quantize {path}` rewrites it into a new file beside it ({format_bytes(size, digits=2)}).",
             path=path,
         )
 
@@ -90,7 +90,7 @@ class DiskSpaceError(MixtralError, OSError):
 
     def __init__(self, *, directory: Path, needed: int, free: int) -> None:
         super().__init__(
-            f"{directory} has {format_bytes(free)} free but this needs {format_bytes(needed)}.",
+            f"{directory} has {format_bytes(free, digits=2)} free but this needs {format_bytes(needed, digits=2)}.",
             hint="Free some space or write elsewhere with --output.",
         )
         self.directory = directory

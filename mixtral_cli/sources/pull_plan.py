@@ -142,7 +142,7 @@ def _not_offered(catalog: CatalogModel, quant: str, offers: list[RepoOffer]) -> 
     return QuantizationNotFoundError(
         f"No GGUF of {catalog.name} in {quant}: {'; '.join(offer.summary for offer in offers)}.",
         hint=f"Pull one of those with {catalog.name}:QUANT, or add --convert to download the "
-        f"{format_bytes(catalog.checkpoint_bytes)} checkpoint {catalog.repo} and quantize it to {quant}.",
+        f"{format_bytes(catalog.checkpoint_bytes, digits=0)} checkpoint {catalog.repo} and quantize it to {quant}.",
     )
 
 

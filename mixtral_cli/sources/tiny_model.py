@@ -252,8 +252,8 @@ def _check_room(directory: Path, shape: MixtralShape, *, shards: int) -> None:
     free_memory = available_memory()
     if free_memory is not None and needed_memory > free_memory:
         raise LimitError(
-            f"Writing this checkpoint takes about {format_bytes(needed_memory)} of memory, but "
-            f"{format_bytes(free_memory)} is available.",
+            f"Writing this checkpoint takes about {format_bytes(needed_memory, digits=2)} of memory, but "
+            f"{format_bytes(free_memory, digits=2)} is available.",
             hint="Choose smaller sizes, or split the weights with more --shards.",
         )
     folder = next((p for p in (directory, *directory.parents) if p.exists()), Path.cwd())
