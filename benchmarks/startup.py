@@ -22,7 +22,8 @@ HERE = Path(__file__).resolve().parent.parent
 def seconds(command: list[str], tree: Path | None) -> float:
     env = {**os.environ, "PYTHONPATH": str(tree)} if tree else dict(os.environ)
     started = time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    # In the tree's own folder: `python -m` imports from the working directory before PYTHONPATH.
+    subprocess.run(command, env=env, cwd=tree, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
