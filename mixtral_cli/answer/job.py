@@ -14,10 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..base.errors import AnswerCutError, OutputShapeError
+from ..base.errors import AnswerCutError, InvalidToolsError, OutputShapeError
 from ..family.prompt_ids import Message
 from .request import AnswerEnd, AnswerRequest
 from .shapes import OutputShape, constrained_sampling, finish_answer, with_instruction
+from .tool_calls import ToolAnswerReader, ToolCallAnswer, ToolCallDelta, ToolChoice, tool_sampling_for
 
 if TYPE_CHECKING:
     from ..base.errors import MixtralError
@@ -47,6 +48,8 @@ class AnswerJob:
 
     def __init__(self, request: AnswerRequest, *, model_path: Path) -> None:
         """Decide the sampling (the shape's grammar, checked here: a shape the model cannot take raises now)."""
+        if request.shape is not None and request.tools is not None and request.tools.choice is not ToolChoice.NONE:
+            raise InvalidToolsError("An answer shape and tools to call exclude each other: give one.")
         self.request = request
         self.sampling = answer_sampling(model_path, request.shape, request.sampling)
 
@@ -56,28 +59,46 @@ class AnswerJob:
         job.request = replace(self.request, prompt=prompt)
         return job
 
-    def run(self, engine: Engine) -> Iterator[str | AnswerEnd]:
+    def run(self, engine: Engine) -> Iterator[str | ToolCallDelta | AnswerEnd]:
         """Start on ``engine`` (a prompt the context cannot hold raises here), and return the steps."""
         request = self.request
         prompt = list(request.prompt) if isinstance(request.prompt, tuple) else request.prompt
+        tools = request.tools.tools if request.tools else ()
         ids, chat = engine.completion_ids(
-            with_instruction(prompt, request.shown), system=request.system, mode=request.mode
+            with_instruction(prompt, request.shown), system=request.system, mode=request.mode, tools=tools
         )
         sampling = bounded_by_context(self.sampling, engine.n_ctx)
-        return self._steps(engine, engine.generate(ids, sampling, answer=chat), sampling, chat=chat)
+        calls = None
+        if request.tools is not None:
+            sampling, calls = tool_sampling_for(engine, request.tools, sampling, prompt)
+        return self._steps(engine, engine.generate(ids, sampling, answer=chat), sampling, chat=chat, calls=calls)
 
     def _steps(
-        self, engine: Engine, generation: Generation, sampling: SamplingOptions, *, chat: bool
-    ) -> Iterator[str | AnswerEnd]:
+        self,
+        engine: Engine,
+        generation: Generation,
+        sampling: SamplingOptions,
+        *,
+        chat: bool,
+        calls: ToolAnswerReader | None,
+    ) -> Iterator[str | ToolCallDelta | AnswerEnd]:
         from .report import completion_report
 
         parts = []
-        for chunk in generation:
-            parts.append(chunk)
-            yield chunk
+        for chunk in generation if calls is None else calls.read(generation):
+            if isinstance(chunk, str):
+                parts.append(chunk)
+            yield chunk  # type: ignore[misc] - without a reader, the generation reports no control tokens
         stats = generation.stats
         answer, error = _finished(self.request.shape, "".join(parts), stats, sampling)
-        yield AnswerEnd(stats, completion_report(engine, stats, chat=chat), answer=answer, error=error)
+        tool_calls: tuple[ToolCallAnswer, ...] = ()
+        if calls is not None:
+            try:
+                tool_calls = calls.calls(stats.stop_reason)
+            except (AnswerCutError, OutputShapeError) as exc:
+                answer, error = None, exc
+        report = completion_report(engine, stats, chat=chat)
+        yield AnswerEnd(stats, report, answer=answer, error=error, tool_calls=tool_calls)
 
 
 def _finished(

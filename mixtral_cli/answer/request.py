@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..engine.model import GenerationStats
     from ..engine.options import SamplingOptions
     from .shapes import OutputShape
+    from .tool_calls import ToolCallAnswer, ToolRequest
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class AnswerRequest:
     system: str | None = None
     shape: OutputShape | None = None
     describe_shape: bool = True  # the prompt says which shape is wanted (what --no-schema-prompt turns off)
+    tools: ToolRequest | None = None  # functions the model may (or must, or must not) call
 
     @property
     def shown(self) -> OutputShape | None:
@@ -47,6 +49,7 @@ class AnswerEnd:
     report: dict = field(default_factory=dict)  # the `--json` object without its text
     answer: str | None = None
     error: MixtralError | None = None
+    tool_calls: tuple[ToolCallAnswer, ...] = ()  # the calls the answer made, after its text (if any)
 
     @property
     def cut(self) -> bool:

@@ -12,13 +12,18 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from ..base.errors import AnswerCutError, InvalidToolsError, OutputShapeError
 from ..engine.generation import Chunk, ControlToken
 from ..engine.options import SamplingOptions
-from ..family.tool_prompt import Tool, fresh_call_ids, tools_from_dicts
+from ..family.prompt_ids import Message, conversation_call_ids
+from ..family.tool_prompt import Tool, fresh_call_ids, read_json_file, refuse_tools, tools_from_dicts
 from .gbnf import renamed_rules, shortest_answer
 from .shapes import schema_shape
+
+if TYPE_CHECKING:
+    from ..engine.model import Engine
 
 MAX_PARALLEL_CALLS = 16  # the grammar spells each call's id out, so it holds a fixed number of calls
 
@@ -72,6 +77,23 @@ def tool_request(tools: object, *, choice: object = None, parallel: object = Non
     return request
 
 
+def tool_request_from_file(source: str | None, *, choice: str = "auto", parallel: bool = True) -> ToolRequest | None:
+    """The CLI's ``--tools FILE``, ``--tool-choice`` (auto, none, required, or a function's name) and
+    ``--no-parallel-calls``."""
+    if source is None:
+        if choice != "auto" or not parallel:
+            raise InvalidToolsError("--tool-choice and --no-parallel-calls need --tools FILE.")
+        return None
+    named = None if choice in {c.value for c in ToolChoice} else {"type": "function", "function": {"name": choice}}
+    tools = read_json_file(source, "tools", error=InvalidToolsError)
+    return tool_request(tools, choice=named or choice, parallel=parallel)
+
+
+def calls_json_lines(calls: Sequence[ToolCallAnswer]) -> str:
+    """The calls as `mixtral complete` prints them: one OpenAI call object per line, ready for a next round."""
+    return "\n".join(json.dumps(call.as_openai(), ensure_ascii=False) for call in calls)
+
+
 def tool_grammar(request: ToolRequest, *, ids: Sequence[str], trigger: int) -> str:
     """GBNF for ``trigger`` (the [TOOL_CALLS] token) and a JSON list of calls, as the model was trained to
     write them (Python's json.dumps); the i-th call carries ``ids[i]``, its arguments follow its tool's schema.
@@ -106,6 +128,19 @@ def tool_sampling(
     grammar = tool_grammar(request, ids=ids, trigger=trigger)
     lazy = trigger if request.choice is ToolChoice.AUTO else None
     return replace(sampling, grammar=grammar, grammar_trigger=lazy, reported_tokens=(trigger,)), ids
+
+
+def tool_sampling_for(
+    engine: Engine, request: ToolRequest, sampling: SamplingOptions, prompt: str | list[Message]
+) -> tuple[SamplingOptions, ToolAnswerReader | None]:
+    """The answer job's part: ``sampling`` for ``request`` on ``engine``, and the reader of the calls (none when
+    calls are forbidden). The calls' new ids differ from every id the conversation's prompt shows."""
+    trigger = engine.special.tool_calls
+    if trigger is None:
+        raise refuse_tools(reason="this vocabulary has no [TOOL_CALLS] token")
+    shown = conversation_call_ids(prompt).values() if isinstance(prompt, list) else ()
+    sampling, ids = tool_sampling(request, sampling, trigger=trigger, taken_ids=shown)
+    return sampling, None if request.choice is ToolChoice.NONE else ToolAnswerReader(trigger=trigger, ids=ids)
 
 
 def _literal(text: str) -> str:

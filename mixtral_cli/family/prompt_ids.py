@@ -22,6 +22,7 @@ from .tool_prompt import (
     calls_json,
     check_call_name,
     prompt_call_ids,
+    read_json_file,
     refuse_tools,
     result_json,
     tools_json,
@@ -80,6 +81,11 @@ def messages_from_dicts(items: object) -> list[Message]:
     if not isinstance(items, list):
         raise InvalidConversationError("A conversation must be a JSON list of {role, content} objects.")
     return [_message_from_dict(item, i) for i, item in enumerate(items, 1)]
+
+
+def read_messages(source: str) -> list[Message]:
+    """The conversation of a JSON file (or stdin for '-') in OpenAI's chat format."""
+    return messages_from_dicts(read_json_file(source, "messages", error=InvalidConversationError))
 
 
 def message_dict(message: Message) -> dict:

@@ -81,6 +81,21 @@ def tools_from_dicts(value: object) -> tuple[Tool, ...]:
     return tuple(tools)
 
 
+def read_tools(source: str) -> tuple[Tool, ...]:
+    """The tools of a JSON file (or stdin for '-') in OpenAI's shape."""
+    return tools_from_dicts(read_json_file(source, "tools", error=InvalidToolsError))
+
+
+def read_json_file(source: str, what: str, *, error: type[Exception]) -> object:
+    """The parsed JSON of a file, or of stdin for '-' (``what`` names it in errors)."""
+    from pathlib import Path
+
+    from ..base.textinput import STDIN, parse_json, read_stdin, read_text_file
+
+    text = read_stdin() if source == "-" else read_text_file(Path(source))
+    return parse_json(text, STDIN if source == "-" else f"The {what} file {source}", error=error)
+
+
 def check_call_name(name: object, where: str) -> str:
     if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
         raise InvalidConversationError(

@@ -23,19 +23,31 @@ from .. import __version__
 from ..answer.card_request import CardJob, ResponseShape, parse_request, render_response
 from ..answer.job import AnswerJob
 from ..answer.request import AnswerEnd, AnswerRequest
+from ..answer.tool_calls import ToolCallDelta
 from ..base.errors import (
     ContextOverflowError,
     InvalidConversationError,
     InvalidRequestError,
+    InvalidToolsError,
     MixtralError,
     OutputShapeError,
     ServerBusyError,
     ServerStoppedError,
+    ToolsNotSupportedError,
 )
 from ..base.textinput import parse_json
 from ..engine.options import SamplingOptions
 from .openai_api import Answer, OpenAIRequest, models_list, parse_chat_request, parse_text_request
 from .scheduler import ClientGone, Job, ModelHost
+from .tool_calls import (
+    APPLY_TEMPLATE_ROUTE,
+    DETOKENIZE_ROUTE,
+    TOKENIZE_ROUTE,
+    apply_template_job,
+    delta_json,
+    detokenize_job,
+    tokenize_job,
+)
 from .work import (
     COMPLETE_ROUTE,
     GENERATE_ROUTE,
@@ -51,7 +63,14 @@ from .work import (
 
 log = logging.getLogger("mixtral.serve")
 MAX_BODY_BYTES = 4 * 2**20  # a full context of text, as JSON, with room to spare
-_BAD_REQUEST = (InvalidRequestError, InvalidConversationError, OutputShapeError, ContextOverflowError)
+_BAD_REQUEST = (
+    InvalidRequestError,
+    InvalidConversationError,
+    OutputShapeError,
+    ContextOverflowError,
+    InvalidToolsError,
+    ToolsNotSupportedError,
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,9 @@ def create_app(host: ModelHost, config: ServeConfig) -> Starlette:
         Route(MODEL_ROUTE, handlers.guarded(handlers.mixtral_model), methods=["GET"]),
         Route(IDS_ROUTE, handlers.guarded(handlers.mixtral_ids), methods=["POST"]),
         Route(GENERATE_ROUTE, handlers.guarded(handlers.mixtral_generate), methods=["POST"]),
+        Route(TOKENIZE_ROUTE, handlers.guarded(handlers.tokenize), methods=["POST"]),
+        Route(DETOKENIZE_ROUTE, handlers.guarded(handlers.detokenize), methods=["POST"]),
+        Route(APPLY_TEMPLATE_ROUTE, handlers.guarded(handlers.apply_template), methods=["POST"]),
     ]
     return Starlette(routes=routes)
 
@@ -205,7 +227,8 @@ class _Handlers:
                     if include_usage:
                         yield _sse(answer.usage_chunk(item.stats))
                 else:
-                    parts.append(item)
+                    if isinstance(item, str):
+                        parts.append(item)
                     yield _sse(answer.chunk(item))
             yield "data: [DONE]\n\n"
         except ClientGone:
@@ -220,7 +243,7 @@ class _Handlers:
         async for item in job.results(request.is_disconnected):
             if isinstance(item, AnswerEnd):
                 end = item
-            else:
+            elif isinstance(item, str):
                 parts.append(item)
         assert end is not None, "an answer job ends with its AnswerEnd"
         return parts, end
@@ -265,12 +288,29 @@ class _Handlers:
         job = await self._start(request, generate(ids, sampling, answer=answer))
         return StreamingResponse(self._lines(job, request, ids), media_type="application/x-ndjson")
 
+    async def tokenize(self, request: Request) -> Response:
+        return await self._one_result(request, tokenize_job(await self._json(request)))
+
+    async def detokenize(self, request: Request) -> Response:
+        n_vocab = self.host.facts["info"]["n_vocab"]
+        return await self._one_result(request, detokenize_job(await self._json(request), n_vocab=n_vocab))
+
+    async def apply_template(self, request: Request) -> Response:
+        return await self._one_result(request, apply_template_job(await self._json(request)))
+
+    async def _one_result(self, request: Request, work: Callable) -> Response:  # noqa: ANN001
+        job = await self._start(request, work)
+        (result,) = [item async for item in job.results(request.is_disconnected)]
+        return JSONResponse(result)
+
     async def _lines(self, job: Job, request: Request, prompt: object) -> AsyncIterator[str]:
         parts: list[str] = []
         try:
             async for item in job.results(request.is_disconnected):
                 if isinstance(item, AnswerEnd):
                     line = {"done": end_body(item)}
+                elif isinstance(item, ToolCallDelta):
+                    line = {"tool_call": delta_json(item)}
                 else:
                     parts.append(item)
                     line = {"text": item}

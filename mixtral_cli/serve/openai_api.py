@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..answer.request import AnswerEnd, AnswerRequest
+from ..answer.tool_calls import ToolCallDelta
 from ..base.errors import InvalidRequestError
 from ..engine.options import SamplingOptions
 from ..family.prompt_ids import PromptMode
+from .tool_calls import answer_message, delta_json, is_tool_message, request_tools
 from .work import conversation_from, sampling_from
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ def parse_chat_request(data: object, base: SamplingOptions) -> OpenAIRequest:
         sampling=_sampling(data, base),
         mode=PromptMode.CHAT,
         shape=_response_format(data.get("response_format")),
+        tools=request_tools(data),
     )
     return _request(data, answer)
 
@@ -82,6 +85,8 @@ def _sampling(data: dict[str, Any], base: SamplingOptions) -> SamplingOptions:
 
 def _message(item: object, index: int) -> dict[str, str]:
     """An OpenAI message as role and text; content given as parts keeps its text parts."""
+    if is_tool_message(item):
+        return item  # type: ignore[return-value] - calls and results are read whole
     if not isinstance(item, dict) or item.get("role") not in _ROLES:
         raise InvalidRequestError(f"Message {index + 1} must have a role: system, developer, user or assistant.")
     content = item.get("content")
@@ -133,11 +138,15 @@ class Answer:
             "choices": choices,
         }
 
-    def chunk(self, text: str | None = None, *, finish: AnswerEnd | None = None, first: bool = False) -> dict:
+    def chunk(
+        self, text: str | ToolCallDelta | None = None, *, finish: AnswerEnd | None = None, first: bool = False
+    ) -> dict:
         reason = _finish_reason(finish) if finish is not None else None
         if self.chat:
-            delta: dict[str, str] = {"role": "assistant", "content": ""} if first else {}
-            if text:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
+            if isinstance(text, ToolCallDelta):
+                delta["tool_calls"] = [delta_json(text)]
+            elif text:
                 delta["content"] = text
             choice = {"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}
         else:
@@ -150,7 +159,7 @@ class Answer:
     def whole(self, text: str, end: AnswerEnd) -> dict:
         reason = _finish_reason(end)
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}
+            choice = {"index": 0, "message": answer_message(text, end), "finish_reason": reason}
         else:
             choice = {"index": 0, "text": text, "finish_reason": reason}
         return {**self._envelope([{**choice, "logprobs": None}], chunk=False), "usage": usage(end.stats)}
@@ -168,6 +177,8 @@ def usage(stats: GenerationStats) -> dict[str, Any]:
 
 def _finish_reason(end: AnswerEnd) -> str:
     """OpenAI's finish reason; a cut shaped answer is "length", whatever cut it (docs/answers.md)."""
+    if end.tool_calls:
+        return "tool_calls"
     return "length" if end.cut else _FINISH_REASONS.get(end.stats.stop_reason, "stop")
 
 
