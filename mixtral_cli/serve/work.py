@@ -126,7 +126,7 @@ def conversation_from(items: object) -> tuple[Message, ...]:
 
 
 def sampling_body(sampling: SamplingOptions) -> dict[str, Any]:
-    return {**{f.name: getattr(sampling, f.name) for f in fields(SamplingOptions)}, "stop": list(sampling.stop)}
+    return sampling.settings()
 
 
 def completion_body(request: AnswerRequest) -> dict:
