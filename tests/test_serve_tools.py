@@ -18,21 +18,10 @@ from mixtral_cli.family.tool_prompt import tools_from_dicts
 from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
 from .servers import Server
+from .test_tool_calls import CITY
 
 pytestmark = pytest.mark.usefixtures("demo_model")
 
-CITY = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather now",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 6}},
-            "required": ["city"],
-        },
-    },
-}
 ASK = [{"role": "user", "content": "Weather in Paris?"}]
 SEEDED = {"temperature": 0, "seed": 1, "max_tokens": 300}  # the seed picks the new calls' ids
 

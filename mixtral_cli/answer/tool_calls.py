@@ -20,7 +20,7 @@ from ..engine.options import SamplingOptions
 from ..family.prompt_ids import Message, conversation_call_ids
 from ..family.tool_prompt import Tool, fresh_call_ids, read_json_file, refuse_tools, tools_from_dicts
 from .gbnf import renamed_rules, shortest_answer
-from .shapes import schema_shape
+from .shapes import gbnf_literal, schema_shape
 
 if TYPE_CHECKING:
     from ..engine.model import Engine
@@ -106,7 +106,7 @@ def tool_grammar(request: ToolRequest, *, ids: Sequence[str], trigger: int) -> s
         except OutputShapeError as exc:
             raise InvalidToolsError(f'Tool "{tool.name}"\'s parameters: {exc.message}', hint=exc.hint) from exc
         rules.append(renamed_rules(shape.grammar, f"tool{i}-"))
-        alternatives.append(f'{_literal(json.dumps(tool.name, ensure_ascii=False))} ", \\"arguments\\": " tool{i}-root')
+        alternatives.append(f'{gbnf_literal(json.dumps(tool.name))} ", \\"arguments\\": " tool{i}-root')
     rules.append("call-body ::= " + " | ".join(f"( {a} )" for a in alternatives))
     for i, call_id in enumerate(ids):
         rules.append(f'call{i} ::= "{{\\"name\\": " call-body ", \\"id\\": \\"{call_id}\\"}}"')
@@ -141,10 +141,6 @@ def tool_sampling_for(
     shown = conversation_call_ids(prompt).values() if isinstance(prompt, list) else ()
     sampling, ids = tool_sampling(request, sampling, trigger=trigger, taken_ids=shown)
     return sampling, None if request.choice is ToolChoice.NONE else ToolAnswerReader(trigger=trigger, ids=ids)
-
-
-def _literal(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 # -- reading the calls ------------------------------------------------------------------------------------
@@ -258,7 +254,7 @@ class ToolCallReader:
         elif char in "]}":
             self._depth -= 1
             if self._depth == 1 and self._call is not None:
-                yield from self._end_call(self._call)
+                self._end_call(self._call)
         elif self._depth == 2 and char == ":":
             self._key, self._read_key = self._read_key, None
             self._before_arguments = self._key == "arguments"
@@ -293,12 +289,11 @@ class ToolCallReader:
         if self._call.id is not None:
             yield ToolCallDelta(self._call.index, text)
 
-    def _end_call(self, call: _Call) -> Iterator[ToolCallDelta]:
+    def _end_call(self, call: _Call) -> None:
         if call.name is None or call.id is None:
             raise ToolCallError("The model wrote a tool call without a function name.")
         self.calls.append(ToolCallAnswer(call.id, call.name, "".join(call.arguments)))
         self._call, self._key = None, None
-        yield from ()
 
 
 class ToolAnswerReader:
