@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -65,6 +66,16 @@ def serve(
         ),
     ] = 60.0,
     response_shape: ResponseShapeOption = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            metavar="ORIGIN",
+            rich_help_panel=SERVER,
+            show_default=False,
+            help="Let browser pages from ORIGIN (http://localhost:3000, or * for any) call the API; repeatable.",
+        ),
+    ] = None,
     *,
     sampling: SamplingOptions,
     engine_options: EngineOptions,
@@ -119,6 +130,8 @@ def serve(
         api_key=api_key or None,
         queue_timeout=queue_timeout,
         verbose=engine_options.verbose,
+        model_aliases=served_model_aliases(path, pulled[0] if pulled else None),
+        cors_origins=tuple(cors_origin or ()),
     )
     if not is_loopback(host):
         print_notice(
@@ -137,3 +150,14 @@ def serve(
         on_ready=lambda url: typer.echo(f"Serving {config.model_id} at {url} (OpenAI base URL: {url}/v1)", err=True),
     )
     print_notice("Server stopped.")
+
+
+def served_model_aliases(path: Path, pulled_name: str | None) -> frozenset[str]:
+    """The names a request's "model" may give besides the one the server was started with: the file's name
+    with and without .gguf, its path, the name it was pulled by, and `tiny` for the demo model."""
+    from ..sources.demo import DEMO_NAME, demo_model_path
+
+    names = {path.name, path.stem, str(path), *([pulled_name] if pulled_name else [])}
+    if path.name == demo_model_path().name:
+        names.add(DEMO_NAME)
+    return frozenset(names)

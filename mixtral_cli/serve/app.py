@@ -16,6 +16,9 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -23,18 +26,11 @@ from starlette.routing import Route
 from .. import __version__
 from ..answer.card_request import ResponseShape, parse_request, render_response
 from ..answer.shapes import OutputShape
-from ..base.errors import (
-    ContextOverflowError,
-    InvalidConversationError,
-    InvalidRequestError,
-    MixtralError,
-    OutputShapeError,
-    ServerBusyError,
-    ServerStoppedError,
-)
+from ..base.errors import InvalidRequestError, MixtralError, ModelNotFoundError
 from ..base.textinput import parse_json
 from ..engine.options import SamplingOptions
-from .openai_api import Answer, OpenAIRequest, models_list, parse_chat_request, parse_text_request
+from .openai_api import Answer, OpenAIRequest, model_object, models_list, parse_chat_request, parse_text_request
+from .openai_errors import APIError, api_error, body_too_large, invalid_api_key, unknown_route
 from .scheduler import ClientGone, Job, ModelHost
 from .work import (
     COMPLETE_ROUTE,
@@ -53,7 +49,6 @@ from .work import (
 
 log = logging.getLogger("mixtral.serve")
 MAX_BODY_BYTES = 4 * 2**20  # a full context of text, as JSON, with room to spare
-_BAD_REQUEST = (InvalidRequestError, InvalidConversationError, OutputShapeError, ContextOverflowError)
 
 
 @dataclass(frozen=True)
@@ -66,6 +61,12 @@ class ServeConfig:
     queue_timeout: float = 60.0
     max_body_bytes: int = MAX_BODY_BYTES
     verbose: bool = False  # log prompts and answers
+    # Other names a request's "model" may give for the served one (its file's name, its pulled name, ...).
+    model_aliases: frozenset[str] = frozenset()
+    cors_origins: tuple[str, ...] = ()  # the browser pages' origins allowed to call (none: no CORS headers)
+
+    def serves(self, name: str) -> bool:
+        return name == self.model_id or name in self.model_aliases
 
 
 class _BodyTooLarge(Exception):
@@ -74,7 +75,7 @@ class _BodyTooLarge(Exception):
 
 def error_body(exc: MixtralError) -> dict[str, Any]:
     """An error as OpenAI's clients read it, with what `--server` needs to report it as if it happened locally."""
-    return {"message": exc.message, "type": type(exc).__name__, "hint": exc.hint, "exit_code": exc.exit_code}
+    return api_error(exc).body()
 
 
 def create_app(host: ModelHost, config: ServeConfig) -> Starlette:
@@ -82,6 +83,7 @@ def create_app(host: ModelHost, config: ServeConfig) -> Starlette:
     routes = [
         Route("/health", handlers.health, methods=["GET"]),
         Route("/v1/models", handlers.guarded(handlers.models), methods=["GET"]),
+        Route("/v1/models/{model_id:path}", handlers.guarded(handlers.model), methods=["GET"]),
         Route("/v1/chat/completions", handlers.guarded(handlers.chat_completions), methods=["POST"]),
         Route("/v1/completions", handlers.guarded(handlers.completions), methods=["POST"]),
         Route("/score", handlers.guarded(handlers.score), methods=["POST"]),
@@ -90,7 +92,12 @@ def create_app(host: ModelHost, config: ServeConfig) -> Starlette:
         Route(IDS_ROUTE, handlers.guarded(handlers.mixtral_ids), methods=["POST"]),
         Route(GENERATE_ROUTE, handlers.guarded(handlers.mixtral_generate), methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+    middleware = []
+    if config.cors_origins:
+        # Answers preflights (OPTIONS) before the API key is asked for, as browsers send them without it.
+        cors = {"allow_origins": list(config.cors_origins), "allow_methods": ["GET", "POST"], "allow_headers": ["*"]}
+        middleware.append(Middleware(CORSMiddleware, **cors))
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _route_error_response})
 
 
 class _Handlers:
@@ -103,17 +110,11 @@ class _Handlers:
 
         async def guarded(request: Request) -> Response:
             if not self._authorized(request):
-                return JSONResponse(
-                    {"error": {"message": "Missing or wrong API key.", "type": "AuthenticationError"}},
-                    401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
+                return _json_error(invalid_api_key())
             try:
                 return await handler(request)
             except _BodyTooLarge:
-                limit = self.config.max_body_bytes
-                message = f"The request body is larger than this server accepts ({limit} bytes)."
-                return JSONResponse({"error": {"message": message, "type": "RequestTooLarge"}}, 413)
+                return _json_error(body_too_large(self.config.max_body_bytes))
             except ClientGone:
                 return Response(status_code=499)  # nobody reads it; the work was cancelled
             except MixtralError as exc:
@@ -190,11 +191,32 @@ class _Handlers:
     async def models(self, request: Request) -> Response:
         return JSONResponse(models_list(self.config.model_id))
 
+    async def model(self, request: Request) -> Response:
+        self._check_model(request.path_params["model_id"])
+        return JSONResponse(model_object(self.config.model_id))
+
+    def _check_model(self, name: object) -> None:
+        """A request may leave "model" out; one it names must be the served model, by any of its names."""
+        if name is None or isinstance(name, str) and self.config.serves(name):
+            return
+        if not isinstance(name, str):
+            raise InvalidRequestError('"model" must be a string.', param="model")
+        raise ModelNotFoundError(
+            f"The model `{name}` does not exist on this server: it serves `{self.config.model_id}`.",
+            hint="Ask for the served model, or start a server with the model you want.",
+        )
+
     async def chat_completions(self, request: Request) -> Response:
-        return await self._openai(request, parse_chat_request(await self._json(request), self.config.sampling))
+        return await self._openai(request, parse_chat_request(await self._openai_body(request), self.config.sampling))
 
     async def completions(self, request: Request) -> Response:
-        return await self._openai(request, parse_text_request(await self._json(request), self.config.sampling))
+        return await self._openai(request, parse_text_request(await self._openai_body(request), self.config.sampling))
+
+    async def _openai_body(self, request: Request) -> object:
+        data = await self._json(request)
+        if isinstance(data, dict):
+            self._check_model(data.get("model"))
+        return data
 
     async def _openai(self, request: Request, parsed: OpenAIRequest) -> Response:
         work = parsed.work
@@ -311,13 +333,12 @@ def _sse(data: dict) -> str:
 
 
 def _error_response(exc: MixtralError) -> Response:
-    headers = {}
-    if isinstance(exc, _BAD_REQUEST):
-        status = 400
-    elif isinstance(exc, (ServerBusyError, ServerStoppedError)):
-        status = 503
-        if isinstance(exc, ServerBusyError):
-            headers["Retry-After"] = str(exc.retry_after)
-    else:
-        status = 500
-    return JSONResponse({"error": error_body(exc)}, status, headers=headers)
+    return _json_error(api_error(exc))
+
+
+def _json_error(error: APIError) -> Response:
+    return JSONResponse(error.body(), error.status, headers=error.headers)
+
+
+async def _route_error_response(request: Request, exc: HTTPException) -> Response:
+    return _json_error(unknown_route(request.method, request.url.path, exc.status_code, dict(exc.headers or {})))

@@ -170,4 +170,8 @@ def _finish_reason(stats: GenerationStats) -> str:
 
 
 def models_list(model_id: str) -> dict:
-    return {"object": "list", "data": [{"id": model_id, "object": "model", "created": 0, "owned_by": "mixtral"}]}
+    return {"object": "list", "data": [model_object(model_id)]}
+
+
+def model_object(model_id: str) -> dict:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "mixtral"}
