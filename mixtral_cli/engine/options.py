@@ -93,8 +93,10 @@ class SamplingOptions:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit) pairs
-    # Log-probabilities to report per generated token: None none, 0 the chosen token's, k also the k likeliest.
+    # Log-probabilities to report per generated token: None none, 0 the chosen token's, k also the k likeliest;
+    # ``prompt_logprobs``: the prompt's tokens' too (OpenAI's echo).
     logprobs: int | None = None
+    prompt_logprobs: bool = False
 
     @property
     def greedy(self) -> bool:

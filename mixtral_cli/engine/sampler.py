@@ -6,6 +6,7 @@ import ctypes
 import random
 
 from ..base.errors import LlamaCppError
+from .logprobs import TokenLogprobs, row_logprobs
 from .options import SamplingOptions
 
 PENALTY_LAST_N = 64  # the tokens the penalties look back on: llama.cpp's default (--repeat-last-n)
@@ -56,12 +57,22 @@ class Sampler:
     grammar, the byte tokens that would start or continue such a sequence are refused too.
     """
 
-    def __init__(self, sampling: SamplingOptions, vocab) -> None:  # noqa: ANN001 - a llama_vocab_p
+    def __init__(
+        self,
+        sampling: SamplingOptions,
+        vocab,  # noqa: ANN001 - a llama_vocab_p
+        *,
+        logprobs: list[TokenLogprobs] | None = None,
+    ) -> None:
+        """``logprobs``, where ``sampling.logprobs`` asks for them: each drawn token's are appended to it."""
         import llama_cpp
         import numpy as np
 
         self._llama = llama_cpp
         self._chain = build_sampler(sampling, vocab)
+        self._logprobs = logprobs if sampling.logprobs is not None else None
+        self._top = sampling.logprobs or 0
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         # The penalties are the one sampler of the chain that keeps state, and they and the logit biases change
         # logits before the K likeliest are kept. Without penalties, llama.cpp's own sampling call (which also
         # accepts the token into the chain) may make the first draw; without either, a repeated draw may start
@@ -87,6 +98,14 @@ class Sampler:
         self._refused = self._refused_after[None]
 
     def sample(self, ctx) -> int:  # noqa: ANN001 - a llama_context_p
+        token = self._draw(ctx)
+        if self._logprobs is not None:
+            # The context's logits are llama.cpp's own still: the chain drew from a copy.
+            logits = self._llama.llama_get_logits_ith(ctx, -1)
+            self._logprobs.append(row_logprobs(logits, self._n_vocab, token, self._top))
+        return token
+
+    def _draw(self, ctx) -> int:  # noqa: ANN001 - a llama_context_p
         llama_cpp = self._llama
         if self._grammar is None:
             return llama_cpp.llama_sampler_sample(self._chain, ctx, -1)
