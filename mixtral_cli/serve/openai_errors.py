@@ -39,8 +39,11 @@ class APIError:
     headers: dict[str, str] = field(default_factory=dict)
 
     def body(self) -> dict[str, Any]:
+        return {"error": self.error_object()}
+
+    def error_object(self) -> dict[str, Any]:
         fields = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
-        return {"error": {**fields, "hint": self.hint, "exit_code": self.exit_code}}
+        return {**fields, "hint": self.hint, "exit_code": self.exit_code}
 
 
 def api_error(exc: MixtralError) -> APIError:
