@@ -38,14 +38,14 @@ class Generation:
     """Text chunks as they are generated; ``stats`` is complete once iteration ends.
 
     Where the sampling asks for log-probabilities, ``logprobs`` holds each generated token's so far (at least
-    those of the text yielded), and ``prompt_logprobs`` the prompt's, None for the first token.
+    those of the text yielded), and ``prompt_logprobs`` the prompt's.
     """
 
     def __init__(self, chunks: Callable[[GenerationStats], Iterator[str]]) -> None:
         self.stats = GenerationStats()
         self._chunks = chunks
         self.logprobs: list[TokenLogprobs] = []
-        self.prompt_logprobs: list[TokenLogprobs | None] = []
+        self.prompt_logprobs: list[TokenLogprobs] = []
 
     def __iter__(self) -> Iterator[str]:
         return self._chunks(self.stats)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class TokenLogprobs:
     token: int
-    logprob: float
+    logprob: float | None  # None: a prompt's first token, which nothing precedes
     top: tuple[tuple[int, float], ...] = ()  # the likeliest tokens and theirs, likeliest first
 
 

@@ -339,7 +339,7 @@ class Engine:
             logprobs=generation.logprobs,
         )
 
-    def _evaluate_reporting(self, prompt_ids: list[int], cache: KVCache, *, top: int) -> list[TokenLogprobs | None]:
+    def _evaluate_reporting(self, prompt_ids: list[int], cache: KVCache, *, top: int) -> list[TokenLogprobs]:
         """Evaluate the whole prompt again, each token's logits kept: each token's log-probability after those
         before it (None for the first)."""
         n_vocab, after_first = self.info.n_vocab, []
@@ -350,7 +350,7 @@ class Engine:
 
         cache.clear()
         cache.feed(prompt_ids, each_row=keep)
-        return [None, *after_first]
+        return [TokenLogprobs(prompt_ids[0], None), *after_first]
 
     def _bring_cache_to(self, prompt_ids: list[int], cache: KVCache) -> tuple[int, str]:
         """Evaluate the prompt here, or in the hand-over's plain-layout engine and take over its KV cache.

@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -24,12 +25,13 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..answer.card_request import CardJob, ResponseShape, parse_request, render_response
-from ..answer.job import AnswerJob
+from ..answer.job import AnswerJob, run_each
+from ..answer.logprobs import Logprobs
 from ..answer.request import AnswerEnd, AnswerRequest
 from ..base.errors import InvalidRequestError, MixtralError, ModelNotFoundError
 from ..base.textinput import parse_json
 from ..engine.options import SamplingOptions
-from .openai_api import Answer, OpenAIRequest, model_object, models_list, parse_chat_request, parse_text_request
+from .openai_api import Answer, Choice, OpenAIRequest, model_object, models_list, parse_chat_request, parse_text_request
 from .openai_errors import APIError, api_error, body_too_large, invalid_api_key, unknown_route
 from .scheduler import ClientGone, Job, ModelHost
 from .work import (
@@ -204,48 +206,65 @@ class _Handlers:
 
     async def _openai(self, request: Request, parsed: OpenAIRequest) -> Response:
         answer_job = await self._answer_job(parsed.answer)
-        job = await self._start(request, answer_job.run)
-        answer = Answer(chat=parsed.answer.mode.value == "chat", model=self.config.model_id)
+        jobs = [answer_job.with_prompt(answer.prompt) for answer in parsed.answers]
+        # Its first step is taken before the answer starts: a prompt over the context is a 400, not a stream.
+        job = await self._start(request, partial(run_each, jobs))
+        answer = Answer(chat=parsed.answer.mode.value == "chat", model=self.config.model_id, logprobs=parsed.logprobs)
+        prompts = [a.prompt for a in parsed.answers]
         if parsed.stream:
-            events = self._openai_events(job, answer, request, parsed.answer.prompt, parsed.include_usage)
+            events = self._openai_events(job, answer, request, prompts, parsed.include_usage)
             return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        parts, end = await self._collect(job, request)
-        text = "".join(parts)
-        self._log_exchange(parsed.answer.prompt, text)
-        return JSONResponse(answer.whole(text, end))
+        choices = await self._collect(job, request)
+        self._log_exchange(prompts, "\n".join("".join(choice.parts) for choice in choices))
+        return JSONResponse(answer.whole(choices))
 
     async def _openai_events(
         self, job: Job, answer: Answer, request: Request, prompt: object, include_usage: bool
     ) -> AsyncIterator[str]:
         parts: list[str] = []
+        ends: list[AnswerEnd] = []
+        held: str | None = None  # a text chunk whose tokens' log-probabilities come next
+        opened = 0  # chat answers whose first chunk (the role) was sent
         try:
-            if answer.chat:
-                yield _sse(answer.chunk(first=True))
             async for item in job.results(request.is_disconnected):
+                index = len(ends)
+                if answer.chat and opened == index:
+                    yield _sse(answer.chunk(index=index, first=True))
+                    opened += 1
                 if isinstance(item, AnswerEnd):
-                    yield _sse(answer.chunk(finish=item))
-                    if include_usage:
-                        yield _sse(answer.usage_chunk(item.stats))
+                    ends.append(item)
+                    yield _sse(answer.chunk(index=index, finish=item))
+                elif isinstance(item, Logprobs):
+                    yield _sse(answer.chunk(held, index=index, tokens=item.tokens))
+                    held = None
+                elif answer.logprobs:
+                    parts.append(item)
+                    held = item
                 else:
                     parts.append(item)
-                    yield _sse(answer.chunk(item))
+                    yield _sse(answer.chunk(item, index=index))
+            if include_usage:
+                yield _sse(answer.usage_chunk(ends))
             yield "data: [DONE]\n\n"
         except ClientGone:
             return
         except MixtralError as exc:
-            yield _sse({"error": error_body(exc)})
+            yield _sse(api_error(exc).body())
         finally:
             self._log_exchange(prompt, "".join(parts))
 
-    async def _collect(self, job: Job, request: Request) -> tuple[list[str], AnswerEnd]:
-        parts, end = [], None
+    async def _collect(self, job: Job, request: Request) -> list[Choice]:
+        choices, current = [], Choice()
         async for item in job.results(request.is_disconnected):
             if isinstance(item, AnswerEnd):
-                end = item
+                current.end = item
+                choices.append(current)
+                current = Choice()
+            elif isinstance(item, Logprobs):
+                current.tokens.extend(item.tokens)
             else:
-                parts.append(item)
-        assert end is not None, "an answer job ends with its AnswerEnd"
-        return parts, end
+                current.parts.append(item)
+        return choices
 
     async def score(self, request: Request) -> Response:
         try:
