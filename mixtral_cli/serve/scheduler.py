@@ -152,10 +152,6 @@ class ModelHost:
         return self._jobs.qsize()
 
     @property
-    def n_ctx(self) -> int:
-        return self.facts.get("n_ctx", 0)
-
-    @property
     def busy(self) -> bool:
         return bool(self._running)
 
