@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..base.errors import AnswerCutError, InvalidRequestError, OutputShapeError
 from ..engine.options import OPTION_BOUNDS
-from ..family.prompt_ids import Message
+from ..family.prompt_ids import Message, continues_answer
 from .logprobs import Logprobs, readable
 from .request import AnswerEnd, AnswerRequest
 from .shapes import OutputShape, constrained_sampling, finish_answer, with_instruction
@@ -70,8 +70,10 @@ class AnswerJob:
         sampling = bounded_by_context(self.sampling, engine.n_ctx)
         if request.echo:
             sampling = replace(sampling, prompt_logprobs=True)
-        first = engine.generate(ids, sampling, answer=chat)
-        return self._answers(engine, ids, first, sampling, chat=chat, first_index=first_index)
+        # An answer that continues the conversation's last, the assistant's, message keeps its first space.
+        answer = chat and not (isinstance(request.prompt, tuple) and continues_answer(request.prompt))
+        first = engine.generate(ids, sampling, answer=answer)
+        return self._answers(engine, ids, first, sampling, chat=chat, answer=answer, first_index=first_index)
 
     def _prompt_ids(self, engine: Engine) -> tuple[list[int], bool]:
         request = self.request
@@ -91,6 +93,7 @@ class AnswerJob:
         sampling: SamplingOptions,
         *,
         chat: bool,
+        answer: bool,
         first_index: int,
     ) -> Iterator[str | Logprobs | AnswerEnd]:
         for index in range(self.request.n):
@@ -98,7 +101,7 @@ class AnswerJob:
                 generation = first
             else:
                 seed = None if sampling.seed is None else (sampling.seed + index) % OPTION_BOUNDS["seed"].most
-                generation = engine.generate(ids, replace(sampling, seed=seed), answer=chat)
+                generation = engine.generate(ids, replace(sampling, seed=seed), answer=answer)
             yield from self._steps(engine, generation, sampling, chat=chat, index=first_index + index, again=index > 0)
 
     def _steps(
