@@ -33,6 +33,7 @@ from ..base.textinput import parse_json
 from ..engine.options import SamplingOptions
 from .openai_api import Answer, Choice, OpenAIRequest, model_object, models_list, parse_chat_request, parse_text_request
 from .openai_errors import APIError, api_error, body_too_large, invalid_api_key, unknown_route
+from .responses_api import ResponseAnswer, parse_responses_request
 from .scheduler import ClientGone, Job, ModelHost
 from .work import (
     COMPLETE_ROUTE,
@@ -81,6 +82,7 @@ def create_app(host: ModelHost, config: ServeConfig) -> Starlette:
         Route("/v1/models/{model_id:path}", handlers.guarded(handlers.model), methods=["GET"]),
         Route("/v1/chat/completions", handlers.guarded(handlers.chat_completions), methods=["POST"]),
         Route("/v1/completions", handlers.guarded(handlers.completions), methods=["POST"]),
+        Route("/v1/responses", handlers.guarded(handlers.responses), methods=["POST"]),
         Route("/score", handlers.guarded(handlers.score), methods=["POST"]),
         Route(COMPLETE_ROUTE, handlers.guarded(handlers.mixtral_complete), methods=["POST"]),
         Route(MODEL_ROUTE, handlers.guarded(handlers.mixtral_model), methods=["GET"]),
@@ -204,11 +206,48 @@ class _Handlers:
             self._check_model(data.get("model"))
         return data
 
-    async def _openai(self, request: Request, parsed: OpenAIRequest) -> Response:
+    async def responses(self, request: Request) -> Response:
+        parsed = parse_responses_request(await self._openai_body(request), self.config.sampling)
+        job = await self._start_openai(request, parsed)
+        answer = ResponseAnswer(model=self.config.model_id)
+        if parsed.stream:
+            events = self._response_events(job, answer, request, parsed.answer.prompt)
+            return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        (choice,) = await self._collect(job, request)
+        text = "".join(choice.parts)
+        self._log_exchange(parsed.answer.prompt, text)
+        return JSONResponse(answer.whole(text, choice.end))
+
+    async def _response_events(
+        self, job: Job, answer: ResponseAnswer, request: Request, prompt: object
+    ) -> AsyncIterator[str]:
+        parts: list[str] = []
+        try:
+            for event in answer.start_events():
+                yield _sse(event, named=True)
+            async for item in job.results(request.is_disconnected):
+                if isinstance(item, AnswerEnd):
+                    for event in answer.end_events("".join(parts), item):
+                        yield _sse(event, named=True)
+                elif isinstance(item, str):
+                    parts.append(item)
+                    yield _sse(answer.delta_event(item), named=True)
+        except ClientGone:
+            return
+        except MixtralError as exc:
+            yield _sse(answer.error_event(api_error(exc).error_object()), named=True)
+        finally:
+            self._log_exchange(prompt, "".join(parts))
+
+    async def _start_openai(self, request: Request, parsed: OpenAIRequest) -> Job:
+        """The job of an OpenAI request's answers, started: its first step is taken before the answer is sent, so
+        that a prompt over the context is a 400, not a stream that fails."""
         answer_job = await self._answer_job(parsed.answer)
         jobs = [answer_job.with_prompt(answer.prompt) for answer in parsed.answers]
-        # Its first step is taken before the answer starts: a prompt over the context is a 400, not a stream.
-        job = await self._start(request, partial(run_each, jobs))
+        return await self._start(request, partial(run_each, jobs))
+
+    async def _openai(self, request: Request, parsed: OpenAIRequest) -> Response:
+        job = await self._start_openai(request, parsed)
         answer = Answer(chat=parsed.answer.mode.value == "chat", model=self.config.model_id, logprobs=parsed.logprobs)
         prompts = [a.prompt for a in parsed.answers]
         if parsed.stream:
@@ -329,8 +368,10 @@ class _Handlers:
             log.info("answer: %r", answer)
 
 
-def _sse(data: dict) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+def _sse(data: dict, *, named: bool = False) -> str:
+    """A server-sent event; ``named``: with its ``event:`` line, as the Responses API sends its events."""
+    name = f"event: {data['type']}\n" if named else ""
+    return f"{name}data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 def _error_response(exc: MixtralError) -> Response:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..answer.shapes import OutputShape
 
 _FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "context": "length"}
+_TEXT_PARTS = ("text", "input_text", "output_text")  # the chat API's, and the Responses API's two
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
@@ -54,7 +55,7 @@ def parse_chat_request(data: object, base: SamplingOptions) -> OpenAIRequest:
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError('"messages" must be a non-empty list.', param="messages")
-    conversation = conversation_from([_message(item, i) for i, item in enumerate(messages)])
+    conversation = conversation_from([message_of(item, i) for i, item in enumerate(messages)])
     top = data.get("top_logprobs")
     if top is not None and data.get("logprobs") is not True:
         raise InvalidRequestError('"top_logprobs" needs "logprobs": true.', param="top_logprobs")
@@ -63,9 +64,9 @@ def parse_chat_request(data: object, base: SamplingOptions) -> OpenAIRequest:
     logprobs = request_number("top_logprobs", top or 0, int) if data.get("logprobs") else None
     answer = AnswerRequest(
         prompt=conversation,
-        sampling=replace(_sampling(data, base), logprobs=logprobs),
+        sampling=replace(sampling_of(data, base), logprobs=logprobs),
         mode=PromptMode.CHAT,
-        shape=_response_format(data.get("response_format")),
+        shape=response_format_of(data.get("response_format")),
         n=_choices(data),
     )
     return _request(data, (answer,))
@@ -81,8 +82,8 @@ def parse_text_request(data: object, base: SamplingOptions) -> OpenAIRequest:
         raise InvalidRequestError('"echo" must be true or false.', param="echo")
     best_of = data.get("best_of")
     if best_of not in (None, 1):
-        raise _unsupported("best_of")
-    sampling = replace(_sampling(data, base), logprobs=logprobs)
+        raise unsupported("best_of")
+    sampling = replace(sampling_of(data, base), logprobs=logprobs)
     answers = tuple(
         AnswerRequest(prompt=prompt, sampling=sampling, mode=PromptMode.RAW, n=_choices(data), echo=echo)
         for prompt in _prompts(data.get("prompt"))
@@ -115,14 +116,14 @@ def _object(data: object) -> dict[str, Any]:
         raise InvalidRequestError("The request must be a JSON object.")
     for name in _UNSUPPORTED:
         if data.get(name) is not None:
-            raise _unsupported(name)
+            raise unsupported(name)
     modalities = data.get("modalities")
     if modalities is not None and modalities != ["text"]:
-        raise _unsupported("modalities")
+        raise unsupported("modalities")
     return data
 
 
-def _unsupported(name: str) -> InvalidRequestError:
+def unsupported(name: str) -> InvalidRequestError:
     return InvalidRequestError(
         f"Unsupported parameter: '{name}' is not supported with this model.", param=name, code="unsupported_parameter"
     )
@@ -144,25 +145,29 @@ def _request(data: dict[str, Any], answers: tuple[AnswerRequest, ...]) -> OpenAI
     )
 
 
-def _sampling(data: dict[str, Any], base: SamplingOptions) -> SamplingOptions:
+def sampling_of(data: dict[str, Any], base: SamplingOptions) -> SamplingOptions:
     if data.get("max_completion_tokens") is not None:
         data = {**data, "max_tokens": data["max_completion_tokens"]}
     return sampling_from(data, base)
 
 
-def _message(item: object, index: int) -> dict[str, str]:
+def message_of(item: object, index: int) -> dict[str, str]:
     """An OpenAI message as role and text; content given as parts keeps its text parts."""
     if not isinstance(item, dict) or item.get("role") not in _ROLES:
         raise InvalidRequestError(f"Message {index + 1} must have a role: system, developer, user or assistant.")
     content = item.get("content")
     if isinstance(content, list):
-        if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
+        if not all(
+            isinstance(p, dict) and p.get("type") in _TEXT_PARTS and isinstance(p.get("text"), str) for p in content
+        ):
             raise InvalidRequestError(f"Message {index + 1} may hold text parts only.")
         content = "".join(p["text"] for p in content)
     return {"role": _ROLES[item["role"]], "content": content}
 
 
-def _response_format(value: object) -> OutputShape | None:
+def response_format_of(value: object, *, flat: bool = False) -> OutputShape | None:
+    """``response_format`` as an output shape; ``flat``: the Responses API's ``text.format``, whose schema is
+    beside its type rather than in a ``json_schema`` object."""
     from ..answer.shapes import json_object_shape, schema_shape
 
     if value is None:
@@ -173,7 +178,7 @@ def _response_format(value: object) -> OutputShape | None:
     if kind == "json_object":
         return json_object_shape()
     if kind == "json_schema":
-        spec = value.get("json_schema")
+        spec = value if flat else value.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
             raise InvalidRequestError('"response_format.json_schema.schema" must be a JSON schema object.')
