@@ -82,14 +82,18 @@ def serve(
 ) -> None:
     """Keep a model loaded and answer HTTP requests, until Ctrl-C or SIGTERM.
 
-    Routes: OpenAI's POST /v1/chat/completions and /v1/completions (streamed as server-sent events on
-    request) and GET /v1/models; the model cards' scoring route POST /score (the request schema of
+    Routes: OpenAI's POST /v1/chat/completions, /v1/completions and /v1/responses (stateless; streamed as
+    server-sent events on request), GET /v1/models and /v1/models/{id}, with OpenAI's error objects (a
+    "model" other than the served one, its file name or `tiny` for the demo is 404 model_not_found;
+    docs/openai-api.md lists what is honoured); the model cards' scoring route POST /score (the request schema of
     `mixtral complete --request`); GET /health. Requests are answered in the order they came, --parallel
     at a time, a few tokens of each in turn; one that waits longer than --queue-timeout is answered 503
     with Retry-After. Each runs in a KV cache sequence of its own: a conversation's next turn goes to the
     sequence that still holds its earlier turns, and evaluates only what is new. The sampling
     options are the defaults of every request, which may override them; a request's max_tokens is
-    bounded by the context. Prompts and answers are logged only with --verbose.
+    bounded by the context, as llama-server bounds it (an answer ends when the context is full, finish
+    reason "length"). Prompts and answers are logged only with --verbose. --cors-origin lets pages from
+    that origin (a loopback page, say) call the API from a browser.
 
     It listens on 127.0.0.1 unless --host says otherwise; with any other host, set --api-key (or
     MIXTRAL_API_KEY). `mixtral complete --server URL` sends its work here.
