@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..base.errors import GGUFError
-from ..convert.pipeline import Progress, quantize_model
+from ..base.progress import Progress
+from ..convert.pipeline import quantize_model
 from ..family.catalog import ModelRef
 from ..gguf_format.header import inspect_gguf
 from .hub import delete_cached, download

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..base.units import format_bytes
 from .console import stderr_console
-from .progress import format_bytes
 
 if TYPE_CHECKING:
     from ..convert.pipeline import QuantizeResult
