@@ -173,6 +173,33 @@ def test_a_huge_max_tokens_is_answered_until_the_context_is_full(client):
     assert answer.message.content
 
 
+@pytest.mark.parametrize(
+    ("route", "body", "param"),
+    [
+        ("chat/completions", {"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ("chat/completions", {"top_logprobs": 2}, "top_logprobs"),
+        ("chat/completions", {"logprobs": "yes"}, "logprobs"),
+        ("chat/completions", {"frequency_penalty": 2.5}, "frequency_penalty"),
+        ("chat/completions", {"logit_bias": {"12": "much"}}, "logit_bias"),
+        ("chat/completions", {"logit_bias": {"-3": 1}}, "logit_bias"),
+        ("chat/completions", {"n": 0}, "n"),
+        ("chat/completions", {"n": 10**6}, "n"),
+        ("completions", {"prompt": [[1, 2], "mixed"]}, "prompt"),
+        ("completions", {"prompt": []}, "prompt"),
+        ("completions", {"prompt": "Hi", "echo": "yes"}, "echo"),
+        ("completions", {"prompt": "Hi", "logprobs": 100}, "logprobs"),
+        ("responses", {"input": [{"type": "function_call", "name": "f"}]}, "input"),
+        ("responses", {"input": "Hi", "tools": [{"type": "web_search"}]}, "tools"),
+    ],
+)
+def test_hostile_parameters_are_400_naming_them(server, route, body, param):
+    messages = {"messages": [{"role": "user", "content": "Hi"}]} if route == "chat/completions" else {}
+    status, _, answer = http("POST", f"{server.url}/v1/{route}", body={**messages, **body})
+
+    assert status == 400
+    assert json.loads(answer)["error"]["param"] == param
+
+
 # -- parameters honoured ------------------------------------------------------------------------------------
 
 
