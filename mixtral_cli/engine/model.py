@@ -323,7 +323,7 @@ class Engine:
         cache = self._caches[sequence]
         if sampling.logprobs is not None and sampling.prompt_logprobs:
             generation.prompt_logprobs = self._evaluate_reporting(prompt_ids, cache, top=sampling.logprobs)
-            stats.prompt_tokens_evaluated, stats.layout = len(prompt_ids), self.layout.value
+            stats.prompt_tokens_evaluated, stats.layout = len(prompt_ids), self._own_layout.value
         else:
             stats.prompt_tokens_evaluated, stats.layout = self._bring_cache_to(prompt_ids, cache)
         stats.prompt_eval_s = time.perf_counter() - started
@@ -365,8 +365,12 @@ class Engine:
                 evaluated = prefill._cache.bring_to(prompt_ids[:-1])
                 self.take_cache_from(prefill)
                 return evaluated + self._cache.bring_to(prompt_ids), Layout.HANDOVER.value
-        own_layout = Layout.REPACKED if self.layout is Layout.HANDOVER else self.layout
-        return cache.bring_to(prompt_ids), own_layout.value
+        return cache.bring_to(prompt_ids), self._own_layout.value
+
+    @property
+    def _own_layout(self) -> Layout:
+        """The layout of this engine's own weights: a hand-over's decoding side is repacked."""
+        return Layout.REPACKED if self.layout is Layout.HANDOVER else self.layout
 
     def take_cache_from(self, source: Engine) -> None:
         """Continue from the tokens ``source``'s KV cache holds, as if this engine had evaluated them."""
