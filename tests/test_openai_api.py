@@ -298,6 +298,19 @@ def test_n_gives_n_seeded_choices_and_counts_their_tokens(client):
     assert answer.usage.completion_tokens == 3 * GREEDY["max_tokens"]
 
 
+def test_streamed_choices_equal_the_whole_ones(client):
+    whole = chat(client, n=2, temperature=1.0, seed=5)
+    streamed: dict[int, list[str]] = {}
+    roles = []
+    for chunk in chat(client, n=2, temperature=1.0, seed=5, stream=True):
+        for choice in chunk.choices:
+            streamed.setdefault(choice.index, []).append(choice.delta.content or "")
+            roles += [choice.index] if choice.delta.role else []
+
+    assert roles == [0, 1]
+    assert ["".join(streamed[i]) for i in (0, 1)] == [c.message.content for c in whole.choices]
+
+
 def test_a_list_of_prompts_is_answered_as_each_alone(client):
     both = client.completions.create(model="tiny", prompt=[PROMPT, "Once upon a time"], **GREEDY)
     alone = [
@@ -407,6 +420,20 @@ def test_a_streamed_response_is_openais_event_sequence(client):
     assert kinds[-1] in ("response.completed", "response.incomplete")
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == whole.output_text
+
+
+def test_a_responses_json_schema_format_is_a_valid_answer(client):
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 8}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    text_format = {"format": {"type": "json_schema", "name": "person", "schema": schema}}
+    response = client.responses.create(model="tiny", input=PROMPT, text=text_format, max_output_tokens=64)
+
+    value = json.loads(response.output_text)
+    assert set(value) == {"name", "age"} and isinstance(value["age"], int)
 
 
 def test_previous_response_id_is_refused_in_one_line(client):
