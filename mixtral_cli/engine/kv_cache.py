@@ -60,15 +60,22 @@ class KVCache:
         self.feed(pending)
         return len(pending)
 
-    def feed(self, ids: Sequence[int]) -> None:
-        """Evaluate ``ids`` after the tokens held, in batches of what the context allows."""
+    def feed(self, ids: Sequence[int], *, each_row: Callable[[int, object], None] | None = None) -> None:
+        """Evaluate ``ids`` after the tokens held, in batches of what the context allows.
+
+        ``each_row(i, logits)`` is given the logits after each ``ids[i]``, while llama.cpp still holds them.
+        """
         import llama_cpp
 
         for start in range(0, len(ids), self._n_batch):
             chunk = ids[start : start + self._n_batch]
-            if llama_cpp.llama_decode(self._ctx, self._batch.fill(chunk, position=len(self._tokens))) != 0:
+            batch = self._batch.fill(chunk, position=len(self._tokens), every_row=each_row is not None)
+            if llama_cpp.llama_decode(self._ctx, batch) != 0:
                 raise LlamaCppError("llama.cpp failed to evaluate the prompt.")
             self._tokens.extend(chunk)
+            if each_row is not None:
+                for row in range(len(chunk)):
+                    each_row(start + row, llama_cpp.llama_get_logits_ith(self._ctx, row))
 
     def decoder(self) -> Callable[[int], None]:
         """Evaluates one token after those held: the decode loop's step, which allocates nothing per token."""
@@ -95,7 +102,7 @@ class KVCache:
 
 
 class _Batch:
-    """A llama_batch of one sequence over arrays of our own (freed with it), the last token's logits wanted."""
+    """A llama_batch of one sequence over arrays of our own (freed with it)."""
 
     def __init__(self, size: int, sequence: int) -> None:
         import llama_cpp
@@ -117,10 +124,11 @@ class _Batch:
             logits=self._logits,
         )
 
-    def fill(self, ids: Sequence[int], *, position: int):  # noqa: ANN201 - a llama_batch
+    def fill(self, ids: Sequence[int], *, position: int, every_row: bool = False):  # noqa: ANN201 - a llama_batch
+        """The batch of ``ids`` at ``position``: the last token's logits wanted, or ``every_row``'s."""
         n = len(ids)
         self.tokens[:n] = list(ids)
         self.positions[:n] = list(range(position, position + n))
-        self._logits[:n] = [0] * (n - 1) + [1]
+        self._logits[:n] = [1] * n if every_row else [0] * (n - 1) + [1]
         self._batch.n_tokens = n
         return self._batch
