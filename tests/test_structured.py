@@ -13,6 +13,7 @@ from mixtral_cli.answer.shapes import (
     choice_shape,
     constrained_sampling,
     finish_answer,
+    json_object_shape,
     schema_shape,
     shortest_answer,
     with_instruction,
@@ -120,6 +121,29 @@ def answer(engine: Engine, shape, sampling: SamplingOptions) -> str:
 def test_every_answer_validates_against_its_schema(engine, schema):
     for text in answers(engine, schema_shape(json.dumps(schema)), FREE):
         jsonschema.validate(json.loads(text), schema)
+
+
+FREE_STRINGS = {
+    "json object": json_object_shape(),
+    "free string property": schema_shape('{"type": "object", "properties": {"text": {"type": "string"}}}'),
+    "pattern with a dot": schema_shape('{"type": "string", "pattern": "^..........$"}'),
+}
+
+
+@pytest.mark.parametrize("shape", FREE_STRINGS.values(), ids=FREE_STRINGS.keys())
+def test_every_finished_answer_is_strict_json_as_generated(engine, shape):
+    # The raw text, before finish_answer re-serializes it: what the server sends and `jq` reads. Strict JSON
+    # refuses raw control characters in strings, which random weights draw often when the grammar allows them.
+    sampling = constrained_sampling(engine.info.path, shape, replace(FREE, max_tokens=60))
+    ids, chat = engine.completion_ids(with_instruction(PROMPT, shape))
+    finished = 0
+    for seed in range(32):
+        generation = engine.generate(ids, replace(sampling, seed=seed), answer=chat)
+        text = "".join(generation)
+        if generation.stats.stop_reason == "eos":
+            json.loads(text)
+            finished += 1
+    assert finished >= 8  # enough answers ended for the check to mean something
 
 
 @pytest.mark.parametrize("schema", SCHEMAS.values(), ids=SCHEMAS.keys())

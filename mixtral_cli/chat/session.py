@@ -83,9 +83,12 @@ def list_saved_chats() -> tuple[list[SavedChat], list[UnreadableChat]]:
 
 
 @contextlib.contextmanager
-def resumed(path: Path) -> Iterator[None]:
-    """Hold ``path`` for a session that continues it and saves to it, so that a second session
-    resuming the same file is refused, not left to overwrite the first one's turns."""
+def resumed(path: Path) -> Iterator[Transcript]:
+    """The chat saved in ``path``, held for a session that continues it and saves to it.
+
+    The lock is taken before the file is read: a second session is refused whatever the timing, so that
+    neither saves over turns it never read.
+    """
     hold = contextlib.ExitStack()
     try:
         hold.enter_context(locked(path.expanduser(), wait=False))
@@ -97,7 +100,7 @@ def resumed(path: Path) -> Iterator[None]:
     except OutputPathError:
         pass  # where no lock can be made, no autosave can be written either: each save says so
     with hold:
-        yield
+        yield Transcript.load(path)
 
 
 def _new_autosave_path() -> Path:
