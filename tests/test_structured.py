@@ -134,7 +134,7 @@ FREE_STRINGS = {
 def test_every_finished_answer_is_strict_json_as_generated(engine, shape):
     # The raw text, before finish_answer re-serializes it: what the server sends and `jq` reads. Strict JSON
     # refuses raw control characters in strings, which random weights draw often when the grammar allows them.
-    sampling = constrained_sampling(engine.info.path, shape, replace(FREE, max_tokens=60))
+    sampling = constrained_sampling(engine.info.path, shape, replace(FREE, max_tokens=24))
     ids, chat = engine.completion_ids(with_instruction(PROMPT, shape))
     finished = 0
     for seed in range(32):
@@ -143,6 +143,7 @@ def test_every_finished_answer_is_strict_json_as_generated(engine, shape):
         if generation.stats.stop_reason == "eos":
             json.loads(text)
             finished += 1
+    print("FINISHED", finished)
     assert finished >= 8  # enough answers ended for the check to mean something
 
 
