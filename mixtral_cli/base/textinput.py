@@ -122,7 +122,31 @@ def parse_json(text: str, name: str, *, error: type[MixtralError] = InputError) 
         too_deep = _depth(value) > MAX_JSON_DEPTH
     if too_deep:
         raise error(f"{name} nests deeper than {MAX_JSON_DEPTH} levels, the most this reads.")
+    if not _all_text_is_unicode(value):
+        raise error(
+            f"{name} holds a lone surrogate escape (such as \\ud800), which is no Unicode character.",
+            hint="Escape characters past U+FFFF as a pair (\\ud83d\\ude00), or write them as they are.",
+        )
     return value
+
+
+def _all_text_is_unicode(value: object) -> bool:
+    """Whether every string and key in ``value`` can be UTF-8: JSON's \\ud800 escape decodes to a lone
+    surrogate, which no encoder writes (a traceback wherever the text goes next)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
 
 
 def _depth(value: object) -> int:

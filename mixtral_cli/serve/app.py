@@ -34,6 +34,7 @@ from ..base.errors import (
 )
 from ..base.textinput import parse_json
 from ..engine.options import SamplingOptions
+from .limits import BodyTooLarge, BodyTooSlow, check_answer_count, read_body, too_large_response, too_slow_response
 from .openai_api import Answer, OpenAIRequest, models_list, parse_chat_request, parse_text_request
 from .scheduler import ClientGone, Job, ModelHost
 from .work import (
@@ -64,10 +65,6 @@ class ServeConfig:
     queue_timeout: float = 60.0
     max_body_bytes: int = MAX_BODY_BYTES
     verbose: bool = False  # log prompts and answers
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 def create_app(host: ModelHost, config: ServeConfig) -> Starlette:
@@ -103,10 +100,10 @@ class _Handlers:
                 )
             try:
                 return await handler(request)
-            except _BodyTooLarge:
-                limit = self.config.max_body_bytes
-                message = f"The request body is larger than this server accepts ({limit} bytes)."
-                return JSONResponse({"error": {"message": message, "type": "RequestTooLarge"}}, 413)
+            except BodyTooLarge:
+                return too_large_response(self.config.max_body_bytes)
+            except BodyTooSlow:
+                return too_slow_response()
             except ClientGone:
                 return Response(status_code=499)  # nobody reads it; the work was cancelled
             except MixtralError as exc:
@@ -122,17 +119,7 @@ class _Handlers:
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
 
     async def _body(self, request: Request) -> bytes:
-        limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise _BodyTooLarge
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _BodyTooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(request, limit=self.config.max_body_bytes)
 
     async def _json(self, request: Request) -> object:
         try:
@@ -231,6 +218,7 @@ class _Handlers:
         except UnicodeDecodeError as exc:
             raise InvalidRequestError("The request body is not UTF-8.") from exc
         card_request = parse_request(text)
+        check_answer_count(len(card_request.inputs))
         shape_name = request.query_params.get("shape", self.config.response_shape.value)
         try:
             response_shape = ResponseShape(shape_name)
