@@ -17,7 +17,7 @@ from ..answer.job import answer_sampling, bounded_by_context
 from ..answer.shapes import OutputShape, with_instruction
 from ..base.atomic import locked
 from ..base.errors import ChatError, ContextOverflowError, OutputPathError
-from ..base.paths import mixtral_home
+from ..base.paths import exists, mixtral_home
 from ..engine.model import Engine, GenerationStats
 from ..engine.options import LoraSpec, SamplingOptions
 from ..family.prompt_ids import Message
@@ -90,6 +90,9 @@ def resumed(path: Path) -> Iterator[Transcript]:
     The lock is taken before the file is read: a second session is refused whatever the timing, so that
     neither saves over turns it never read.
     """
+    if not exists(path.expanduser()):
+        yield Transcript.load(path)  # which names what is missing; nothing there to hold, no folder to make
+        return
     hold = contextlib.ExitStack()
     try:
         hold.enter_context(locked(path.expanduser(), wait=False))
