@@ -118,14 +118,7 @@ def schema_shape(text: str) -> OutputShape:
     schema = parse_json(text, "The schema", error=OutputShapeError)
     if not isinstance(schema, dict):
         raise OutputShapeError("The schema must be a JSON object.")
-    converted = _bounded_integers_as_enums(schema, "")
-    try:
-        grammar = json_grammar(converted)
-    except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise OutputShapeError(
-            f"llama-cpp-python's schema converter cannot express this schema: {exc or type(exc).__name__}.",
-            hint="README.md lists the schema features it supports.",
-        ) from exc
+    grammar = json_grammar(_bounded_integers_as_enums(schema, ""))
     instruction = f"Answer with JSON that follows this JSON schema:\n{json.dumps(schema, ensure_ascii=False)}"
     return OutputShape(grammar, AnswerKind.JSON, instruction)
 
@@ -134,11 +127,11 @@ def json_object_shape() -> OutputShape:
     return OutputShape(json_grammar({"type": "object"}), AnswerKind.JSON, "Answer with a JSON object.")
 
 
-def json_grammar(schema: dict) -> str:
+def json_grammar(schema: object) -> str:
     """llama-cpp-python's grammar for ``schema``, whose strings can only be strict JSON (escapes allowed)."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
+    from ..engine.grammar import json_schema_grammar
 
-    return exclude_from_negated_classes(json_schema_to_gbnf(json.dumps(schema)), _NOT_RAW_IN_JSON_STRINGS)
+    return exclude_from_negated_classes(json_schema_grammar(json.dumps(schema)), _NOT_RAW_IN_JSON_STRINGS)
 
 
 def grammar_shape(text: str) -> OutputShape:
