@@ -65,6 +65,21 @@ def test_a_file_the_user_may_not_read_is_named_as_such(args, name, demo_model, t
     assert "Traceback" not in result.stderr and "not a GGUF" not in result.stderr
 
 
+def test_a_model_in_a_folder_the_user_may_not_enter_is_named_as_such(demo_model, tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    shutil.copyfile(demo_model, folder / "model.gguf")
+    folder.chmod(0)
+    try:
+        result = _mixtral_as_a_user("complete", "-m", folder / "model.gguf", "Hi")
+    finally:
+        folder.chmod(0o700)
+
+    assert result.returncode == 1
+    assert f"Error: Cannot use {folder / 'model.gguf'}: Permission denied." in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 # -- a name too long for the filesystem -----------------------------------------------------------------
 
 
