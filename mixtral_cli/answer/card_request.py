@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,15 +22,11 @@ from ..engine.options import OPTION_BOUNDS, SamplingOptions
 from ..family.prompt_ids import Message, PromptMode, messages_from_dicts
 from .job import AnswerJob
 from .request import AnswerEnd, AnswerRequest
+from .response_shape import ResponseShape
 from .shapes import OutputShape, schema_shape
 
 if TYPE_CHECKING:
     from ..engine.model import Engine
-
-
-class ResponseShape(str, Enum):
-    PER_INPUT = "per-input"  # the 8x7B cards: [{"0": a}, {"0": b}]
-    BY_INDEX = "by-index"  # the 8x22B card: [{"0": a, "1": b}]
 
 
 def card_response_shape(model_name: str | None) -> ResponseShape:

@@ -1,18 +1,15 @@
-"""A loaded Mixtral: llama.cpp's model and context, its tokenizer, and the decode loop."""
+"""A loaded Mixtral: llama.cpp's model and context, its tokenizer, its weight layout, and its generations
+(the decode loop is generation.py; the context's sizing, context.py)."""
 
 from __future__ import annotations
 
 import ctypes
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from ..base.errors import (
-    ContextOverflowError,
-    GPUMemoryError,
-    LlamaCppError,
-)
+from ..base.errors import ContextOverflowError
 from ..base.system import available_memory, physical_cores
 from ..family.prompt_ids import (
     Message,
@@ -24,9 +21,10 @@ from ..family.prompt_ids import (
     raw_prompt_ids,
 )
 from . import logs
-from .context_memory import ModelShape, check_context, context_that_fits
+from .context import model_kv_bytes_per_token, new_context
 from .devices import init_backend
-from .fit import context_params, model_plan
+from .fit import model_plan
+from .generation import Generation, GenerationStats, decode
 from .kv_cache import KVCache
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, expected_seconds, prefill_elsewhere
 from .loading import (
@@ -40,41 +38,7 @@ from .loading import (
     print_log,
 )
 from .lora import AdapterInfo, LoadedAdapters, check_adapter
-from .options import EngineOptions, LoraSpec, SamplingOptions, kv_bytes_per_token
-from .sampler import Sampler
-from .text import TextStream
-
-
-@dataclass
-class GenerationStats:
-    """What one generation cost, measured here (not by llama.cpp's perf counters)."""
-
-    prompt_tokens: int = 0
-    prompt_tokens_evaluated: int = 0  # fewer than prompt_tokens when the KV cache already held a prefix
-    completion_tokens: int = 0
-    stop_reason: str = "interrupted"  # eos | stop | length | context | interrupted
-    prompt_eval_s: float = 0.0
-    decode_s: float = 0.0
-    layout: str = ""  # the weight layout that ran: repacked | plain | hand-over (prompt plain, answer repacked)
-
-    @property
-    def prompt_tokens_per_second(self) -> float:
-        return self.prompt_tokens_evaluated / self.prompt_eval_s if self.prompt_eval_s else 0.0
-
-    @property
-    def decode_tokens_per_second(self) -> float:
-        return self.completion_tokens / self.decode_s if self.decode_s else 0.0
-
-
-class Generation:
-    """Text chunks as they are generated; ``stats`` is complete once iteration ends."""
-
-    def __init__(self, chunks: Callable[[GenerationStats], Iterator[str]]) -> None:
-        self.stats = GenerationStats()
-        self._chunks = chunks
-
-    def __iter__(self) -> Iterator[str]:
-        return self._chunks(self.stats)
+from .options import EngineOptions, LoraSpec, SamplingOptions
 
 
 class Engine:
@@ -132,7 +96,17 @@ class Engine:
                 gpu = bool(self.placement and self.placement.devices)
                 self.info = model_info(path, self._model, gpu=gpu, pulled_as=pulled_as)
                 self._vocab = llama_cpp.llama_model_get_vocab(self._model)
-                self._ctx = None if vocab_only else self._new_context(notice)
+                self._ctx = None
+                if not vocab_only:
+                    self._ctx = new_context(
+                        self._model,
+                        self.info,
+                        options,
+                        plan=self.plan,
+                        placement=self.placement,
+                        threads=self._threads,
+                        notice=notice,
+                    )
                 self._adapters = LoadedAdapters(self._model, last_error=last_error)
                 if self._ctx and options.loras:
                     self._adapters.apply(self._ctx, options.loras)
@@ -163,75 +137,6 @@ class Engine:
                     engine.reset_cache()
         self.adapters = infos
         self.options = replace(self.options, loras=tuple(specs))
-
-    def _new_context(self, notice: Callable[[str], None]):  # noqa: ANN202 - a llama_context_p
-        llama_cpp = self._llama
-        params = llama_cpp.llama_context_default_params()
-        n_ctx = self._context_size(notice)
-        flash_attn = self.plan.flash_attn if self.plan else self.options.flash_attn
-        for name, value in context_params(self.options, n_ctx, flash_attn=flash_attn).items():
-            setattr(params, name, value)
-        params.n_threads = params.n_threads_batch = self._threads
-        params.no_perf = True
-        ctx = llama_cpp.llama_init_from_model(self._model, params)
-        if not ctx:
-            on_gpu = bool(self.placement and self.placement.devices and self.placement.n_gpu_layers)
-            error = GPUMemoryError if on_gpu and "alloc" in last_error() else LlamaCppError
-            raise error(
-                f"llama.cpp could not create a context of {params.n_ctx} tokens{last_error()}.",
-                hint="Try a smaller --ctx-size"
-                + (", a quantized --cache-type-k, or a larger --gpu-margin." if on_gpu else "."),
-            )
-        return ctx
-
-    def _context_size(self, notice: Callable[[str], None]) -> int:
-        """Each sequence's context: the one asked for, or the model's capped to memory; refused before llama.cpp
-        allocates it."""
-        wanted, options = self.info.n_ctx_train, self.options
-        free = None if self.info.gpu_offload else available_memory()
-        n_ctx = options.ctx_size
-        if not n_ctx:
-            n_ctx = wanted
-            if free is not None:
-                per_token = self._kv_bytes_per_token() * options.sequences
-                n_ctx = context_that_fits(
-                    wanted, bytes_per_token=per_token, free=free, model_bytes=self.info.size_bytes
-                )
-            if n_ctx < wanted:
-                notice(
-                    f"Context capped at {n_ctx} tokens (the model allows {wanted}) to fit in memory; "
-                    "--ctx-size overrides."
-                )
-        check_context(
-            self._shape(),
-            n_ctx=n_ctx,
-            n_batch=options.batch_size,
-            flash_attn=self.plan.flash_attn if self.plan else options.flash_attn,
-            n_ctx_train=wanted,
-            free=free,
-            n_seq=options.sequences,
-        )
-        return n_ctx
-
-    def _shape(self) -> ModelShape:
-        llama_cpp, model = self._llama, self._model
-        return ModelShape(
-            n_embd=llama_cpp.llama_model_n_embd(model),
-            n_head=llama_cpp.llama_model_n_head(model),
-            n_vocab=self.info.n_vocab,
-            kv_bytes_per_token=self._kv_bytes_per_token(),
-        )
-
-    def _kv_bytes_per_token(self) -> int:
-        llama_cpp = self._llama
-        model = self._model
-        head_dim = llama_cpp.llama_model_n_embd(model) // llama_cpp.llama_model_n_head(model)
-        return kv_bytes_per_token(
-            n_layer=llama_cpp.llama_model_n_layer(model),
-            n_embd_kv=head_dim * llama_cpp.llama_model_n_head_kv(model),
-            type_k=self.options.cache_type_k,
-            type_v=self.options.cache_type_v,
-        )
 
     def _special_ids(self) -> SpecialIds:
         llama_cpp = self._llama
@@ -307,7 +212,8 @@ class Engine:
         if rates is None:
             rates, repacked = calibration.calibrate(self, lambda: self._sibling(repack=True))
             calibration.store_rates(key, rates, on_notice=self._notice)
-        memory = Memory(self.info.size_bytes, self._kv_bytes_per_token() * self.n_ctx, available)
+        kv_bytes = model_kv_bytes_per_token(self._model, self.options) * self.n_ctx
+        memory = Memory(self.info.size_bytes, kv_bytes, available)
         plan = choose_layout(work, rates, memory)
         if plan.layout is not Layout.PLAIN:
             repacked = repacked or self._sibling(repack=True)
@@ -409,44 +315,14 @@ class Engine:
     def _generate(
         self, prompt_ids: list[int], sampling: SamplingOptions, answer: bool, stats: GenerationStats, sequence: int
     ) -> Iterator[str]:
-        llama_cpp, ctx, vocab = self._llama, self._ctx, self._vocab
         started = time.perf_counter()
         stats.prompt_tokens = len(prompt_ids)
         cache = self._caches[sequence]
         stats.prompt_tokens_evaluated, stats.layout = self._bring_cache_to(prompt_ids, cache)
         stats.prompt_eval_s = time.perf_counter() - started
-
-        sampler = Sampler(sampling, vocab)
-        text = TextStream(stop=sampling.stop, strip_leading_space=answer)
-        sample, is_eog, piece = sampler.sample, llama_cpp.llama_vocab_is_eog, self.piece
-        decode, n_ctx, max_tokens = cache.decoder(), self.n_ctx, sampling.max_tokens
-        decode_started = time.perf_counter()
-        try:
-            while True:
-                if stats.completion_tokens >= max_tokens:
-                    stats.stop_reason = "length"
-                    break
-                token = sample(ctx)
-                if is_eog(vocab, token):
-                    stats.stop_reason = "eos"
-                    break
-                stats.completion_tokens += 1
-                chunk = text.feed(piece(token))
-                if chunk:
-                    yield chunk
-                if text.stopped:
-                    stats.stop_reason = "stop"
-                    break
-                if len(cache) >= n_ctx:
-                    stats.stop_reason = "context"
-                    break
-                decode(token)
-            tail = text.flush()
-            if tail:
-                yield tail
-        finally:
-            stats.decode_s = time.perf_counter() - decode_started
-            sampler.close()
+        yield from decode(
+            self._ctx, self._vocab, cache, sampling, piece=self.piece, n_ctx=self.n_ctx, answer=answer, stats=stats
+        )
 
     def _bring_cache_to(self, prompt_ids: list[int], cache: KVCache) -> tuple[int, str]:
         """Evaluate the prompt here, or in the hand-over's plain-layout engine and take over its KV cache.

@@ -11,7 +11,7 @@ from ..base.errors import ModelNotFoundError
 from ..base.paths import exists
 
 if TYPE_CHECKING:
-    from ..convert.pipeline import Progress
+    from ..base.progress import Progress
     from ..engine.options import LoraSpec
 
 MODEL_ENV = "MIXTRAL_MODEL"
