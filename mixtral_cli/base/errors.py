@@ -226,6 +226,14 @@ class OutputPathError(MixtralError, OSError):
         self.reason = reason
 
 
+class UnusablePathError(MixtralError, OSError):
+    """A name the filesystem refuses to look up: too long, or in a folder the user may not enter."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"Cannot use {path}: {reason}.", hint="Give a shorter name, or one you may read.")
+        self.path = path
+
+
 class OutputStreamError(MixtralError, OSError):
     """stdout cannot take the output: closed, a full device, an encoding that cannot hold the text.
 

@@ -31,8 +31,9 @@ from ..answer.request import AnswerEnd, AnswerRequest
 from ..base.errors import InvalidRequestError, MixtralError, ModelNotFoundError
 from ..base.textinput import parse_json
 from ..engine.options import SamplingOptions
+from .limits import BODY_TIMEOUT_S, BodyTooLarge, BodyTooSlow, check_answer_count, read_body
 from .openai_api import Answer, Choice, OpenAIRequest, model_object, models_list, parse_chat_request, parse_text_request
-from .openai_errors import APIError, api_error, body_too_large, invalid_api_key, unknown_route
+from .openai_errors import APIError, api_error, body_too_large, body_too_slow, invalid_api_key, unknown_route
 from .responses_api import ResponseAnswer, parse_responses_request
 from .scheduler import ClientGone, Job, ModelHost
 from .work import (
@@ -68,10 +69,6 @@ class ServeConfig:
 
     def serves(self, name: str) -> bool:
         return name == self.model_id or name in self.model_aliases
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 def create_app(host: ModelHost, config: ServeConfig) -> Starlette:
@@ -110,8 +107,10 @@ class _Handlers:
                 return _json_error(invalid_api_key())
             try:
                 return await handler(request)
-            except _BodyTooLarge:
+            except BodyTooLarge:
                 return _json_error(body_too_large(self.config.max_body_bytes))
+            except BodyTooSlow:
+                return _json_error(body_too_slow(BODY_TIMEOUT_S))
             except ClientGone:
                 return Response(status_code=499)  # nobody reads it; the work was cancelled
             except MixtralError as exc:
@@ -127,17 +126,7 @@ class _Handlers:
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
 
     async def _body(self, request: Request) -> bytes:
-        limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise _BodyTooLarge
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _BodyTooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(request, limit=self.config.max_body_bytes)
 
     async def _json(self, request: Request) -> object:
         try:
@@ -242,6 +231,7 @@ class _Handlers:
     async def _start_openai(self, request: Request, parsed: OpenAIRequest) -> Job:
         """The job of an OpenAI request's answers, started: its first step is taken before the answer is sent, so
         that a prompt over the context is a 400, not a stream that fails."""
+        check_answer_count(sum(answer.n for answer in parsed.answers))
         answer_job = await self._answer_job(parsed.answer)
         jobs = [answer_job.with_prompt(answer.prompt) for answer in parsed.answers]
         return await self._start(request, partial(run_each, jobs))
@@ -311,6 +301,7 @@ class _Handlers:
         except UnicodeDecodeError as exc:
             raise InvalidRequestError("The request body is not UTF-8.") from exc
         card_request = parse_request(text)
+        check_answer_count(len(card_request.inputs))
         shape_name = request.query_params.get("shape", self.config.response_shape.value)
         try:
             response_shape = ResponseShape(shape_name)

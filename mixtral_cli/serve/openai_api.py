@@ -19,6 +19,7 @@ from ..answer.request import AnswerEnd, AnswerRequest
 from ..base.errors import InvalidRequestError
 from ..engine.options import SamplingOptions
 from ..family.prompt_ids import PromptMode
+from .limits import MAX_ANSWERS_PER_REQUEST
 from .work import conversation_from, request_number, sampling_from
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant"
 # Parameters that would change the answer and that this server cannot honour: a 400 naming each, as OpenAI
 # answers a parameter its model does not take. (Ones that change nothing here, such as "user" or "store", pass.)
 _UNSUPPORTED = ("suffix", "audio", "prediction", "web_search_options", "reasoning_effort", "verbosity")
-MAX_CHOICES = 16  # "n": one request holds the engine for all its answers
 
 
 @dataclass(frozen=True)
@@ -133,8 +133,8 @@ def _choices(data: dict[str, Any]) -> int:
     n = data.get("n")
     if n is None:
         return 1
-    if type(n) is not int or not 1 <= n <= MAX_CHOICES:
-        raise InvalidRequestError(f'"n" must be an integer from 1 to {MAX_CHOICES}.', param="n")
+    if type(n) is not int or not 1 <= n <= MAX_ANSWERS_PER_REQUEST:
+        raise InvalidRequestError(f'"n" must be an integer from 1 to {MAX_ANSWERS_PER_REQUEST}.', param="n")
     return n
 
 

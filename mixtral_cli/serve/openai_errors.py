@@ -74,10 +74,18 @@ def invalid_api_key() -> APIError:
     )
 
 
+# The rest of the body may still be on its way: the connection cannot carry another request.
+_CLOSE = {"Connection": "close"}
+
+
 def body_too_large(limit: int) -> APIError:
-    return APIError(
-        413, f"The request body is larger than this server accepts ({limit} bytes).", code="request_too_large"
-    )
+    message = f"The request body is larger than this server accepts ({limit} bytes)."
+    return APIError(413, message, code="request_too_large", headers=_CLOSE)
+
+
+def body_too_slow(seconds: float) -> APIError:
+    message = f"The request body stopped arriving: nothing came for {seconds:g} s."
+    return APIError(408, message, code="request_timeout", headers=_CLOSE)
 
 
 def unknown_route(method: str, path: str, status: int, headers: dict[str, str]) -> APIError:
