@@ -44,6 +44,15 @@ def total_memory() -> int | None:
     return _meminfo("MemTotal")
 
 
+def peak_memory() -> int:
+    """The most memory this process has held at once (its peak resident set), in bytes."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux counts KiB, macOS bytes
+
+
 def _meminfo(key: str) -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
