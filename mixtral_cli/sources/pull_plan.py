@@ -159,7 +159,7 @@ def _gguf_plan(ref: ModelRef, offer: RepoOffer, catalog: CatalogModel | None) ->
     files = quants[quant]
     check_shards(offer.repo.repo, quant, [f.path for f in files])
     sizes = {q: sum(f.size for f in fs) for q, fs in quants.items() if q in _CANDIDATES or q == quant}
-    candidates = _candidates(sizes, catalog)
+    candidates = _candidates(sizes, catalog, ref.source)
     rewrite = offer.repo.legacy_layout
     return _plan(
         ref,
@@ -191,7 +191,7 @@ def _safetensors_plan(ref: ModelRef, remote: RemoteRepo, catalog: CatalogModel |
     checkpoint_bytes = sum(f.size for f in files if f.path.endswith(".safetensors"))
     n_params = checkpoint_bytes // 2  # bf16
     estimates = {q: int(n_params * QUANT_TYPES[q].bits_per_weight / 8) for q in {*_CANDIDATES, quant.name}}
-    candidates = _candidates(estimates, catalog)
+    candidates = _candidates(estimates, catalog, ref.source)
     # Conversion writes a lossless intermediate beside the output, then the output.
     return _plan(
         ref,
@@ -236,18 +236,18 @@ def _adapter_plan(ref: ModelRef, remote: RemoteRepo) -> PullPlan:
     return dataclasses.replace(plan, base_model=str(base) if base else None)
 
 
-def _candidates(sizes: dict[str, int], catalog: CatalogModel | None) -> tuple[Candidate, ...]:
+def _candidates(sizes: dict[str, int], catalog: CatalogModel | None, source: str) -> tuple[Candidate, ...]:
     """Each quantization's memory needs, smallest first, with what `mixtral eval` measured of it here."""
-    if catalog is None:
-        return tuple(Candidate(quant, size, 0, 0) for quant, size in sorted(sizes.items(), key=lambda item: item[1]))
     measured = measured_losses(ModelStore())
     return tuple(
-        _candidate(quant, size, catalog, measured.get(f"{catalog.name}:{quant}"))
+        _candidate(quant, size, catalog, measured.get(f"{source}:{quant}"))
         for quant, size in sorted(sizes.items(), key=lambda item: item[1])
     )
 
 
-def _candidate(quant: str, size: int, catalog: CatalogModel, measured: MeasuredLoss | None) -> Candidate:
+def _candidate(quant: str, size: int, catalog: CatalogModel | None, measured: MeasuredLoss | None) -> Candidate:
+    if catalog is None:
+        return Candidate(quant, size, 0, 0, measured)
     shape = catalog.shape
     kv = 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * shape.context * 2  # K and V, f16
     # Top-2 of 8 experts: the idle 6/8 of the experts is total - active, so all experts are 8/6 of that;
