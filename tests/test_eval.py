@@ -62,15 +62,7 @@ def _llama_perplexity(model: Path, reference: Path, text_file: Path, work: Path)
     """llama-perplexity's two passes, as its README says: the reference's log-probabilities, then the model's KLD."""
     base = work / "reference-logits.bin"
     common = ["-f", text_file, "-c", CTX, "-b", CTX, "--chunks", CHUNKS, "-t", 2]
-    for args in (
-        ["-m", reference, "--kl-divergence-base", base],
-        ["-m", model, "--kl-divergence-base", base, "--kl-divergence"],
-    ):
-        done = subprocess.run(
-            [llama_tool("llama-perplexity"), *map(str, args), *map(str, common)], capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-    printed = done.stdout + done.stderr
+    _run_llama_perplexity("-m", reference, "--kl-divergence-base", base, *common)
     patterns = {
         "ppl": r"Mean PPL\(Q\)\s*:\s*([\d.]+)",
         "ppl_reference": r"Mean PPL\(base\)\s*:\s*([\d.]+)",
@@ -80,7 +72,20 @@ def _llama_perplexity(model: Path, reference: Path, text_file: Path, work: Path)
         "p_diff_rms": r"RMS Δp    :\s*([-\d.]+)",
         "same_top": r"Same top p:\s*([-\d.]+)",
     }
-    return {name: float(re.search(pattern, printed).group(1)) for name, pattern in patterns.items()}
+    # llama.cpp's logger is a thread it never joins (common/log.cpp: "logs may be lost ... before the program
+    # exits"): the report at the very end is sometimes cut. The pass is deterministic, so it is run again.
+    for _ in range(3):
+        printed = _run_llama_perplexity("-m", model, "--kl-divergence-base", base, "--kl-divergence", *common)
+        found = {name: re.search(pattern, printed) for name, pattern in patterns.items()}
+        if all(found.values()):
+            return {name: float(match.group(1)) for name, match in found.items()}
+    raise AssertionError(f"llama-perplexity printed no statistics:\n{printed[-3000:]}")
+
+
+def _run_llama_perplexity(*args: str | Path | int) -> str:
+    done = subprocess.run([llama_tool("llama-perplexity"), *map(str, args)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout + done.stderr
 
 
 def _close(ours: float, theirs: float, decimals: int) -> bool:

@@ -8,9 +8,11 @@ every node before it computes it; for the ones we want it stops there, and calls
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,8 +65,10 @@ def _ggml_base():  # noqa: ANN202 - a ctypes.CDLL
 class RouterCapture:
     """The eval callback that keeps each layer's router top-k rows, for as long as one chunk is evaluated.
 
-    Python code run from C cannot raise into it: an exception there (Ctrl-C arrives where Python runs, and
-    during a decode that is here) is kept in ``pending`` and raised by the scorer once the decode returns.
+    Python code run from C cannot raise into it: an exception there (Ctrl-C and SIGTERM arrive where Python
+    runs, and during a decode that is here) is kept in ``pending`` and raised by the scorer once the decode
+    returns. One raised on the callback's first instruction, before its ``try``, reaches only ctypes, which
+    hands it to ``sys.unraisablehook``: ``catching_signals`` takes it from there.
     """
 
     def __init__(self) -> None:
@@ -100,6 +104,24 @@ class RouterCapture:
         span = np.zeros(n_tokens * row_bytes // 4, dtype=np.int32)
         self._ggml.ggml_backend_tensor_get(tensor, span.ctypes.data, 0, self._ggml.ggml_nbytes(tensor))
         self._rows.setdefault(layer, []).append(span.reshape(n_tokens, row_bytes // 4)[:, :k].copy())
+
+    @contextlib.contextmanager
+    def catching_signals(self) -> Iterator[None]:
+        """For the block, exceptions that escape the callback (not bugs: BaseExceptions, such as Ctrl-C's)
+        become ``pending`` instead of a line on stderr and nothing else."""
+        previous = sys.unraisablehook
+
+        def keep(unraisable: sys.UnraisableHookArgs) -> None:
+            if isinstance(unraisable.exc_value, Exception) or unraisable.exc_value is None:
+                previous(unraisable)
+            else:
+                self.pending = self.pending or unraisable.exc_value
+
+        sys.unraisablehook = keep
+        try:
+            yield
+        finally:
+            sys.unraisablehook = previous
 
     def take(self, last: int) -> np.ndarray | None:
         """The last ``last`` positions' experts in every layer, as (layer, position, rank); then forget them.
@@ -184,7 +206,8 @@ class Scorer:
         kept = []
         for start in range(0, len(ids), self._n_batch):
             part = ids[start : start + self._n_batch]
-            failed = llama_cpp.llama_decode(ctx, self._batch.fill(part, position=start, outputs_from=first))
+            with self._capture.catching_signals():
+                failed = llama_cpp.llama_decode(ctx, self._batch.fill(part, position=start, outputs_from=first))
             if self._capture.pending is not None:
                 pending, self._capture.pending = self._capture.pending, None
                 self._capture.take(0)

@@ -96,7 +96,7 @@ def evaluate(
                     model=model.path,
                     reference=reference.path,
                 )
-            losses, routing = LossTally(), RoutingTally()
+            losses, routing = LossTally(), RoutingTally() if routing_note is None else None
             done, interrupted = 0, False
             if progress:
                 progress.stage(f"Scoring {n_chunks} chunks", n_chunks, unit="chunks")
@@ -121,7 +121,7 @@ def evaluate(
         chunks=done,
         chunks_total=n_chunks,
         losses=losses.summary(),
-        routing=routing.summary() if routing_note is None else None,
+        routing=routing.summary() if routing else None,
         routing_note=routing_note,
         peak_memory=peak_memory(),
         held_bytes=2 * scored_per_chunk * n_vocab * 4 + losses.count * BYTES_PER_POSITION,
@@ -142,14 +142,14 @@ def _for_scoring(options: EngineOptions, n_ctx: int) -> EngineOptions:
     )
 
 
-def _score_chunk(ids: list[int], reference, model, losses: LossTally, routing: RoutingTally) -> None:  # noqa: ANN001
+def _score_chunk(ids: list[int], reference, model, losses: LossTally, routing: RoutingTally | None) -> None:  # noqa: ANN001
     import numpy as np
 
     ref_scores = reference.score(ids)
     model_scores = model.score(ids)
     targets = np.asarray(ids[len(ids) // 2 + 1 :])
     losses.add(ref_scores.logits, model_scores.logits, targets)
-    if ref_scores.experts is not None and model_scores.experts is not None:
+    if routing is not None and ref_scores.experts is not None and model_scores.experts is not None:
         routing.add(ref_scores.experts, model_scores.experts)
 
 
