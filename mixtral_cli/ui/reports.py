@@ -62,7 +62,7 @@ def print_pull_plan(plan: PullPlan) -> None:
         moe = f", GPU with --cpu-moe {format_bytes(c.gpu_bytes_cpu_moe)}" if c.gpu_bytes_cpu_moe else ""
         kv = f" + {format_bytes(c.kv_bytes)} KV cache" if c.kv_bytes else ""
         measured = f"; {measured_note(c.measured)}" if c.measured else ""
-        console.print(f"  {c.quant:<7} {format_bytes(c.size)}{kv}{moe}{escape(measured)}")
+        console.print(f"  {c.quant:<7} {format_bytes(c.size)}{kv}{moe}{escape(measured)}", soft_wrap=True)
     if plan.recommendation:
         console.print(f"  recommended for this machine: {plan.recommendation}")
 
