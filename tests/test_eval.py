@@ -4,6 +4,7 @@ the pairs and texts it refuses."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -201,12 +202,18 @@ def test_ctrl_c_prints_what_was_measured(quantized, tmp_path):
         preexec_fn=with_default_signals,
     )
     assert "Scoring" in process.stderr.readline()
-    time.sleep(2)
+    while _cpu_seconds(process.pid) < 4:  # loading takes about one: chunks are scored by then, however busy the machine
+        time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert re.search(r"\d+ of \d+ chunks of 32, [1-9]\d* positions scored \(interrupted", out), out
     assert "KLD mean" in out
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime and stime, fields 14 and 15
 
 
 @pytest.mark.parametrize(

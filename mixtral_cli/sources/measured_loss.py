@@ -50,9 +50,10 @@ def measured_losses(store: ModelStore) -> dict[str, MeasuredLoss]:
 
 def record_loss(store: ModelStore, report: EvalReport) -> str | None:
     """Keep ``report``'s numbers under the model's store name; returns that name, or None (and keeps nothing)
-    where the model is not in the store or nothing was measured."""
+    where the model is not in the store, nothing was measured, the run was cut short or adapters were applied
+    (then the numbers are not the quantization's)."""
     entry, losses = store.entry_at(report.model), report.losses
-    if entry is None or losses is None or report.interrupted or report.model_loras:
+    if entry is None or losses is None or report.interrupted or report.model_loras or report.reference_loras:
         return None
     reference = store.entry_at(report.reference)
     record = MeasuredLoss(
