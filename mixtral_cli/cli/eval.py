@@ -7,15 +7,13 @@ from typing import Annotated
 import typer
 
 from ..engine.options import EngineOptions
-from ..quality.run import DEFAULT_CTX
+from ..quality import DEFAULT_CTX
 from .options import bounded, scores_with_models
 
 
 @scores_with_models
 def eval_(
-    model: Annotated[
-        str, typer.Argument(metavar="MODEL", help="The model to measure: a .gguf file, a pulled name, or 'tiny'.")
-    ],
+    model: Annotated[str, typer.Argument(help="The model to measure: a .gguf file, a pulled name, or 'tiny'.")],
     text_file: Annotated[
         str | None,
         typer.Argument(

@@ -19,9 +19,9 @@ from ..base.progress import Progress
 from ..base.system import peak_memory
 from ..engine.options import EngineOptions
 from ..gguf_format.header import read_header
+from . import DEFAULT_CTX
 from .statistics import BYTES_PER_POSITION, LossSummary, LossTally, RoutingSummary, RoutingTally
 
-DEFAULT_CTX = 512  # llama-perplexity's, and published tables'
 DEFAULT_TEXT = "eval-text.txt"  # in mixtral_cli/data: written for mixtral, public domain (CC0)
 BUILT_IN = "built-in text"
 
