@@ -25,7 +25,6 @@ from pathlib import Path
 from common import measure, shaped_8x7b_model
 
 from mixtral_cli.quality.run import default_text
-from mixtral_cli.sources.tiny_model import TinyMixtralSpec, build_tiny_mixtral
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,7 +91,7 @@ def main() -> None:
     text = args.work / "eval-text.txt"
     text.write_text(default_text(), encoding="utf-8")
 
-    model = shaped_8x7b_model(args.work, args.layers)
+    model = shaped_8x7b_model(args.work, args.layers)  # built here once; run again for clean peak RSS figures
     reference = quantized(
         args.work / f"8x7b-shaped-{args.layers}-layers", "Q8_0", model.with_name(model.name.replace("Q4_K_M", "Q8_0"))
     )
@@ -114,10 +113,11 @@ def main() -> None:
           f"(target <= 0.01x), peak RSS {ours_peak / theirs_peak:.2f}x")  # fmt: skip
     print(f"KLD: mixtral eval {report['losses']['kld']['value']:.6f}; llama-perplexity {kld_line}")
 
-    small = TinyMixtralSpec(hidden_size=512, intermediate_size=1024, num_layers=4)
     checkpoint = args.work / "mini"
     if not (checkpoint / "config.json").exists():
-        build_tiny_mixtral(checkpoint, small)
+        # In a child: a child's peak RSS starts at its parent's (Linux copies the high-water mark at fork).
+        measure([sys.executable, "-m", "mixtral_cli", "tiny", str(checkpoint), "--hidden-size", "512",
+                 "--intermediate-size", "1024", "--layers", "4"])  # fmt: skip
     mini_model = quantized(checkpoint, "Q4_K_M", args.work / "mini-Q4_K_M.gguf")
     mini_reference = quantized(checkpoint, "Q8_0", args.work / "mini-Q8_0.gguf")
     long_text = args.work / "eval-text-10x.txt"
