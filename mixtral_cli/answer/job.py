@@ -1,26 +1,177 @@
-"""One prompt answered by a loaded engine: the same steps for `mixtral complete` and `mixtral serve`."""
+"""The answer job: one request answered by a loaded engine, the same for `mixtral complete`, every server route
+and `complete --server`.
+
+The rules about an answer live here, once (docs/answers.md): the sampling a shape asks for (its grammar,
+checked against the model before the model loads), the bound the context sets on ``max_tokens``, and what
+a cut shaped answer is. Callers only consume what the job yields: text chunks, then an ``AnswerEnd``.
+"""
 
 from __future__ import annotations
 
+import copy
+import itertools
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..family.prompt_ids import Message, PromptMode
-from .shapes import OutputShape, with_instruction
+from ..base.errors import AnswerCutError, InvalidRequestError, OutputShapeError
+from ..engine.options import OPTION_BOUNDS
+from ..family.prompt_ids import Message, continues_answer
+from .logprobs import Logprobs, readable
+from .request import AnswerEnd, AnswerRequest
+from .shapes import OutputShape, constrained_sampling, finish_answer, with_instruction
 
 if TYPE_CHECKING:
-    from ..engine.model import Engine, Generation
+    from ..base.errors import MixtralError
+    from ..engine.model import Engine, Generation, GenerationStats
     from ..engine.options import SamplingOptions
 
 
-def start_answer(
-    engine: Engine,
-    prompt: str | list[Message],
-    sampling: SamplingOptions,
-    *,
-    mode: PromptMode = PromptMode.AUTO,
-    system: str | None = None,
-    shown: OutputShape | None = None,
-) -> tuple[Generation, bool]:
-    """The generation that answers ``prompt`` (told the ``shown`` shape), and whether it has the chat format."""
-    ids, chat = engine.completion_ids(with_instruction(prompt, shown), system=system, mode=mode)
-    return engine.generate(ids, sampling, answer=chat), chat
+def answer_sampling(model_path: Path, shape: OutputShape | None, sampling: SamplingOptions) -> SamplingOptions:
+    """``sampling`` with ``shape``'s grammar, once llama.cpp has parsed it against the model's vocabulary
+    (no weights load) and ``max_tokens`` can hold its shortest answer; ``sampling`` itself without a shape."""
+    return sampling if shape is None else constrained_sampling(model_path, shape, sampling)
+
+
+def bounded_by_context(sampling: SamplingOptions, n_ctx: int) -> SamplingOptions:
+    """``sampling`` with ``max_tokens`` at most the context: a larger budget ends the same way, at the context
+    (stop reason "context"), and would only mislead the layout planner about the work to come."""
+    return replace(sampling, max_tokens=n_ctx) if 0 < n_ctx < sampling.max_tokens else sampling
+
+
+class AnswerJob:
+    """``request`` answered by an engine, a step at a time.
+
+    Each ``next()`` of ``run(engine)`` is one step: the first evaluates the prompt, each later one samples
+    until the next piece of text; the last item is the ``AnswerEnd``. The serve scheduler steps its running
+    jobs in turn; `mixtral complete` consumes one whole, in this process or through `--server`.
+    """
+
+    def __init__(self, request: AnswerRequest, *, model_path: Path) -> None:
+        """Decide the sampling (the shape's grammar, checked here: a shape the model cannot take raises now)."""
+        self.request = request
+        self.sampling = answer_sampling(model_path, request.shape, request.sampling)
+
+    def with_prompt(self, prompt: str | tuple[Message, ...]) -> AnswerJob:
+        """The same job for another prompt: the sampling stays as decided."""
+        job = copy.copy(self)
+        job.request = replace(self.request, prompt=prompt)
+        return job
+
+    def run(self, engine: Engine, *, first_index: int = 0) -> Iterator[str | Logprobs | AnswerEnd]:
+        """Start on ``engine`` (a prompt the context cannot hold raises here), and return the steps; the
+        answers' ``AnswerEnd.index`` counts on from ``first_index``."""
+        request = self.request
+        ids, chat = self._prompt_ids(engine)
+        if any(not 0 <= token < engine.info.n_vocab for token, _ in self.sampling.logit_bias):
+            message = f'"logit_bias" may name token ids below {engine.info.n_vocab} only.'
+            raise InvalidRequestError(message, param="logit_bias")
+        sampling = bounded_by_context(self.sampling, engine.n_ctx)
+        if request.echo:
+            sampling = replace(sampling, prompt_logprobs=True)
+        # An answer that continues the conversation's last, the assistant's, message keeps its first space.
+        answer = chat and not (isinstance(request.prompt, tuple) and continues_answer(request.prompt))
+        first = engine.generate(ids, sampling, answer=answer)
+        return self._answers(engine, ids, first, sampling, chat=chat, answer=answer, first_index=first_index)
+
+    def _prompt_ids(self, engine: Engine) -> tuple[list[int], bool]:
+        request = self.request
+        if isinstance(request.prompt, tuple) and all(isinstance(t, int) for t in request.prompt):
+            n_vocab = engine.info.n_vocab
+            if not request.prompt or not all(0 <= t < n_vocab for t in request.prompt):
+                raise InvalidRequestError(f"A prompt of token ids needs ids below {n_vocab}.", param="prompt")
+            return list(request.prompt), False  # as given, as llama-server takes them: no BOS added
+        prompt = list(request.prompt) if isinstance(request.prompt, tuple) else request.prompt
+        return engine.completion_ids(with_instruction(prompt, request.shown), system=request.system, mode=request.mode)
+
+    def _answers(
+        self,
+        engine: Engine,
+        ids: list[int],
+        first: Generation,
+        sampling: SamplingOptions,
+        *,
+        chat: bool,
+        answer: bool,
+        first_index: int,
+    ) -> Iterator[str | Logprobs | AnswerEnd]:
+        for index in range(self.request.n):
+            if index == 0:
+                generation = first
+            else:
+                seed = None if sampling.seed is None else (sampling.seed + index) % OPTION_BOUNDS["seed"].most
+                generation = engine.generate(ids, replace(sampling, seed=seed), answer=answer)
+            yield from self._steps(engine, generation, sampling, chat=chat, index=first_index + index, again=index > 0)
+
+    def _steps(
+        self,
+        engine: Engine,
+        generation: Generation,
+        sampling: SamplingOptions,
+        *,
+        chat: bool,
+        index: int,
+        again: bool,
+    ) -> Iterator[str | Logprobs | AnswerEnd]:
+        from .report import completion_report
+
+        parts, reported, logprobs = [], 0, sampling.logprobs is not None
+        chunks = iter(generation)
+        if self.request.echo:
+            # The prompt's log-probabilities are known once the first step has evaluated it.
+            chunks = _ahead(chunks)
+            prompt = self.request.prompt
+            echoed = generation.prompt_logprobs if isinstance(prompt, tuple) else generation.prompt_logprobs[1:]
+            yield prompt if isinstance(prompt, str) else b"".join(map(engine.piece, prompt)).decode(errors="replace")
+            if logprobs:
+                yield readable(engine, echoed)
+        for chunk in chunks:
+            parts.append(chunk)
+            yield chunk
+            if logprobs:
+                yield readable(engine, generation.logprobs[reported:])
+                reported = len(generation.logprobs)
+        if logprobs and reported < len(generation.logprobs):
+            yield readable(engine, generation.logprobs[reported:])  # tokens of a stop string's held text
+        stats = generation.stats
+        answer, error = _finished(self.request.shape, "".join(parts), stats, sampling)
+        report = completion_report(engine, stats, chat=chat)
+        yield AnswerEnd(stats, report, answer=answer, error=error, index=index, first_of_prompt=not again)
+
+
+def _ahead(chunks: Iterator[str]) -> Iterator[str]:
+    """``chunks``, the first of them taken now."""
+    first = next(chunks, None)
+    return chunks if first is None else itertools.chain([first], chunks)
+
+
+def _finished(
+    shape: OutputShape | None, text: str, stats: GenerationStats, sampling: SamplingOptions
+) -> tuple[str | None, MixtralError | None]:
+    """What may be printed of the answer, or why nothing may: the text, or a shaped answer's finished value."""
+    if shape is None:
+        return text, None
+    try:
+        return finish_answer(shape, text, stats, sampling), None
+    except (AnswerCutError, OutputShapeError) as exc:
+        return None, exc
+
+
+def run_each(jobs: list[AnswerJob], engine: Engine) -> Iterator[str | Logprobs | AnswerEnd]:
+    """``jobs`` one after the other as one request's answers (OpenAI's list of prompts), their indexes counted
+    on; every prompt is checked before the first step."""
+    starts, index = [], 0
+    for job in jobs:
+        starts.append(job.run(engine, first_index=index))
+        index += job.request.n
+    return _in_turn(starts)
+
+
+def _in_turn(steps: list[Iterator[str | Logprobs | AnswerEnd]]) -> Iterator[str | Logprobs | AnswerEnd]:
+    try:
+        for each in steps:
+            yield from each
+    finally:
+        for each in steps:
+            each.close()  # a generation's cleanup (its sampler) runs on the thread that closes this

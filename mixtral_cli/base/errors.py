@@ -57,7 +57,7 @@ class LegacyLayoutError(GGUFError):
         # One line, no hint: the fix is part of the sentence.
         super().__init__(
             f"llama.cpp no longer loads {path.name}'s layout (one tensor per expert): "
-            f"`mixtral quantize {path}` rewrites it into a new file beside it ({format_bytes(size)}).",
+            f"`mixtral quantize {path}` rewrites it into a new file beside it ({format_bytes(size, digits=2)}).",
             path=path,
         )
 
@@ -90,7 +90,7 @@ class DiskSpaceError(MixtralError, OSError):
 
     def __init__(self, *, directory: Path, needed: int, free: int) -> None:
         super().__init__(
-            f"{directory} has {format_bytes(free)} free but this needs {format_bytes(needed)}.",
+            f"{directory} has {format_bytes(free, digits=2)} free but this needs {format_bytes(needed, digits=2)}.",
             hint="Free some space or write elsewhere with --output.",
         )
         self.directory = directory
@@ -202,7 +202,15 @@ class InvalidConversationError(MixtralError, ValueError):
 
 
 class InvalidRequestError(MixtralError, ValueError):
-    """A request (a file or an HTTP body) that does not follow its schema."""
+    """A request (a file or an HTTP body) that does not follow its schema; ``param`` names the field at fault,
+    ``code`` says why in OpenAI's words (``unsupported_parameter``, ...) where it has them."""
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.param = param
+        self.code = code
 
 
 class ChatError(MixtralError):

@@ -60,9 +60,10 @@ def check_context(
     fits = n_ctx
     while fits > 16 and shape.context_bytes(n_ctx=fits, n_batch=n_batch, flash_attn=flash_attn, n_seq=n_seq) > free:
         fits //= 2
+    needed_text, free_text = format_bytes(needed, digits=2), format_bytes(free, digits=2)
     raise LimitError(
-        f"A context of {n_ctx} tokens (batches of {min(n_batch, n_ctx)}) needs {format_bytes(needed)} of memory "
-        f"for its KV cache and compute buffers, but {format_bytes(free)} is available.",
+        f"A context of {n_ctx} tokens (batches of {min(n_batch, n_ctx)}) needs {needed_text} of memory for its "
+        f"KV cache and compute buffers, but {free_text} is available.",
         hint=f"Give a smaller --ctx-size ({fits} fits) or --batch-size.",
     )
 

@@ -60,15 +60,23 @@ class KVCache:
         self.feed(pending)
         return len(pending)
 
-    def feed(self, ids: Sequence[int]) -> None:
-        """Evaluate ``ids`` after the tokens held, in batches of what the context allows."""
+    def feed(self, ids: Sequence[int], *, each_row: Callable[[int, object], None] | None = None) -> None:
+        """Evaluate ``ids`` after the tokens held, in batches of what the context allows.
+
+        ``each_row(i, logits)`` is given the logits after each ``ids[i]``, while llama.cpp still holds them.
+        """
         import llama_cpp
 
         for start in range(0, len(ids), self._n_batch):
             chunk = ids[start : start + self._n_batch]
-            if llama_cpp.llama_decode(self._ctx, self._batch.fill(chunk, position=len(self._tokens))) != 0:
+            position = len(self._tokens)
+            batch = self._batch.fill(chunk, position=position, outputs_from=position if each_row else None)
+            if llama_cpp.llama_decode(self._ctx, batch) != 0:
                 raise LlamaCppError("llama.cpp failed to evaluate the prompt.")
             self._tokens.extend(chunk)
+            if each_row is not None:
+                for row in range(len(chunk)):
+                    each_row(start + row, llama_cpp.llama_get_logits_ith(self._ctx, row))
 
     def decoder(self) -> Callable[[int], None]:
         """Evaluates one token after those held: the decode loop's step, which allocates nothing per token."""

@@ -61,7 +61,7 @@ class Memory:
         available = format_bytes(self.available) if self.available is not None else "unknown"
         return (
             f"both layouts need {format_bytes(self.needed)} (2 x {format_bytes(self.model_bytes)} weights "
-            f"+ 2 x {format_bytes(self.kv_bytes)} KV cache), {available} available"
+            f"+ 2 x {format_bytes(self.kv_bytes, digits=2)} KV cache), {available} available"
         )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..base.bounds import MAX_WAIT_S
 from ..base.errors import MixtralError, ServerBusyError, ServerStoppedError
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ class _Started:
     pass
 
 
+class _Accepted:
+    pass
+
+
 class _Ended:
     pass
 
@@ -46,7 +51,7 @@ class _Failed:
         self.error = error
 
 
-_STARTED, _ENDED = _Started(), _Ended()
+_STARTED, _ACCEPTED, _ENDED = _Started(), _Accepted(), _Ended()
 
 
 class Job:
@@ -74,15 +79,19 @@ class Job:
         self.cancel()
 
     async def wait_turn(self, *, timeout: float, client_gone: Callable[[], Awaitable[bool]]) -> None:
-        """Until the engine takes this job; ServerBusyError after ``timeout`` seconds in the queue."""
-        deadline = time.monotonic() + timeout
+        """Until the engine takes this job and it starts (the checks it makes on the engine, a prompt longer
+        than the context say, raise here, before a streamed answer's first byte); ServerBusyError after
+        ``timeout`` seconds in the queue. Loading the model does not count as waiting."""
+        deadline, started = time.monotonic() + timeout, False
         while True:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 and not started:
                 self.cancel()
                 raise ServerBusyError(retry_after=max(1, math.ceil(timeout / 2)))
-            item = await self._next(min(left, _POLL_S), client_gone)
+            item = await self._next(_POLL_S if started else min(left, _POLL_S), client_gone)
             if item is _STARTED:
+                started = True
+            elif item is _ACCEPTED:
                 return
             if isinstance(item, _Failed):
                 raise item.error
@@ -142,10 +151,6 @@ class ModelHost:
     @property
     def waiting(self) -> int:
         return self._jobs.qsize()
-
-    @property
-    def n_ctx(self) -> int:
-        return self.facts.get("n_ctx", 0)
 
     @property
     def busy(self) -> bool:
@@ -251,6 +256,7 @@ class ModelHost:
         except Exception as exc:  # noqa: BLE001 - the job's error, not the server's
             self._fail(job, exc)
             return
+        job.send(_ACCEPTED)
         with self._lock:
             self._running.append(running)
 
@@ -318,7 +324,6 @@ class _Running:
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}
-MAX_WAIT_S = threading.TIMEOUT_MAX  # the longest wait a lock or queue takes here: past it they overflow
 
 
 def parse_keep_alive(text: str) -> float | None:

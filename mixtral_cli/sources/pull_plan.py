@@ -144,7 +144,7 @@ def _not_offered(catalog: CatalogModel, quant: str, offers: list[RepoOffer]) -> 
     return QuantizationNotFoundError(
         f"No GGUF of {catalog.name} in {quant}: {'; '.join(offer.summary for offer in offers)}.",
         hint=f"Pull one of those with {catalog.name}:QUANT, or add --convert to download the "
-        f"{format_bytes(catalog.checkpoint_bytes)} checkpoint {catalog.repo} and quantize it to {quant}.",
+        f"{format_bytes(catalog.checkpoint_bytes, digits=0)} checkpoint {catalog.repo} and quantize it to {quant}.",
     )
 
 
@@ -249,10 +249,11 @@ def _candidate(quant: str, size: int, catalog: CatalogModel | None, measured: Me
     if catalog is None:
         return Candidate(quant, size, 0, 0, measured)
     shape = catalog.shape
-    kv = 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * shape.context * 2  # K and V, f16
+    kv = 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim * shape.context_length * 2  # K and V, f16
     # Top-2 of 8 experts: the idle 6/8 of the experts is total - active, so all experts are 8/6 of that;
     # what is not an expert (attention, embeddings, norms, routers) stays on the GPU under --cpu-moe.
-    shared = 1 - (shape.total_params - shape.active_params) / shape.total_params * 8 / 6
+    total, active = shape.parameter_count(), shape.parameter_count(active=True)
+    shared = 1 - (total - active) / total * 8 / 6
     return Candidate(quant, size, kv, int(size * max(shared, 0.03)) + kv, measured)
 
 
