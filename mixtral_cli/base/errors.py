@@ -167,6 +167,21 @@ class InputError(MixtralError, ValueError):
     """Input that cannot be read as text: empty, binary, not UTF-8, unreadable."""
 
 
+class IncomparableModelsError(MixtralError, ValueError):
+    """Two models `mixtral eval` cannot compare: another architecture or another vocabulary."""
+
+    def __init__(self, message: str, *, model: Path, reference: Path, hint: str | None = None) -> None:
+        super().__init__(
+            message, hint=hint or "Compare two GGUFs of one model: quantizations of the same checkpoint, say."
+        )
+        self.model = model
+        self.reference = reference
+
+
+class EvalTextError(InputError):
+    """A text `mixtral eval` cannot score: empty, or shorter than one chunk of the context."""
+
+
 class SummaryContextError(MixtralError):
     """The context is too small to hold a part of the text beside the instruction and the answers."""
 

@@ -15,6 +15,7 @@ import typer
 
 from .. import __version__
 from . import chat, complete, completion, devices, models, prompt, pull, quantize, serve, summarize, tiny, worker
+from . import eval as eval_command
 
 app = typer.Typer(
     name="mixtral",
@@ -31,6 +32,7 @@ app.command("prompt")(prompt.prompt)
 app.command("pull")(pull.pull)
 app.add_typer(models.app, name="models")
 app.command("quantize")(quantize.quantize)
+app.command("eval")(eval_command.eval_)
 app.command("summarize")(summarize.summarize)
 app.command("tiny")(tiny.tiny)
 app.command("devices")(devices.devices)

@@ -53,10 +53,12 @@ class Engine:
         on_notice: Callable[[str], None] | None = None,
         vocab_only: bool = False,
         pulled_as: tuple[str, bool] | None = None,
+        eval_callback: object | None = None,
     ) -> None:
         """``vocab_only`` loads the vocabulary and metadata alone (no weights, no context): for prompt ids.
         ``pulled_as``: the catalog name the file was pulled by and whether that entry is Instruct, which
-        wins over what the file says."""
+        wins over what the file says. ``eval_callback``: a ggml_backend_sched_eval_callback the context calls
+        for each tensor of its graph (scoring.py reads the router's choices through it)."""
         import llama_cpp
 
         started = time.perf_counter()
@@ -107,6 +109,7 @@ class Engine:
                         placement=self.placement,
                         threads=self._threads,
                         notice=notice,
+                        eval_callback=eval_callback,
                     )
                 self._adapters = LoadedAdapters(self._model, last_error=last_error)
                 if self._ctx and options.loras:
