@@ -22,6 +22,7 @@ from .test_tool_calls import CITY
 
 pytestmark = pytest.mark.usefixtures("demo_model")
 
+MODEL = "tiny-Q8_0"  # the served file's name, which a request must name
 ASK = [{"role": "user", "content": "Weather in Paris?"}]
 SEEDED = {"temperature": 0, "seed": 1, "max_tokens": 300}  # the seed picks the new calls' ids
 
@@ -50,7 +51,7 @@ def post(url: str, body: object) -> tuple[int, dict]:
 
 def required_call(client, **options):  # noqa: ANN201
     options = {"tool_choice": "required", "parallel_tool_calls": False, **SEEDED, **options}
-    return client.chat.completions.create(model="tiny", messages=ASK, tools=[CITY], **options)
+    return client.chat.completions.create(model=MODEL, messages=ASK, tools=[CITY], **options)
 
 
 def test_required_calls_have_arguments_that_follow_the_schema(client):
@@ -97,7 +98,7 @@ def test_a_full_round_prompts_what_mistral_common_encodes_with_the_clients_own_i
         },
         {"role": "tool", "tool_call_id": "call_Xy12_abc", "content": "sunny, 20°C"},
     ]
-    answer = client.chat.completions.create(model="tiny", messages=history, tools=[CITY], tool_choice="none", **SEEDED)
+    answer = client.chat.completions.create(model=MODEL, messages=history, tools=[CITY], tool_choice="none", **SEEDED)
     status, prompt = post(f"{server.url}/apply-template", {"messages": history, "tools": [CITY]})
     assert status == 200
     expected = mistral_common_ids(messages_from_dicts(history), PromptFormat.V3, tools_from_dicts([CITY]))
@@ -112,13 +113,29 @@ def test_a_call_the_server_made_continues_into_an_answer(client):
         {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
         {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 20}'},
     ]
-    answer = client.chat.completions.create(model="tiny", messages=history, tools=[CITY], tool_choice="none", **SEEDED)
+    answer = client.chat.completions.create(model=MODEL, messages=history, tools=[CITY], tool_choice="none", **SEEDED)
     assert answer.choices[0].message.tool_calls is None and answer.choices[0].message.content
 
 
 def test_tool_choice_none_never_calls(client):
-    response = client.chat.completions.create(model="tiny", messages=ASK, tools=[CITY], tool_choice="none", **SEEDED)
+    response = client.chat.completions.create(model=MODEL, messages=ASK, tools=[CITY], tool_choice="none", **SEEDED)
     assert response.choices[0].finish_reason != "tool_calls" and response.choices[0].message.tool_calls is None
+
+
+def test_tool_choice_none_outweighs_a_logit_bias_towards_the_calls_token(client):
+    options = {**SEEDED, "max_tokens": 8, "logit_bias": {"5": 100}}  # 5: [TOOL_CALLS]
+    response = client.chat.completions.create(model=MODEL, messages=ASK, tools=[CITY], tool_choice="none", **options)
+    assert response.choices[0].finish_reason != "tool_calls" and response.choices[0].message.tool_calls is None
+
+
+def test_each_of_n_choices_makes_its_own_calls(client):
+    first = required_call(client).choices[0]
+    choices = required_call(client, n=2).choices
+    assert [c.index for c in choices] == [0, 1] and all(c.finish_reason == "tool_calls" for c in choices)
+    assert choices[0].message.tool_calls == first.message.tool_calls
+    for choice in choices:
+        for call in choice.message.tool_calls:
+            jsonschema.validate(json.loads(call.function.arguments), CITY["function"]["parameters"])
 
 
 def test_without_parallel_calls_one_call_comes(client):
@@ -142,24 +159,33 @@ def test_tools_on_the_8x7b_format_are_refused_naming_the_8x22b_instruct(demo_mod
 
 
 @pytest.mark.parametrize(
-    "changes, message",
+    "changes, message, param",
     [
-        ({"tools": {"type": "function"}}, "must be a JSON list"),
-        ({"tools": [{"type": "function", "function": {"name": "get weather"}}]}, "is refused"),
-        ({"tools": [{"type": "function", "function": {"name": "a", "parameters": {"not": {}}}}]}, "parameters"),
-        ({"tools": [CITY], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "no tool offers"),
-        ({"tools": [CITY], "tool_choice": 7}, "tool_choice must be"),
-        ({"tools": [CITY], "parallel_tool_calls": "yes"}, "true or false"),
-        ({"tool_choice": "required"}, "offers no tools"),
+        ({"tools": {"type": "function"}}, "must be a JSON list", "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "get weather"}}]}, "is refused", "tools"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "a", "parameters": {"not": {}}}}]},
+            "parameters",
+            "tools",
+        ),
+        (
+            {"tools": [CITY], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "no tool offers",
+            "tool_choice",
+        ),
+        ({"tools": [CITY], "tool_choice": 7}, "tool_choice must be", "tool_choice"),
+        ({"tools": [CITY], "parallel_tool_calls": "yes"}, "true or false", "parallel_tool_calls"),
+        ({"tool_choice": "required"}, "offers no tools", "tool_choice"),
         (
             {"messages": [*ASK, {"role": "tool", "tool_call_id": "x", "content": "?"}], "tools": [CITY]},
             "unanswered call",
+            "messages",
         ),
     ],
 )
-def test_hostile_tool_requests_are_400_in_one_sentence(server, changes, message):
-    status, body = post(f"{server.url}/v1/chat/completions", {"model": "tiny", "messages": ASK, **changes})
-    assert status == 400 and message in body["error"]["message"]
+def test_hostile_tool_requests_are_400_in_one_sentence_naming_the_parameter(server, changes, message, param):
+    status, body = post(f"{server.url}/v1/chat/completions", {"model": MODEL, "messages": ASK, **changes})
+    assert status == 400 and message in body["error"]["message"] and body["error"]["param"] == param
 
 
 def test_tokenize_parses_control_tokens_and_adds_bos_when_asked(server):

@@ -9,13 +9,16 @@ a cut shaped answer is. Callers only consume what the job yields: text chunks, t
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from ..base.errors import AnswerCutError, InvalidToolsError, OutputShapeError
-from ..family.prompt_ids import Message
+from ..base.errors import AnswerCutError, InvalidRequestError, InvalidToolsError, OutputShapeError
+from ..engine.options import OPTION_BOUNDS
+from ..family.prompt_ids import Message, continues_answer
+from .logprobs import Logprobs, readable
 from .request import AnswerEnd, AnswerRequest
 from .shapes import OutputShape, constrained_sampling, finish_answer, with_instruction
 from .tool_calls import ToolAnswerReader, ToolCallAnswer, ToolCallDelta, ToolChoice, tool_sampling_for
@@ -24,6 +27,8 @@ if TYPE_CHECKING:
     from ..base.errors import MixtralError
     from ..engine.model import Engine, Generation, GenerationStats
     from ..engine.options import SamplingOptions
+
+_Step = TypeVar("_Step")
 
 
 def answer_sampling(model_path: Path, shape: OutputShape | None, sampling: SamplingOptions) -> SamplingOptions:
@@ -59,36 +64,100 @@ class AnswerJob:
         job.request = replace(self.request, prompt=prompt)
         return job
 
-    def run(self, engine: Engine) -> Iterator[str | ToolCallDelta | AnswerEnd]:
-        """Start on ``engine`` (a prompt the context cannot hold raises here), and return the steps."""
+    def run(self, engine: Engine, *, first_index: int = 0) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd]:
+        """Start on ``engine`` (a prompt the context cannot hold raises here), and return the steps; the
+        answers' ``AnswerEnd.index`` counts on from ``first_index``."""
         request = self.request
+        ids, chat = self._prompt_ids(engine)
+        if any(not 0 <= token < engine.info.n_vocab for token, _ in self.sampling.logit_bias):
+            message = f'"logit_bias" may name token ids below {engine.info.n_vocab} only.'
+            raise InvalidRequestError(message, param="logit_bias")
+        sampling = bounded_by_context(self.sampling, engine.n_ctx)
+        if request.echo:
+            sampling = replace(sampling, prompt_logprobs=True)
+        # An answer that continues the conversation's last, the assistant's, message keeps its first space.
+        answer = chat and not (isinstance(request.prompt, tuple) and continues_answer(request.prompt))
+        first = self._with_tools(engine, sampling)
+        started = engine.generate(ids, first[0], answer=answer)
+        return self._answers(
+            engine, ids, (started, *first), sampling, chat=chat, answer=answer, first_index=first_index
+        )
+
+    def _prompt_ids(self, engine: Engine) -> tuple[list[int], bool]:
+        request = self.request
+        if isinstance(request.prompt, tuple) and all(isinstance(t, int) for t in request.prompt):
+            n_vocab = engine.info.n_vocab
+            if not request.prompt or not all(0 <= t < n_vocab for t in request.prompt):
+                raise InvalidRequestError(f"A prompt of token ids needs ids below {n_vocab}.", param="prompt")
+            return list(request.prompt), False  # as given, as llama-server takes them: no BOS added
         prompt = list(request.prompt) if isinstance(request.prompt, tuple) else request.prompt
         tools = request.tools.tools if request.tools else ()
-        ids, chat = engine.completion_ids(
+        return engine.completion_ids(
             with_instruction(prompt, request.shown), system=request.system, mode=request.mode, tools=tools
         )
-        sampling = bounded_by_context(self.sampling, engine.n_ctx)
-        calls = None
-        if request.tools is not None:
-            sampling, calls = tool_sampling_for(engine, request.tools, sampling, prompt)
-        return self._steps(engine, engine.generate(ids, sampling, answer=chat), sampling, chat=chat, calls=calls)
+
+    def _with_tools(self, engine: Engine, sampling: SamplingOptions) -> tuple[SamplingOptions, ToolAnswerReader | None]:
+        """``sampling`` for one answer with the request's tools, and the reader of its calls (None: it makes none).
+        Each answer pins its own call ids (from its own seed)."""
+        if self.request.tools is None:
+            return sampling, None
+        prompt = list(self.request.prompt) if isinstance(self.request.prompt, tuple) else self.request.prompt
+        return tool_sampling_for(engine, self.request.tools, sampling, prompt)  # type: ignore[arg-type]
+
+    def _answers(
+        self,
+        engine: Engine,
+        ids: list[int],
+        first: tuple[Generation, SamplingOptions, ToolAnswerReader | None],
+        sampling: SamplingOptions,
+        *,
+        chat: bool,
+        answer: bool,
+        first_index: int,
+    ) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd]:
+        """The answers to the prompt, ``first`` started; the k-th samples with seed + k where a seed is given."""
+        for index in range(self.request.n):
+            if index == 0:
+                generation, each, calls = first
+            else:
+                seed = None if sampling.seed is None else (sampling.seed + index) % OPTION_BOUNDS["seed"].most
+                each, calls = self._with_tools(engine, replace(sampling, seed=seed))
+                generation = engine.generate(ids, each, answer=answer)
+            again = index > 0
+            yield from self._steps(engine, generation, each, calls, chat=chat, index=first_index + index, again=again)
 
     def _steps(
         self,
         engine: Engine,
         generation: Generation,
         sampling: SamplingOptions,
+        calls: ToolAnswerReader | None,
         *,
         chat: bool,
-        calls: ToolAnswerReader | None,
-    ) -> Iterator[str | ToolCallDelta | AnswerEnd]:
+        index: int,
+        again: bool,
+    ) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd]:
         from .report import completion_report
 
-        parts = []
-        for chunk in generation if calls is None else calls.read(generation):
+        parts, reported, logprobs = [], 0, sampling.logprobs is not None
+        chunks = iter(generation if calls is None else calls.read(generation))
+        if self.request.echo:
+            # The prompt's log-probabilities are known once the first step has evaluated it.
+            chunks = _ahead(chunks)
+            prompt = self.request.prompt
+            echoed = generation.prompt_logprobs if isinstance(prompt, tuple) else generation.prompt_logprobs[1:]
+            yield prompt if isinstance(prompt, str) else b"".join(map(engine.piece, prompt)).decode(errors="replace")
+            if logprobs:
+                yield readable(engine, echoed)
+        for chunk in chunks:
             if isinstance(chunk, str):
                 parts.append(chunk)
             yield chunk  # type: ignore[misc] - without a reader, the generation reports no control tokens
+            if logprobs:
+                yield readable(engine, generation.logprobs[reported:])
+                reported = len(generation.logprobs)
+        if logprobs and reported < len(generation.logprobs):
+            yield readable(engine, generation.logprobs[reported:])  # tokens of a stop string's held text
         stats = generation.stats
         answer, error = _finished(self.request.shape, "".join(parts), stats, sampling)
         tool_calls: tuple[ToolCallAnswer, ...] = ()
@@ -98,7 +167,15 @@ class AnswerJob:
             except (AnswerCutError, OutputShapeError) as exc:
                 answer, error = None, exc
         report = completion_report(engine, stats, chat=chat)
-        yield AnswerEnd(stats, report, answer=answer, error=error, tool_calls=tool_calls)
+        yield AnswerEnd(
+            stats, report, answer=answer, error=error, tool_calls=tool_calls, index=index, first_of_prompt=not again
+        )
+
+
+def _ahead(chunks: Iterator[_Step]) -> Iterator[_Step]:
+    """``chunks``, the first of them taken now."""
+    first = next(chunks, None)
+    return chunks if first is None else itertools.chain([first], chunks)
 
 
 def _finished(
@@ -111,3 +188,24 @@ def _finished(
         return finish_answer(shape, text, stats, sampling), None
     except (AnswerCutError, OutputShapeError) as exc:
         return None, exc
+
+
+def run_each(jobs: list[AnswerJob], engine: Engine) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd]:
+    """``jobs`` one after the other as one request's answers (OpenAI's list of prompts), their indexes counted
+    on; every prompt is checked before the first step."""
+    starts, index = [], 0
+    for job in jobs:
+        starts.append(job.run(engine, first_index=index))
+        index += job.request.n
+    return _in_turn(starts)
+
+
+def _in_turn(
+    steps: list[Iterator[str | ToolCallDelta | Logprobs | AnswerEnd]],
+) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd]:
+    try:
+        for each in steps:
+            yield from each
+    finally:
+        for each in steps:
+            each.close()  # a generation's cleanup (its sampler) runs on the thread that closes this

@@ -29,6 +29,10 @@ class AnswerRequest:
     shape: OutputShape | None = None
     describe_shape: bool = True  # the prompt says which shape is wanted (what --no-schema-prompt turns off)
     tools: ToolRequest | None = None  # functions the model may (or must, or must not) call
+    # Answers to the same prompt, one after the other (OpenAI's n); the k-th samples with seed + k where a seed
+    # is given. ``echo``: each starts with the prompt's text (and its tokens' log-probabilities when asked).
+    n: int = 1
+    echo: bool = False
 
     @property
     def shown(self) -> OutputShape | None:
@@ -50,6 +54,8 @@ class AnswerEnd:
     answer: str | None = None
     error: MixtralError | None = None
     tool_calls: tuple[ToolCallAnswer, ...] = ()  # the calls the answer made, after its text (if any)
+    index: int = 0  # which of the request's answers ends here
+    first_of_prompt: bool = True  # False for the 2nd to nth answers to one prompt, whose prompt counted once
 
     @property
     def cut(self) -> bool:

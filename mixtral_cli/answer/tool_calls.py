@@ -52,25 +52,29 @@ def tool_request(tools: object, *, choice: object = None, parallel: object = Non
     """A request's ``tools``, ``tool_choice`` and ``parallel_tool_calls`` (parsed JSON), checked; None without tools."""
     if tools is None or tools == []:
         if choice not in (None, "none", "auto"):
-            raise InvalidToolsError("tool_choice asks for a call, but the request offers no tools.")
+            raise InvalidToolsError(
+                "tool_choice asks for a call, but the request offers no tools.", param="tool_choice"
+            )
         return None
     offered = tools_from_dicts(tools)
     if parallel is not None and not isinstance(parallel, bool):
-        raise InvalidToolsError("parallel_tool_calls must be true or false.")
+        raise InvalidToolsError("parallel_tool_calls must be true or false.", param="parallel_tool_calls")
     function = None
     if isinstance(choice, dict):
         named = choice.get("function") if choice.get("type", "function") == "function" else None
         function = named.get("name") if isinstance(named, dict) else None
         if not any(tool.name == function for tool in offered):
             raise InvalidToolsError(
-                f"tool_choice names the function {json.dumps(function, ensure_ascii=False)}, which no tool offers."
+                f"tool_choice names the function {json.dumps(function, ensure_ascii=False)}, which no tool offers.",
+                param="tool_choice",
             )
         mode = ToolChoice.REQUIRED
     elif choice is None or choice in ("auto", "none", "required"):
         mode = ToolChoice(choice or "auto")
     else:
         raise InvalidToolsError(
-            'tool_choice must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}.'
+            'tool_choice must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}.',
+            param="tool_choice",
         )
     request = ToolRequest(offered, mode, function, True if parallel is None else parallel)
     tool_grammar(request, ids=["000000000"], trigger=0)  # every schema is checked before any model loads

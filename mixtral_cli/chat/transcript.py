@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ..answer.shapes import AnswerKind, OutputShape
 from ..base.atomic import atomic_path
-from ..base.errors import LimitError, OutputPathError, TranscriptError
-from ..base.textinput import MAX_TEXT_BYTES, read_bounded
+from ..base.errors import InputError, LimitError, OutputPathError, TranscriptError
+from ..base.textinput import MAX_TEXT_BYTES, opened_input, read_bounded
 from ..engine.options import SamplingOptions
 from ..family.prompt_ids import Message
 
@@ -92,10 +92,10 @@ class Transcript:
         """The chat saved in ``path``; every field is checked here, so a wrong one is named now, not later."""
         path = path.expanduser()
         try:
-            with open(path, "rb") as f:
+            with opened_input(path) as f:
                 data = json.loads(read_bounded(str(path), f, limit=MAX_TEXT_BYTES).decode("utf-8"))
-        except LimitError:
-            raise  # a ValueError too, but its own message
+        except (LimitError, InputError):
+            raise  # ValueErrors too, but with their own message
         except FileNotFoundError:
             raise TranscriptError(f"{path} does not exist.", hint="`mixtral chat --list` shows saved chats.") from None
         except OSError as exc:

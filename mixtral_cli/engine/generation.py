@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .kv_cache import KVCache
+from .logprobs import TokenLogprobs
 from .options import SamplingOptions
 from .sampler import Sampler
 from .text import TextStream
@@ -45,11 +46,17 @@ Chunk = str | ControlToken
 
 class Generation:
     """Text chunks as they are generated (and the control tokens asked for); ``stats`` is complete once iteration
-    ends."""
+    ends.
+
+    Where the sampling asks for log-probabilities, ``logprobs`` holds each generated token's so far (at least
+    those of the text yielded), and ``prompt_logprobs`` the prompt's.
+    """
 
     def __init__(self, chunks: Callable[[GenerationStats], Iterator[Chunk]]) -> None:
         self.stats = GenerationStats()
         self._chunks = chunks
+        self.logprobs: list[TokenLogprobs] = []
+        self.prompt_logprobs: list[TokenLogprobs] = []
 
     def __iter__(self) -> Iterator[Chunk]:
         return self._chunks(self.stats)
@@ -65,12 +72,13 @@ def decode(
     n_ctx: int,
     answer: bool,
     stats: GenerationStats,
+    logprobs: list[TokenLogprobs] | None = None,
 ) -> Iterator[Chunk]:
     """Sample after what ``cache`` holds until an end of generation, a stop string, ``max_tokens`` or a full
     context; ``answer`` strips the space an Instruct answer starts with."""
     import llama_cpp
 
-    sampler = Sampler(sampling, vocab)
+    sampler = Sampler(sampling, vocab, logprobs=logprobs)
     text = TextStream(stop=sampling.stop, strip_leading_space=answer)
     sample, is_eog = sampler.sample, llama_cpp.llama_vocab_is_eog
     feed, max_tokens, reported = cache.decoder(), sampling.max_tokens, frozenset(sampling.reported_tokens)
@@ -106,3 +114,5 @@ def decode(
     finally:
         stats.decode_s = time.perf_counter() - decode_started
         sampler.close()
+        if logprobs is not None:
+            del logprobs[stats.completion_tokens :]  # the end of generation's own token is no part of the answer

@@ -22,7 +22,7 @@ class KVCache:
         self._n_batch = n_batch  # llama.cpp may shrink the batch to fit the context: feed what it kept
         self.sequence = sequence
         self._tokens: list[int] = []
-        self._batch = _Batch(n_batch, sequence) if ctx else None
+        self._batch = TokenBatch(n_batch, sequence) if ctx else None
 
     @property
     def tokens(self) -> tuple[int, ...]:
@@ -60,21 +60,29 @@ class KVCache:
         self.feed(pending)
         return len(pending)
 
-    def feed(self, ids: Sequence[int]) -> None:
-        """Evaluate ``ids`` after the tokens held, in batches of what the context allows."""
+    def feed(self, ids: Sequence[int], *, each_row: Callable[[int, object], None] | None = None) -> None:
+        """Evaluate ``ids`` after the tokens held, in batches of what the context allows.
+
+        ``each_row(i, logits)`` is given the logits after each ``ids[i]``, while llama.cpp still holds them.
+        """
         import llama_cpp
 
         for start in range(0, len(ids), self._n_batch):
             chunk = ids[start : start + self._n_batch]
-            if llama_cpp.llama_decode(self._ctx, self._batch.fill(chunk, position=len(self._tokens))) != 0:
+            position = len(self._tokens)
+            batch = self._batch.fill(chunk, position=position, outputs_from=position if each_row else None)
+            if llama_cpp.llama_decode(self._ctx, batch) != 0:
                 raise LlamaCppError("llama.cpp failed to evaluate the prompt.")
             self._tokens.extend(chunk)
+            if each_row is not None:
+                for row in range(len(chunk)):
+                    each_row(start + row, llama_cpp.llama_get_logits_ith(self._ctx, row))
 
     def decoder(self) -> Callable[[int], None]:
         """Evaluates one token after those held: the decode loop's step, which allocates nothing per token."""
         import llama_cpp
 
-        one = _Batch(1, self.sequence)
+        one = TokenBatch(1, self.sequence)
         batch, token_buffer, position = one.fill([0], position=0), one.tokens, one.positions
         decode, ctx, held = llama_cpp.llama_decode, self._ctx, self._tokens
 
@@ -94,8 +102,9 @@ class KVCache:
         self._tokens[:] = source._tokens
 
 
-class _Batch:
-    """A llama_batch of one sequence over arrays of our own (freed with it), the last token's logits wanted."""
+class TokenBatch:
+    """A llama_batch of one sequence over arrays of our own (freed with it), the last token's logits wanted
+    (or, for scoring, every token's from a position on)."""
 
     def __init__(self, size: int, sequence: int) -> None:
         import llama_cpp
@@ -117,10 +126,15 @@ class _Batch:
             logits=self._logits,
         )
 
-    def fill(self, ids: Sequence[int], *, position: int):  # noqa: ANN201 - a llama_batch
+    def fill(self, ids: Sequence[int], *, position: int, outputs_from: int | None = None):  # noqa: ANN201
+        """The batch of ``ids`` from ``position`` on (a llama_batch); ``outputs_from``: the first position whose
+        logits are wanted, else only the last token's."""
         n = len(ids)
         self.tokens[:n] = list(ids)
         self.positions[:n] = list(range(position, position + n))
-        self._logits[:n] = [0] * (n - 1) + [1]
+        if outputs_from is None:
+            self._logits[:n] = [0] * (n - 1) + [1]
+        else:
+            self._logits[:n] = [int(position + i >= outputs_from) for i in range(n)]
         self._batch.n_tokens = n
         return self._batch

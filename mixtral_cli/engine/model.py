@@ -25,7 +25,7 @@ from . import logs
 from .context import model_kv_bytes_per_token, new_context
 from .devices import init_backend
 from .fit import model_plan
-from .generation import Chunk, Generation, GenerationStats, decode
+from .generation import Chunk, Generation, GenerationStats, decode  # noqa: F401 - GenerationStats: callers import it here
 from .kv_cache import KVCache
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, expected_seconds, prefill_elsewhere
 from .loading import (
@@ -38,6 +38,7 @@ from .loading import (
     notice_missing_gpu_backend,
     print_log,
 )
+from .logprobs import TokenLogprobs, row_logprobs
 from .lora import AdapterInfo, LoadedAdapters, check_adapter
 from .options import EngineOptions, LoraSpec, SamplingOptions
 
@@ -53,10 +54,12 @@ class Engine:
         on_notice: Callable[[str], None] | None = None,
         vocab_only: bool = False,
         pulled_as: tuple[str, bool] | None = None,
+        eval_callback: object | None = None,
     ) -> None:
         """``vocab_only`` loads the vocabulary and metadata alone (no weights, no context): for prompt ids.
         ``pulled_as``: the catalog name the file was pulled by and whether that entry is Instruct, which
-        wins over what the file says."""
+        wins over what the file says. ``eval_callback``: a ggml_backend_sched_eval_callback the context calls
+        for each tensor of its graph (scoring.py reads the router's choices through it)."""
         import llama_cpp
 
         started = time.perf_counter()
@@ -107,6 +110,7 @@ class Engine:
                         placement=self.placement,
                         threads=self._threads,
                         notice=notice,
+                        eval_callback=eval_callback,
                     )
                 self._adapters = LoadedAdapters(self._model, last_error=last_error)
                 if self._ctx and options.loras:
@@ -321,19 +325,46 @@ class Engine:
         if self._auto:
             self.prepare(Work(len(prompt_ids), sampling.max_tokens))
         self._last_used[sequence] = max(self._last_used) + 1
-        return Generation(lambda stats: self._generate(list(prompt_ids), sampling, answer, stats, sequence))
+        generation = Generation(lambda stats: self._generate(list(prompt_ids), sampling, answer, generation, sequence))
+        return generation
 
     def _generate(
-        self, prompt_ids: list[int], sampling: SamplingOptions, answer: bool, stats: GenerationStats, sequence: int
+        self, prompt_ids: list[int], sampling: SamplingOptions, answer: bool, generation: Generation, sequence: int
     ) -> Iterator[Chunk]:
         started = time.perf_counter()
+        stats = generation.stats
         stats.prompt_tokens = len(prompt_ids)
         cache = self._caches[sequence]
-        stats.prompt_tokens_evaluated, stats.layout = self._bring_cache_to(prompt_ids, cache)
+        if sampling.logprobs is not None and sampling.prompt_logprobs:
+            generation.prompt_logprobs = self._evaluate_reporting(prompt_ids, cache, top=sampling.logprobs)
+            stats.prompt_tokens_evaluated, stats.layout = len(prompt_ids), self._own_layout.value
+        else:
+            stats.prompt_tokens_evaluated, stats.layout = self._bring_cache_to(prompt_ids, cache)
         stats.prompt_eval_s = time.perf_counter() - started
         yield from decode(
-            self._ctx, self._vocab, cache, sampling, piece=self.piece, n_ctx=self.n_ctx, answer=answer, stats=stats
+            self._ctx,
+            self._vocab,
+            cache,
+            sampling,
+            piece=self.piece,
+            n_ctx=self.n_ctx,
+            answer=answer,
+            stats=stats,
+            logprobs=generation.logprobs,
         )
+
+    def _evaluate_reporting(self, prompt_ids: list[int], cache: KVCache, *, top: int) -> list[TokenLogprobs]:
+        """Evaluate the whole prompt again, each token's logits kept: each token's log-probability after those
+        before it (None for the first)."""
+        n_vocab, after_first = self.info.n_vocab, []
+
+        def keep(index: int, logits) -> None:  # noqa: ANN001 - a float pointer
+            if index + 1 < len(prompt_ids):  # the last row chooses the first new token
+                after_first.append(row_logprobs(logits, n_vocab, prompt_ids[index + 1], top))
+
+        cache.clear()
+        cache.feed(prompt_ids, each_row=keep)
+        return [TokenLogprobs(prompt_ids[0], None), *after_first]
 
     def _bring_cache_to(self, prompt_ids: list[int], cache: KVCache) -> tuple[int, str]:
         """Evaluate the prompt here, or in the hand-over's plain-layout engine and take over its KV cache.
@@ -348,8 +379,12 @@ class Engine:
                 evaluated = prefill._cache.bring_to(prompt_ids[:-1])
                 self.take_cache_from(prefill)
                 return evaluated + self._cache.bring_to(prompt_ids), Layout.HANDOVER.value
-        own_layout = Layout.REPACKED if self.layout is Layout.HANDOVER else self.layout
-        return cache.bring_to(prompt_ids), own_layout.value
+        return cache.bring_to(prompt_ids), self._own_layout.value
+
+    @property
+    def _own_layout(self) -> Layout:
+        """The layout of this engine's own weights: a hand-over's decoding side is repacked."""
+        return Layout.REPACKED if self.layout is Layout.HANDOVER else self.layout
 
     def take_cache_from(self, source: Engine) -> None:
         """Continue from the tokens ``source``'s KV cache holds, as if this engine had evaluated them."""

@@ -8,7 +8,6 @@ templates, llama.cpp's built-in ones) differs from mistral-common somewhere; the
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -180,12 +179,14 @@ def chat_prompt_ids(
     encode: Encode,
     tools: Sequence[Tool] = (),
 ) -> list[int]:
-    """The prompt ids for ``messages`` (and the ``tools`` the model may call), ending where its answer starts."""
+    """The prompt ids for ``messages`` (and the ``tools`` the model may call), ending where the assistant's answer
+    starts, or continues its last message, as mistral-common's prefix continuation does; an empty last assistant
+    message is dropped."""
     _validate(messages)
     if prompt_format is PromptFormat.V1 and (tools or any(m.role == "tool" or m.tool_calls for m in messages)):
         raise refuse_tools(reason="this model has the v1 (Mixtral-8x7B) prompt format, which has no tool tokens")
     system = "\n\n".join(m.content for m in messages if m.role == "system" and m.content) or None
-    turns = _merge_runs(messages)
+    turns = _answerable(_merge_runs(messages))
     call_ids = conversation_call_ids(messages)
     user_indices = [i for i, m in enumerate(turns) if m.role == "user"]
     system_turn = user_indices[0] if prompt_format is PromptFormat.V1 else user_indices[-1]
@@ -208,7 +209,9 @@ def chat_prompt_ids(
             ids += [_required(special.tool_calls), *encode(calls_json(message.tool_calls, call_ids)), special.eos]
         else:
             # v3 right-strips spaces from answers before encoding them; v1 keeps them.
-            ids += [*encode(content if prompt_format is PromptFormat.V1 else content.rstrip(" ")), special.eos]
+            ids += encode(content if prompt_format is PromptFormat.V1 else content.rstrip(" "))
+            if i < len(turns) - 1:
+                ids.append(special.eos)  # the last is a prefix the answer continues: it has not ended
     return ids
 
 
@@ -216,6 +219,11 @@ def conversation_call_ids(messages: Sequence[Message]) -> dict[str, str]:
     """The client's call ids in ``messages`` -> the ids the prompt shows (see tool_prompt.prompt_call_ids)."""
     client_ids = [call.id for m in messages for call in m.tool_calls if call.id is not None]
     return prompt_call_ids([*client_ids, *(m.tool_call_id for m in messages if m.tool_call_id is not None)])
+
+
+def continues_answer(messages: Sequence[Message]) -> bool:
+    """Whether the answer to ``messages`` continues their last, the assistant's, message (a prefix)."""
+    return bool(messages) and messages[-1].role == "assistant" and bool(messages[-1].content)
 
 
 def raw_prompt_ids(text: str, *, special: SpecialIds, encode: Encode) -> list[int]:
@@ -227,17 +235,8 @@ def _validate(messages: Sequence[Message]) -> None:
     # The rules mistral-common's validator applies when serving, and that results answer the calls they name.
     if not messages:
         raise InvalidConversationError("The conversation is empty.")
-    if messages[-1].role == "assistant":
-        raise InvalidConversationError(
-            "The last message is the assistant's; end with a user message (or tool results) to answer."
-        )
-    for previous, current in itertools.pairwise(messages):
-        if previous.role == "assistant" and current.role == "system":
-            raise InvalidConversationError("A system message cannot follow an assistant message.")
     unanswered: list[str] = []  # the ids of the latest calls that no result has answered yet
     for i, message in enumerate(messages, 1):
-        if message.role == "assistant" and not message.content and not message.tool_calls:
-            raise InvalidConversationError("An assistant message cannot be empty.")
         if message.content and message.tool_calls:
             raise InvalidConversationError(
                 f"Message {i} holds both text and tool calls; Mixtral's format has one or the other in a turn."
@@ -259,6 +258,16 @@ def _validate(messages: Sequence[Message]) -> None:
             raise InvalidConversationError(f"Message {i} has two tool calls with the same id.")
     if unanswered:
         raise InvalidConversationError("The conversation ends on tool calls; send their results to continue.")
+
+
+def _answerable(turns: list[Message]) -> list[Message]:
+    """The rules of mistral-common's normalizer and instruct tokenizer, on merged turns: an assistant turn has
+    text or calls, but for the last, which is then no prefix at all (the answer starts afresh)."""
+    if turns[-1].role == "assistant" and not turns[-1].content and not turns[-1].tool_calls:
+        turns = turns[:-1]
+    if any(turn.role == "assistant" and not turn.content and not turn.tool_calls for turn in turns):
+        raise InvalidConversationError("An assistant message cannot be empty, but for the last.")
+    return turns
 
 
 def _merge_runs(messages: Sequence[Message]) -> list[Message]:

@@ -38,6 +38,10 @@ class _Started:
     pass
 
 
+class _Accepted:
+    pass
+
+
 class _Ended:
     pass
 
@@ -47,7 +51,7 @@ class _Failed:
         self.error = error
 
 
-_STARTED, _ENDED = _Started(), _Ended()
+_STARTED, _ACCEPTED, _ENDED = _Started(), _Accepted(), _Ended()
 
 
 class Job:
@@ -59,6 +63,7 @@ class Job:
         self.submitted = time.monotonic()
         self._loop = loop
         self._results: asyncio.Queue[object] = asyncio.Queue()
+        self._client_asked = time.monotonic()  # when the request was last asked whether its client is still there
 
     def send(self, item: object) -> None:
         """From any thread: the next result (or marker) for the request."""
@@ -75,15 +80,19 @@ class Job:
         self.cancel()
 
     async def wait_turn(self, *, timeout: float, client_gone: Callable[[], Awaitable[bool]]) -> None:
-        """Until the engine takes this job; ServerBusyError after ``timeout`` seconds in the queue."""
-        deadline = time.monotonic() + timeout
+        """Until the engine takes this job and it starts (the checks it makes on the engine, a prompt longer
+        than the context say, raise here, before a streamed answer's first byte); ServerBusyError after
+        ``timeout`` seconds in the queue. Loading the model does not count as waiting."""
+        deadline, started = time.monotonic() + timeout, False
         while True:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 and not started:
                 self.cancel()
                 raise ServerBusyError(retry_after=max(1, math.ceil(timeout / 2)))
-            item = await self._next(min(left, _POLL_S), client_gone)
+            item = await self._next(_POLL_S if started else min(left, _POLL_S), client_gone)
             if item is _STARTED:
+                started = True
+            elif item is _ACCEPTED:
                 return
             if isinstance(item, _Failed):
                 raise item.error
@@ -104,12 +113,18 @@ class Job:
 
     async def _next(self, timeout: float, client_gone: Callable[[], Awaitable[bool]]) -> object | None:
         try:
-            return await asyncio.wait_for(self._results.get(), timeout)
+            item = await asyncio.wait_for(self._results.get(), timeout)
         except asyncio.TimeoutError:
+            item = None
+        # Asked when results stop, and every _POLL_S while they flow: a request of many answers (each of
+        # them chunks) must stop as soon as its client has left, not once it is done.
+        now = time.monotonic()
+        if item is None or now - self._client_asked >= _POLL_S:
+            self._client_asked = now
             if await client_gone():
                 self.cancel()
-                raise ClientGone from None
-            return None
+                raise ClientGone
+        return item
 
 
 class ModelHost:
@@ -248,6 +263,7 @@ class ModelHost:
         except Exception as exc:  # noqa: BLE001 - the job's error, not the server's
             self._fail(job, exc)
             return
+        job.send(_ACCEPTED)
         with self._lock:
             self._running.append(running)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, fields, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..answer.request import AnswerEnd, AnswerRequest
@@ -34,6 +35,8 @@ _SAMPLING_NUMBERS = {
     "top_k": int,
     "min_p": float,
     "repeat_penalty": float,
+    "frequency_penalty": float,
+    "presence_penalty": float,
     "seed": int,
     "max_tokens": int,
 }
@@ -98,13 +101,11 @@ def sampling_from(data: dict[str, Any], base: SamplingOptions) -> SamplingOption
     changes: dict[str, Any] = {}
     for name, kind in _SAMPLING_NUMBERS.items():
         value = data.get(name)
-        if value is None:
-            continue
-        number = kind is float and isinstance(value, (int, float)) or kind is int and isinstance(value, int)
-        if isinstance(value, bool) or not number:
-            raise InvalidRequestError(f'"{name}" must be a{"n integer" if kind is int else " number"}.')
-        OPTION_BOUNDS[name].check(f'"{name}"', value, error=InvalidRequestError)
-        changes[name] = kind(value)
+        if value is not None:
+            changes[name] = request_number(name, value, kind)
+    biases = data.get("logit_bias")
+    if biases:
+        changes["logit_bias"] = _logit_bias(biases)
     stop = data.get("stop")
     if stop is not None:
         stops = [stop] if isinstance(stop, str) else stop
@@ -114,12 +115,28 @@ def sampling_from(data: dict[str, Any], base: SamplingOptions) -> SamplingOption
     return replace(base, **changes)
 
 
+def request_number(name: str, value: object, kind: type[int] | type[float], *, bound: str | None = None) -> Any:
+    """``value`` of the request's field ``name``, checked against its type and OPTION_BOUNDS[``bound`` or ``name``]."""
+    number = kind is float and isinstance(value, (int, float)) or kind is int and isinstance(value, int)
+    if isinstance(value, bool) or not number:
+        raise InvalidRequestError(f'"{name}" must be a{"n integer" if kind is int else " number"}.', param=name)
+    OPTION_BOUNDS[bound or name].check(f'"{name}"', value, error=partial(InvalidRequestError, param=name))
+    return kind(value)
+
+
+def _logit_bias(biases: object) -> tuple[tuple[int, float], ...]:
+    """OpenAI's {"token id": bias} as pairs; the ids are checked against the vocabulary by the answer job."""
+    if not isinstance(biases, dict) or not all(isinstance(k, str) and k.isdecimal() for k in biases):
+        raise InvalidRequestError('"logit_bias" must map token ids (as strings) to numbers.', param="logit_bias")
+    return tuple((int(token), request_number("logit_bias", bias, float)) for token, bias in biases.items())
+
+
 def conversation_from(items: object) -> tuple[Message, ...]:
     """A conversation from a request's list of role/content messages."""
     try:
         return tuple(messages_from_dicts(items))
     except MixtralError as exc:
-        raise InvalidRequestError(exc.message) from exc
+        raise InvalidRequestError(exc.message, hint=exc.hint, param="messages") from exc
 
 
 # -- mixtral's own route: the body `mixtral complete --server` sends --------------------------------------
@@ -202,8 +219,10 @@ def end_from(data: dict) -> AnswerEnd:
 
 
 def error_body(exc: MixtralError) -> dict[str, Any]:
-    """An error as OpenAI's clients read it, with what `--server` needs to report it as if it happened locally."""
-    return {"message": exc.message, "type": type(exc).__name__, "hint": exc.hint, "exit_code": exc.exit_code}
+    """An error as OpenAI's error object, with what `--server` needs to report it as if it happened locally."""
+    from .openai_errors import api_error
+
+    return api_error(exc).error_object()
 
 
 def reported(error: dict) -> ServerReportedError:
