@@ -138,6 +138,26 @@ def test_each_of_n_choices_makes_its_own_calls(client):
             jsonschema.validate(json.loads(call.function.arguments), CITY["function"]["parameters"])
 
 
+def test_streamed_n_choices_reassemble_to_their_own_calls(client):
+    whole = required_call(client, n=2).choices
+    calls: dict[int, dict[int, dict]] = {0: {}, 1: {}}
+    for chunk in required_call(client, n=2, stream=True):
+        for choice in chunk.choices:
+            for delta in choice.delta.tool_calls or ():
+                entry = calls[choice.index].setdefault(delta.index, {"id": "", "arguments": ""})
+                entry["id"] += delta.id or ""
+                entry["arguments"] += (delta.function.arguments or "") if delta.function else ""
+    for choice in whole:
+        expected = [{"id": c.id, "arguments": c.function.arguments} for c in choice.message.tool_calls]
+        assert [calls[choice.index][i] for i in sorted(calls[choice.index])] == expected
+
+
+def test_a_call_answers_the_log_probabilities_of_its_every_token(client):
+    response = required_call(client, logprobs=True)
+    assert response.choices[0].message.tool_calls
+    assert len(response.choices[0].logprobs.content) == response.usage.completion_tokens
+
+
 def test_without_parallel_calls_one_call_comes(client):
     assert len(required_call(client, seed=2).choices[0].message.tool_calls) == 1
 
