@@ -154,18 +154,20 @@ def sampling_of(data: dict[str, Any], base: SamplingOptions) -> SamplingOptions:
     return sampling_from(data, base)
 
 
-def message_of(item: object, index: int) -> dict[str, str]:
-    """An OpenAI message as role and text; content given as parts keeps its text parts."""
+def message_of(item: object, index: int, *, param: str = "messages") -> dict[str, str]:
+    """An OpenAI message as role and text; content given as parts keeps its text parts. Errors name ``param``."""
     if is_tool_message(item):
         return item  # type: ignore[return-value] - calls and results are read whole
     if not isinstance(item, dict) or item.get("role") not in _ROLES:
-        raise InvalidRequestError(f"Message {index + 1} must have a role: system, developer, user or assistant.")
+        raise InvalidRequestError(
+            f"Message {index + 1} must have a role: system, developer, user or assistant.", param=param
+        )
     content = item.get("content")
     if isinstance(content, list):
         if not all(
             isinstance(p, dict) and p.get("type") in _TEXT_PARTS and isinstance(p.get("text"), str) for p in content
         ):
-            raise InvalidRequestError(f"Message {index + 1} may hold text parts only.")
+            raise InvalidRequestError(f"Message {index + 1} may hold text parts only.", param=param)
         content = "".join(p["text"] for p in content)
     return {"role": _ROLES[item["role"]], "content": content}
 

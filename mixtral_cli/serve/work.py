@@ -131,12 +131,12 @@ def _logit_bias(biases: object) -> tuple[tuple[int, float], ...]:
     return tuple((int(token), request_number("logit_bias", bias, float)) for token, bias in biases.items())
 
 
-def conversation_from(items: object) -> tuple[Message, ...]:
-    """A conversation from a request's list of role/content messages."""
+def conversation_from(items: object, *, param: str = "messages") -> tuple[Message, ...]:
+    """A conversation from a request's list of role/content messages, its errors naming the field ``param``."""
     try:
         return tuple(messages_from_dicts(items))
     except MixtralError as exc:
-        raise InvalidRequestError(exc.message, hint=exc.hint, param="messages") from exc
+        raise InvalidRequestError(exc.message, hint=exc.hint, param=param) from exc
 
 
 # -- mixtral's own route: the body `mixtral complete --server` sends --------------------------------------
