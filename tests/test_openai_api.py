@@ -190,6 +190,8 @@ def test_a_huge_max_tokens_is_answered_until_the_context_is_full(client):
         ("completions", {"prompt": "Hi", "logprobs": 100}, "logprobs"),
         ("responses", {"input": [{"type": "function_call", "name": "f"}]}, "input"),
         ("responses", {"input": "Hi", "tools": [{"type": "web_search"}]}, "tools"),
+        ("responses", {"input": [{"role": "robot", "content": "Hi"}]}, "input"),
+        ("chat/completions", {"messages": [{"role": "robot", "content": "Hi"}]}, "messages"),
     ],
 )
 def test_hostile_parameters_are_400_naming_them(server, route, body, param):

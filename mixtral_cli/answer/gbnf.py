@@ -60,6 +60,19 @@ def shortest_answer(grammar: str) -> str | None:
         return None
 
 
+def renamed_rules(grammar: str, prefix: str) -> str:
+    """``grammar`` with ``prefix`` before every rule name, defined or referenced: grammars join without clashes."""
+    parts, position, end = [], 0, len(grammar.rstrip())
+    while position < end:
+        match = _GBNF_TOKEN.match(grammar, position)
+        if not match or match.end() == position:
+            raise ValueError(grammar[position:])
+        name = match.start("name")
+        parts.append(match[0] if name < 0 else grammar[position:name] + prefix + match["name"])
+        position = match.end()
+    return "".join(parts) + grammar[end:]
+
+
 def _shortest_answer(grammar: str) -> str | None:
     rules = _parse_gbnf(grammar)
     shortest = _fixed_point(rules, _shortest, better=lambda new, old: old is None or len(new) < len(old))

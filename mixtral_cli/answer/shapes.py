@@ -144,7 +144,7 @@ def grammar_shape(text: str) -> OutputShape:
 def choice_shape(labels: list[str]) -> OutputShape:
     if not labels or any(not label for label in labels):
         raise OutputShapeError("--choice needs labels separated by commas, none of them empty: --choice yes,no.")
-    grammar = "root ::= " + " | ".join(_literal(label) for label in labels)
+    grammar = "root ::= " + " | ".join(gbnf_literal(label) for label in labels)
     return OutputShape(grammar, AnswerKind.TEXT, f"Answer with exactly one of: {', '.join(labels)}.")
 
 
@@ -180,7 +180,8 @@ def finish_answer(shape: OutputShape, text: str, stats: GenerationStats, samplin
     return json.dumps(value, ensure_ascii=False)
 
 
-def _literal(text: str) -> str:
+def gbnf_literal(text: str) -> str:
+    """``text`` as a GBNF string literal."""
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     return f'"{escaped}"'
 

@@ -201,6 +201,19 @@ class InvalidConversationError(MixtralError, ValueError):
     """A conversation the Instruct format cannot express."""
 
 
+class ToolsNotSupportedError(MixtralError, ValueError):
+    """Tools asked of a model that was not trained to call them (every one but Mixtral-8x22B-Instruct)."""
+
+
+class InvalidToolsError(MixtralError, ValueError):
+    """A tools list (or tool choice) that cannot be shown to the model or enforced while it answers; ``param``
+    names the request's field at fault (tools, tool_choice, parallel_tool_calls)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, param: str = "tools") -> None:
+        super().__init__(message, hint=hint)
+        self.param = param
+
+
 class InvalidRequestError(MixtralError, ValueError):
     """A request (a file or an HTTP body) that does not follow its schema; ``param`` names the field at fault,
     ``code`` says why in OpenAI's words (``unsupported_parameter``, ...) where it has them."""

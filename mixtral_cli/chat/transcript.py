@@ -13,7 +13,7 @@ from ..base.atomic import atomic_path
 from ..base.errors import InputError, LimitError, OutputPathError, TranscriptError
 from ..base.textinput import MAX_TEXT_BYTES, opened_input, read_bounded
 from ..engine.options import SamplingOptions
-from ..family.prompt_ids import ROLES, Message
+from ..family.prompt_ids import Message
 
 FORMAT_VERSION = 1
 
@@ -51,7 +51,7 @@ class Transcript:
             "model": self.model,
             "created": self.created,
             "system": self.system,
-            "sampling": {**asdict(self.sampling), "stop": list(self.sampling.stop)},
+            "sampling": self.sampling.settings(),
             "messages": [asdict(turn) for turn in self.turns],
             "shape": None if self.shape is None else {**asdict(self.shape), "kind": self.shape.kind.value},
         }
@@ -151,7 +151,7 @@ def _turn(path: Path, number: int, message: object) -> Turn:
     if not (isinstance(message, dict) and _is_text(message.get("content"))):
         raise _not_a_chat(path, f"message {number} has no text content")
     role = message.get("role")
-    if role not in ROLES[1:]:
+    if role not in ("user", "assistant"):
         raise _not_a_chat(path, f"message {number}'s role is {role!r}, not user or assistant")
     timestamp = _text(path, message, "timestamp", f"message {number}'s time") or now()
     interrupted = message.get("interrupted", False)
@@ -181,8 +181,8 @@ def _sampling(path: Path, saved: object) -> SamplingOptions:
     values: dict[str, object] = {}
     for name, value in saved.items():
         known = SamplingOptions.__dataclass_fields__.get(name)
-        if known is None:
-            continue  # a setting of a later version
+        if known is None or known.metadata.get("per_answer"):
+            continue  # a setting of a later version, or no setting at all
         if name == "stop":
             if not (isinstance(value, list) and all(_is_text(v) for v in value)):
                 raise _not_a_chat(path, "its stop strings are not a list of text")

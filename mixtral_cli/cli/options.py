@@ -84,6 +84,24 @@ ResponseShapeOption = Annotated[
     ),
 ]
 SystemOption = Annotated[str | None, typer.Option("--system", "-s", help="System prompt (chat format only).")]
+MessagesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--messages",
+        metavar="FILE|-",
+        show_default=False,
+        help="A conversation: a JSON list of messages in OpenAI's chat format (tool calls and results too).",
+    ),
+]
+ToolsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tools",
+        metavar="FILE|-",
+        show_default=False,
+        help="Functions the model may call: a JSON list in OpenAI's tools format (Mixtral-8x22B-Instruct only).",
+    ),
+]
 
 TemperatureOption = Annotated[
     float,

@@ -34,20 +34,31 @@ class GenerationStats:
         return self.completion_tokens / self.decode_s if self.decode_s else 0.0
 
 
+@dataclass(frozen=True)
+class ControlToken:
+    """A control token generated, in its place among the text: one ``SamplingOptions.reported_tokens`` named."""
+
+    id: int
+
+
+Chunk = str | ControlToken
+
+
 class Generation:
-    """Text chunks as they are generated; ``stats`` is complete once iteration ends.
+    """Text chunks as they are generated (and the control tokens asked for); ``stats`` is complete once iteration
+    ends.
 
     Where the sampling asks for log-probabilities, ``logprobs`` holds each generated token's so far (at least
     those of the text yielded), and ``prompt_logprobs`` the prompt's.
     """
 
-    def __init__(self, chunks: Callable[[GenerationStats], Iterator[str]]) -> None:
+    def __init__(self, chunks: Callable[[GenerationStats], Iterator[Chunk]]) -> None:
         self.stats = GenerationStats()
         self._chunks = chunks
         self.logprobs: list[TokenLogprobs] = []
         self.prompt_logprobs: list[TokenLogprobs] = []
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Chunk]:
         return self._chunks(self.stats)
 
 
@@ -62,7 +73,7 @@ def decode(
     answer: bool,
     stats: GenerationStats,
     logprobs: list[TokenLogprobs] | None = None,
-) -> Iterator[str]:
+) -> Iterator[Chunk]:
     """Sample after what ``cache`` holds until an end of generation, a stop string, ``max_tokens`` or a full
     context; ``answer`` strips the space an Instruct answer starts with."""
     import llama_cpp
@@ -70,7 +81,7 @@ def decode(
     sampler = Sampler(sampling, vocab, logprobs=logprobs)
     text = TextStream(stop=sampling.stop, strip_leading_space=answer)
     sample, is_eog = sampler.sample, llama_cpp.llama_vocab_is_eog
-    feed, max_tokens = cache.decoder(), sampling.max_tokens
+    feed, max_tokens, reported = cache.decoder(), sampling.max_tokens, frozenset(sampling.reported_tokens)
     decode_started = time.perf_counter()
     try:
         while True:
@@ -82,6 +93,11 @@ def decode(
                 stats.stop_reason = "eos"
                 break
             stats.completion_tokens += 1
+            if token in reported:
+                held = text.flush()  # the text before the token is complete: it may not end a stop string
+                if held:
+                    yield held
+                yield ControlToken(token)
             chunk = text.feed(piece(token))
             if chunk:
                 yield chunk

@@ -28,6 +28,7 @@ from ..answer.card_request import CardJob, ResponseShape, parse_request, render_
 from ..answer.job import AnswerJob, run_each
 from ..answer.logprobs import Logprobs
 from ..answer.request import AnswerEnd, AnswerRequest
+from ..answer.tool_calls import ToolCallDelta
 from ..base.errors import InvalidRequestError, MixtralError, ModelNotFoundError
 from ..base.textinput import parse_json
 from ..engine.options import SamplingOptions
@@ -36,6 +37,15 @@ from .openai_api import Answer, Choice, OpenAIRequest, model_object, models_list
 from .openai_errors import APIError, api_error, body_too_large, body_too_slow, invalid_api_key, unknown_route
 from .responses_api import ResponseAnswer, parse_responses_request
 from .scheduler import ClientGone, Job, ModelHost
+from .tool_calls import (
+    APPLY_TEMPLATE_ROUTE,
+    DETOKENIZE_ROUTE,
+    TOKENIZE_ROUTE,
+    apply_template_job,
+    delta_json,
+    detokenize_job,
+    tokenize_job,
+)
 from .work import (
     COMPLETE_ROUTE,
     GENERATE_ROUTE,
@@ -85,6 +95,9 @@ def create_app(host: ModelHost, config: ServeConfig) -> Starlette:
         Route(MODEL_ROUTE, handlers.guarded(handlers.mixtral_model), methods=["GET"]),
         Route(IDS_ROUTE, handlers.guarded(handlers.mixtral_ids), methods=["POST"]),
         Route(GENERATE_ROUTE, handlers.guarded(handlers.mixtral_generate), methods=["POST"]),
+        Route(TOKENIZE_ROUTE, handlers.guarded(handlers.tokenize), methods=["POST"]),
+        Route(DETOKENIZE_ROUTE, handlers.guarded(handlers.detokenize), methods=["POST"]),
+        Route(APPLY_TEMPLATE_ROUTE, handlers.guarded(handlers.apply_template), methods=["POST"]),
     ]
     middleware = []
     if config.cors_origins:
@@ -252,7 +265,7 @@ class _Handlers:
     ) -> AsyncIterator[str]:
         parts: list[str] = []
         ends: list[AnswerEnd] = []
-        held: str | None = None  # a text chunk whose tokens' log-probabilities come next
+        held: str | ToolCallDelta | None = None  # a chunk whose tokens' log-probabilities come next
         opened = 0  # chat answers whose first chunk (the role) was sent
         try:
             async for item in job.results(request.is_disconnected):
@@ -267,10 +280,12 @@ class _Handlers:
                     yield _sse(answer.chunk(held, index=index, tokens=item.tokens))
                     held = None
                 elif answer.logprobs:
-                    parts.append(item)
+                    if isinstance(item, str):
+                        parts.append(item)
                     held = item
                 else:
-                    parts.append(item)
+                    if isinstance(item, str):
+                        parts.append(item)
                     yield _sse(answer.chunk(item, index=index))
             if include_usage:
                 yield _sse(answer.usage_chunk(ends))
@@ -291,7 +306,7 @@ class _Handlers:
                 current = Choice()
             elif isinstance(item, Logprobs):
                 current.tokens.extend(item.tokens)
-            else:
+            elif isinstance(item, str):  # a call's deltas: its end holds the calls whole
                 current.parts.append(item)
         return choices
 
@@ -336,12 +351,29 @@ class _Handlers:
         job = await self._start(request, generate(ids, sampling, answer=answer))
         return StreamingResponse(self._lines(job, request, ids), media_type="application/x-ndjson")
 
+    async def tokenize(self, request: Request) -> Response:
+        return await self._one_result(request, tokenize_job(await self._json(request)))
+
+    async def detokenize(self, request: Request) -> Response:
+        n_vocab = self.host.facts["info"]["n_vocab"]
+        return await self._one_result(request, detokenize_job(await self._json(request), n_vocab=n_vocab))
+
+    async def apply_template(self, request: Request) -> Response:
+        return await self._one_result(request, apply_template_job(await self._json(request)))
+
+    async def _one_result(self, request: Request, work: Callable) -> Response:  # noqa: ANN001
+        job = await self._start(request, work)
+        (result,) = [item async for item in job.results(request.is_disconnected)]
+        return JSONResponse(result)
+
     async def _lines(self, job: Job, request: Request, prompt: object) -> AsyncIterator[str]:
         parts: list[str] = []
         try:
             async for item in job.results(request.is_disconnected):
                 if isinstance(item, AnswerEnd):
                     line = {"done": end_body(item)}
+                elif isinstance(item, ToolCallDelta):
+                    line = {"tool_call": delta_json(item)}
                 else:
                     parts.append(item)
                     line = {"text": item}

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..answer.logprobs import ReadableToken
 from ..answer.request import AnswerEnd, AnswerRequest
+from ..answer.tool_calls import ToolCallDelta
 from ..base.errors import InvalidRequestError
 from ..engine.options import SamplingOptions
 from ..family.prompt_ids import PromptMode
 from .limits import MAX_ANSWERS_PER_REQUEST
+from .tool_calls import answer_message, delta_json, is_tool_message, request_tools
 from .work import conversation_from, request_number, sampling_from
 
 if TYPE_CHECKING:
@@ -67,6 +69,7 @@ def parse_chat_request(data: object, base: SamplingOptions) -> OpenAIRequest:
         sampling=replace(sampling_of(data, base), logprobs=logprobs),
         mode=PromptMode.CHAT,
         shape=response_format_of(data.get("response_format")),
+        tools=request_tools(data),
         n=_choices(data),
     )
     return _request(data, (answer,))
@@ -151,16 +154,20 @@ def sampling_of(data: dict[str, Any], base: SamplingOptions) -> SamplingOptions:
     return sampling_from(data, base)
 
 
-def message_of(item: object, index: int) -> dict[str, str]:
-    """An OpenAI message as role and text; content given as parts keeps its text parts."""
+def message_of(item: object, index: int, *, param: str = "messages") -> dict[str, str]:
+    """An OpenAI message as role and text; content given as parts keeps its text parts. Errors name ``param``."""
+    if is_tool_message(item):
+        return item  # type: ignore[return-value] - calls and results are read whole
     if not isinstance(item, dict) or item.get("role") not in _ROLES:
-        raise InvalidRequestError(f"Message {index + 1} must have a role: system, developer, user or assistant.")
+        raise InvalidRequestError(
+            f"Message {index + 1} must have a role: system, developer, user or assistant.", param=param
+        )
     content = item.get("content")
     if isinstance(content, list):
         if not all(
             isinstance(p, dict) and p.get("type") in _TEXT_PARTS and isinstance(p.get("text"), str) for p in content
         ):
-            raise InvalidRequestError(f"Message {index + 1} may hold text parts only.")
+            raise InvalidRequestError(f"Message {index + 1} may hold text parts only.", param=param)
         content = "".join(p["text"] for p in content)
     return {"role": _ROLES[item["role"]], "content": content}
 
@@ -221,7 +228,7 @@ class Answer:
 
     def chunk(
         self,
-        text: str | None = None,
+        text: str | ToolCallDelta | None = None,
         *,
         index: int = 0,
         tokens: Sequence[ReadableToken] = (),
@@ -231,8 +238,10 @@ class Answer:
         reason = _finish_reason(finish) if finish is not None else None
         logprobs = self._logprobs(tokens, index) if self.logprobs and not first and finish is None else None
         if self.chat:
-            delta: dict[str, str] = {"role": "assistant", "content": ""} if first else {}
-            if text:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
+            if isinstance(text, ToolCallDelta):
+                delta["tool_calls"] = [delta_json(text)]
+            elif text:
                 delta["content"] = text
             choice = {"index": index, "delta": delta, "finish_reason": reason, "logprobs": logprobs}
         else:
@@ -251,7 +260,7 @@ class Answer:
             self._offsets[index] = 0
             logprobs = self._logprobs(choice.tokens, index) if self.logprobs else None
             if self.chat:
-                message = {"role": "assistant", "content": text}
+                message = answer_message(text, choice.end)
                 rendered.append({"index": index, "message": message, "finish_reason": reason, "logprobs": logprobs})
             else:
                 rendered.append({"index": index, "text": text, "finish_reason": reason, "logprobs": logprobs})
@@ -297,6 +306,8 @@ def usage(ends: Sequence[AnswerEnd]) -> dict[str, Any]:
 
 def _finish_reason(end: AnswerEnd) -> str:
     """OpenAI's finish reason; a cut shaped answer is "length", whatever cut it (docs/answers.md)."""
+    if end.tool_calls:
+        return "tool_calls"
     return "length" if end.cut else _FINISH_REASONS.get(end.stats.stop_reason, "stop")
 
 

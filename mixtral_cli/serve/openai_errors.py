@@ -14,11 +14,13 @@ from ..base.errors import (
     ContextOverflowError,
     InvalidConversationError,
     InvalidRequestError,
+    InvalidToolsError,
     MixtralError,
     ModelNotFoundError,
     OutputShapeError,
     ServerBusyError,
     ServerStoppedError,
+    ToolsNotSupportedError,
 )
 
 INVALID_REQUEST = "invalid_request_error"
@@ -53,7 +55,13 @@ def api_error(exc: MixtralError) -> APIError:
         return APIError(400, code="context_length_exceeded", param="messages", **own)
     if isinstance(exc, InvalidRequestError):
         return APIError(400, param=exc.param, code=exc.code, **own)
-    if isinstance(exc, (InvalidConversationError, OutputShapeError)):
+    if isinstance(exc, InvalidToolsError):
+        return APIError(400, param=exc.param, **own)
+    if isinstance(exc, ToolsNotSupportedError):
+        return APIError(400, param="tools", **own)
+    if isinstance(exc, InvalidConversationError):
+        return APIError(400, param="messages", **own)
+    if isinstance(exc, OutputShapeError):
         return APIError(400, **own)
     if isinstance(exc, ModelNotFoundError):
         return APIError(404, param="model", code="model_not_found", **own)
