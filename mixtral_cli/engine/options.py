@@ -95,11 +95,12 @@ class SamplingOptions:
     # presence once a token occurs; 0: none.
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
-    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit) pairs
+    # An OpenAI request's own: a saved chat or `complete --server` has no option for them, so never carries them.
+    logit_bias: tuple[tuple[int, float], ...] = field(default=(), metadata=_PER_ANSWER)  # (token id, bias) pairs
     # Log-probabilities to report per generated token: None none, 0 the chosen token's, k also the k likeliest;
     # ``prompt_logprobs``: the prompt's tokens' too (OpenAI's echo).
-    logprobs: int | None = None
-    prompt_logprobs: bool = False
+    logprobs: int | None = field(default=None, metadata=_PER_ANSWER)
+    prompt_logprobs: bool = field(default=False, metadata=_PER_ANSWER)
     # The answer's own token rules (a tool call's), decided per answer: not settings, never saved or sent.
     # The grammar waits for this token: what comes before it is free, the token and what follows are inside it.
     grammar_trigger: int | None = field(default=None, metadata=_PER_ANSWER)
