@@ -250,9 +250,13 @@ def context_params(options: EngineOptions, n_ctx: int, *, flash_attn: bool) -> d
     return {
         "n_ctx": n_ctx * options.sequences,
         "n_seq_max": options.sequences,
-        "kv_unified": False,  # every sequence has a whole context of its own
-        "n_batch": options.batch_size,
-        "n_ubatch": options.batch_size,
+        # One pool of n_ctx cells per sequence that every sequence draws from; the engine keeps each to its n_ctx.
+        # Split per-sequence caches would batch only sequences with consecutive ids in one pass (llama.cpp's
+        # sequential split), so a server whose running sequences are 0 and 2 would evaluate them one by one.
+        "kv_unified": True,
+        # A batch holds one decoding token of every sequence (engine/batch.py).
+        "n_batch": max(options.batch_size, options.sequences),
+        "n_ubatch": max(options.batch_size, options.sequences),
         "type_k": KV_CACHE_TYPES[options.cache_type_k][0],
         "type_v": KV_CACHE_TYPES[options.cache_type_v][0],
         "flash_attn_type": (

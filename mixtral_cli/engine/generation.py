@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .kv_cache import KVCache
 from .options import SamplingOptions
-from .sampler import Sampler
 from .text import TextStream
+
+if TYPE_CHECKING:
+    from .batch import Lane
 
 
 @dataclass
@@ -34,59 +37,91 @@ class GenerationStats:
 
 
 class Generation:
-    """Text chunks as they are generated; ``stats`` is complete once iteration ends."""
+    """Text chunks as they are generated; ``stats`` is complete once iteration ends.
 
-    def __init__(self, chunks: Callable[[GenerationStats], Iterator[str]]) -> None:
+    Iterating evaluates the engine's shared batch whenever the generation waits for it. A driver that runs
+    several generations at once iterates ``steps()`` instead, and evaluates the batch once for all of them
+    (serve's scheduler): every running sequence then advances in one ``llama_decode``.
+    """
+
+    def __init__(
+        self,
+        chunks: Callable[[GenerationStats], Iterator[str | None]],
+        evaluate: Callable[[], object] | None = None,
+    ) -> None:
         self.stats = GenerationStats()
         self._chunks = chunks
+        self._evaluate = evaluate
+
+    def steps(self) -> Iterator[str | None]:
+        """Text chunks, and None wherever the generation waits for the shared batch to be evaluated."""
+        return self._chunks(self.stats)
 
     def __iter__(self) -> Iterator[str]:
-        return self._chunks(self.stats)
+        with closing(self.steps()) as steps:
+            for chunk in steps:
+                if chunk is not None:
+                    yield chunk
+                elif self._evaluate is not None:
+                    self._evaluate()
 
 
 def decode(
-    ctx,  # noqa: ANN001 - a llama_context_p
+    lane: Lane,
     vocab,  # noqa: ANN001 - a llama_vocab_p
-    cache: KVCache,
     sampling: SamplingOptions,
     *,
     piece: Callable[[int], bytes],
     n_ctx: int,
     answer: bool,
     stats: GenerationStats,
-) -> Iterator[str]:
-    """Sample after what ``cache`` holds until an end of generation, a stop string, ``max_tokens`` or a full
-    context; ``answer`` strips the space an Instruct answer starts with."""
+) -> Iterator[str | None]:
+    """Take ``lane``'s tokens (picked by the shared batch after each evaluation) until an end of generation, a
+    stop string, ``max_tokens`` or a full context; None while the lane waits for an evaluation. ``answer``
+    strips the space an Instruct answer starts with. The lane leaves the batch when this ends, however it ends.
+    """
     import llama_cpp
 
-    sampler = Sampler(sampling, vocab)
     text = TextStream(stop=sampling.stop, strip_leading_space=answer)
-    sample, is_eog = sampler.sample, llama_cpp.llama_vocab_is_eog
-    feed, max_tokens = cache.decoder(), sampling.max_tokens
-    decode_started = time.perf_counter()
+    is_eog, max_tokens = llama_cpp.llama_vocab_is_eog, sampling.max_tokens
+    started = time.perf_counter()
+    decode_started = None
     try:
+        while not lane.ready:
+            yield None
+        decode_started = time.perf_counter()
+        stats.prompt_eval_s = decode_started - started
         while True:
-            if stats.completion_tokens >= max_tokens:
-                stats.stop_reason = "length"
-                break
-            token = sample(ctx)
+            while not lane.ready:
+                yield None
+            token = lane.take()
             if is_eog(vocab, token):
                 stats.stop_reason = "eos"
                 break
             stats.completion_tokens += 1
             chunk = text.feed(piece(token))
+            stop = (
+                "stop"
+                if text.stopped
+                else "context"
+                if len(lane.cache) >= n_ctx
+                else "length"
+                if stats.completion_tokens >= max_tokens
+                else None
+            )
+            if stop is None:
+                lane.queue(token)  # before the chunk goes out: the next evaluation takes it along
             if chunk:
                 yield chunk
-            if text.stopped:
-                stats.stop_reason = "stop"
+            if stop is not None:
+                stats.stop_reason = stop
                 break
-            if len(cache) >= n_ctx:
-                stats.stop_reason = "context"
-                break
-            feed(token)
         tail = text.flush()
         if tail:
             yield tail
     finally:
-        stats.decode_s = time.perf_counter() - decode_started
-        sampler.close()
+        if decode_started is not None:
+            stats.decode_s = time.perf_counter() - decode_started
+        else:
+            stats.prompt_eval_s = time.perf_counter() - started
+        lane.leave()

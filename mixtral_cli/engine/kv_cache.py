@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from ..base.errors import LlamaCppError
 
@@ -47,7 +47,13 @@ class KVCache:
         self._tokens.clear()
 
     def bring_to(self, prompt_ids: Sequence[int]) -> int:
-        """Hold ``prompt_ids``, reusing the prefix already held; returns the tokens evaluated.
+        """Hold ``prompt_ids``, reusing the prefix already held; returns the tokens evaluated."""
+        pending = self.cut_to(prompt_ids)
+        self.feed(pending)
+        return len(pending)
+
+    def cut_to(self, prompt_ids: Sequence[int]) -> list[int]:
+        """Keep the prefix of ``prompt_ids`` already held, drop the rest; returns the ids still to evaluate.
 
         The last prompt token is always evaluated again: its logits choose the first new token.
         """
@@ -56,9 +62,11 @@ class KVCache:
         common = min(self.common_prefix(prompt_ids), len(prompt_ids) - 1)
         llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), self.sequence, common, -1)
         del self._tokens[common:]
-        pending = list(prompt_ids[common:])
-        self.feed(pending)
-        return len(pending)
+        return list(prompt_ids[common:])
+
+    def evaluated(self, ids: Sequence[int]) -> None:
+        """``ids`` were evaluated after the tokens held, in a batch of several sequences (batch.py)."""
+        self._tokens.extend(ids)
 
     def feed(self, ids: Sequence[int]) -> None:
         """Evaluate ``ids`` after the tokens held, in batches of what the context allows."""
@@ -69,22 +77,6 @@ class KVCache:
             if llama_cpp.llama_decode(self._ctx, self._batch.fill(chunk, position=len(self._tokens))) != 0:
                 raise LlamaCppError("llama.cpp failed to evaluate the prompt.")
             self._tokens.extend(chunk)
-
-    def decoder(self) -> Callable[[int], None]:
-        """Evaluates one token after those held: the decode loop's step, which allocates nothing per token."""
-        import llama_cpp
-
-        one = _Batch(1, self.sequence)
-        batch, token_buffer, position = one.fill([0], position=0), one.tokens, one.positions
-        decode, ctx, held = llama_cpp.llama_decode, self._ctx, self._tokens
-
-        def step(token: int) -> None:
-            token_buffer[0], position[0] = token, len(held)
-            if decode(ctx, batch) != 0:
-                raise LlamaCppError("llama.cpp failed to decode a token.")
-            held.append(token)
-
-        return step
 
     def take_from(self, source: KVCache) -> None:
         """Hold what ``source`` holds, as if this context had evaluated it (a hand-over between layouts)."""

@@ -21,6 +21,7 @@ from ..family.prompt_ids import (
     raw_prompt_ids,
 )
 from . import logs
+from .batch import SharedBatch
 from .context import model_kv_bytes_per_token, new_context
 from .devices import init_backend
 from .fit import model_plan
@@ -39,6 +40,7 @@ from .loading import (
 )
 from .lora import AdapterInfo, LoadedAdapters, check_adapter
 from .options import EngineOptions, LoraSpec, SamplingOptions
+from .sampler import Sampler
 
 
 class Engine:
@@ -117,6 +119,7 @@ class Engine:
         self.n_ctx = llama_cpp.llama_n_ctx(self._ctx) // options.sequences if self._ctx else 0
         n_batch = llama_cpp.llama_n_batch(self._ctx) if self._ctx else 0
         self._caches = [KVCache(self._ctx, n_batch=n_batch, sequence=i) for i in range(options.sequences)]
+        self._batch = SharedBatch(self._ctx, n_batch=n_batch) if self._ctx else None
         self._last_used = [0] * options.sequences  # a count of generations when each sequence last began one
         self.special = self._special_ids()
         self.load_s = time.perf_counter() - started
@@ -240,7 +243,7 @@ class Engine:
         return Engine(self.path, replace(self.options, repack=repack, ctx_size=self.n_ctx), pulled_as=self._pulled_as)
 
     def _swap_models(self, other: Engine) -> None:
-        for name in ("_model", "_ctx", "_vocab", "_caches", "_adapters"):
+        for name in ("_model", "_ctx", "_vocab", "_caches", "_batch", "_adapters"):
             mine, theirs = getattr(self, name), getattr(other, name)
             setattr(self, name, theirs)
             setattr(other, name, mine)
@@ -302,32 +305,49 @@ class Engine:
         """Generate after ``prompt_ids`` in KV sequence ``sequence``; ``answer`` strips the space an Instruct
         answer starts with.
 
-        Generations of different sequences may be interleaved, a chunk of each in turn: a generation reads
-        the logits of its own last evaluation before it yields.
+        Generations of different sequences run at once: each is a lane of the context's shared batch
+        (batch.py), and every evaluation of it advances them all.
         """
         if len(prompt_ids) >= self.n_ctx:
             raise ContextOverflowError(prompt_tokens=len(prompt_ids), n_ctx=self.n_ctx)
         if self._auto:
             self.prepare(Work(len(prompt_ids), sampling.max_tokens))
         self._last_used[sequence] = max(self._last_used) + 1
-        return Generation(lambda stats: self._generate(list(prompt_ids), sampling, answer, stats, sequence))
+        return Generation(
+            lambda stats: self._generate(list(prompt_ids), sampling, answer, stats, sequence),
+            evaluate=self.evaluate,
+        )
+
+    def evaluate(self) -> int:
+        """One evaluation of the shared batch: every running generation advances (batch.py); returns its tokens."""
+        return self._batch.evaluate() if self._batch is not None else 0
+
+    @property
+    def generating(self) -> int:
+        """How many generations are running now."""
+        return self._batch.lanes if self._batch is not None else 0
 
     def _generate(
         self, prompt_ids: list[int], sampling: SamplingOptions, answer: bool, stats: GenerationStats, sequence: int
-    ) -> Iterator[str]:
-        started = time.perf_counter()
+    ) -> Iterator[str | None]:
         stats.prompt_tokens = len(prompt_ids)
         cache = self._caches[sequence]
-        stats.prompt_tokens_evaluated, stats.layout = self._bring_cache_to(prompt_ids, cache)
-        stats.prompt_eval_s = time.perf_counter() - started
-        yield from decode(
-            self._ctx, self._vocab, cache, sampling, piece=self.piece, n_ctx=self.n_ctx, answer=answer, stats=stats
-        )
+        evaluated, pending, stats.layout = self._bring_cache_to(prompt_ids, cache)
+        stats.prompt_tokens_evaluated = evaluated + len(pending)
+        sampler = Sampler(sampling, self._vocab)
+        try:
+            lane = self._batch.join(cache, pending, sampler.sample)
+            yield from decode(
+                lane, self._vocab, sampling, piece=self.piece, n_ctx=self.n_ctx, answer=answer, stats=stats
+            )
+        finally:
+            sampler.close()
 
-    def _bring_cache_to(self, prompt_ids: list[int], cache: KVCache) -> tuple[int, str]:
-        """Evaluate the prompt here, or in the hand-over's plain-layout engine and take over its KV cache.
+    def _bring_cache_to(self, prompt_ids: list[int], cache: KVCache) -> tuple[int, list[int], str]:
+        """Cut the cache to the prompt's prefix it holds, or have the hand-over's plain-layout engine evaluate the
+        prompt and take over its KV cache.
 
-        Returns the tokens evaluated and the layout that evaluated them.
+        Returns the tokens evaluated here and now, those left for the shared batch, and the layout evaluating them.
         """
         prefill = self._prefill
         if prefill is not None and self._rates is not None and len(prompt_ids) > 1 and cache is self._cache:
@@ -336,9 +356,9 @@ class Engine:
             if prefill_elsewhere(own, theirs, self._rates):
                 evaluated = prefill._cache.bring_to(prompt_ids[:-1])
                 self.take_cache_from(prefill)
-                return evaluated + self._cache.bring_to(prompt_ids), Layout.HANDOVER.value
+                return evaluated, self._cache.cut_to(prompt_ids), Layout.HANDOVER.value
         own_layout = Layout.REPACKED if self.layout is Layout.HANDOVER else self.layout
-        return cache.bring_to(prompt_ids), own_layout.value
+        return 0, cache.cut_to(prompt_ids), own_layout.value
 
     def take_cache_from(self, source: Engine) -> None:
         """Continue from the tokens ``source``'s KV cache holds, as if this engine had evaluated them."""

@@ -1,0 +1,152 @@
+"""Every running sequence of a context evaluated in one ``llama_decode``: continuous batching, as llama-server does.
+
+Each generation joins its context's one ``SharedBatch`` as a ``Lane``: the tokens it still has to evaluate, the
+sequence's KV cache, and the function that picks its next token from its row of logits (its own sampler chain:
+temperature, seed, grammar). An evaluation holds one token of every lane that is decoding, then fills the rest
+of the batch (``n_batch`` tokens) with the prompts of lanes still reading theirs, a chunk at a time, in the order
+they joined: a long prompt advances a chunk per evaluation while the others keep decoding, and a lane that
+leaves (its request cancelled) is gone from the next evaluation.
+
+Picking happens right after the evaluation, for every lane whose last pending token was in it: the logits of a
+batch live only until the next ``llama_decode``, which any lane may cause.
+
+Batched rows do not give the solo row's bits: llama.cpp's kernels for several rows accumulate in another order
+(on the demo model, logits within 0.05 of the solo step, greedy tokens equal; tests/test_batch.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Sequence
+
+from ..base.errors import LlamaCppError
+from .kv_cache import KVCache
+
+Pick = Callable[[object, int], int]  # (llama_context_p, row of logits in the batch) -> the next token
+
+
+class Lane:
+    """One sequence's place in the shared batch: what it has still to evaluate, and its next token once picked."""
+
+    def __init__(self, batch: SharedBatch, cache: KVCache, pending: Sequence[int], pick: Pick) -> None:
+        self.cache = cache
+        self._batch = batch
+        self._pick = pick
+        self.pending: list[int] = list(pending)
+        self.prompting = True  # until the prompt's last token is evaluated; then one token per evaluation
+        self.token: int | None = None  # picked after the last evaluation, not yet taken
+        self._error: Exception | None = None  # the pick's, raised by take(): one lane's failure is its own
+
+    @property
+    def ready(self) -> bool:
+        return self.token is not None or self._error is not None
+
+    def take(self) -> int:
+        if self._error is not None:
+            raise self._error
+        token, self.token = self.token, None
+        assert token is not None, "a lane's token is taken once it is ready"
+        return token
+
+    def queue(self, token: int) -> None:
+        """Evaluate ``token`` next, after those the cache holds."""
+        self.pending = [token]
+
+    def leave(self) -> None:
+        """Out of the batch: nothing more of this sequence is evaluated; its cache keeps what was."""
+        self._batch.leave(self)
+
+    def picked(self, ctx, row: int) -> None:  # noqa: ANN001 - a llama_context_p
+        self.prompting = False
+        try:
+            self.token = self._pick(ctx, row)
+        except Exception as exc:  # noqa: BLE001 - handed to this lane's own generation by take()
+            self._error = exc
+
+
+class SharedBatch:
+    """The batch every lane of one context feeds, and the evaluation that advances them all at once."""
+
+    def __init__(self, ctx, *, n_batch: int) -> None:  # noqa: ANN001 - a llama_context_p
+        import llama_cpp
+
+        self._ctx = ctx
+        size = n_batch  # the context's n_batch holds one token per sequence (fit.context_params)
+        self._size = size
+        self._lanes: list[Lane] = []
+        self._tokens = (llama_cpp.llama_token * size)()
+        self._positions = (llama_cpp.llama_pos * size)()
+        self._n_seq_id = (ctypes.c_int32 * size)(*[1] * size)
+        self._seq_of_row = (llama_cpp.llama_seq_id * size)()
+        seq_type = ctypes.POINTER(llama_cpp.llama_seq_id)
+        base = ctypes.addressof(self._seq_of_row)
+        width = ctypes.sizeof(llama_cpp.llama_seq_id)
+        self._seq_ids = (seq_type * size)(*[ctypes.cast(base + row * width, seq_type) for row in range(size)])
+        self._logits = (ctypes.c_int8 * size)()
+        self._batch = llama_cpp.llama_batch(
+            n_tokens=0,
+            token=self._tokens,
+            embd=None,
+            pos=self._positions,
+            n_seq_id=self._n_seq_id,
+            seq_id=self._seq_ids,
+            logits=self._logits,
+        )
+
+    @property
+    def lanes(self) -> int:
+        return len(self._lanes)
+
+    def join(self, cache: KVCache, pending: Sequence[int], pick: Pick) -> Lane:
+        """A lane that evaluates ``pending`` after what ``cache`` holds, then picks with ``pick``."""
+        if not pending:
+            raise ValueError("a lane starts with at least the prompt's last token to evaluate")
+        if any(lane.cache is cache for lane in self._lanes):
+            raise ValueError(f"sequence {cache.sequence} is already generating")
+        lane = Lane(self, cache, pending, pick)
+        self._lanes.append(lane)
+        return lane
+
+    def leave(self, lane: Lane) -> None:
+        if lane in self._lanes:
+            self._lanes.remove(lane)
+
+    def evaluate(self) -> int:
+        """One ``llama_decode`` of what the lanes have pending (decoding lanes first, then prompt chunks), and a
+        pick for every lane whose pending tokens are all evaluated; returns the tokens evaluated."""
+        import llama_cpp
+
+        rows: list[tuple[Lane, int]] = []  # each lane's share of this evaluation, in batch order
+        for lane in self._lanes:
+            if lane.pending and not lane.prompting:
+                rows.append((lane, 1))
+        room = self._size - len(rows)
+        for lane in self._lanes:
+            if lane.pending and lane.prompting and room > 0:
+                take = min(room, len(lane.pending))
+                rows.append((lane, take))
+                room -= take
+        if not rows:
+            return 0
+        n = 0
+        picks: list[tuple[Lane, int]] = []
+        for lane, take in rows:
+            start = len(lane.cache)
+            for i in range(take):
+                self._tokens[n] = lane.pending[i]
+                self._positions[n] = start + i
+                self._seq_of_row[n] = lane.cache.sequence
+                self._logits[n] = 0
+                n += 1
+            if take == len(lane.pending):
+                self._logits[n - 1] = 1
+                picks.append((lane, n - 1))
+        self._batch.n_tokens = n
+        if llama_cpp.llama_decode(self._ctx, self._batch) != 0:
+            raise LlamaCppError("llama.cpp failed to evaluate a batch.")
+        for lane, take in rows:
+            lane.cache.evaluated(lane.pending[:take])
+            del lane.pending[:take]
+        for lane, row in picks:
+            lane.picked(self._ctx, row)
+        return n
