@@ -1,22 +1,20 @@
-"""What the benchmarks share: the model shape, a work folder, timing of child processes."""
+"""What the benchmarks share: the model shape, a work folder, timing of child processes, llama.cpp's own tools."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from mixtral_cli.sources.tiny_model import TinyMixtralSpec, build_tiny_mixtral
 
 LLAMA_CPP_PYTHON_NAME, LLAMA_CPP_PYTHON_VERSION = "llama-cpp-python", "0.3.36"
+LLAMA_TOOLS_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build-llama-tools.sh"
 # The shape of the reference figures in shared/reference/testing-with-real-parts.md: 791M parameters.
 BENCH_SPEC = TinyMixtralSpec(
     hidden_size=1024, intermediate_size=3584, num_layers=8, num_experts=8, num_heads=8, num_kv_heads=2
@@ -54,22 +52,34 @@ def measure(command: list[str], *, stdin: Path | None = None) -> tuple[float, in
 
 
 def fetch_llama_cpp(work: Path) -> Path:
-    """llama.cpp's source tree, from llama-cpp-python's sdist on PyPI (checked against its sha256)."""
+    """llama.cpp's source tree, from llama-cpp-python's sdist as pip downloads it (from the registry pip is set
+    up for, checked by pip against the registry's hashes)."""
     tree = work / "llama.cpp"
     if tree.exists():
         return tree
-    index = urllib.request.urlopen(f"https://pypi.org/simple/{LLAMA_CPP_PYTHON_NAME}/").read().decode()
-    url = next(u for u in re.findall(r'href="([^"]+)"', index) if f"-{LLAMA_CPP_PYTHON_VERSION}.tar.gz" in u)
-    url, _, expected = url.partition("#sha256=")
-    sdist = work / url.rsplit("/", 1)[1]
-    if not sdist.exists():
-        urllib.request.urlretrieve(url, sdist)
-    if hashlib.sha256(sdist.read_bytes()).hexdigest() != expected:
-        raise SystemExit(f"{sdist} does not match PyPI's sha256")
-    with tarfile.open(sdist) as tar:
+    sdists = work / "sdist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", "-d", sdists,
+         f"{LLAMA_CPP_PYTHON_NAME}=={LLAMA_CPP_PYTHON_VERSION}"],
+        check=True,
+    )  # fmt: skip
+    with tarfile.open(sdists / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz") as tar:
         tar.extractall(work / "src", filter="data")
     shutil.move(next((work / "src").glob("*/vendor/llama.cpp")), tree)
     return tree
+
+
+def llama_tools() -> Path:
+    """The folder of llama.cpp's own tools (llama-completion, llama-bench, ...): scripts/build-llama-tools.sh
+    builds them from the llama.cpp that llama-cpp-python vendors, once per version, and prints the folder."""
+    done = subprocess.run(
+        ["bash", LLAMA_TOOLS_SCRIPT],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def shaped_8x7b_model(work: Path, layers: int) -> Path:

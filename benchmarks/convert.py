@@ -2,7 +2,7 @@
 
 Both convert the same bf16 checkpoint (a random Mixtral of about 1.6 GB from `mixtral tiny`) to F16 in one
 run, each in its own process, and the script prints both and the ratios. The reference converter comes
-from llama-cpp-python's source distribution on PyPI (unless --llama-cpp names a tree) and needs
+from llama-cpp-python's source distribution, as pip downloads it (unless --llama-cpp names a tree), and needs
 torch and transformers, which the test extra installs.
 
     python benchmarks/convert.py [--llama-cpp DIR] [--work DIR] [--repeat N]

@@ -2,9 +2,9 @@
 llama-cpp-python's high-level streaming API, on the same GGUF, threads, prompt and token count, in one run.
 
 The model is a random Mixtral of 791M parameters (hidden 1024, 8 layers, 8 experts, top-2) quantized to
-Q4_K_M by `mixtral quantize`. llama-completion and llama-bench are built with cmake from the llama.cpp
-that llama-cpp-python vendors (the same source as the engine's library) unless --llama-bin names a
-folder that has them. Each contender runs in its own process, greedy, several times in turn; the best
+Q4_K_M by `mixtral quantize`. llama-completion comes from scripts/build-llama-tools.sh, built from the
+llama.cpp that llama-cpp-python vendors (the same source as the engine's library), unless --llama-bin
+names a folder that has it. Each contender runs in its own process, greedy, several times in turn; the best
 run of each is kept. Also times `mixtral --help`.
 
     python benchmarks/decode.py [--llama-bin DIR] [--work DIR] [--tokens 128] [--threads 2] [--repeat 3]
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import bench_checkpoint, fetch_llama_cpp, greedy_complete_command, measure
+from common import bench_checkpoint, greedy_complete_command, llama_tools, measure
 
 PARAGRAPH = (
     "Mixtral is a sparse mixture of experts: each layer holds eight feed-forward blocks and a router that "
@@ -43,35 +43,6 @@ for chunk in llm.create_completion(prompt, max_tokens=tokens, temperature=0, str
 end = time.perf_counter()
 print(json.dumps({"first_token_s": first - started, "decode_tps": (n - 1) / (end - first), "tokens": n}))
 """
-
-
-def build_tools(work: Path) -> Path:
-    build = work / "llama-build"
-    if not (build / "bin" / "llama-completion").exists():
-        source = fetch_llama_cpp(work)
-        print("building llama-completion and llama-bench (several minutes) ...", flush=True)
-        subprocess.run(
-            [
-                "cmake",
-                "-S",
-                source,
-                "-B",
-                build,
-                "-DCMAKE_BUILD_TYPE=Release",
-                "-DLLAMA_CURL=OFF",
-                "-DLLAMA_OPENSSL=OFF",
-                "-DLLAMA_BUILD_TESTS=OFF",
-                "-DLLAMA_BUILD_SERVER=OFF",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        subprocess.run(
-            ["cmake", "--build", build, "--target", "llama-completion", "llama-bench", "-j2"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    return build / "bin"
 
 
 def bench_model(work: Path) -> Path:
@@ -155,7 +126,9 @@ def help_seconds(repeat: int) -> float:
 def parse_arguments(description: str) -> argparse.Namespace:
     """The options of the benchmarks that race llama-completion; the work folder exists afterwards."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--llama-bin", type=Path, help="a folder with llama-completion (default: build it)")
+    parser.add_argument(
+        "--llama-bin", type=Path, help="a folder with llama-completion (default: build-llama-tools.sh's)"
+    )
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mixtral-bench")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
@@ -168,7 +141,7 @@ def parse_arguments(description: str) -> argparse.Namespace:
 def main() -> None:
     args = parse_arguments(__doc__)
 
-    bin_dir = args.llama_bin or build_tools(args.work)
+    bin_dir = args.llama_bin or llama_tools()
     model = bench_model(args.work)
     prompt = PARAGRAPH * 16
     prompt_file = args.work / "prompt.txt"

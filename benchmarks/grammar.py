@@ -17,7 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from decode import PARAGRAPH, bench_model, build_tools, parse_arguments, run_llama_completion
+from common import llama_tools
+from decode import PARAGRAPH, bench_model, parse_arguments, run_llama_completion
 
 SCHEMA = {"type": "array", "items": {"type": "string", "minLength": 8}, "minItems": 32}
 CUT = 3  # mixtral's exit code for an answer cut by --max-tokens
@@ -43,7 +44,7 @@ def run_llama_completion_with_sampling(*args: object) -> dict:
 def main() -> None:
     args = parse_arguments(__doc__)
 
-    bin_dir = args.llama_bin or build_tools(args.work)
+    bin_dir = args.llama_bin or llama_tools()
     model = bench_model(args.work)
     prompt_file = args.work / "grammar-prompt.txt"
     prompt_file.write_text(PARAGRAPH * 4 + "\nThe experts, as a JSON list of names:\n")

@@ -26,8 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import measure, shaped_8x7b_model
-from decode import build_tools, run_llama_completion
+from common import llama_tools, measure, shaped_8x7b_model
+from decode import run_llama_completion
 
 WORDS = (
     "the router sends each token to two experts while the rest stay idle and memory bandwidth sets the pace "
@@ -96,7 +96,9 @@ MODES = {"repacked": ["--repack"], "plain": ["--no-repack"], "hand-over": []}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mixtral-bench")
-    parser.add_argument("--llama-bin", type=Path, help="a folder with llama-completion (default: build it)")
+    parser.add_argument(
+        "--llama-bin", type=Path, help="a folder with llama-completion (default: build-llama-tools.sh's)"
+    )
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ctx", type=int, default=2048)
@@ -105,7 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
-    bin_dir = args.llama_bin or build_tools(args.work)
+    bin_dir = args.llama_bin or llama_tools()
     model = shaped_8x7b_model(args.work, args.layers)
     os.environ["MIXTRAL_HOME"] = str(args.work / "home")
     _, _, stdout, _ = measure([sys.executable, "-c", SEED_HAND_OVER, str(model), str(args.threads)])
