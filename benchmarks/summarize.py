@@ -19,7 +19,8 @@ from pathlib import Path
 
 from common import measure
 
-from mixtral_cli.answer.summarize import Summarizer, SummaryOptions, plan_chunks
+from mixtral_cli.answer.summarize import Summarizer
+from mixtral_cli.answer.summary_plan import SummaryOptions, plan_chunks
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions, SamplingOptions
 from mixtral_cli.sources.demo import ensure_demo_model

@@ -101,7 +101,7 @@ def test_a_context_past_the_trained_one_is_refused_naming_it(mixtral):
 @pytest.fixture(scope="module")
 def long_context_model(convert):
     """A tiny model trained (so its header says) on a billion tokens: a KV cache of 512 GiB at full length."""
-    return convert(TinyMixtralSpec(max_position_embeddings=2**30), "Q8_0")
+    return convert(TinyMixtralSpec(context_length=2**30), "Q8_0")
 
 
 def test_a_context_memory_cannot_hold_is_refused_before_llama_cpp_allocates_it(mixtral, long_context_model):

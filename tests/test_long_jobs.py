@@ -13,7 +13,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from mixtral_cli.answer.summarize import LONG_JOB_CALLS, LONG_JOB_SECONDS, SummaryPlan, long_job
+from mixtral_cli.answer.summary_plan import LONG_JOB_CALLS, LONG_JOB_SECONDS, SummaryPlan, long_job
 
 from .helpers import with_default_signals
 

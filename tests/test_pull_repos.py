@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from mixtral_cli.base.units import format_bytes
 from mixtral_cli.convert.pipeline import quantize_model
 from mixtral_cli.gguf_format.header import inspect_gguf
 from mixtral_cli.gguf_format.naming import DASH_NAMING, DOT_NAMING
 from mixtral_cli.sources.tiny_model import TinyMixtralSpec
-from mixtral_cli.ui.progress import format_bytes
 
 from .helpers import run_mixtral_process, split_gguf, write_legacy_layout
 from .hub_server import GatedHub, LocalHub, folder_files, online_env

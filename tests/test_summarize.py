@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from mixtral_cli.answer.summarize import (
+from mixtral_cli.answer.summarize import Summarizer
+from mixtral_cli.answer.summary_plan import (
     Length,
     Style,
-    Summarizer,
     SummaryOptions,
     SummaryPlan,
     instruction,

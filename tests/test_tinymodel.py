@@ -49,6 +49,15 @@ def test_transformers_reads_the_config_and_weights_as_bf16(tiny_checkpoint):
     assert str(model.dtype) == "torch.bfloat16"
 
 
+def test_the_shapes_parameter_count_is_what_transformers_counts(build_checkpoint):
+    from transformers import MixtralForCausalLM
+
+    spec = TinyMixtralSpec(num_layers=3, num_experts=6, experts_per_token=3, num_heads=4, num_kv_heads=1)
+    model = MixtralForCausalLM.from_pretrained(build_checkpoint(spec))
+
+    assert model.num_parameters() == spec.shape.parameter_count()
+
+
 def test_shards_come_with_an_index_covering_every_tensor(build_checkpoint):
     checkpoint = build_checkpoint(TinyMixtralSpec(shards=3))
     index = json.loads((checkpoint / "model.safetensors.index.json").read_text())

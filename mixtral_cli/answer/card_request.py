@@ -13,23 +13,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from enum import Enum
 from typing import TYPE_CHECKING
 
 from ..base.errors import InvalidRequestError, MixtralError
 from ..base.textinput import parse_json
 from ..engine.options import OPTION_BOUNDS, SamplingOptions
 from ..family.prompt_ids import Message, messages_from_dicts
+from .response_shape import ResponseShape
 from .shapes import OutputShape, finish_answer, schema_shape
 
 if TYPE_CHECKING:
     from ..engine.model import Engine
     from ..family.prompt_ids import PromptMode
-
-
-class ResponseShape(str, Enum):
-    PER_INPUT = "per-input"  # the 8x7B cards: [{"0": a}, {"0": b}]
-    BY_INDEX = "by-index"  # the 8x22B card: [{"0": a, "1": b}]
 
 
 def card_response_shape(model_name: str | None) -> ResponseShape:

@@ -110,29 +110,21 @@ def constrained_sampling(model_path: Path, shape: OutputShape, sampling: Samplin
 
 def schema_shape(text: str) -> OutputShape:
     """A JSON schema as a grammar; a schema that is not JSON, or that the converter cannot express, is refused."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
     from ..base.textinput import parse_json
+    from ..engine.grammar import json_schema_grammar
 
     schema = parse_json(text, "The schema", error=OutputShapeError)
     if not isinstance(schema, dict):
         raise OutputShapeError("The schema must be a JSON object.")
-    converted = _bounded_integers_as_enums(schema, "")
-    try:
-        grammar = json_schema_to_gbnf(json.dumps(converted))
-    except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise OutputShapeError(
-            f"llama-cpp-python's schema converter cannot express this schema: {exc or type(exc).__name__}.",
-            hint="README.md lists the schema features it supports.",
-        ) from exc
+    grammar = json_schema_grammar(json.dumps(_bounded_integers_as_enums(schema, "")))
     instruction = f"Answer with JSON that follows this JSON schema:\n{json.dumps(schema, ensure_ascii=False)}"
     return OutputShape(grammar, AnswerKind.JSON, instruction)
 
 
 def json_object_shape() -> OutputShape:
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
+    from ..engine.grammar import json_schema_grammar
 
-    return OutputShape(json_schema_to_gbnf('{"type": "object"}'), AnswerKind.JSON, "Answer with a JSON object.")
+    return OutputShape(json_schema_grammar('{"type": "object"}'), AnswerKind.JSON, "Answer with a JSON object.")
 
 
 def grammar_shape(text: str) -> OutputShape:

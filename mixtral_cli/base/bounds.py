@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass
 
 INT32_MAX = 2**31 - 1  # llama.cpp's int32_t fields: token positions, top-k, layers
 UINT32_MAX = 2**32 - 1  # its uint32_t fields: seeds (this one means "random")
 FLOAT32_MAX = 3.4028234663852886e38  # its float fields: past this a number is infinite
+
+MAX_WAIT_S = threading.TIMEOUT_MAX  # the longest wait a lock or queue takes: past it they overflow
 
 IN_A_32_BIT_FIELD = "the most llama.cpp's 32-bit field holds"
 IN_A_FLOAT = "the largest 32-bit float llama.cpp takes"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .units import format_bytes
+
 
 class MixtralError(Exception):
     """Root of every error a user can cause; ``hint`` says what to do next."""
@@ -55,7 +57,7 @@ class LegacyLayoutError(GGUFError):
         # One line, no hint: the fix is part of the sentence.
         super().__init__(
             f"llama.cpp no longer loads {path.name}'s layout (one tensor per expert): "
-            f"`mixtral quantize {path}` rewrites it into a new file beside it ({_gib(size)}).",
+            f"`mixtral quantize {path}` rewrites it into a new file beside it ({format_bytes(size, digits=2)}).",
             path=path,
         )
 
@@ -88,7 +90,7 @@ class DiskSpaceError(MixtralError, OSError):
 
     def __init__(self, *, directory: Path, needed: int, free: int) -> None:
         super().__init__(
-            f"{directory} has {_gib(free)} free but this needs {_gib(needed)}.",
+            f"{directory} has {format_bytes(free, digits=2)} free but this needs {format_bytes(needed, digits=2)}.",
             hint="Free some space or write elsewhere with --output.",
         )
         self.directory = directory
@@ -102,10 +104,6 @@ class InvalidShapeError(MixtralError, ValueError):
 
 class LlamaCppError(MixtralError, RuntimeError):
     """llama.cpp refused or failed an operation."""
-
-
-def _gib(n_bytes: int) -> str:
-    return f"{n_bytes / 2**30:.2f} GiB"
 
 
 class ModelNotFoundError(MixtralError, LookupError):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import InputError, LimitError, MixtralError
+from .units import format_bytes
 
 STDIN = "stdin"
 MAX_TEXT_BYTES = 64 * 2**20  # a prompt, a document to summarize: about 16 million tokens, past any context
@@ -57,7 +58,8 @@ def read_bounded(name: str, stream: BinaryIO, *, limit: int) -> bytes:
     data = stream.read(limit + 1)
     if len(data) > limit:
         raise LimitError(
-            f"{name} holds more than {_size(limit)}, the most this reads.", hint="Give a smaller part of it."
+            f"{name} holds more than {format_bytes(limit, digits=0)}, the most this reads.",
+            hint="Give a smaller part of it.",
         )
     return data
 
@@ -91,7 +93,3 @@ def _depth(value: object) -> int:
         if depth <= MAX_JSON_DEPTH:
             pending.extend((child, depth + 1) for child in children)
     return deepest
-
-
-def _size(n_bytes: int) -> str:
-    return f"{n_bytes // 2**20} MiB" if n_bytes >= 2**20 else f"{n_bytes // 2**10} KiB"

@@ -16,8 +16,8 @@ app = typer.Typer(help="List, show, remove and choose the default of pulled mode
 @app.command("list")
 def list_models() -> None:
     """List the pulled models (tab-separated on a pipe)."""
+    from ..base.units import format_bytes
     from ..sources.store import ModelStore
-    from ..ui.progress import format_bytes
     from ..ui.table import print_rows
 
     store = ModelStore()

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..answer.card_request import ResponseShape
+from ..answer.response_shape import ResponseShape
 from ..base.bounds import Bound
 from ..engine.options import (
     DEFAULT_GPU_MARGIN,

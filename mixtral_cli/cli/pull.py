@@ -47,14 +47,15 @@ def pull(
     """
     from ..engine.rpc import parse_endpoints
     from ..family.catalog import parse_model_ref
-    from ..sources.pull import plan_pull, run_pull, with_workers
+    from ..sources.pull import run_pull
+    from ..sources.pull_plan import plan_pull, with_workers
     from ..sources.store import ModelStore
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
     from ..ui.reports import print_available, print_pull_plan
 
     if list_available:
-        from ..sources.pull import available_models
+        from ..sources.pull_plan import available_models
 
         print_available(available_models())
         return

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
+from ..base.bounds import MAX_WAIT_S
 from ..engine.options import EngineOptions, SamplingOptions
-from ..serve.scheduler import MAX_WAIT_S
 from .options import ModelOption, ResponseShapeOption, runs_a_model
 
 SERVER = "Server"

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..answer.summarize import MAX_WORDS_BOUND, Length, Style
+from ..answer.summary_plan import MAX_WORDS_BOUND, Length, Style
 from ..engine.options import EngineOptions, SamplingOptions
 from .options import ModelOption, ServerOption, bounded, runs_a_model
 
@@ -57,7 +57,8 @@ def summarize(
         mixtral summarize -m model.gguf --each --length short notes/*.md
     """
     from ..answer.report import summary_json
-    from ..answer.summarize import Summarizer, SummaryOptions, inputs_to_summarize
+    from ..answer.summarize import Summarizer, inputs_to_summarize
+    from ..answer.summary_plan import SummaryOptions
     from ..engine.model import Engine
     from ..sources.model_path import resolve_model
     from ..ui.console import print_notice
@@ -100,7 +101,7 @@ def summarize(
 
 def _agree_to_long_job(plan, seconds: float | None, *, yes: bool, progress) -> None:  # noqa: ANN001
     """Before the first model call: a summary too long to start unasked is said, and run if the user agrees."""
-    from ..answer.summarize import long_job
+    from ..answer.summary_plan import long_job
     from ..base.errors import MixtralError
 
     cost = long_job(plan, seconds)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..base.errors import CheckpointError, UnsupportedArchitectureError
+from ..family.shape import MixtralShape
 from .safetensors import SafetensorsFormatError, TensorRef, read_index
 
 MIXTRAL_ARCHITECTURE = "MixtralForCausalLM"
@@ -17,18 +18,10 @@ INDEX_FILE = "model.safetensors.index.json"
 
 @dataclass(frozen=True)
 class MixtralHParams:
-    """What llama.cpp needs to know about the model's shape, read from config.json."""
+    """What llama.cpp needs to know about the model, read from config.json: its shape and the numbers of its
+    norms, rotary embedding and output."""
 
-    vocab_size: int
-    context_length: int
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    num_experts: int
-    experts_per_token: int
+    shape: MixtralShape  # with its vocabulary
     rms_norm_eps: float
     rope_theta: float
     tie_word_embeddings: bool
@@ -41,7 +34,7 @@ class MixtralHParams:
         hidden, heads = read.count("hidden_size"), read.count("num_attention_heads")
         kv_heads = read.count("num_key_value_heads", default=heads)
         experts = read.count("num_local_experts")
-        hparams = cls(
+        shape = MixtralShape(
             vocab_size=read.count("vocab_size"),
             context_length=read.count("max_position_embeddings", default=32768),
             hidden_size=hidden,
@@ -52,14 +45,17 @@ class MixtralHParams:
             head_dim=read.count("head_dim", default=hidden // heads),
             num_experts=experts,
             experts_per_token=read.count("num_experts_per_tok"),
+        )
+        hparams = cls(
+            shape,
             rms_norm_eps=read.positive("rms_norm_eps", default=1e-5),
             rope_theta=read.positive("rope_theta", default=_rope_theta(config)),
             tie_word_embeddings=read.flag("tie_word_embeddings", default=False),
         )
         if heads % kv_heads:
             read.fail("num_key_value_heads", f"{kv_heads}, which does not divide the {heads} attention heads")
-        if hparams.experts_per_token > experts:
-            read.fail("num_experts_per_tok", f"{hparams.experts_per_token}, more than the {experts} experts")
+        if shape.experts_per_token > experts:
+            read.fail("num_experts_per_tok", f"{shape.experts_per_token}, more than the {experts} experts")
         return hparams
 
 

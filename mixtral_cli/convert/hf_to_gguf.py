@@ -48,7 +48,7 @@ def plan_tensors(checkpoint: Checkpoint, out_type: QuantType) -> list[PlannedTen
     """Every tensor of the GGUF, in llama.cpp's naming, with the type each is stored as."""
     import gguf
 
-    hp = checkpoint.hparams
+    model = checkpoint.hparams.shape
     T = gguf.MODEL_TENSOR
     names = gguf.TENSOR_NAMES
     planned: list[PlannedTensor] = []
@@ -61,11 +61,11 @@ def plan_tensors(checkpoint: Checkpoint, out_type: QuantType) -> list[PlannedTen
         )
 
     add(T.TOKEN_EMBD, [checkpoint.tensor("model.embed_tokens.weight")])
-    for n in range(hp.num_layers):
+    for n in range(model.num_layers):
         p = f"model.layers.{n}."
         add(T.ATTN_NORM, [checkpoint.tensor(p + "input_layernorm.weight")], layer=n)
-        add(T.ATTN_Q, [checkpoint.tensor(p + "self_attn.q_proj.weight")], layer=n, rope_heads=hp.num_heads)
-        add(T.ATTN_K, [checkpoint.tensor(p + "self_attn.k_proj.weight")], layer=n, rope_heads=hp.num_kv_heads)
+        add(T.ATTN_Q, [checkpoint.tensor(p + "self_attn.q_proj.weight")], layer=n, rope_heads=model.num_heads)
+        add(T.ATTN_K, [checkpoint.tensor(p + "self_attn.k_proj.weight")], layer=n, rope_heads=model.num_kv_heads)
         add(T.ATTN_V, [checkpoint.tensor(p + "self_attn.v_proj.weight")], layer=n)
         add(T.ATTN_OUT, [checkpoint.tensor(p + "self_attn.o_proj.weight")], layer=n)
         add(T.FFN_NORM, [checkpoint.tensor(p + "post_attention_layernorm.weight")], layer=n)
@@ -73,11 +73,11 @@ def plan_tensors(checkpoint: Checkpoint, out_type: QuantType) -> list[PlannedTen
         # The Hub names an expert's gate, down and up projections w1, w2 and w3.
         for kind, weight in ((T.FFN_GATE_EXP, "w1"), (T.FFN_DOWN_EXP, "w2"), (T.FFN_UP_EXP, "w3")):
             experts = [
-                checkpoint.tensor(f"{p}block_sparse_moe.experts.{e}.{weight}.weight") for e in range(hp.num_experts)
+                checkpoint.tensor(f"{p}block_sparse_moe.experts.{e}.{weight}.weight") for e in range(model.num_experts)
             ]
             add(kind, experts, layer=n)
     add(T.OUTPUT_NORM, [checkpoint.tensor("model.norm.weight")])
-    if not hp.tie_word_embeddings or "lm_head.weight" in checkpoint.tensors:
+    if not checkpoint.hparams.tie_word_embeddings or "lm_head.weight" in checkpoint.tensors:
         add(T.OUTPUT, [checkpoint.tensor("lm_head.weight")])
     return planned
 
@@ -130,27 +130,28 @@ def write_gguf(
 
 
 def _add_metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint, out_type: QuantType, *, name: str) -> None:
-    hp = checkpoint.hparams
+    hparams = checkpoint.hparams
+    shape = hparams.shape
     writer.add_name(name)
-    writer.add_vocab_size(hp.vocab_size)
-    writer.add_context_length(hp.context_length)
-    writer.add_embedding_length(hp.hidden_size)
-    writer.add_block_count(hp.num_layers)
-    writer.add_feed_forward_length(hp.intermediate_size)
-    writer.add_head_count(hp.num_heads)
-    writer.add_head_count_kv(hp.num_kv_heads)
-    writer.add_rope_dimension_count(hp.head_dim)
-    if hp.head_dim * hp.num_heads != hp.hidden_size:
-        writer.add_key_length(hp.head_dim)
-        writer.add_value_length(hp.head_dim)
-    writer.add_rope_freq_base(hp.rope_theta)
-    writer.add_layer_norm_rms_eps(hp.rms_norm_eps)
-    writer.add_expert_count(hp.num_experts)
-    writer.add_expert_used_count(hp.experts_per_token)
+    writer.add_vocab_size(shape.vocab_size)
+    writer.add_context_length(shape.context_length)
+    writer.add_embedding_length(shape.hidden_size)
+    writer.add_block_count(shape.num_layers)
+    writer.add_feed_forward_length(shape.intermediate_size)
+    writer.add_head_count(shape.num_heads)
+    writer.add_head_count_kv(shape.num_kv_heads)
+    writer.add_rope_dimension_count(shape.head_dim)
+    if shape.head_dim * shape.num_heads != shape.hidden_size:
+        writer.add_key_length(shape.head_dim)
+        writer.add_value_length(shape.head_dim)
+    writer.add_rope_freq_base(hparams.rope_theta)
+    writer.add_layer_norm_rms_eps(hparams.rms_norm_eps)
+    writer.add_expert_count(shape.num_experts)
+    writer.add_expert_used_count(shape.experts_per_token)
     writer.add_file_type(out_type.file_type)
     writer.add_quantization_version(2)
 
-    vocab = read_sentencepiece_vocab(checkpoint.tokenizer_model, vocab_size=hp.vocab_size)
+    vocab = read_sentencepiece_vocab(checkpoint.tokenizer_model, vocab_size=shape.vocab_size)
     writer.add_tokenizer_model("llama")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(vocab.tokens)

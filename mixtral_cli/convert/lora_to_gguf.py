@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..base.errors import AdapterError
+from ..family.shape import MixtralShape
 from ..gguf_format.quant_types import QuantType
 from .hf_to_gguf import encode, permute_for_rope, storable_type, tensor_nbytes
-from .peft import BaseShape, LoraWeight, PeftAdapter
+from .peft import LoraWeight, PeftAdapter
 from .safetensors import TensorRef
 from .streaming import OutputTensor, ProgressCallback, write_tensors
 
@@ -72,7 +73,7 @@ class _ExpertStack:
 @dataclass(frozen=True)
 class AdapterPlan:
     adapter: PeftAdapter
-    base: BaseShape
+    base: MixtralShape
     out_type: QuantType
     tensors: list[PlannedLora]
 
@@ -85,7 +86,7 @@ class AdapterPlan:
         return sum(math.prod(t.shape) for t in self.tensors)
 
 
-def plan_adapter(adapter: PeftAdapter, base: BaseShape, out_type: QuantType) -> AdapterPlan:
+def plan_adapter(adapter: PeftAdapter, base: MixtralShape, out_type: QuantType) -> AdapterPlan:
     """Every tensor of the GGUF adapter, named as llama.cpp names the weights they adapt."""
     planner = _Planner(adapter, base, out_type)
     experts: dict[tuple[int, str], dict[int, LoraWeight]] = {}
@@ -116,7 +117,7 @@ def plan_adapter(adapter: PeftAdapter, base: BaseShape, out_type: QuantType) -> 
 
 
 class _Planner:
-    def __init__(self, adapter: PeftAdapter, base: BaseShape, out_type: QuantType) -> None:
+    def __init__(self, adapter: PeftAdapter, base: MixtralShape, out_type: QuantType) -> None:
         self.adapter, self.base, self.out_type = adapter, base, out_type
         self.planned: list[PlannedLora] = []
 

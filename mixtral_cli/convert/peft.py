@@ -7,6 +7,7 @@ Whatever else PEFT can save (DoRA, trained biases, fully trained modules, ...) i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from ..base.errors import AdapterError, CheckpointError
 from ..family.catalog import catalog_model_of_repo
+from ..family.shape import MixtralShape
 from .checkpoint import MIXTRAL_ARCHITECTURE, MixtralHParams, read_json
 from .safetensors import SafetensorsFormatError, TensorRef, read_index
 
@@ -52,33 +54,6 @@ class LoraWeight:
     module: str  # as PEFT names it, without its wrapper's prefix: model.layers.0.self_attn.q_proj
     a: TensorRef  # (r, in); an embedding's (r, vocab); a fused expert stack's (r * experts, in)
     b: TensorRef  # (out, r); an embedding's (hidden, r); a fused expert stack's (out, r * experts)
-
-
-@dataclass(frozen=True)
-class BaseShape:
-    """What converting an adapter needs of its base model: where each matrix's rows and columns lie."""
-
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    num_experts: int
-    vocab_size: int | None  # None: not known here; llama.cpp's check against the model catches a mismatch
-
-    @classmethod
-    def from_hparams(cls, hp: MixtralHParams) -> BaseShape:
-        return cls(
-            hp.hidden_size,
-            hp.intermediate_size,
-            hp.num_layers,
-            hp.num_heads,
-            hp.num_kv_heads,
-            hp.head_dim,
-            hp.num_experts,
-            hp.vocab_size,
-        )
 
 
 @dataclass(frozen=True)
@@ -190,21 +165,19 @@ def _lora_weights(path: Path) -> dict[str, LoraWeight]:
 _NOT_LORA_HINT = "The file is corrupt or was not written by peft's LoRA: save the adapter again."
 
 
-def base_shape(adapter: PeftAdapter) -> BaseShape:
-    """The shape of the model the adapter was trained on.
+def base_shape(adapter: PeftAdapter) -> MixtralShape:
+    """The shape of the model the adapter was trained on: where each matrix's rows and columns lie.
 
     From a config.json in the adapter's folder, else from the folder it names as its base, else from the
     catalog when it names an official Mixtral.
     """
     for folder in (adapter.path, Path(adapter.base_model).expanduser() if adapter.base_model else None):
         if folder is not None and (folder / "config.json").is_file():
-            return BaseShape.from_hparams(_mixtral_hparams(folder, adapter))
+            return _mixtral_hparams(folder, adapter).shape
     known = catalog_model_of_repo(adapter.base_model) if adapter.base_model else None
     if known is not None:
-        s = known.shape
-        return BaseShape(
-            s.hidden_size, s.ffn_size, s.n_layers, s.n_heads, s.n_kv_heads, s.head_dim, s.n_experts, vocab_size=None
-        )
+        # A catalog size stands for base and Instruct, whose vocabularies may differ: llama.cpp checks it.
+        return dataclasses.replace(known.shape, vocab_size=None)
     raise AdapterError(
         f"{adapter.path} was trained on {adapter.base_model or 'a model it does not name'}, "
         "whose shape mixtral does not know.",

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from ..base.atomic import atomic_path, check_writable, leftovers, scratch_path
 from ..base.errors import (
@@ -24,6 +23,7 @@ from ..base.errors import (
     OutputExistsError,
     QuantizationTypeError,
 )
+from ..base.progress import Progress
 from ..gguf_format.header import GGUFInfo, inspect_gguf, is_gguf
 from ..gguf_format.quant_types import DEFAULT_TYPE, QUANT_TYPES, QuantType, quant_type
 from .checkpoint import Checkpoint, open_checkpoint
@@ -37,14 +37,6 @@ _DISK_MARGIN = 256 * 2**20
 # core count; llama.cpp's quantizer reads about 13 MB/s of 16-bit GGUF per thread.
 _STREAM_BYTES_PER_S = 120e6
 _QUANTIZE_BYTES_PER_S_PER_THREAD = 13e6
-
-
-class Progress(Protocol):
-    """How the pipeline reports its stages; the CLI shows them as progress bars."""
-
-    def stage(self, description: str, total: int, *, unit: str = "bytes") -> None: ...
-
-    def advance(self, amount: int) -> None: ...
 
 
 class _NoProgress:

@@ -12,21 +12,34 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 from ..base.atomic import write_state
 from ..base.paths import mixtral_home
 from .layout import LayoutRates
 
-if TYPE_CHECKING:
-    from .model import Engine
-
 PROMPT_TOKENS = 128  # one batch: prompts are evaluated in batches, and the batch size sets the rate
 DECODE_TOKENS = 16
 _FIRST_ID = 1000  # ordinary pieces of both vocabularies; the rates do not depend on which ids
+
+
+class Measurable(Protocol):
+    """What calibration needs of an engine: a context to evaluate tokens in, emptied between runs."""
+
+    load_s: float  # seconds its model took to load
+    n_ctx: int
+
+    def reset_cache(self) -> None: ...
+
+    def time_evaluation(self, ids: Sequence[int], *, one_by_one: bool) -> float: ...
+
+    def close(self) -> None: ...
+
+
+EngineT = TypeVar("EngineT", bound=Measurable)
 
 
 def cache_path() -> Path:
@@ -81,7 +94,7 @@ def store_rates(key: str, rates: LayoutRates, *, on_notice: Callable[[str], None
     write_state(cache_path(), text, what="This machine's measured speeds for the model", on_notice=on_notice)
 
 
-def calibrate(plain: Engine, load_repacked: Callable[[], Engine]) -> tuple[LayoutRates, Engine]:
+def calibrate(plain: EngineT, load_repacked: Callable[[], EngineT]) -> tuple[LayoutRates, EngineT]:
     """Measure ``plain`` and a repacked engine of the same file; return the rates and the repacked engine."""
     plain_prompt, plain_decode = measure(plain)
     started = time.perf_counter()
@@ -95,7 +108,7 @@ def calibrate(plain: Engine, load_repacked: Callable[[], Engine]) -> tuple[Layou
     return LayoutRates(plain_prompt, plain_decode, repacked_prompt, repacked_decode, repack_load_s), repacked
 
 
-def measure(engine: Engine) -> tuple[float, float]:
+def measure(engine: Measurable) -> tuple[float, float]:
     """Prompt tokens per second (one batch) and decode tokens per second of an engine; its cache ends empty."""
     count = min(PROMPT_TOKENS, engine.n_ctx - DECODE_TOKENS - 1)
     ids = list(range(_FIRST_ID, _FIRST_ID + count + DECODE_TOKENS))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..base.errors import LimitError
+from ..base.units import format_bytes
 
 _F32 = 4
 _MIN_CTX = 512  # the least a capped context keeps
@@ -63,15 +64,12 @@ def check_context(
     fits = n_ctx
     while fits > 16 and shape.context_bytes(n_ctx=fits, n_batch=n_batch, flash_attn=flash_attn, n_seq=n_seq) > free:
         fits //= 2
+    needed_text, free_text = format_bytes(needed, digits=2), format_bytes(free, digits=2)
     raise LimitError(
-        f"A context of {n_ctx} tokens (batches of {min(n_batch, n_ctx)}) needs {_gib(needed)} of memory for its "
-        f"KV cache and compute buffers, but {_gib(free)} is available.",
+        f"A context of {n_ctx} tokens (batches of {min(n_batch, n_ctx)}) needs {needed_text} of memory for its "
+        f"KV cache and compute buffers, but {free_text} is available.",
         hint=f"Give a smaller --ctx-size ({fits} fits) or --batch-size.",
     )
-
-
-def _gib(n_bytes: int) -> str:
-    return f"{n_bytes / 2**30:.2f} GiB"
 
 
 def context_that_fits(wanted: int, *, bytes_per_token: int, free: int, model_bytes: int) -> int:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..base.errors import OptionsError, PlacementError
+from ..base.units import format_bytes
 from ..gguf_format.header import GGUFInfo
-from ..ui.progress import format_bytes
 from .devices import Device, DeviceKind
 from .options import KV_CACHE_TYPES, EngineOptions, kv_bytes_per_token
 from .placement import (

@@ -18,6 +18,19 @@ from . import logs
 from .devices import init_backend
 
 
+def json_schema_grammar(schema: str) -> str:
+    """The GBNF of a JSON schema, by llama-cpp-python's converter; what it cannot express is refused."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        return json_schema_to_gbnf(schema)
+    except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise OutputShapeError(
+            f"llama-cpp-python's schema converter cannot express this schema: {exc or type(exc).__name__}.",
+            hint="README.md lists the schema features it supports.",
+        ) from exc
+
+
 def check_grammar(path: Path, grammar: str, *, answer: str | None = None) -> int | None:
     """Raise OutputShapeError with llama.cpp's reason if ``grammar`` does not parse; else the fewest tokens
     of this model's vocabulary that spell ``answer`` (None without one)."""

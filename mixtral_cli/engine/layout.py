@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import Enum
 
+from ..base.units import format_bytes
 from .options import EngineOptions
 
 
@@ -57,11 +58,10 @@ class Memory:
         return self.available is not None and self.needed <= self.available
 
     def describe(self) -> str:
-        gib = 2**30
-        available = f"{self.available / gib:.1f} GiB" if self.available is not None else "unknown"
+        available = format_bytes(self.available) if self.available is not None else "unknown"
         return (
-            f"both layouts need {self.needed / gib:.1f} GiB (2 x {self.model_bytes / gib:.1f} GiB weights "
-            f"+ 2 x {self.kv_bytes / gib:.2f} GiB KV cache), {available} available"
+            f"both layouts need {format_bytes(self.needed)} (2 x {format_bytes(self.model_bytes)} weights "
+            f"+ 2 x {format_bytes(self.kv_bytes, digits=2)} KV cache), {available} available"
         )
 
 

@@ -8,29 +8,28 @@ from pathlib import Path
 from ..base.errors import MixtralError
 from ..gguf_format.naming import ANY_NAMING, DASH_NAMING, DOT_NAMING, GGUFNaming
 from ..gguf_format.quant_types import normalize_quant
+from .shape import MixtralShape
 
-
-@dataclass(frozen=True)
-class MixtralShape:
-    """What memory planning needs of a model size (shared/reference/models.md)."""
-
-    total_params: float
-    active_params: float
-    n_layers: int
-    n_kv_heads: int
-    head_dim: int
-    context: int
-    hidden_size: int
-    n_heads: int
-    ffn_size: int  # one expert's
-    n_experts: int = 8
-
-
+# The two sizes (shared/reference/models.md): 46.7B and 141B parameters, 12.9B and 39B active per token.
 SHAPE_8X7B = MixtralShape(
-    46.7e9, 12.9e9, n_layers=32, n_kv_heads=8, head_dim=128, context=32768, hidden_size=4096, n_heads=32, ffn_size=14336
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_layers=32,
+    num_heads=32,
+    num_kv_heads=8,
+    head_dim=128,
+    vocab_size=32000,
 )
+# The Instruct's vocabulary (v3); the base's has 32000, which changes the parameter count by 0.005%.
 SHAPE_8X22B = MixtralShape(
-    141e9, 39e9, n_layers=56, n_kv_heads=8, head_dim=128, context=65536, hidden_size=6144, n_heads=48, ffn_size=16384
+    hidden_size=6144,
+    intermediate_size=16384,
+    num_layers=56,
+    num_heads=48,
+    num_kv_heads=8,
+    head_dim=128,
+    context_length=65536,
+    vocab_size=32768,
 )
 
 
@@ -53,7 +52,7 @@ class CatalogModel:
 
     @property
     def checkpoint_bytes(self) -> int:
-        return int(self.shape.total_params * 2)  # bf16
+        return self.shape.parameter_count() * 2  # bf16
 
 
 # File names from public listings of the real repos (shared/reference/models.md).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..sources.hub import HubError
+from ..base.errors import HubError
 from .quant_types import normalize_quant
 
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})$")

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..base.bounds import MAX_WAIT_S
 from ..base.errors import MixtralError, ServerBusyError, ServerStoppedError
 
 if TYPE_CHECKING:
@@ -318,7 +319,6 @@ class _Running:
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}
-MAX_WAIT_S = threading.TIMEOUT_MAX  # the longest wait a lock or queue takes here: past it they overflow
 
 
 def parse_keep_alive(text: str) -> float | None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..base.atomic import locked
 from ..base.paths import mixtral_home
-from ..convert.pipeline import Progress, quantize_model
+from ..base.progress import Progress
+from ..convert.pipeline import quantize_model
 from .tiny_model import TinyMixtralSpec, build_tiny_mixtral
 
 DEMO_NAME = "tiny"

@@ -22,7 +22,7 @@ from ..base.errors import HubError, MixtralError, OutputPathError
 from ..base.paths import mixtral_home
 
 if TYPE_CHECKING:
-    from ..convert.pipeline import Progress
+    from ..base.progress import Progress
 
 # OS errors of the local disk, never of the connection.
 _LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}

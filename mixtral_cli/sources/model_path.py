@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ..base.errors import ModelNotFoundError
 
 if TYPE_CHECKING:
-    from ..convert.pipeline import Progress
+    from ..base.progress import Progress
     from ..engine.options import LoraSpec
 
 MODEL_ENV = "MIXTRAL_MODEL"

@@ -12,20 +12,20 @@ import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ..base.atomic import atomic_folder
 from ..base.bounds import INT32_MAX, Bound
 from ..base.errors import DiskSpaceError, InvalidShapeError, LimitError
-from ..base.system import available_memory
-from ..convert.safetensors import float32_to_bf16_bits, write_file
+from ..base.units import format_bytes
+from ..family.shape import MixtralShape
 from ..gguf_format.hparams import MAX_EXPERTS, MAX_LAYERS
 
 if TYPE_CHECKING:
     import numpy as np
 
+# What writes a model (atomic folders, safetensors, the package's data) is imported when one is built:
+# `mixtral --help` imports this module for SHAPE_BOUNDS alone.
 TokenizerVersion = Literal["v1", "v3"]
 _BF16, _FLOAT64 = 2, 8
 
@@ -67,7 +67,8 @@ SHAPE_BOUNDS = {
 
 @dataclass(frozen=True)
 class TinyMixtralSpec:
-    """The shape of a tiny Mixtral; the defaults keep every matrix a multiple of 256 for k-quants."""
+    """A tiny Mixtral to build: its shape (``shape``, spelled as MixtralShape spells it) and how to write it.
+    The defaults keep every matrix a multiple of 256 for k-quants."""
 
     tokenizer: TokenizerVersion = "v1"
     hidden_size: int = 256
@@ -77,21 +78,41 @@ class TinyMixtralSpec:
     experts_per_token: int = 2
     num_heads: int = 8
     num_kv_heads: int = 2
-    max_position_embeddings: int = 32768
+    context_length: int = 32768
     rope_theta: float = 1e6
     rms_norm_eps: float = 1e-5
     seed: int = 0
     shards: int = 1
     instruct: bool = False  # True: tokenizer_config.json carries the chat template, as an Instruct repo's does
 
+    @property
+    def shape(self) -> MixtralShape:
+        """The shape it is built to: heads of equal size, the tokenizer's vocabulary."""
+        return MixtralShape(
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            num_kv_heads=self.num_kv_heads,
+            head_dim=self.hidden_size // self.num_heads,
+            num_experts=self.num_experts,
+            experts_per_token=self.experts_per_token,
+            context_length=self.context_length,
+            vocab_size=VOCAB_SIZES[self.tokenizer],
+        )
+
 
 def tokenizer_model_path(version: TokenizerVersion) -> Path:
     """The real SentencePiece model of a tokenizer version, as shipped in this package."""
+    from importlib import resources
+
     return Path(str(resources.files("mixtral_cli") / "data" / TOKENIZER_FILES[version]))
 
 
 def build_tiny_mixtral(directory: Path, spec: TinyMixtralSpec = TinyMixtralSpec()) -> Path:
     """Write a random Mixtral checkpoint into ``directory``; the same spec always gives the same bytes."""
+    from ..base.atomic import atomic_folder
+
     head_dim, odd_heads = divmod(spec.hidden_size, spec.num_heads)
     if odd_heads or head_dim % 2 or spec.num_heads % spec.num_kv_heads:
         raise InvalidShapeError(
@@ -109,19 +130,19 @@ def build_tiny_mixtral(directory: Path, spec: TinyMixtralSpec = TinyMixtralSpec(
             f"{spec.shards} shards for {_tensor_count(spec)} tensors would leave shards empty.",
             hint=f"Give --shards {_tensor_count(spec)} or fewer.",
         )
-    vocab_size = VOCAB_SIZES[spec.tokenizer]
-    _check_room(directory, spec, vocab_size)
+    shape = spec.shape
+    _check_room(directory, shape, shards=spec.shards)
     # Written aside and moved in when whole: a shape too large for memory or disk leaves nothing behind.
     with atomic_folder(directory) as building:
-        _write_json(building / "config.json", _config(spec, vocab_size))
+        _write_json(building / "config.json", _config(spec, shape))
         _write_json(building / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2})
-        _write_json(building / "tokenizer_config.json", _tokenizer_config(vocab_size, instruct=spec.instruct))
+        _write_json(building / "tokenizer_config.json", _tokenizer_config(shape.vocab_size, instruct=spec.instruct))
         _write_json(
             building / "special_tokens_map.json", {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
         )
         (building / "tokenizer.model").write_bytes(tokenizer_model_path(spec.tokenizer).read_bytes())
         try:
-            _write_weights(building, spec, _random_weights(spec, vocab_size))
+            _write_weights(building, spec, _random_weights(shape, seed=spec.seed))
         except MemoryError as exc:
             raise InvalidShapeError(
                 f"A tiny Mixtral of this shape cannot be allocated: {exc}.", hint="Choose smaller sizes."
@@ -129,7 +150,7 @@ def build_tiny_mixtral(directory: Path, spec: TinyMixtralSpec = TinyMixtralSpec(
     return directory
 
 
-def _config(spec: TinyMixtralSpec, vocab_size: int) -> dict[str, object]:
+def _config(spec: TinyMixtralSpec, shape: MixtralShape) -> dict[str, object]:
     # Key for key as mistralai/Mixtral-8x7B-v0.1 has it, with the tiny shape.
     return {
         "architectures": ["MixtralForCausalLM"],
@@ -137,16 +158,16 @@ def _config(spec: TinyMixtralSpec, vocab_size: int) -> dict[str, object]:
         "bos_token_id": 1,
         "eos_token_id": 2,
         "hidden_act": "silu",
-        "hidden_size": spec.hidden_size,
+        "hidden_size": shape.hidden_size,
         "initializer_range": 0.02,
-        "intermediate_size": spec.intermediate_size,
-        "max_position_embeddings": spec.max_position_embeddings,
+        "intermediate_size": shape.intermediate_size,
+        "max_position_embeddings": shape.context_length,
         "model_type": "mixtral",
-        "num_attention_heads": spec.num_heads,
-        "num_experts_per_tok": spec.experts_per_token,
-        "num_hidden_layers": spec.num_layers,
-        "num_key_value_heads": spec.num_kv_heads,
-        "num_local_experts": spec.num_experts,
+        "num_attention_heads": shape.num_heads,
+        "num_experts_per_tok": shape.experts_per_token,
+        "num_hidden_layers": shape.num_layers,
+        "num_key_value_heads": shape.num_kv_heads,
+        "num_local_experts": shape.num_experts,
         "output_router_logits": False,
         "rms_norm_eps": spec.rms_norm_eps,
         "rope_theta": spec.rope_theta,
@@ -156,7 +177,7 @@ def _config(spec: TinyMixtralSpec, vocab_size: int) -> dict[str, object]:
         "torch_dtype": "bfloat16",
         "transformers_version": "4.36.0.dev0",
         "use_cache": True,
-        "vocab_size": vocab_size,
+        "vocab_size": shape.vocab_size,
     }
 
 
@@ -183,13 +204,15 @@ def _tokenizer_config(vocab_size: int, *, instruct: bool) -> dict[str, object]:
     }
 
 
-def _random_weights(spec: TinyMixtralSpec, vocab_size: int) -> Iterator[tuple[str, np.ndarray]]:
+def _random_weights(shape: MixtralShape, *, seed: int) -> Iterator[tuple[str, np.ndarray]]:
     """Every tensor as BF16 bits, in the checkpoint's order, one at a time (an 8x7B-shaped layer is 2.8 GB)."""
     import numpy as np
 
-    rng = np.random.default_rng(spec.seed)
-    head_dim = spec.hidden_size // spec.num_heads
-    h, ffn = spec.hidden_size, spec.intermediate_size
+    from ..convert.safetensors import float32_to_bf16_bits
+
+    rng = np.random.default_rng(seed)
+    head_dim, vocab_size = shape.head_dim, shape.vocab_size
+    h, ffn = shape.hidden_size, shape.intermediate_size
 
     def linear(rows: int, cols: int) -> np.ndarray:
         # 1/sqrt(fan_in) keeps activations and logits near unit scale through the layers.
@@ -200,16 +223,16 @@ def _random_weights(spec: TinyMixtralSpec, vocab_size: int) -> Iterator[tuple[st
         return float32_to_bf16_bits(1.0 + rng.normal(0.0, 0.1, size=h))
 
     yield "model.embed_tokens.weight", float32_to_bf16_bits(rng.normal(0.0, 1.0, size=(vocab_size, h)))
-    for n in range(spec.num_layers):
+    for n in range(shape.num_layers):
         p = f"model.layers.{n}."
         yield p + "input_layernorm.weight", norm()
-        yield p + "self_attn.q_proj.weight", linear(spec.num_heads * head_dim, h)
-        yield p + "self_attn.k_proj.weight", linear(spec.num_kv_heads * head_dim, h)
-        yield p + "self_attn.v_proj.weight", linear(spec.num_kv_heads * head_dim, h)
-        yield p + "self_attn.o_proj.weight", linear(h, spec.num_heads * head_dim)
+        yield p + "self_attn.q_proj.weight", linear(shape.num_heads * head_dim, h)
+        yield p + "self_attn.k_proj.weight", linear(shape.num_kv_heads * head_dim, h)
+        yield p + "self_attn.v_proj.weight", linear(shape.num_kv_heads * head_dim, h)
+        yield p + "self_attn.o_proj.weight", linear(h, shape.num_heads * head_dim)
         yield p + "post_attention_layernorm.weight", norm()
-        yield p + "block_sparse_moe.gate.weight", linear(spec.num_experts, h)
-        for e in range(spec.num_experts):
+        yield p + "block_sparse_moe.gate.weight", linear(shape.num_experts, h)
+        for e in range(shape.num_experts):
             q = f"{p}block_sparse_moe.experts.{e}."
             yield q + "w1.weight", linear(ffn, h)
             yield q + "w2.weight", linear(h, ffn)
@@ -218,19 +241,19 @@ def _random_weights(spec: TinyMixtralSpec, vocab_size: int) -> Iterator[tuple[st
     yield "lm_head.weight", linear(vocab_size, h)
 
 
-def _check_room(directory: Path, spec: TinyMixtralSpec, vocab_size: int) -> None:
+def _check_room(directory: Path, shape: MixtralShape, *, shards: int) -> None:
     """Refuse a shape whose weights this machine cannot hold while writing them, or its disk cannot store."""
-    h, ffn, head_dim = spec.hidden_size, spec.intermediate_size, spec.hidden_size // spec.num_heads
-    per_layer = h * head_dim * 2 * (spec.num_heads + spec.num_kv_heads) + spec.num_experts * (3 * ffn * h + h) + 2 * h
-    n_params = 2 * vocab_size * h + spec.num_layers * per_layer + h
-    largest = max(vocab_size * h, ffn * h, spec.num_heads * head_dim * h)
+    from ..base.system import available_memory
+
+    h, n_params = shape.hidden_size, shape.parameter_count()
+    largest = max(shape.vocab_size * h, shape.intermediate_size * h, shape.num_heads * shape.head_dim * h)
     # A shard's tensors are held as bf16 until written; each is drawn in float64, then converted.
-    needed_memory = -(-n_params // spec.shards) * _BF16 + largest * (_BF16 + 2 * _FLOAT64)
+    needed_memory = -(-n_params // shards) * _BF16 + largest * (_BF16 + 2 * _FLOAT64)
     free_memory = available_memory()
     if free_memory is not None and needed_memory > free_memory:
         raise LimitError(
-            f"Writing this checkpoint takes about {needed_memory / 2**30:.2f} GiB of memory, but "
-            f"{free_memory / 2**30:.2f} GiB is available.",
+            f"Writing this checkpoint takes about {format_bytes(needed_memory, digits=2)} of memory, but "
+            f"{format_bytes(free_memory, digits=2)} is available.",
             hint="Choose smaller sizes, or split the weights with more --shards.",
         )
     folder = next((p for p in (directory, *directory.parents) if p.exists()), Path.cwd())
@@ -244,6 +267,8 @@ def _tensor_count(spec: TinyMixtralSpec) -> int:
 
 
 def _write_weights(directory: Path, spec: TinyMixtralSpec, weights: Iterator[tuple[str, np.ndarray]]) -> None:
+    from ..convert.safetensors import write_file
+
     if spec.shards <= 1:
         bf16 = {name: ("BF16", array) for name, array in weights}
         write_file(directory / "model.safetensors", bf16, metadata={"format": "pt"})

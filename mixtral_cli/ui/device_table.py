@@ -6,8 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..base.units import format_bytes
 from .console import stderr_console, stdout_console
-from .progress import format_bytes
 from .table import print_rows
 
 if TYPE_CHECKING:

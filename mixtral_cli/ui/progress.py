@@ -7,22 +7,15 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from ..base.units import format_bytes
 from .console import stderr_console
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
 
-def format_bytes(n_bytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n_bytes < 1024 or unit == "GiB":
-            return f"{n_bytes:.1f} {unit}" if unit != "B" else f"{n_bytes:.0f} B"
-        n_bytes /= 1024
-    raise AssertionError("unreachable")
-
-
 class StageProgress:
-    """One bar per stage; implements ``mixtral_cli.convert.pipeline.Progress``. Use as a context manager.
+    """One bar per stage; implements ``mixtral_cli.base.progress.Progress``. Use as a context manager.
 
     When stderr is not a terminal (a log file, CI), each stage is one plain line instead of a live bar.
     """

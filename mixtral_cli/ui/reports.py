@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..base.units import format_bytes
 from .console import stderr_console
-from .progress import format_bytes
 
 if TYPE_CHECKING:
     from ..convert.pipeline import QuantizeResult
-    from ..sources.pull import Available, PullPlan
+    from ..sources.pull_plan import Available, PullPlan
 
 
 def print_quantize_summary(result: QuantizeResult) -> None:
