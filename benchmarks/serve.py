@@ -29,10 +29,10 @@ from pathlib import Path
 
 from common import measure, shaped_8x7b_model
 
+from mixtral_cli.answer.request import AnswerRequest
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions, SamplingOptions
 from mixtral_cli.serve.client import ServerClient
-from mixtral_cli.serve.work import CompletionWork
 
 PROMPT = "Write one line about experts number {i}."
 
@@ -66,19 +66,18 @@ def loop_of_calls(model: Path, url: str | None, *, calls: int, tokens: int, thre
 
 
 def first_token_here(engine: Engine, i: int, sampling: SamplingOptions) -> float:
-    from mixtral_cli.answer.job import start_answer
+    from mixtral_cli.answer.job import AnswerJob
 
     engine.reset_cache()
     started = time.perf_counter()
-    generation, _ = start_answer(engine, PROMPT.format(i=i) * 8, sampling)
-    next(iter(generation))
+    next(AnswerJob(AnswerRequest(PROMPT.format(i=i) * 8, sampling), model_path=engine.path).run(engine))
     return time.perf_counter() - started
 
 
 def first_token_served(client: ServerClient, i: int, sampling: SamplingOptions) -> tuple[float, float]:
     """Seconds to the first token through the server, and of those the server's own prompt evaluation."""
     started = time.perf_counter()
-    answer = client.complete(CompletionWork(prompt=PROMPT.format(i=i) * 8, sampling=sampling))
+    answer = client.complete(AnswerRequest(prompt=PROMPT.format(i=i) * 8, sampling=sampling))
     next(answer)
     elapsed = time.perf_counter() - started
     done = [item for item in answer if not isinstance(item, str)]
@@ -91,7 +90,7 @@ def tokens_per_second(url: str, clients: int, tokens: int) -> float:
     answered = [0] * clients
 
     def ask(k: int) -> None:
-        for item in ServerClient(url).complete(CompletionWork(prompt=PROMPT.format(i=100 + k), sampling=sampling)):
+        for item in ServerClient(url).complete(AnswerRequest(prompt=PROMPT.format(i=100 + k), sampling=sampling)):
             if not isinstance(item, str):
                 answered[k] = item.stats.completion_tokens
 

@@ -11,20 +11,22 @@ input's index (``[{"0": "first answer", "1": "second answer"}]``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..base.errors import InvalidRequestError, MixtralError
 from ..base.textinput import parse_json
 from ..engine.options import OPTION_BOUNDS, SamplingOptions
-from ..family.prompt_ids import Message, messages_from_dicts
+from ..family.prompt_ids import Message, PromptMode, messages_from_dicts
+from .job import AnswerJob
+from .request import AnswerEnd, AnswerRequest
 from .response_shape import ResponseShape
-from .shapes import OutputShape, finish_answer, schema_shape
+from .shapes import OutputShape, schema_shape
 
 if TYPE_CHECKING:
     from ..engine.model import Engine
-    from ..family.prompt_ids import PromptMode
 
 
 def card_response_shape(model_name: str | None) -> ResponseShape:
@@ -117,28 +119,44 @@ def _number(parameters: dict, key: str, kind: type, *, option: str) -> int | flo
     return kind(value)
 
 
-def answer_request(
-    engine: Engine,
-    request: ModelCardRequest,
-    sampling: SamplingOptions,
-    *,
-    mode: PromptMode,
-    system: str | None,
-    shape: OutputShape | None,
-    shown: OutputShape | None,
-) -> list[str]:
-    """Each input's answer, in order; ``sampling`` already carries the request's parameters and shape."""
-    from .job import start_answer
+class CardJob:
+    """A model-card request's answers, input after input, each by the same answer job: the text chunks as
+    they come, then the list of answers in input order. A shaped answer that cannot be printed raises."""
 
-    outputs = []
-    for index, source in enumerate(request.inputs):
-        prompt = list(source) if isinstance(source, tuple) else source
-        generation, _ = start_answer(engine, prompt, sampling, mode=mode, system=system, shown=shown)
-        generated = "".join(generation)
-        if shape is not None:
-            generated = finish_answer(shape, generated, generation.stats, sampling)
-        outputs.append(request.full_text(index, generated))
-    return outputs
+    def __init__(
+        self,
+        request: ModelCardRequest,
+        sampling: SamplingOptions,
+        *,
+        model_path: Path,
+        shape: OutputShape | None = None,
+        mode: PromptMode = PromptMode.AUTO,
+        system: str | None = None,
+        describe_shape: bool = True,
+    ) -> None:
+        """``sampling``: the defaults the request's parameters override; ``shape``: unless the request has one."""
+        self.request = request
+        answer = AnswerRequest(
+            prompt=request.inputs[0],
+            sampling=request.sampling(sampling),
+            mode=mode,
+            system=system,
+            shape=request.output_shape() or shape,
+            describe_shape=describe_shape,
+        )
+        self.job = AnswerJob(answer, model_path=model_path)
+
+    def run(self, engine: Engine) -> Iterator[str | list[str]]:
+        outputs = []
+        for index, source in enumerate(self.request.inputs):
+            for item in self.job.with_prompt(source).run(engine):
+                if not isinstance(item, AnswerEnd):
+                    yield item
+                elif item.error is not None:
+                    raise item.error
+                else:
+                    outputs.append(self.request.full_text(index, item.answer))
+        yield outputs
 
 
 def render_response(outputs: Sequence[str], shape: ResponseShape = ResponseShape.PER_INPUT) -> str:

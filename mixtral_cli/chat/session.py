@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
-from ..answer.shapes import OutputShape, constrained_sampling, with_instruction
+from ..answer.job import answer_sampling, bounded_by_context
+from ..answer.shapes import OutputShape, with_instruction
 from ..base.atomic import locked
 from ..base.errors import ChatError, ContextOverflowError, OutputPathError
 from ..base.paths import mixtral_home
@@ -222,9 +223,9 @@ class ChatSession:
 
     def set_shape(self, shape: OutputShape | None) -> None:
         """Constrain every answer to ``shape`` (None: free answers), checked against the model's vocabulary."""
-        grammar = constrained_sampling(self.engine.info.path, shape, self.sampling).grammar if shape else None
+        sampling = answer_sampling(self.engine.info.path, shape, replace(self.sampling, grammar=None))
         self.transcript.shape = shape
-        self.set_sampling(grammar=grammar)
+        self.set_sampling(grammar=sampling.grammar)
 
     def autosave(self) -> None:
         self.transcript.save(self.autosave_path)
@@ -235,7 +236,8 @@ class ChatSession:
         """Fit the conversation (its last message a question) and start the answer; undone on failure."""
         try:
             prompt_ids, left_out = self._fit()
-            generation = self.engine.generate(prompt_ids, self.sampling, answer=True)
+            sampling = bounded_by_context(self.sampling, self.engine.n_ctx)
+            generation = self.engine.generate(prompt_ids, sampling, answer=True)
         except BaseException:
             self._restore(replaced)
             raise

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 
-from ..answer.shapes import finish_answer
 from ..engine.options import EngineOptions, SamplingOptions
 from .options import ModelOption, ResponseShapeOption, ServerOption, SystemOption, runs_a_model
 
@@ -87,127 +87,123 @@ def complete(
         mixtral complete -m model.gguf --json-schema person.json "Who wrote Faust?" | jq .name
         mixtral complete -m model.gguf --choice positive,negative,neutral "Sentiment: I love it!"
     """
-    from ..answer.card_request import parse_request
-    from ..answer.shapes import output_shape, read_source
-    from ..base.errors import MixtralError
-    from ..base.textinput import MAX_TEXT_BYTES
+    from ..answer.request import AnswerRequest
+    from ..answer.shapes import output_shape
     from ..family.prompt_ids import PromptMode
-    from ..serve.work import CompletionWork
 
     if raw and chat:
         raise typer.BadParameter("--raw and --chat exclude each other.", param_hint="--raw/--chat")
     if request_file is not None and prompt is not None:
         raise typer.BadParameter("give either a prompt or --request, not both.", param_hint="--request")
-    mode = PromptMode.RAW if raw else PromptMode.CHAT if chat else PromptMode.AUTO
-    shape = output_shape(json_schema=json_schema, json_object=json_object, grammar=grammar, choice=choice)
-    if request_file is not None:
-        request_text = read_source(request_file, "request", error=MixtralError, limit=MAX_TEXT_BYTES)
-        if server is not None:
-            from ..serve.client import ServerClient
-
-            # The scoring route takes the request alone: options it cannot carry are refused, not dropped.
-            local_only = {"--raw": raw, "--chat": chat, "--system": system, "--no-schema-prompt": no_schema_prompt}
-            local_only |= {"a sampling option": sampling != SamplingOptions(), "an output shape": shape is not None}
-            given = [name for name, used in local_only.items() if used]
-            if given:
-                raise typer.BadParameter(
-                    f"with --server, the request's own parameters apply; {', '.join(given)} cannot go with it.",
-                    param_hint="--request",
-                )
-            shape_name = response_shape.value if response_shape else None
-            typer.echo(ServerClient(server).score(request_text, shape=shape_name))
-            return
-        _answer_request(
-            parse_request(request_text), model, engine_options, sampling, mode, system, shape, no_schema_prompt,
-            response_shape,
-        )  # fmt: skip
-        return
-    work = CompletionWork(
-        prompt=_read_prompt(prompt),
+    request = AnswerRequest(
+        prompt="",  # read below, once the options are known to be right; a --request brings its own inputs
         sampling=sampling,
-        mode=mode,
+        mode=PromptMode.RAW if raw else PromptMode.CHAT if chat else PromptMode.AUTO,
         system=system,
-        shape=shape,
+        shape=output_shape(json_schema=json_schema, json_object=json_object, grammar=grammar, choice=choice),
         describe_shape=not no_schema_prompt,
     )
-    if server is not None:
-        _complete_on_server(server, work, json_output=json_output)
+    if request_file is not None and server is not None:
+        _score_on_server(server, request_file, request, response_shape)
+    elif request_file is not None:
+        _answer_card_request(request_file, request, model, engine_options, response_shape)
+    elif server is not None:
+        from ..serve.client import ServerClient
+
+        request = replace(request, prompt=_read_prompt(prompt))
+        _print_answer(ServerClient(server).complete(request), request, json_output=json_output)
     else:
-        _complete_here(model, engine_options, work, json_output=json_output)
+        _complete_here(replace(request, prompt=_read_prompt(prompt)), model, engine_options, json_output=json_output)
 
 
-def _complete_here(model, engine_options, work, *, json_output) -> None:  # noqa: ANN001
-    from ..answer.job import start_answer
-    from ..answer.report import completion_report
-    from ..answer.shapes import constrained_sampling
-    from ..engine.model import Engine
-    from ..ui.console import print_notice
+def _complete_here(request, model, engine_options, *, json_output) -> None:  # noqa: ANN001
+    from ..answer.job import AnswerJob
 
     model_file = _model_file(model)
-    sampling = constrained_sampling(model_file.path, work.shape, work.sampling) if work.shape else work.sampling
-    shown = work.shape if work.describe_shape else None
-    with Engine(model_file.path, engine_options, on_notice=print_notice, pulled_as=model_file.pulled_as) as engine:
-        generation, chat = start_answer(engine, work.prompt, sampling, mode=work.mode, system=work.system, shown=shown)
-
-        def report():  # noqa: ANN202
-            return completion_report(engine, generation.stats, chat=chat)
-
-        _print_answer(generation, lambda: generation.stats, report, sampling, shape=work.shape, json_output=json_output)
+    job = AnswerJob(request, model_path=model_file.path)  # a shape the model cannot take is refused before it loads
+    with _engine(model_file, engine_options) as engine:
+        _print_answer(job.run(engine), request, json_output=json_output)
 
 
-def _complete_on_server(url: str, work, *, json_output: bool) -> None:  # noqa: ANN001
-    from ..serve.client import ServerClient
-    from ..serve.work import CompletionDone
+def _print_answer(items, request, *, json_output: bool) -> None:  # noqa: ANN001 - Iterator[str | AnswerEnd]
+    """Stream the text, or print the answer once it is finished (with the --json object); an answer that may
+    not be printed raises its error, after its --json object."""
+    from ..answer.report import completion_json
+    from ..answer.request import AnswerEnd
+    from ..ui.stream import stream_text
 
-    done: list[CompletionDone] = []
+    ends: list[AnswerEnd] = []
 
     def chunks():  # noqa: ANN202
-        for item in ServerClient(url).complete(work):
-            if isinstance(item, CompletionDone):
-                done.append(item)
+        for item in items:
+            if isinstance(item, AnswerEnd):
+                ends.append(item)
             else:
                 yield item
 
-    stats, report = (lambda: done[0].stats), (lambda: done[0].report)
-    _print_answer(chunks(), stats, report, work.sampling, shape=work.shape, json_output=json_output)
-
-
-def _print_answer(chunks, stats, report, sampling, *, shape, json_output) -> None:  # noqa: ANN001
-    """Stream the text, or print the finished answer (the --json object with it); ``stats`` and ``report`` are
-    read once the chunks are done."""
-    from ..answer.report import completion_json
-    from ..base.errors import AnswerCutError
-    from ..ui.stream import stream_text
-
-    if shape is None and not json_output:
-        stream_text(chunks)
+    if request.shape is None and not json_output:
+        stream_text(chunks())
         return
-    generated = "".join(chunks)
-    try:
-        answer = generated if shape is None else finish_answer(shape, generated, stats(), sampling)
-    except AnswerCutError:
-        if json_output:
-            typer.echo(completion_json(generated, report()))
-        raise
-    typer.echo(completion_json(answer, report()) if json_output else answer)
+    text = "".join(chunks())
+    (end,) = ends
+    if json_output:
+        typer.echo(completion_json(text if end.answer is None else end.answer, end.report))
+    if end.error is not None:
+        raise end.error
+    if not json_output:
+        typer.echo(end.answer)
 
 
-def _answer_request(request, model, engine_options, sampling, mode, system, shape, no_schema_prompt, response_shape):  # noqa: ANN001, PLR0913
-    from ..answer.card_request import answer_request, card_response_shape, render_response
-    from ..answer.shapes import constrained_sampling
+def _score_on_server(url: str, request_file: str, request, response_shape) -> None:  # noqa: ANN001
+    from ..serve.client import ServerClient
+
+    # The scoring route takes the request alone: options it cannot carry are refused, not dropped.
+    local_only = {"--raw": request.mode.value == "raw", "--chat": request.mode.value == "chat"}
+    local_only |= {"--system": request.system, "--no-schema-prompt": not request.describe_shape}
+    local_only |= {"a sampling option": request.sampling != SamplingOptions(), "an output shape": request.shape}
+    given = [name for name, used in local_only.items() if used]
+    if given:
+        raise typer.BadParameter(
+            f"with --server, the request's own parameters apply; {', '.join(given)} cannot go with it.",
+            param_hint="--request",
+        )
+    shape_name = response_shape.value if response_shape else None
+    typer.echo(ServerClient(url).score(_read_request(request_file), shape=shape_name))
+
+
+def _answer_card_request(request_file: str, request, model, engine_options, response_shape) -> None:  # noqa: ANN001
+    from ..answer.card_request import CardJob, card_response_shape, parse_request, render_response
+
+    card_request = parse_request(_read_request(request_file))
+    model_file = _model_file(model)
+    job = CardJob(
+        card_request,
+        request.sampling,
+        model_path=model_file.path,
+        shape=request.shape,
+        mode=request.mode,
+        system=request.system,
+        describe_shape=request.describe_shape,
+    )
+    with _engine(model_file, engine_options) as engine:
+        *_, outputs = job.run(engine)
+    pulled_name = model_file.pulled_as[0] if model_file.pulled_as else model
+    typer.echo(render_response(outputs, response_shape or card_response_shape(pulled_name)))
+
+
+def _read_request(source: str) -> str:
+    from ..answer.shapes import read_source
+    from ..base.errors import MixtralError
+    from ..base.textinput import MAX_TEXT_BYTES
+
+    return read_source(source, "request", error=MixtralError, limit=MAX_TEXT_BYTES)
+
+
+def _engine(model_file, engine_options):  # noqa: ANN001, ANN202 - Engine
     from ..engine.model import Engine
     from ..ui.console import print_notice
 
-    shape = request.output_shape() or shape
-    sampling = request.sampling(sampling)
-    model_file = _model_file(model)
-    if shape is not None:
-        sampling = constrained_sampling(model_file.path, shape, sampling)
-    shown = None if no_schema_prompt else shape
-    with Engine(model_file.path, engine_options, on_notice=print_notice, pulled_as=model_file.pulled_as) as engine:
-        outputs = answer_request(engine, request, sampling, mode=mode, system=system, shape=shape, shown=shown)
-    pulled_name = model_file.pulled_as[0] if model_file.pulled_as else model
-    typer.echo(render_response(outputs, response_shape or card_response_shape(pulled_name)))
+    return Engine(model_file.path, engine_options, on_notice=print_notice, pulled_as=model_file.pulled_as)
 
 
 def _model_file(model: str | None):  # noqa: ANN202 - ModelFile

@@ -10,9 +10,8 @@ import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -21,8 +20,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import __version__
-from ..answer.card_request import ResponseShape, parse_request, render_response
-from ..answer.shapes import OutputShape
+from ..answer.card_request import CardJob, ResponseShape, parse_request, render_response
+from ..answer.job import AnswerJob
+from ..answer.request import AnswerEnd, AnswerRequest
 from ..base.errors import (
     ContextOverflowError,
     InvalidConversationError,
@@ -41,10 +41,8 @@ from .work import (
     GENERATE_ROUTE,
     IDS_ROUTE,
     MODEL_ROUTE,
-    CompletionDone,
-    CompletionWork,
-    answer_card_request,
-    complete,
+    end_body,
+    error_body,
     generate,
     ids_of,
     parse_completion_body,
@@ -70,11 +68,6 @@ class ServeConfig:
 
 class _BodyTooLarge(Exception):
     pass
-
-
-def error_body(exc: MixtralError) -> dict[str, Any]:
-    """An error as OpenAI's clients read it, with what `--server` needs to report it as if it happened locally."""
-    return {"message": exc.message, "type": type(exc).__name__, "hint": exc.hint, "exit_code": exc.exit_code}
 
 
 def create_app(host: ModelHost, config: ServeConfig) -> Starlette:
@@ -148,18 +141,9 @@ class _Handlers:
             raise InvalidRequestError(f"The request body is not UTF-8 text (byte {exc.start}).") from exc
         return parse_json(text, "The request body", error=InvalidRequestError)
 
-    async def _sampling(self, sampling: SamplingOptions, shape: OutputShape | None) -> SamplingOptions:
-        """A request's sampling, bounded by the context, with its shape's grammar once llama.cpp has parsed it."""
-        from dataclasses import replace
-
-        from ..answer.shapes import constrained_sampling
-
-        if self.host.n_ctx and sampling.max_tokens > self.host.n_ctx:
-            # No answer outgrows the context: a larger budget would end the same way, so it is clipped.
-            sampling = replace(sampling, max_tokens=self.host.n_ctx)
-        if shape is None:
-            return sampling
-        return await run_in_threadpool(constrained_sampling, self.config.model_path, shape, sampling)
+    async def _answer_job(self, answer: AnswerRequest) -> AnswerJob:
+        """The job that answers ``answer``; off the event loop, as checking a shape reads the model's vocabulary."""
+        return await run_in_threadpool(lambda: AnswerJob(answer, model_path=self.config.model_path))
 
     async def _start(self, request: Request, work: Callable) -> Job:  # noqa: ANN001
         job = self.host.submit(work)
@@ -197,28 +181,27 @@ class _Handlers:
         return await self._openai(request, parse_text_request(await self._json(request), self.config.sampling))
 
     async def _openai(self, request: Request, parsed: OpenAIRequest) -> Response:
-        work = parsed.work
-        sampling = await self._sampling(work.sampling, work.shape)
-        job = await self._start(request, complete(work, sampling))
-        answer = Answer(chat=work.mode.value == "chat", model=self.config.model_id)
+        answer_job = await self._answer_job(parsed.answer)
+        job = await self._start(request, answer_job.run)
+        answer = Answer(chat=parsed.answer.mode.value == "chat", model=self.config.model_id)
         if parsed.stream:
-            events = self._openai_events(job, answer, request, work, parsed.include_usage)
+            events = self._openai_events(job, answer, request, parsed.answer.prompt, parsed.include_usage)
             return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        parts, done = await self._collect(job, request)
+        parts, end = await self._collect(job, request)
         text = "".join(parts)
-        self._log_exchange(work.prompt, text)
-        return JSONResponse(answer.whole(text, done.stats))
+        self._log_exchange(parsed.answer.prompt, text)
+        return JSONResponse(answer.whole(text, end))
 
     async def _openai_events(
-        self, job: Job, answer: Answer, request: Request, work: CompletionWork, include_usage: bool
+        self, job: Job, answer: Answer, request: Request, prompt: object, include_usage: bool
     ) -> AsyncIterator[str]:
         parts: list[str] = []
         try:
             if answer.chat:
                 yield _sse(answer.chunk(first=True))
             async for item in job.results(request.is_disconnected):
-                if isinstance(item, CompletionDone):
-                    yield _sse(answer.chunk(finish=item.stats))
+                if isinstance(item, AnswerEnd):
+                    yield _sse(answer.chunk(finish=item))
                     if include_usage:
                         yield _sse(answer.usage_chunk(item.stats))
                 else:
@@ -230,17 +213,17 @@ class _Handlers:
         except MixtralError as exc:
             yield _sse({"error": error_body(exc)})
         finally:
-            self._log_exchange(work.prompt, "".join(parts))
+            self._log_exchange(prompt, "".join(parts))
 
-    async def _collect(self, job: Job, request: Request) -> tuple[list[str], CompletionDone]:
-        parts, done = [], None
+    async def _collect(self, job: Job, request: Request) -> tuple[list[str], AnswerEnd]:
+        parts, end = [], None
         async for item in job.results(request.is_disconnected):
-            if isinstance(item, CompletionDone):
-                done = item
+            if isinstance(item, AnswerEnd):
+                end = item
             else:
                 parts.append(item)
-        assert done is not None, "a completion job ends with its CompletionDone"
-        return parts, done
+        assert end is not None, "an answer job ends with its AnswerEnd"
+        return parts, end
 
     async def score(self, request: Request) -> Response:
         try:
@@ -253,20 +236,19 @@ class _Handlers:
             response_shape = ResponseShape(shape_name)
         except ValueError as exc:
             raise InvalidRequestError("The shape parameter must be per-input or by-index.") from exc
-        shape = card_request.output_shape()
-        sampling = await self._sampling(card_request.sampling(self.config.sampling), shape)
-        job = await self._start(request, answer_card_request(card_request, sampling, shape))
-        outputs = [item async for item in job.results(request.is_disconnected)][0]
+        model_path, sampling = self.config.model_path, self.config.sampling
+        card_job = await run_in_threadpool(lambda: CardJob(card_request, sampling, model_path=model_path))
+        job = await self._start(request, card_job.run)
+        *_, outputs = [item async for item in job.results(request.is_disconnected)]
         if self.config.verbose:
             log.info("score request: %s -> %s", text, outputs)
         return Response(render_response(outputs, response_shape), media_type="application/json")
 
     async def mixtral_complete(self, request: Request) -> Response:
         """`mixtral complete --server`: the CLI's own work, answered as one JSON object per line."""
-        work = parse_completion_body(await self._json(request))
-        sampling = await self._sampling(work.sampling, work.shape)
-        job = await self._start(request, complete(work, sampling))
-        return StreamingResponse(self._lines(job, request, work.prompt), media_type="application/x-ndjson")
+        answer = parse_completion_body(await self._json(request))
+        job = await self._start(request, (await self._answer_job(answer)).run)
+        return StreamingResponse(self._lines(job, request, answer.prompt), media_type="application/x-ndjson")
 
     async def mixtral_model(self, request: Request) -> Response:
         return JSONResponse(self.host.facts)
@@ -280,15 +262,15 @@ class _Handlers:
         """`mixtral chat` and `summarize --server`: a generation after prompt ids, one JSON object per line."""
         n_vocab = self.host.facts["info"]["n_vocab"]
         ids, sampling, answer = parse_generate_body(await self._json(request), n_vocab=n_vocab)
-        job = await self._start(request, generate(ids, await self._sampling(sampling, None), answer=answer))
+        job = await self._start(request, generate(ids, sampling, answer=answer))
         return StreamingResponse(self._lines(job, request, ids), media_type="application/x-ndjson")
 
     async def _lines(self, job: Job, request: Request, prompt: object) -> AsyncIterator[str]:
         parts: list[str] = []
         try:
             async for item in job.results(request.is_disconnected):
-                if isinstance(item, CompletionDone):
-                    line = {"done": {"stats": asdict(item.stats), "report": item.report}}
+                if isinstance(item, AnswerEnd):
+                    line = {"done": end_body(item)}
                 else:
                     parts.append(item)
                     line = {"text": item}

@@ -15,8 +15,9 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .. import __version__
-from ..base.errors import ServerError, ServerReportedError
-from .work import COMPLETE_ROUTE, CompletionDone, CompletionWork, completion_body, stats_from
+from ..answer.request import AnswerEnd, AnswerRequest
+from ..base.errors import ServerError
+from .work import COMPLETE_ROUTE, completion_body, end_from, reported
 
 SERVER_ENV = "MIXTRAL_SERVER"
 API_KEY_ENV = "MIXTRAL_API_KEY"
@@ -47,11 +48,11 @@ class ServerClient:
                 hint="Use the same version on both sides.",
             )
 
-    def complete(self, work: CompletionWork) -> Iterator[str | CompletionDone]:
-        """The answer's text chunks as the server sends them, then its ``CompletionDone``."""
+    def complete(self, request: AnswerRequest) -> Iterator[str | AnswerEnd]:
+        """What the server's answer job yields: the text chunks as they come, then the ``AnswerEnd``."""
         self.check()
-        for item in self.stream(COMPLETE_ROUTE, completion_body(work)):
-            yield item if isinstance(item, str) else CompletionDone(stats_from(item["stats"]), item["report"])
+        for item in self.stream(COMPLETE_ROUTE, completion_body(request)):
+            yield item if isinstance(item, str) else end_from(item)
 
     def call(self, method: str, path: str, body: dict | None = None) -> Any:
         """One request's JSON answer."""
@@ -71,7 +72,7 @@ class ServerClient:
                 elif "done" in line:
                     yield line["done"]
                 elif "error" in line:
-                    raise _reported(line["error"])
+                    raise reported(line["error"])
         except (OSError, http.client.HTTPException) as exc:
             raise ServerError(f"The server at {self.url} stopped answering: {exc}.", url=self.url) from exc
         finally:
@@ -117,7 +118,7 @@ class ServerClient:
         error = body.get("error") if isinstance(body, dict) else None
         if not isinstance(error, dict) or "message" not in error:
             raise ServerError(f"The server at {self.url} answered HTTP {response.status}.", url=self.url)
-        raise _reported(error)
+        raise reported(error)
 
     def _json(self, response: http.client.HTTPResponse) -> object:
         try:
@@ -126,9 +127,3 @@ class ServerClient:
             raise ServerError(f"{self.url} is not a mixtral server.", url=self.url) from exc
         finally:
             response.close()
-
-
-def _reported(error: dict) -> ServerReportedError:
-    return ServerReportedError(
-        str(error.get("message")), hint=error.get("hint"), exit_code=int(error.get("exit_code", 1))
-    )

@@ -1,4 +1,4 @@
-"""OpenAI's chat and text completion requests as ``CompletionWork``, and their answers in OpenAI's shapes.
+"""OpenAI's chat and text completion requests as ``AnswerRequest``s, and their answers in OpenAI's shapes.
 
 A chat request's messages go through the same id-building code as `mixtral chat` (mixtral_cli/family/prompt_ids.py);
 a text completion is a raw completion, as OpenAI's legacy route means it. ``response_format`` becomes the
@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..answer.request import AnswerEnd, AnswerRequest
 from ..base.errors import InvalidRequestError
 from ..engine.options import SamplingOptions
 from ..family.prompt_ids import PromptMode
-from .work import CompletionWork, conversation_from, sampling_from
+from .work import conversation_from, sampling_from
 
 if TYPE_CHECKING:
     from ..answer.shapes import OutputShape
@@ -28,7 +29,7 @@ _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant"
 
 @dataclass(frozen=True)
 class OpenAIRequest:
-    work: CompletionWork
+    answer: AnswerRequest
     stream: bool
     include_usage: bool  # stream_options.include_usage: a last chunk with the usage
 
@@ -39,13 +40,13 @@ def parse_chat_request(data: object, base: SamplingOptions) -> OpenAIRequest:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError('"messages" must be a non-empty list.')
     conversation = conversation_from([_message(item, i) for i, item in enumerate(messages)])
-    work = CompletionWork(
+    answer = AnswerRequest(
         prompt=conversation,
         sampling=_sampling(data, base),
         mode=PromptMode.CHAT,
         shape=_response_format(data.get("response_format")),
     )
-    return _request(data, work)
+    return _request(data, answer)
 
 
 def parse_text_request(data: object, base: SamplingOptions) -> OpenAIRequest:
@@ -55,7 +56,7 @@ def parse_text_request(data: object, base: SamplingOptions) -> OpenAIRequest:
         prompt = prompt[0]
     if not isinstance(prompt, str):
         raise InvalidRequestError('"prompt" must be a string (one prompt per request).')
-    return _request(data, CompletionWork(prompt=prompt, sampling=_sampling(data, base), mode=PromptMode.RAW))
+    return _request(data, AnswerRequest(prompt=prompt, sampling=_sampling(data, base), mode=PromptMode.RAW))
 
 
 def _object(data: object) -> dict[str, Any]:
@@ -66,10 +67,10 @@ def _object(data: object) -> dict[str, Any]:
     return data
 
 
-def _request(data: dict[str, Any], work: CompletionWork) -> OpenAIRequest:
+def _request(data: dict[str, Any], answer: AnswerRequest) -> OpenAIRequest:
     options = data.get("stream_options") or {}
     return OpenAIRequest(
-        work, bool(data.get("stream")), isinstance(options, dict) and bool(options.get("include_usage"))
+        answer, bool(data.get("stream")), isinstance(options, dict) and bool(options.get("include_usage"))
     )
 
 
@@ -132,7 +133,7 @@ class Answer:
             "choices": choices,
         }
 
-    def chunk(self, text: str | None = None, *, finish: GenerationStats | None = None, first: bool = False) -> dict:
+    def chunk(self, text: str | None = None, *, finish: AnswerEnd | None = None, first: bool = False) -> dict:
         reason = _finish_reason(finish) if finish is not None else None
         if self.chat:
             delta: dict[str, str] = {"role": "assistant", "content": ""} if first else {}
@@ -146,13 +147,13 @@ class Answer:
     def usage_chunk(self, stats: GenerationStats) -> dict:
         return {**self._envelope([], chunk=True), "usage": usage(stats)}
 
-    def whole(self, text: str, stats: GenerationStats) -> dict:
-        reason = _finish_reason(stats)
+    def whole(self, text: str, end: AnswerEnd) -> dict:
+        reason = _finish_reason(end)
         if self.chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}
         else:
             choice = {"index": 0, "text": text, "finish_reason": reason}
-        return {**self._envelope([{**choice, "logprobs": None}], chunk=False), "usage": usage(stats)}
+        return {**self._envelope([{**choice, "logprobs": None}], chunk=False), "usage": usage(end.stats)}
 
 
 def usage(stats: GenerationStats) -> dict[str, Any]:
@@ -165,8 +166,9 @@ def usage(stats: GenerationStats) -> dict[str, Any]:
     }
 
 
-def _finish_reason(stats: GenerationStats) -> str:
-    return _FINISH_REASONS.get(stats.stop_reason, "stop")
+def _finish_reason(end: AnswerEnd) -> str:
+    """OpenAI's finish reason; a cut shaped answer is "length", whatever cut it (docs/answers.md)."""
+    return "length" if end.cut else _FINISH_REASONS.get(end.stats.stop_reason, "stop")
 
 
 def models_list(model_id: str) -> dict:

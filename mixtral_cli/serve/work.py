@@ -1,24 +1,24 @@
-"""What a served request asks of the engine, and the work that answers it on the engine thread.
+"""mixtral's own routes: what they carry, and the work that answers the ones that are not an answer job.
 
-Every route becomes a ``CompletionWork`` (or a model-card request): the OpenAI routes, the scoring route,
-and mixtral's own route, which `mixtral complete --server` uses. Its body is the CLI's work as it stands
-after the CLI parsed its options (``completion_body``/``parse_completion_body``), so a completion over
-HTTP runs exactly the steps `mixtral complete` runs locally.
+Every answering route runs the answer job (answer/job.py): the OpenAI routes, the scoring route, and
+mixtral's own complete route, which `mixtral complete --server` uses. That route's body is the CLI's
+``AnswerRequest`` as it stands after the CLI parsed its options (``completion_body``/``parse_completion_body``),
+and its answer the job's items, so a completion over HTTP runs exactly the job `mixtral complete` runs locally.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from ..answer.request import AnswerEnd, AnswerRequest
 from ..answer.shapes import AnswerKind, OutputShape
-from ..base.errors import InvalidRequestError, MixtralError
+from ..base.errors import InvalidRequestError, MixtralError, ServerReportedError
 from ..engine.options import OPTION_BOUNDS, SamplingOptions
 from ..family.prompt_ids import Message, PromptMode, messages_from_dicts
 
 if TYPE_CHECKING:
-    from ..answer.card_request import ModelCardRequest
     from ..engine.model import Engine, GenerationStats
 
 # mixtral's own routes: `mixtral complete --server` sends its work whole; chat and summarize drive the engine.
@@ -38,47 +38,14 @@ _SAMPLING_NUMBERS = {
 }
 
 
-@dataclass(frozen=True)
-class CompletionWork:
-    prompt: str | tuple[Message, ...]  # a text, or a conversation
-    sampling: SamplingOptions  # the grammar is added once the server has checked the shape against the model
-    mode: PromptMode = PromptMode.AUTO
-    system: str | None = None
-    shape: OutputShape | None = None
-    describe_shape: bool = True  # the prompt says which shape is wanted (what --no-schema-prompt turns off)
-
-
-@dataclass(frozen=True)
-class CompletionDone:
-    """The end of a generation: its statistics, and for a completion the `--json` report without the text."""
-
-    stats: GenerationStats
-    report: dict = field(default_factory=dict)
-
-
-def complete(work: CompletionWork, sampling: SamplingOptions):  # noqa: ANN201 - Callable[[Engine], Iterator]
-    """The job that answers ``work``: its text chunks, then a ``CompletionDone``."""
-    from ..answer.job import start_answer
-    from ..answer.report import completion_report
-
-    def run(engine: Engine) -> Iterator[object]:
-        prompt = list(work.prompt) if isinstance(work.prompt, tuple) else work.prompt
-        shown = work.shape if work.describe_shape else None
-        generation, chat = start_answer(engine, prompt, sampling, mode=work.mode, system=work.system, shown=shown)
-        yield from generation
-        report = completion_report(engine, generation.stats, chat=chat)
-        yield CompletionDone(generation.stats, report)
-
-    return run
-
-
 def generate(ids: list[int], sampling: SamplingOptions, *, answer: bool):  # noqa: ANN201
-    """The job that generates after ``ids`` (built by ``ids_of``): text chunks, then a ``CompletionDone``."""
+    """The job that generates after ``ids`` (built by ``ids_of``): text chunks, then an ``AnswerEnd``."""
+    from ..answer.job import bounded_by_context
 
     def run(engine: Engine) -> Iterator[object]:
-        generation = engine.generate(ids, sampling, answer=answer)
+        generation = engine.generate(ids, bounded_by_context(sampling, engine.n_ctx), answer=answer)
         yield from generation
-        yield CompletionDone(generation.stats)
+        yield AnswerEnd(generation.stats)
 
     return run
 
@@ -125,16 +92,6 @@ def engine_facts(engine: Engine) -> dict[str, Any]:
     }
 
 
-def answer_card_request(request: ModelCardRequest, sampling: SamplingOptions, shape: OutputShape | None):  # noqa: ANN201
-    """The job that answers a model-card request: one list of answers, in input order."""
-    from ..answer.card_request import answer_request
-
-    def run(engine: Engine) -> Iterator[object]:
-        yield answer_request(engine, request, sampling, mode=PromptMode.AUTO, system=None, shape=shape, shown=shape)
-
-    return run
-
-
 def sampling_from(data: dict[str, Any], base: SamplingOptions) -> SamplingOptions:
     """``base`` with the sampling values ``data`` gives, checked."""
     changes: dict[str, Any] = {}
@@ -171,20 +128,20 @@ def sampling_body(sampling: SamplingOptions) -> dict[str, Any]:
     return {**{f.name: getattr(sampling, f.name) for f in fields(SamplingOptions)}, "stop": list(sampling.stop)}
 
 
-def completion_body(work: CompletionWork) -> dict:
-    prompt = work.prompt if isinstance(work.prompt, str) else [asdict(m) for m in work.prompt]
-    shape = None if work.shape is None else {**asdict(work.shape), "kind": work.shape.kind.value}
+def completion_body(request: AnswerRequest) -> dict:
+    prompt = request.prompt if isinstance(request.prompt, str) else [asdict(m) for m in request.prompt]
+    shape = None if request.shape is None else {**asdict(request.shape), "kind": request.shape.kind.value}
     return {
         "prompt": prompt,
-        "mode": work.mode.value,
-        "system": work.system,
-        "sampling": sampling_body(work.sampling),  # its grammar, if any, is the shape's: the server adds it
+        "mode": request.mode.value,
+        "system": request.system,
+        "sampling": sampling_body(request.sampling),  # its grammar, if any, is the shape's: the server's job adds it
         "shape": shape,
-        "describe_shape": work.describe_shape,
+        "describe_shape": request.describe_shape,
     }
 
 
-def parse_completion_body(data: object) -> CompletionWork:
+def parse_completion_body(data: object) -> AnswerRequest:
     if not isinstance(data, dict):
         raise InvalidRequestError("The request must be a JSON object.")
     prompt = data.get("prompt")
@@ -200,7 +157,7 @@ def parse_completion_body(data: object) -> CompletionWork:
     sampling = data.get("sampling") or {}
     if not isinstance(sampling, dict):
         raise InvalidRequestError('"sampling" must be an object.')
-    return CompletionWork(
+    return AnswerRequest(
         prompt=prompt,
         sampling=sampling_from(sampling, SamplingOptions()),
         mode=mode,
@@ -220,6 +177,30 @@ def _shape_from(data: object) -> OutputShape | None:
     if not isinstance(grammar, str) or kind not in kinds or not isinstance(instruction, (str, type(None))):
         raise InvalidRequestError('"shape" must hold a grammar, a kind (json or text) and an instruction.')
     return OutputShape(grammar, kinds[kind], instruction)
+
+
+def end_body(end: AnswerEnd) -> dict:
+    """The last line of a streamed answer: how it ended, with the error a shaped answer may end in."""
+    error = None if end.error is None else error_body(end.error)
+    return {"stats": asdict(end.stats), "report": end.report, "answer": end.answer, "error": error}
+
+
+def end_from(data: dict) -> AnswerEnd:
+    """An answer's end as ``end_body`` wrote it; its error, the one the server met."""
+    error = data.get("error")
+    return AnswerEnd(stats_from(data["stats"]), data["report"], data.get("answer"), error and reported(error))
+
+
+def error_body(exc: MixtralError) -> dict[str, Any]:
+    """An error as OpenAI's clients read it, with what `--server` needs to report it as if it happened locally."""
+    return {"message": exc.message, "type": type(exc).__name__, "hint": exc.hint, "exit_code": exc.exit_code}
+
+
+def reported(error: dict) -> ServerReportedError:
+    """The error a server reported (``error_body``), to raise here as it would have been raised there."""
+    return ServerReportedError(
+        str(error.get("message")), hint=error.get("hint"), exit_code=int(error.get("exit_code", 1))
+    )
 
 
 def stats_from(data: dict) -> GenerationStats:
