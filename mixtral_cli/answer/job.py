@@ -40,9 +40,11 @@ def bounded_by_context(sampling: SamplingOptions, n_ctx: int) -> SamplingOptions
 class AnswerJob:
     """``request`` answered by an engine, a step at a time.
 
-    Each ``next()`` of ``run(engine)`` is one step: the first evaluates the prompt, each later one samples
-    until the next piece of text; the last item is the ``AnswerEnd``. The serve scheduler steps its running
-    jobs in turn; `mixtral complete` consumes one whole, in this process or through `--server`.
+    Each ``next()`` of ``run(engine)`` is one step: a piece of text, or None where the answer waits for the
+    engine's shared batch to be evaluated (engine/batch.py); the last item is the ``AnswerEnd``. The serve
+    scheduler steps its running jobs in turn and evaluates once for all of them, so their sequences advance in
+    one ``llama_decode``; `mixtral complete` runs one alone (``Engine.run_alone``), in this process or through
+    `--server`.
     """
 
     def __init__(self, request: AnswerRequest, *, model_path: Path) -> None:
@@ -56,7 +58,7 @@ class AnswerJob:
         job.request = replace(self.request, prompt=prompt)
         return job
 
-    def run(self, engine: Engine) -> Iterator[str | AnswerEnd]:
+    def run(self, engine: Engine) -> Iterator[str | AnswerEnd | None]:
         """Start on ``engine`` (a prompt the context cannot hold raises here), and return the steps."""
         request = self.request
         prompt = list(request.prompt) if isinstance(request.prompt, tuple) else request.prompt
@@ -68,12 +70,13 @@ class AnswerJob:
 
     def _steps(
         self, engine: Engine, generation: Generation, sampling: SamplingOptions, *, chat: bool
-    ) -> Iterator[str | AnswerEnd]:
+    ) -> Iterator[str | AnswerEnd | None]:
         from .report import completion_report
 
         parts = []
-        for chunk in generation:
-            parts.append(chunk)
+        for chunk in generation.steps():
+            if chunk is not None:
+                parts.append(chunk)
             yield chunk
         stats = generation.stats
         answer, error = _finished(self.request.shape, "".join(parts), stats, sampling)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ..base.bounds import MAX_WAIT_S
-from ..engine.options import EngineOptions, SamplingOptions
+from ..engine.options import DEFAULT_PARALLEL, EngineOptions, SamplingOptions
 from .options import ModelOption, ResponseShapeOption, runs_a_model
 
 SERVER = "Server"
@@ -52,9 +52,11 @@ def serve(
             min=1,
             max=64,
             rich_help_panel=SERVER,
-            help="Requests answered at once, each in a KV cache sequence of its own (a whole context each).",
+            help="Requests answered at once, batched: every running one advances in each evaluation. Each has "
+            "a KV cache sequence of its own of --ctx-size tokens; without --ctx-size the context is capped so all "
+            "of them fit in memory.",
         ),
-    ] = 1,
+    ] = DEFAULT_PARALLEL,
     queue_timeout: Annotated[
         float,
         typer.Option(
@@ -73,9 +75,10 @@ def serve(
 
     Routes: OpenAI's POST /v1/chat/completions and /v1/completions (streamed as server-sent events on
     request) and GET /v1/models; the model cards' scoring route POST /score (the request schema of
-    `mixtral complete --request`); GET /health. Requests are answered in the order they came, --parallel
-    at a time, a few tokens of each in turn; one that waits longer than --queue-timeout is answered 503
-    with Retry-After. Each runs in a KV cache sequence of its own: a conversation's next turn goes to the
+    `mixtral complete --request`); GET /health (with the slots in use). Requests are answered in the order they
+    came, --parallel at a time (4 by default, as llama-server), batched: each evaluation gives every running one
+    a token and a long prompt a chunk; one that waits longer than --queue-timeout is answered 503 with
+    Retry-After. Each runs in a KV cache sequence of its own: a conversation's next turn goes to the
     sequence that still holds its earlier turns, and evaluates only what is new. The sampling
     options are the defaults of every request, which may override them; a request's max_tokens is
     bounded by the context. Prompts and answers are logged only with --verbose.

@@ -6,13 +6,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .options import SamplingOptions
 from .text import TextStream
 
 if TYPE_CHECKING:
     from .batch import Lane
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -58,12 +60,17 @@ class Generation:
         return self._chunks(self.stats)
 
     def __iter__(self) -> Iterator[str]:
-        with closing(self.steps()) as steps:
-            for chunk in steps:
-                if chunk is not None:
-                    yield chunk
-                elif self._evaluate is not None:
-                    self._evaluate()
+        return evaluated(self.steps(), self._evaluate or (lambda: None))
+
+
+def evaluated(steps: Iterator[T | None], evaluate: Callable[[], object]) -> Iterator[T]:
+    """``steps`` run by themselves: ``evaluate`` the shared batch wherever they wait for it (a None)."""
+    with closing(steps):
+        for item in steps:
+            if item is None:
+                evaluate()
+            else:
+                yield item
 
 
 def decode(

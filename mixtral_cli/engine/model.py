@@ -25,7 +25,7 @@ from .batch import SharedBatch
 from .context import model_kv_bytes_per_token, new_context
 from .devices import init_backend
 from .fit import model_plan
-from .generation import Generation, GenerationStats, decode
+from .generation import Generation, GenerationStats, T, decode, evaluated
 from .kv_cache import KVCache
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, expected_seconds, prefill_elsewhere
 from .loading import (
@@ -321,6 +321,11 @@ class Engine:
     def evaluate(self) -> int:
         """One evaluation of the shared batch: every running generation advances (batch.py); returns its tokens."""
         return self._batch.evaluate() if self._batch is not None else 0
+
+    def run_alone(self, steps: Iterator[T | None]) -> Iterator[T]:
+        """A job's ``steps`` (an answer job's, a card job's) run by themselves, this engine's batch evaluated
+        wherever they wait for it; serve's scheduler runs several at once instead, one evaluation for all."""
+        return evaluated(steps, self.evaluate)
 
     @property
     def generating(self) -> int:

@@ -166,6 +166,8 @@ class _Handlers:
                 "loaded": host.loaded,
                 "loads": host.loads,
                 "busy": host.busy,
+                "slots": host.slots,
+                "slots_in_use": host.slots_in_use,
                 "waiting": host.waiting,
                 "requests_run": host.requests_run,
             }
