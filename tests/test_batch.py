@@ -19,24 +19,38 @@ PROMPTS = [
     "The capital of France is",
     "Q: What is the answer? A:",
 ]
-# Measured here on the demo model: with up to 5 rows a batched step's logits equal the solo step's to 2e-6; with 8,
-# llama.cpp's CPU kernels for many rows accumulate in another order, and they differ by up to 0.045 (prompt rows
-# mixed in one evaluation: 0.094). The demo model's top two logits can be 0.0005 apart, so at 8 sequences a greedy
-# answer may take another token where its two best are that close: answers are compared at 4 sequences.
+# Measured here on the demo model, 8 sequences: in the plain weight layout a batched step's logits equal the solo
+# step's to 2e-6 (its kernels compute each row alone). The repacked layout's kernels group a batch's rows (and a MoE
+# batch's rows by expert), so a row's sums depend on its neighbours: they differ by up to 0.045 (0.094 for prompt
+# rows mixed in one evaluation). The demo model's two best logits can be 0.0005 apart, so greedy answers are compared
+# in the plain layout, and the repacked layout's logits within this tolerance.
 LOGIT_TOLERANCE = 0.1
-ANSWERED_TOGETHER = 4
+
+
+def engines(demo_model, *, repack: bool) -> tuple[Engine, Engine]:
+    """One sequence alone, and eight in one context."""
+    return (
+        Engine(demo_model, EngineOptions(ctx_size=256, repack=repack)),
+        Engine(demo_model, EngineOptions(ctx_size=256, sequences=8, batch_size=64, repack=repack)),
+    )
 
 
 @pytest.fixture(scope="module")
-def solo(demo_model):
-    with Engine(demo_model, EngineOptions(ctx_size=256)) as engine:
-        yield engine
+def plain(demo_model):
+    pair = engines(demo_model, repack=False)
+    yield pair
+    for engine in pair:
+        engine.close()
 
 
 @pytest.fixture(scope="module")
-def batched(demo_model):
-    with Engine(demo_model, EngineOptions(ctx_size=256, sequences=8, batch_size=64)) as engine:
-        yield engine
+def solo(plain) -> Engine:
+    return plain[0]
+
+
+@pytest.fixture(scope="module")
+def batched(plain) -> Engine:
+    return plain[1]
 
 
 def run_together(engine: Engine, generations) -> tuple[list[str], list[int]]:
@@ -58,7 +72,7 @@ def run_together(engine: Engine, generations) -> tuple[list[str], list[int]]:
 
 
 def test_greedy_answers_in_a_batch_equal_each_answered_alone(solo, batched):
-    prompts = PROMPTS[:ANSWERED_TOGETHER]
+    prompts = PROMPTS
     alone = ["".join(solo.generate(solo.raw_ids(prompt), GREEDY)) for prompt in prompts]
     generations = [batched.generate(batched.raw_ids(prompt), GREEDY, sequence=i) for i, prompt in enumerate(prompts)]
     together, _ = run_together(batched, generations)
@@ -69,14 +83,24 @@ def test_greedy_answers_in_a_batch_equal_each_answered_alone(solo, batched):
 def test_running_sequences_advance_in_one_evaluation(batched):
     generations = [batched.generate(batched.raw_ids(prompt), GREEDY, sequence=i) for i, prompt in enumerate(PROMPTS)]
     _, evaluations = run_together(batched, generations)
-    # The prompts go in the first evaluation, then each holds one token of all eight sequences.
-    assert evaluations[1:-1] == [len(PROMPTS)] * (len(evaluations) - 2)
-    assert len(evaluations) <= GREEDY.max_tokens + 1
+    # Past the prompts (one evaluation each), every evaluation holds one token of all eight sequences.
+    assert evaluations.count(len(PROMPTS)) >= GREEDY.max_tokens - len(PROMPTS)
+    assert len(evaluations) <= GREEDY.max_tokens + 2 * len(PROMPTS)  # the prompts take turns with the decoding
 
 
-def test_a_batched_step_s_logits_match_the_solo_step_within_the_tolerance(solo, batched):
+@pytest.mark.parametrize(("repack", "tolerance"), [(False, 1e-4), (True, LOGIT_TOLERANCE)], ids=["plain", "repacked"])
+def test_a_batched_step_s_logits_match_the_solo_step_within_the_tolerance(demo_model, repack, tolerance):
     import llama_cpp
 
+    solo, batched = engines(demo_model, repack=repack)
+    with solo, batched:
+        worst = largest_logit_difference(solo, batched, llama_cpp)
+    print(f"{'repacked' if repack else 'plain'}: largest logit difference, batched step vs solo step: {worst:.2g}")
+    assert worst <= tolerance
+
+
+def largest_logit_difference(solo: Engine, batched: Engine, llama_cpp) -> float:  # noqa: ANN001 - the module
+    """Over 8 steps of 8 sequences in one batch, each step's logits against the same step alone."""
     n_vocab = solo.info.n_vocab
     seen: dict[tuple[int, int], np.ndarray] = {}  # (engine, sequence) -> logits of the last step
 
@@ -109,8 +133,7 @@ def test_a_batched_step_s_logits_match_the_solo_step_within_the_tolerance(solo, 
             worst = max(worst, float(np.abs(seen[0, i] - seen[1, i]).max()))
     for lane in lanes:
         lane.leave()
-    print(f"largest logit difference, batched step vs solo step: {worst:.4f}")
-    assert 0 < worst <= LOGIT_TOLERANCE, worst
+    return worst
 
 
 def test_a_long_prompt_joins_in_chunks_while_the_others_decode(demo_model):
@@ -127,9 +150,9 @@ def test_a_long_prompt_joins_in_chunks_while_the_others_decode(demo_model):
             next(short_steps)
             assert engine.evaluate() <= 16
             evaluations += 1
-        assert evaluations >= len(long_ids) // 16
-        # a token each evaluation while the long prompt was read (the last one still to take)
-        assert short.stats.completion_tokens >= min(evaluations - 1, GREEDY.max_tokens - 1)
+        assert evaluations >= 2 * (len(long_ids) // 16)  # a chunk of the prompt every other evaluation
+        # and a token of the short answer in each of the others
+        assert short.stats.completion_tokens >= min(evaluations // 2 - 1, GREEDY.max_tokens - 1)
 
 
 def test_a_sequence_that_leaves_mid_prompt_is_gone_from_the_next_evaluation(demo_model):

@@ -355,7 +355,7 @@ def test_keep_alive_0_unloads_after_each_request_and_loads_again(demo_model, tmp
 
 
 def test_a_request_that_waits_too_long_is_503_with_retry_after(demo_model, tmp_path):
-    server = Server(demo_model, tmp_path / "home", "--queue-timeout", "0.5")
+    server = Server(demo_model, tmp_path / "home", "--queue-timeout", "0.5", "--parallel", "1")
     try:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
         stream = chat(client, PROMPT, max_tokens=100_000, stream=True)

@@ -250,10 +250,11 @@ def context_params(options: EngineOptions, n_ctx: int, *, flash_attn: bool) -> d
     return {
         "n_ctx": n_ctx * options.sequences,
         "n_seq_max": options.sequences,
-        # One pool of n_ctx cells per sequence that every sequence draws from; the engine keeps each to its n_ctx.
-        # Split per-sequence caches would batch only sequences with consecutive ids in one pass (llama.cpp's
-        # sequential split), so a server whose running sequences are 0 and 2 would evaluate them one by one.
-        "kv_unified": True,
+        # Every sequence has a whole context of its own (llama.cpp's per-sequence streams). A unified pool would let
+        # a sequence's cells fall out of position order once others free theirs, and attention sum in another
+        # order: an answer would depend on what else ran. The price: llama.cpp evaluates together only sequences
+        # with consecutive ids, which Engine.sequence_for keeps running side by side.
+        "kv_unified": False,
         # A batch holds one decoding token of every sequence (engine/batch.py).
         "n_batch": max(options.batch_size, options.sequences),
         "n_ubatch": max(options.batch_size, options.sequences),

@@ -179,17 +179,22 @@ class Engine:
         """Of the sequences ``among``, the one to generate after ``ids`` in.
 
         The one whose cache holds the longest start of ``ids``, provided that start is at least half of what
-        it holds: its conversation, continued or retried. Else the one used least recently, emptied: a new
+        it holds: its conversation, continued or retried. Else one beside a running sequence (llama.cpp
+        evaluates only consecutive sequence ids in one pass), the one used least recently, emptied: a new
         conversation starts from an empty cache, as in a new process, so its answer does not depend on what
         was asked before (reusing a prefix changes the batches, and so the last bits of the arithmetic).
         """
+        running = set(range(len(self._caches))) - set(among)
 
         def kept(sequence: int) -> int:
             cache = self._caches[sequence]
             common = cache.common_prefix(ids)
             return common if 2 * common >= len(cache) else 0
 
-        best = max(among, key=lambda sequence: (kept(sequence), -self._last_used[sequence]))
+        def beside_running(sequence: int) -> bool:
+            return sequence - 1 in running or sequence + 1 in running
+
+        best = max(among, key=lambda sequence: (kept(sequence), beside_running(sequence), -self._last_used[sequence]))
         if not kept(best):
             self._caches[best].clear()
         return best
