@@ -35,7 +35,7 @@ from ..base.errors import (
 from ..base.textinput import parse_json
 from ..engine.options import SamplingOptions
 from .openai_api import Answer, OpenAIRequest, models_list, parse_chat_request, parse_text_request
-from .scheduler import ClientGone, Job, ModelHost
+from .scheduler import ClientGone, Job, ModelHost, collect
 from .work import (
     COMPLETE_ROUTE,
     GENERATE_ROUTE,
@@ -218,14 +218,7 @@ class _Handlers:
             self._log_exchange(prompt, "".join(parts))
 
     async def _collect(self, job: Job, request: Request) -> tuple[list[str], AnswerEnd]:
-        parts, end = [], None
-        async for item in job.results(request.is_disconnected):
-            if isinstance(item, AnswerEnd):
-                end = item
-            else:
-                parts.append(item)
-        assert end is not None, "an answer job ends with its AnswerEnd"
-        return parts, end
+        return await collect(job, request.is_disconnected)  # type: ignore[return-value]
 
     async def score(self, request: Request) -> Response:
         try:

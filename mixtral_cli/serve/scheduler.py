@@ -117,6 +117,18 @@ class Job:
             return None
 
 
+async def collect(job: Job, client_gone: Callable[[], Awaitable[bool]]) -> tuple[list[str], object]:
+    """An answer job's text chunks and its end (an ``AnswerEnd``), once it has run."""
+    parts, end = [], None
+    async for item in job.results(client_gone):
+        if isinstance(item, str):
+            parts.append(item)
+        else:
+            end = item
+    assert end is not None, "an answer job ends with its AnswerEnd"
+    return parts, end
+
+
 class ModelHost:
     """Loads the engine, runs jobs on it in the order they came, unloads it when idle.
 
