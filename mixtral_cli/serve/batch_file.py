@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..base.atomic import atomic_path
+from ..base.atomic import atomic_path, check_writable
 from ..base.errors import ContextOverflowError, InvalidRequestError, MixtralError, OutputPathError, ServerError
 from ..engine.options import SamplingOptions
 from .openai_api import Answer, OpenAIRequest, parse_chat_request, parse_text_request
@@ -151,8 +151,9 @@ class BatchOutput:
         self._journal = None
 
     def __enter__(self) -> BatchOutput:
+        for path in (self.output, self.errors):  # a path that cannot be written is said before any work
+            check_writable(path)
         try:
-            self.output.parent.mkdir(parents=True, exist_ok=True)
             self._journal = self.journal.open("a", encoding="utf-8")
         except OSError as exc:
             raise OutputPathError(self.journal, exc.strerror or str(exc)) from exc
@@ -464,6 +465,8 @@ def run_card_folder(
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputPathError(output, exc.strerror or str(exc)) from exc
+    errors = errors or output.with_name(f"{output.name}.errors.jsonl")
+    check_writable(errors)
     total = sum(1 for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     files = card_files(folder, output)
     summary = BatchSummary(skipped=total - len(files))
@@ -517,5 +520,5 @@ def run_card_folder(
                  on_done=lambda i, parts, outputs: answered(kept_files[i], render_response(outputs, response_shape)),
                  on_error=lambda i, exc: failed(kept_files[i], exc))  # fmt: skip
     summary.seconds = time.perf_counter() - started
-    write_records(errors or output.with_name(f"{output.name}.errors.jsonl"), failures)
+    write_records(errors, failures)
     return summary
