@@ -309,6 +309,30 @@ def test_a_client_that_leaves_mid_stream_frees_the_engine(server, client):
     assert chat(client, PROMPT).choices[0].message.content == greedy_complete(PROMPT, "--chat")
 
 
+def test_health_shows_the_slots_in_use(server, client):
+    stream = chat(client, PROMPT, max_tokens=100_000, stream=True)
+    next(iter(stream))
+    health = server.health()
+    stream.close()
+
+    assert health["slots"] == 4
+    assert health["slots_in_use"] == 1
+
+
+def test_a_request_cancelled_mid_stream_leaves_the_others_untouched(client):
+    expected = chat(client, PROMPT, max_tokens=24).choices[0].message.content
+    leaving = chat(client, "Hello there", max_tokens=100_000, stream=True)
+    staying = chat(client, PROMPT, max_tokens=24, stream=True)
+    staying_chunks = iter(staying)
+    text = next(staying_chunks).choices[0].delta.content or ""
+    next(iter(leaving))
+
+    leaving.close()
+
+    text += "".join(chunk.choices[0].delta.content or "" for chunk in staying_chunks if chunk.choices)
+    assert text == expected
+
+
 # -- servers of their own ----------------------------------------------------------------------------------
 
 
