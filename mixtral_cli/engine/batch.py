@@ -19,11 +19,10 @@ neighbours: up to 0.045 from the solo logits on the demo model (tests/test_batch
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable, Sequence
 
 from ..base.errors import LlamaCppError
-from .kv_cache import KVCache
+from .kv_cache import KVCache, LlamaBatch
 
 Pick = Callable[[object, int], int]  # (llama_context_p, row of logits in the batch) -> the next token
 
@@ -71,31 +70,11 @@ class SharedBatch:
     """The batch every lane of one context feeds, and the evaluation that advances them all at once."""
 
     def __init__(self, ctx, *, n_batch: int) -> None:  # noqa: ANN001 - a llama_context_p
-        import llama_cpp
-
         self._ctx = ctx
-        size = n_batch  # the context's n_batch holds one token per sequence (fit.context_params)
-        self._size = size
+        self._size = n_batch  # the context's n_batch holds one token per sequence (fit.context_params)
         self._lanes: list[Lane] = []
         self._prompt_turn_last = False
-        self._tokens = (llama_cpp.llama_token * size)()
-        self._positions = (llama_cpp.llama_pos * size)()
-        self._n_seq_id = (ctypes.c_int32 * size)(*[1] * size)
-        self._seq_of_row = (llama_cpp.llama_seq_id * size)()
-        seq_type = ctypes.POINTER(llama_cpp.llama_seq_id)
-        base = ctypes.addressof(self._seq_of_row)
-        width = ctypes.sizeof(llama_cpp.llama_seq_id)
-        self._seq_ids = (seq_type * size)(*[ctypes.cast(base + row * width, seq_type) for row in range(size)])
-        self._logits = (ctypes.c_int8 * size)()
-        self._batch = llama_cpp.llama_batch(
-            n_tokens=0,
-            token=self._tokens,
-            embd=None,
-            pos=self._positions,
-            n_seq_id=self._n_seq_id,
-            seq_id=self._seq_ids,
-            logits=self._logits,
-        )
+        self._rows = LlamaBatch(n_batch)
 
     @property
     def lanes(self) -> int:
@@ -131,21 +110,19 @@ class SharedBatch:
             rows = [(lane, 1) for lane in sorted(decoding, key=lambda lane: lane.cache.sequence)]
         if not rows:
             return 0
-        n = 0
+        n, batch = 0, self._rows
         picks: list[tuple[Lane, int]] = []
         for lane, take in rows:
             start = len(lane.cache)
             for i in range(take):
-                self._tokens[n] = lane.pending[i]
-                self._positions[n] = start + i
-                self._seq_of_row[n] = lane.cache.sequence
-                self._logits[n] = 0
+                batch.tokens[n], batch.positions[n] = lane.pending[i], start + i
+                batch.sequences[n], batch.logits[n] = lane.cache.sequence, 0
                 n += 1
             if take == len(lane.pending):
-                self._logits[n - 1] = 1
+                batch.logits[n - 1] = 1
                 picks.append((lane, n - 1))
-        self._batch.n_tokens = n
-        if llama_cpp.llama_decode(self._ctx, self._batch) != 0:
+        batch.batch.n_tokens = n
+        if llama_cpp.llama_decode(self._ctx, batch.batch) != 0:
             raise LlamaCppError("llama.cpp failed to evaluate a batch.")
         for lane, take in rows:
             lane.cache.evaluated(lane.pending[:take])

@@ -22,7 +22,7 @@ class KVCache:
         self._n_batch = n_batch  # llama.cpp may shrink the batch to fit the context: feed what it kept
         self.sequence = sequence
         self._tokens: list[int] = []
-        self._batch = _Batch(n_batch, sequence) if ctx else None
+        self._batch = LlamaBatch(n_batch) if ctx else None
 
     @property
     def tokens(self) -> tuple[int, ...]:
@@ -74,7 +74,12 @@ class KVCache:
 
         for start in range(0, len(ids), self._n_batch):
             chunk = ids[start : start + self._n_batch]
-            if llama_cpp.llama_decode(self._ctx, self._batch.fill(chunk, position=len(self._tokens))) != 0:
+            if (
+                llama_cpp.llama_decode(
+                    self._ctx, self._batch.fill(chunk, position=len(self._tokens), sequence=self.sequence)
+                )
+                != 0
+            ):
                 raise LlamaCppError("llama.cpp failed to evaluate the prompt.")
             self._tokens.extend(chunk)
 
@@ -86,33 +91,37 @@ class KVCache:
         self._tokens[:] = source._tokens
 
 
-class _Batch:
-    """A llama_batch of one sequence over arrays of our own (freed with it), the last token's logits wanted."""
+class LlamaBatch:
+    """A llama_batch over arrays of our own (freed with it): a token, a position and a sequence id per row, and
+    whether the row's logits are wanted."""
 
-    def __init__(self, size: int, sequence: int) -> None:
+    def __init__(self, size: int) -> None:
         import llama_cpp
 
         self.tokens = (llama_cpp.llama_token * size)()
         self.positions = (llama_cpp.llama_pos * size)()
+        self.sequences = (llama_cpp.llama_seq_id * size)()
+        self.logits = (ctypes.c_int8 * size)()
         self._n_seq_id = (ctypes.c_int32 * size)(*[1] * size)
-        self._sequence = (llama_cpp.llama_seq_id * 1)(sequence)
-        pointer = ctypes.cast(self._sequence, ctypes.POINTER(llama_cpp.llama_seq_id))
-        self._seq_ids = (ctypes.POINTER(llama_cpp.llama_seq_id) * size)(*[pointer] * size)
-        self._logits = (ctypes.c_int8 * size)()
-        self._batch = llama_cpp.llama_batch(
+        row_pointer = ctypes.POINTER(llama_cpp.llama_seq_id)
+        base, width = ctypes.addressof(self.sequences), ctypes.sizeof(llama_cpp.llama_seq_id)
+        self._seq_ids = (row_pointer * size)(*[ctypes.cast(base + row * width, row_pointer) for row in range(size)])
+        self.batch = llama_cpp.llama_batch(
             n_tokens=0,
             token=self.tokens,
             embd=None,
             pos=self.positions,
             n_seq_id=self._n_seq_id,
             seq_id=self._seq_ids,
-            logits=self._logits,
+            logits=self.logits,
         )
 
-    def fill(self, ids: Sequence[int], *, position: int):  # noqa: ANN201 - a llama_batch
+    def fill(self, ids: Sequence[int], *, position: int, sequence: int):  # noqa: ANN201 - a llama_batch
+        """``ids`` of one sequence from ``position`` on, the last one's logits wanted."""
         n = len(ids)
         self.tokens[:n] = list(ids)
         self.positions[:n] = list(range(position, position + n))
-        self._logits[:n] = [0] * (n - 1) + [1]
-        self._batch.n_tokens = n
-        return self._batch
+        self.sequences[:n] = [sequence] * n
+        self.logits[:n] = [0] * (n - 1) + [1]
+        self.batch.n_tokens = n
+        return self.batch

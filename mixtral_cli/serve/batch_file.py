@@ -303,8 +303,13 @@ def answer_on_server(
             return
         on_result(line, answer_result(line, answered))
 
+    in_threads(answer, lines, parallel=parallel)
+
+
+def in_threads(work: Callable[[Any], None], items: Iterable[Any], *, parallel: int) -> None:
+    """``work`` on every item, ``parallel`` at once; the first error stops the rest and is raised."""
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        futures = [pool.submit(answer, line) for line in lines]
+        futures = [pool.submit(work, item) for item in items]
         try:
             for future in futures:
                 future.result()
@@ -505,9 +510,7 @@ def run_card_folder(
                 return
             answered(file, text.strip())
 
-        with ThreadPoolExecutor(max_workers=runner.parallel) as pool:
-            for future in [pool.submit(score, file) for file in files]:
-                future.result()
+        in_threads(score, files, parallel=runner.parallel)
     elif files:
         works, kept_files = [], []
         for file in files:

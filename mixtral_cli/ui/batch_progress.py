@@ -3,58 +3,29 @@
 from __future__ import annotations
 
 import time
-from types import TracebackType
 
 from .console import stderr_console
+from .progress import LiveProgress
 
 
-class BatchProgress:
+class BatchProgress(LiveProgress):
     """A rich bar while stderr is a terminal; else a plain line every twentieth of the work, and at its end."""
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-        self._console = stderr_console()
-        self._live = self._console.is_terminal
-        self._progress = Progress(
+        super().__init__(
             TextColumn("Answering"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            console=self._console,
         )
+        self._console = stderr_console()
         self._task = None
         self._total = self._done = self._tokens = 0
         self._started = time.perf_counter()
-
-    def __enter__(self) -> BatchProgress:
-        if self._live:
-            self._progress.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._live:
-            self._progress.stop()
-
-    def paused(self):  # noqa: ANN201 - a context manager
-        """The terminal to ourselves (a question to the user), the bar hidden."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def pause():  # noqa: ANN202
-            if self._live:
-                self._progress.stop()
-            try:
-                yield
-            finally:
-                if self._live:
-                    self._progress.start()
-
-        return pause()
 
     def start(self, total: int, already: int) -> None:
         self._total, self._started = total, time.perf_counter()
