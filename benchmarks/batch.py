@@ -14,7 +14,7 @@ The mini model is a random Mixtral of 791M parameters (hidden 1024, 8 layers, 8 
 one has 8x7B's real tensors but ``--layers`` of its 32 layers; both Q4_K_M, repacked (both servers' default).
 
     python benchmarks/batch.py [--model mini|8x7b] [--layers 4] [--work DIR] [--threads 2] [--tokens 48]
-                               [--requests 64] [--batch-tokens 16] [--no-batch-file]
+                               [--requests 64] [--batch-tokens 16] [--parts serve,batch-file]
 """
 
 from __future__ import annotations
@@ -99,17 +99,18 @@ def one_answer(url: str, i: int, tokens: int) -> tuple[float, float, int]:
     request = urllib.request.Request(
         f"{url}/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
-    started, first, used = time.perf_counter(), None, 0
+    started, first, used, chunks = time.perf_counter(), None, 0, 0
     with urllib.request.urlopen(request, timeout=600) as response:
         for line in response:
             if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
-            if chunk.get("choices") and chunk["choices"][0].get("text") and first is None:
-                first = time.perf_counter() - started
+            if chunk.get("choices") and chunk["choices"][0].get("text"):
+                chunks += 1
+                first = first if first is not None else time.perf_counter() - started
             if chunk.get("usage"):
                 used = chunk["usage"]["completion_tokens"]
-    return first or 0.0, time.perf_counter() - started, used
+    return first or 0.0, time.perf_counter() - started, used or chunks  # llama-server: a token a chunk
 
 
 def clients_at_once(url: str, clients: int, tokens: int, offset: int) -> tuple[float, float]:
@@ -199,13 +200,23 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=48, help="greedy tokens per client")
     parser.add_argument("--requests", type=int, default=64, help="requests of the batch-file comparison")
     parser.add_argument("--batch-tokens", type=int, default=16, help="tokens per request there")
-    parser.add_argument("--no-batch-file", action="store_true", help="only the servers and llama-batched-bench")
+    parser.add_argument(
+        "--parts", default="serve,batch-file", help="serve (the servers, llama-batched-bench), batch-file, or both"
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     model = mini_model(args.work) if args.model == "mini" else shaped_8x7b_model(args.work, args.layers)
     print(f"model {model.name}, {args.threads} threads, {CTX_PER_SEQUENCE} tokens of context per sequence, "
           f"{args.tokens} greedy tokens per client\n", flush=True)  # fmt: skip
 
+    parts = set(args.parts.split(","))
+    if "serve" in parts:
+        serve_part(model, args)
+    if "batch-file" in parts:
+        batch_file_part(model, args)
+
+
+def serve_part(model: Path, args: argparse.Namespace) -> None:
     measured = serve_side_by_side(model, args.work, args.threads, args.tokens)
     ours, theirs = measured["mixtral serve --parallel 8"], measured["llama-server -np 8"]
     print(f"{'clients':>7}  {'mixtral tok/s':>13}  {'llama-server tok/s':>18}  {'ratio':>5}  "
@@ -221,12 +232,13 @@ def main() -> None:
         f"llama-server {theirs[top][0] / theirs[1][0]:.2f}x, llama-batched-bench {rates[top] / rates[1]:.2f}x"
     )
 
-    if not args.no_batch_file:
-        seconds = batch_file_side_by_side(model, args.work, args.threads, args.requests, args.batch_tokens)
-        base = seconds["mixtral batch --parallel 8"]
-        print(f"\n{args.requests} requests of {args.batch_tokens} greedy tokens:")
-        for name, value in seconds.items():
-            print(f"  {name:<45} {value:8.1f} s  ({value / base:.2f}x mixtral batch's time)")
+
+def batch_file_part(model: Path, args: argparse.Namespace) -> None:
+    seconds = batch_file_side_by_side(model, args.work, args.threads, args.requests, args.batch_tokens)
+    base = seconds["mixtral batch --parallel 8"]
+    print(f"\n{args.requests} requests of {args.batch_tokens} greedy tokens:")
+    for name, value in seconds.items():
+        print(f"  {name:<45} {value:8.1f} s  ({value / base:.2f}x mixtral batch's time)")
 
 
 if __name__ == "__main__":
