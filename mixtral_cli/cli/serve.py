@@ -77,7 +77,7 @@ def serve(
     request) and GET /v1/models; the model cards' scoring route POST /score (the request schema of
     `mixtral complete --request`); GET /health (with the slots in use). Requests are answered in the order they
     came, --parallel at a time (4 by default, as llama-server), batched: each evaluation gives every running one
-    a token and a long prompt a chunk; one that waits longer than --queue-timeout is answered 503 with
+    a token and a waiting prompt a chunk; one that waits longer than --queue-timeout is answered 503 with
     Retry-After. Each runs in a KV cache sequence of its own: a conversation's next turn goes to the
     sequence that still holds its earlier turns, and evaluates only what is new. The sampling
     options are the defaults of every request, which may override them; a request's max_tokens is

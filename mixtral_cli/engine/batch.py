@@ -2,17 +2,15 @@
 
 Each generation joins its context's one ``SharedBatch`` as a ``Lane``: the tokens it still has to evaluate, the
 sequence's KV cache, and the function that picks its next token from its row of logits (its own sampler chain:
-temperature, seed, grammar). An evaluation holds one token of every lane that is decoding, or a chunk (up to
-``n_batch`` tokens) of the prompt of the first lane still reading one; while both wait they take turns, so a long
-prompt advances a chunk every other evaluation and the others keep decoding, and a lane that leaves (its request
-cancelled) is gone from the next evaluation.
+temperature, seed, grammar). An evaluation holds one token of every lane that is decoding, then fills the rest
+of the batch (``n_batch`` tokens) with the prompts of lanes still reading theirs, a chunk at a time, in the order
+they joined, as llama-server does: a long prompt advances a chunk per evaluation while the others keep decoding,
+and a lane that leaves (its request cancelled) is gone from the next evaluation.
 
-Prompt chunks are not mixed with other sequences' tokens, unlike llama-server's: a prompt is then evaluated in the
-very batches it is alone, and its answer starts from the same logits. Picking happens right after the evaluation,
-for every lane whose last pending token was in it: the logits of a batch live only until the next ``llama_decode``,
-which any lane may cause.
+Picking happens right after the evaluation, for every lane whose last pending token was in it: the logits of a
+batch live only until the next ``llama_decode``, which any lane may cause.
 
-Decoding rows batched together give the solo row's bits in the plain weight layout (to 2e-6 on the demo model).
+Rows batched together give the solo row's values in the plain weight layout (to 2e-6 on the demo model).
 The repacked layout's kernels group a batch's rows (a MoE batch's by expert), so a row's sums depend on its
 neighbours: up to 0.045 from the solo logits on the demo model (tests/test_batch.py).
 """
@@ -73,7 +71,6 @@ class SharedBatch:
         self._ctx = ctx
         self._size = n_batch  # the context's n_batch holds one token per sequence (fit.context_params)
         self._lanes: list[Lane] = []
-        self._prompt_turn_last = False
         self._rows = LlamaBatch(n_batch)
 
     @property
@@ -95,19 +92,19 @@ class SharedBatch:
             self._lanes.remove(lane)
 
     def evaluate(self) -> int:
-        """One ``llama_decode`` of what the lanes have pending (a token of every decoding lane, or, every other
-        time while some decode, the next chunk of the first prompt), and a pick for every lane whose pending
+        """One ``llama_decode`` of what the lanes have pending (a token of every decoding lane, then prompt chunks
+        in the order the lanes joined, up to ``n_batch`` tokens in all), and a pick for every lane whose pending
         tokens are all evaluated; returns the tokens evaluated."""
         import llama_cpp
 
-        decoding = [lane for lane in self._lanes if lane.pending and not lane.prompting]
-        prompting = next((lane for lane in self._lanes if lane.pending and lane.prompting), None)
-        prompt_turn = prompting is not None and (not decoding or not self._prompt_turn_last)
-        self._prompt_turn_last = prompt_turn
-        if prompt_turn:
-            rows = [(prompting, min(self._size, len(prompting.pending)))]
-        else:  # by sequence id: llama.cpp evaluates runs of consecutive ids together
-            rows = [(lane, 1) for lane in sorted(decoding, key=lambda lane: lane.cache.sequence)]
+        # by sequence id: llama.cpp evaluates runs of consecutive ids together
+        decoding = sorted((lane for lane in self._lanes if lane.pending and not lane.prompting), key=_sequence)
+        rows = [(lane, 1) for lane in decoding]
+        room = self._size - len(rows)
+        for lane in self._lanes:
+            if lane.pending and lane.prompting and room > 0:
+                rows.append((lane, min(room, len(lane.pending))))
+                room -= rows[-1][1]
         if not rows:
             return 0
         n, batch = 0, self._rows
@@ -130,3 +127,7 @@ class SharedBatch:
         for lane, row in picks:
             lane.picked(self._ctx, row)
         return n
+
+
+def _sequence(lane: Lane) -> int:
+    return lane.cache.sequence
