@@ -51,10 +51,10 @@ def llama_cpp_tokenize(gguf: Path, text: str) -> list[int]:
 
 
 def llama_cpp_greedy(
-    gguf: Path, prompt: str, max_tokens: int, *, n_ctx: int, grammar: str | None = None, repeat_penalty: float = 1.0
+    gguf: Path, prompt: str, max_tokens: int, *, n_ctx: int, grammar: str | None = None, **penalties: float
 ) -> str:
-    """llama-cpp-python's greedy completion (inside a GBNF ``grammar``), configured as the engine configures
-    llama.cpp.
+    """llama-cpp-python's greedy completion (inside a GBNF ``grammar``, with its ``repeat_penalty``,
+    ``frequency_penalty`` or ``presence_penalty``), configured as the engine configures llama.cpp.
 
     Random weights leave near-ties that any change of kernel flips: same threads, batch and flash attention.
     """
@@ -75,7 +75,7 @@ def llama_cpp_greedy(
     try:
         constraint = LlamaGrammar.from_string(grammar) if grammar is not None else None
         completion = llm.create_completion(
-            prompt, max_tokens=max_tokens, temperature=0, grammar=constraint, repeat_penalty=repeat_penalty
+            prompt, max_tokens=max_tokens, temperature=0, grammar=constraint, **penalties
         )
         return completion["choices"][0]["text"]
     finally:

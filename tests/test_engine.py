@@ -8,16 +8,20 @@ import pytest
 
 from mixtral_cli.base.errors import ContextOverflowError, GGUFError, ModelNotFoundError, UnsupportedArchitectureError
 from mixtral_cli.engine.context_memory import context_that_fits
+from mixtral_cli.engine.logprobs import log_softmax
 from mixtral_cli.engine.model import Engine
 from mixtral_cli.engine.options import EngineOptions, SamplingOptions
 from mixtral_cli.family.prompt_ids import InvalidConversationError, Message, PromptFormat
 from mixtral_cli.sources.tiny_model import TinyMixtralSpec
 
 from .helpers import split_gguf, write_gguf_of_architecture
-from .reference import llama_cpp_greedy
+from .reference import llama_cpp_greedy, llama_cpp_logits
 from .test_prompt import PIECES, reference_ids
 
 GREEDY = SamplingOptions(temperature=0, max_tokens=24)
+# llama-cpp-python evaluates the whole text in one batch, the engine the answer a token at a time (other
+# kernels, other sums): log-probabilities differ by up to a few hundredths on these quantized models.
+LOGPROB_TOLERANCE = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +180,49 @@ def test_split_model_loads_from_its_first_shard(convert, tmp_path):
             return "".join(engine.generate(engine.raw_ids("Experts and routers"), GREEDY))
 
     assert greedy(shards[0]) == greedy(single)
+
+
+def test_frequency_and_presence_penalties_change_greedy_text_as_llama_cpp_python_does(cpu_engine):
+    engine, prompt = cpu_engine, "The mixture of experts"
+    # Negative: a random model seldom repeats a token, which positive penalties would need to show.
+    penalties = {"frequency_penalty": -1.5, "presence_penalty": -0.5}
+    penalized = "".join(
+        engine.generate(engine.raw_ids(prompt), SamplingOptions(temperature=0, max_tokens=64, **penalties))
+    )
+    plain = "".join(engine.generate(engine.raw_ids(prompt), SamplingOptions(temperature=0, max_tokens=64)))
+
+    assert penalized != plain
+    assert penalized == llama_cpp_greedy(engine.info.path, prompt, 64, n_ctx=512, **penalties)
+
+
+def test_a_logit_bias_moves_the_greedy_choice_as_llama_cpp_python_does(cpu_engine):
+    engine, ids = cpu_engine, cpu_engine.raw_ids("The mixture of experts")
+    first = engine.generate(ids, SamplingOptions(temperature=0, max_tokens=1, logprobs=2))
+    list(first)
+    ((chosen, runner_up),) = [tuple(token for token, _ in entry.top) for entry in first.logprobs]
+
+    biased = engine.generate(
+        ids, SamplingOptions(temperature=0, max_tokens=1, logprobs=0, logit_bias=((chosen, -100),))
+    )
+    list(biased)
+
+    assert [entry.token for entry in biased.logprobs] == [runner_up]
+
+
+def test_logprobs_are_the_log_softmax_of_llama_cpps_logits(cpu_engine):
+    engine, ids = cpu_engine, cpu_engine.raw_ids("The mixture of experts")
+    generation = engine.generate(ids, SamplingOptions(temperature=0, max_tokens=6, logprobs=3, prompt_logprobs=True))
+    list(generation)
+    generated = [entry.token for entry in generation.logprobs]
+    all_ids = ids + generated
+    expected = [log_softmax(row) for row in llama_cpp_logits(engine.info.path, all_ids)]
+
+    reported = [*generation.prompt_logprobs[1:], *generation.logprobs]
+    for position, entry in enumerate(reported):
+        row = expected[position]
+        assert entry.token == all_ids[position + 1]
+        assert entry.logprob == pytest.approx(row[entry.token], abs=LOGPROB_TOLERANCE)
+        assert len(entry.top) == 3 and entry.top[0][1] == pytest.approx(row.max(), abs=LOGPROB_TOLERANCE)
+        for token, logprob in entry.top:
+            assert logprob == pytest.approx(row[token], abs=LOGPROB_TOLERANCE)
+    assert generation.prompt_logprobs[0].logprob is None

@@ -46,8 +46,21 @@ def reference_ids(messages: list[Message], prompt_format: PromptFormat) -> list[
 
     classes = {"system": SystemMessage, "user": UserMessage, "assistant": AssistantMessage}
     tokenizer = _mistral_tokenizer(prompt_format, MistralTokenizer)
-    request = ChatCompletionRequest(messages=[classes[m.role](content=m.content) for m in messages])
-    return tokenizer.encode_chat_completion(request).tokens
+    messages = list(messages)
+    spoken = [i for i, m in enumerate(messages) if m.role != "system"]
+    while spoken and messages[spoken[-1]].role == "assistant" and not messages[spoken[-1]].content:
+        # An empty last assistant message asks for an answer: it is no prefix (which mistral-common refuses).
+        del messages[spoken.pop()]
+    reference = [classes[m.role](content=m.content) for m in messages]
+    if spoken and messages[spoken[-1]].role == "assistant":
+        # A conversation whose last turn is the assistant's is one whose answer continues it.
+        reference[spoken[-1]] = AssistantMessage(content=messages[spoken[-1]].content, prefix=True)
+    # The normalizer, not the serving validator, is the reference: it takes a system message after an
+    # assistant's, which the validator refuses (mistral-common joins every system message into one).
+    request = tokenizer._instruct_request_normalizer.from_chat_completion_request(
+        ChatCompletionRequest(messages=reference)
+    )
+    return tokenizer.instruct_tokenizer.encode_instruct(request).tokens
 
 
 @functools.cache
@@ -127,3 +140,31 @@ def test_messages_from_json_are_checked():
 def test_vocab_size_chooses_the_format():
     assert PromptFormat.for_vocab_size(32000) is PromptFormat.V1
     assert PromptFormat.for_vocab_size(32768) is PromptFormat.V3
+
+
+@pytest.mark.parametrize("prompt_format", list(PromptFormat))
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [*THREE_TURNS[:2], Message("system", "Answer in French."), THREE_TURNS[2]],
+        [THREE_TURNS[0], Message("assistant", "Fine, and")],
+        [*THREE_TURNS, Message("assistant", "")],
+    ],
+    ids=["system-after-assistant", "ends-with-assistant", "empty-last-assistant"],
+)
+def test_orders_mistral_commons_normalizer_takes_match_it(prompt_format, messages):
+    assert our_ids(messages, prompt_format) == reference_ids(messages, prompt_format)
+
+
+@pytest.mark.parametrize("prompt_format", list(PromptFormat))
+def test_a_last_assistant_message_is_a_prefix_without_its_end(prompt_format):
+    ids = our_ids([THREE_TURNS[0], Message("assistant", "Fine, and")], prompt_format)
+
+    assert ids[-1] != SPECIAL[prompt_format].eos
+    assert ids[-3:] == _processor(prompt_format).encode("Fine, and")[-3:]
+
+
+@pytest.mark.parametrize("prompt_format", list(PromptFormat))
+def test_an_empty_assistant_message_before_the_last_turn_is_refused(prompt_format):
+    with pytest.raises(InvalidConversationError, match="cannot be empty"):
+        our_ids([THREE_TURNS[0], Message("assistant", ""), THREE_TURNS[2]], prompt_format)

@@ -9,13 +9,16 @@ a cut shaped answer is. Callers only consume what the job yields: text chunks, t
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..base.errors import AnswerCutError, OutputShapeError
-from ..family.prompt_ids import Message
+from ..base.errors import AnswerCutError, InvalidRequestError, OutputShapeError
+from ..engine.options import OPTION_BOUNDS
+from ..family.prompt_ids import Message, continues_answer
+from .logprobs import Logprobs, readable
 from .request import AnswerEnd, AnswerRequest
 from .shapes import OutputShape, constrained_sampling, finish_answer, with_instruction
 
@@ -58,29 +61,94 @@ class AnswerJob:
         job.request = replace(self.request, prompt=prompt)
         return job
 
-    def run(self, engine: Engine) -> Iterator[str | AnswerEnd | None]:
-        """Start on ``engine`` (a prompt the context cannot hold raises here), and return the steps."""
+    def run(self, engine: Engine, *, first_index: int = 0) -> Iterator[str | Logprobs | AnswerEnd | None]:
+        """Start on ``engine`` (a prompt the context cannot hold raises here), and return the steps; the
+        answers' ``AnswerEnd.index`` counts on from ``first_index``."""
         request = self.request
-        prompt = list(request.prompt) if isinstance(request.prompt, tuple) else request.prompt
-        ids, chat = engine.completion_ids(
-            with_instruction(prompt, request.shown), system=request.system, mode=request.mode
-        )
+        ids, chat = self._prompt_ids(engine)
+        if any(not 0 <= token < engine.info.n_vocab for token, _ in self.sampling.logit_bias):
+            message = f'"logit_bias" may name token ids below {engine.info.n_vocab} only.'
+            raise InvalidRequestError(message, param="logit_bias")
         sampling = bounded_by_context(self.sampling, engine.n_ctx)
-        return self._steps(engine, engine.generate(ids, sampling, answer=chat), sampling, chat=chat)
+        if request.echo:
+            sampling = replace(sampling, prompt_logprobs=True)
+        # An answer that continues the conversation's last, the assistant's, message keeps its first space.
+        answer = chat and not (isinstance(request.prompt, tuple) and continues_answer(request.prompt))
+        first = engine.generate(ids, sampling, answer=answer)
+        return self._answers(engine, ids, first, sampling, chat=chat, answer=answer, first_index=first_index)
+
+    def _prompt_ids(self, engine: Engine) -> tuple[list[int], bool]:
+        request = self.request
+        if isinstance(request.prompt, tuple) and all(isinstance(t, int) for t in request.prompt):
+            n_vocab = engine.info.n_vocab
+            if not request.prompt or not all(0 <= t < n_vocab for t in request.prompt):
+                raise InvalidRequestError(f"A prompt of token ids needs ids below {n_vocab}.", param="prompt")
+            return list(request.prompt), False  # as given, as llama-server takes them: no BOS added
+        prompt = list(request.prompt) if isinstance(request.prompt, tuple) else request.prompt
+        return engine.completion_ids(with_instruction(prompt, request.shown), system=request.system, mode=request.mode)
+
+    def _answers(
+        self,
+        engine: Engine,
+        ids: list[int],
+        first: Generation,
+        sampling: SamplingOptions,
+        *,
+        chat: bool,
+        answer: bool,
+        first_index: int,
+    ) -> Iterator[str | Logprobs | AnswerEnd]:
+        for index in range(self.request.n):
+            if index == 0:
+                generation = first
+            else:
+                seed = None if sampling.seed is None else (sampling.seed + index) % OPTION_BOUNDS["seed"].most
+                generation = engine.generate(ids, replace(sampling, seed=seed), answer=answer)
+            yield from self._steps(engine, generation, sampling, chat=chat, index=first_index + index, again=index > 0)
 
     def _steps(
-        self, engine: Engine, generation: Generation, sampling: SamplingOptions, *, chat: bool
-    ) -> Iterator[str | AnswerEnd | None]:
+        self,
+        engine: Engine,
+        generation: Generation,
+        sampling: SamplingOptions,
+        *,
+        chat: bool,
+        index: int,
+        again: bool,
+    ) -> Iterator[str | Logprobs | AnswerEnd | None]:
         from .report import completion_report
 
-        parts = []
-        for chunk in generation.steps():
-            if chunk is not None:
-                parts.append(chunk)
+        parts, reported, logprobs = [], 0, sampling.logprobs is not None
+        chunks = generation.steps()
+        if self.request.echo:
+            # The prompt's log-probabilities are known once the first step has evaluated it.
+            chunks = _ahead(chunks)
+            prompt = self.request.prompt
+            echoed = generation.prompt_logprobs if isinstance(prompt, tuple) else generation.prompt_logprobs[1:]
+            yield prompt if isinstance(prompt, str) else b"".join(map(engine.piece, prompt)).decode(errors="replace")
+            if logprobs:
+                yield readable(engine, echoed)
+        for chunk in chunks:
+            if chunk is None:  # waiting for the shared batch's next evaluation
+                yield None
+                continue
+            parts.append(chunk)
             yield chunk
+            if logprobs:
+                yield readable(engine, generation.logprobs[reported:])
+                reported = len(generation.logprobs)
+        if logprobs and reported < len(generation.logprobs):
+            yield readable(engine, generation.logprobs[reported:])  # tokens of a stop string's held text
         stats = generation.stats
         answer, error = _finished(self.request.shape, "".join(parts), stats, sampling)
-        yield AnswerEnd(stats, completion_report(engine, stats, chat=chat), answer=answer, error=error)
+        report = completion_report(engine, stats, chat=chat)
+        yield AnswerEnd(stats, report, answer=answer, error=error, index=index, first_of_prompt=not again)
+
+
+def _ahead(chunks: Iterator[str | None]) -> Iterator[str | None]:
+    """``chunks``, the first of them taken now (a wait for the shared batch, if it is one, dropped)."""
+    first = next(chunks, None)
+    return chunks if first is None else itertools.chain([first], chunks)
 
 
 def _finished(
@@ -93,3 +161,22 @@ def _finished(
         return finish_answer(shape, text, stats, sampling), None
     except (AnswerCutError, OutputShapeError) as exc:
         return None, exc
+
+
+def run_each(jobs: list[AnswerJob], engine: Engine) -> Iterator[str | Logprobs | AnswerEnd]:
+    """``jobs`` one after the other as one request's answers (OpenAI's list of prompts), their indexes counted
+    on; every prompt is checked before the first step."""
+    starts, index = [], 0
+    for job in jobs:
+        starts.append(job.run(engine, first_index=index))
+        index += job.request.n
+    return _in_turn(starts)
+
+
+def _in_turn(steps: list[Iterator[str | Logprobs | AnswerEnd]]) -> Iterator[str | Logprobs | AnswerEnd]:
+    try:
+        for each in steps:
+            yield from each
+    finally:
+        for each in steps:
+            each.close()  # a generation's cleanup (its sampler) runs on the thread that closes this

@@ -27,6 +27,10 @@ class AnswerRequest:
     system: str | None = None
     shape: OutputShape | None = None
     describe_shape: bool = True  # the prompt says which shape is wanted (what --no-schema-prompt turns off)
+    # Answers to the same prompt, one after the other (OpenAI's n); the k-th samples with seed + k where a seed
+    # is given. ``echo``: each starts with the prompt's text (and its tokens' log-probabilities when asked).
+    n: int = 1
+    echo: bool = False
 
     @property
     def shown(self) -> OutputShape | None:
@@ -47,6 +51,8 @@ class AnswerEnd:
     report: dict = field(default_factory=dict)  # the `--json` object without its text
     answer: str | None = None
     error: MixtralError | None = None
+    index: int = 0  # which of the request's answers ends here
+    first_of_prompt: bool = True  # False for the 2nd to nth answers to one prompt, whose prompt counted once
 
     @property
     def cut(self) -> bool:

@@ -187,7 +187,15 @@ class InvalidConversationError(MixtralError, ValueError):
 
 
 class InvalidRequestError(MixtralError, ValueError):
-    """A request (a file or an HTTP body) that does not follow its schema."""
+    """A request (a file or an HTTP body) that does not follow its schema; ``param`` names the field at fault,
+    ``code`` says why in OpenAI's words (``unsupported_parameter``, ...) where it has them."""
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.param = param
+        self.code = code
 
 
 class ChatError(MixtralError):

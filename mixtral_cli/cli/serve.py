@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -67,30 +68,44 @@ def serve(
         ),
     ] = 60.0,
     response_shape: ResponseShapeOption = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            metavar="ORIGIN",
+            rich_help_panel=SERVER,
+            show_default=False,
+            help="Let browser pages from ORIGIN (http://localhost:3000, or * for any) call the API; repeatable.",
+        ),
+    ] = None,
     *,
     sampling: SamplingOptions,
     engine_options: EngineOptions,
 ) -> None:
     """Keep a model loaded and answer HTTP requests, until Ctrl-C or SIGTERM.
 
-    Routes: OpenAI's POST /v1/chat/completions and /v1/completions (streamed as server-sent events on
-    request) and GET /v1/models; the model cards' scoring route POST /score (the request schema of
+    Routes: OpenAI's POST /v1/chat/completions, /v1/completions and /v1/responses (stateless; streamed as
+    server-sent events on request), GET /v1/models and /v1/models/{id}, with OpenAI's error objects (a
+    "model" other than the served one, its file name or `tiny` for the demo is 404 model_not_found;
+    docs/openai-api.md lists what is honoured); the model cards' scoring route POST /score (the request schema of
     `mixtral complete --request`); GET /health (with the slots in use). Requests are answered in the order they
     came, --parallel at a time (4 by default, as llama-server), batched: each evaluation gives every running one
     a token and a waiting prompt a chunk; one that waits longer than --queue-timeout is answered 503 with
     Retry-After. Each runs in a KV cache sequence of its own: a conversation's next turn goes to the
     sequence that still holds its earlier turns, and evaluates only what is new. The sampling
     options are the defaults of every request, which may override them; a request's max_tokens is
-    bounded by the context. Prompts and answers are logged only with --verbose.
+    bounded by the context, as llama-server bounds it (an answer ends when the context is full, finish
+    reason "length"). Prompts and answers are logged only with --verbose. --cors-origin lets pages from
+    that origin (a loopback page, say) call the API from a browser.
 
     It listens on 127.0.0.1 unless --host says otherwise; with any other host, set --api-key (or
-    MIXTRAL_API_KEY). `mixtral complete --server URL` sends its work here.
+        MIXTRAL_API_KEY). `mixtral complete --server URL` sends its work here.
 
-    \b
-    Examples:
-        mixtral serve -m 8x7b-instruct --keep-alive 30m
-        MIXTRAL_API_KEY=secret mixtral serve -m model.gguf --host 0.0.0.0 --port 8080
-        curl -s localhost:8080/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hi"}]}'
+        \b
+        Examples:
+            mixtral serve -m 8x7b-instruct --keep-alive 30m
+            MIXTRAL_API_KEY=secret mixtral serve -m model.gguf --host 0.0.0.0 --port 8080
+            curl -s localhost:8080/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hi"}]}'
     """
     from dataclasses import replace
 
@@ -122,6 +137,8 @@ def serve(
         api_key=api_key or None,
         queue_timeout=queue_timeout,
         verbose=engine_options.verbose,
+        model_aliases=served_model_aliases(path, pulled[0] if pulled else None),
+        cors_origins=tuple(cors_origin or ()),
     )
     if not is_loopback(host):
         print_notice(
@@ -140,3 +157,14 @@ def serve(
         on_ready=lambda url: typer.echo(f"Serving {config.model_id} at {url} (OpenAI base URL: {url}/v1)", err=True),
     )
     print_notice("Server stopped.")
+
+
+def served_model_aliases(path: Path, pulled_name: str | None) -> frozenset[str]:
+    """The names a request's "model" may give besides the one the server was started with: the file's name
+    with and without .gguf, its path, the name it was pulled by, and `tiny` for the demo model."""
+    from ..sources.demo import DEMO_NAME, demo_model_path
+
+    names = {path.name, path.stem, str(path), *([pulled_name] if pulled_name else [])}
+    if path.name == demo_model_path().name:
+        names.add(DEMO_NAME)
+    return frozenset(names)

@@ -8,6 +8,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from .logprobs import TokenLogprobs
 from .options import SamplingOptions
 from .text import TextStream
 
@@ -41,6 +42,9 @@ class GenerationStats:
 class Generation:
     """Text chunks as they are generated; ``stats`` is complete once iteration ends.
 
+    Where the sampling asks for log-probabilities, ``logprobs`` holds each generated token's so far (at least
+    those of the text yielded), and ``prompt_logprobs`` the prompt's.
+
     Iterating evaluates the engine's shared batch whenever the generation waits for it. A driver that runs
     several generations at once iterates ``steps()`` instead, and evaluates the batch once for all of them
     (serve's scheduler): every running sequence then advances in one ``llama_decode``.
@@ -54,6 +58,8 @@ class Generation:
         self.stats = GenerationStats()
         self._chunks = chunks
         self._evaluate = evaluate
+        self.logprobs: list[TokenLogprobs] = []
+        self.prompt_logprobs: list[TokenLogprobs] = []
 
     def steps(self) -> Iterator[str | None]:
         """Text chunks, and None wherever the generation waits for the shared batch to be evaluated."""
@@ -82,10 +88,12 @@ def decode(
     n_ctx: int,
     answer: bool,
     stats: GenerationStats,
+    logprobs: list[TokenLogprobs] | None = None,
 ) -> Iterator[str | None]:
     """Take ``lane``'s tokens (picked by the shared batch after each evaluation) until an end of generation, a
     stop string, ``max_tokens`` or a full context; None while the lane waits for an evaluation. ``answer``
     strips the space an Instruct answer starts with. The lane leaves the batch when this ends, however it ends.
+    ``logprobs``: the list the lane's sampler appends each picked token's to.
     """
     import llama_cpp
 
@@ -132,3 +140,5 @@ def decode(
         else:
             stats.prompt_eval_s = time.perf_counter() - started
         lane.leave()
+        if logprobs is not None:
+            del logprobs[stats.completion_tokens :]  # the end of generation's own token is no part of the answer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..base.errors import LlamaCppError
 
@@ -68,20 +68,24 @@ class KVCache:
         """``ids`` were evaluated after the tokens held, in a batch of several sequences (batch.py)."""
         self._tokens.extend(ids)
 
-    def feed(self, ids: Sequence[int]) -> None:
-        """Evaluate ``ids`` after the tokens held, in batches of what the context allows."""
+    def feed(self, ids: Sequence[int], *, each_row: Callable[[int, object], None] | None = None) -> None:
+        """Evaluate ``ids`` after the tokens held, in batches of what the context allows.
+
+        ``each_row(i, logits)`` is given the logits after each ``ids[i]``, while llama.cpp still holds them.
+        """
         import llama_cpp
 
         for start in range(0, len(ids), self._n_batch):
             chunk = ids[start : start + self._n_batch]
-            if (
-                llama_cpp.llama_decode(
-                    self._ctx, self._batch.fill(chunk, position=len(self._tokens), sequence=self.sequence)
-                )
-                != 0
-            ):
+            batch = self._batch.fill(
+                chunk, position=len(self._tokens), sequence=self.sequence, every_row=each_row is not None
+            )
+            if llama_cpp.llama_decode(self._ctx, batch) != 0:
                 raise LlamaCppError("llama.cpp failed to evaluate the prompt.")
             self._tokens.extend(chunk)
+            if each_row is not None:
+                for row in range(len(chunk)):
+                    each_row(start + row, llama_cpp.llama_get_logits_ith(self._ctx, row))
 
     def take_from(self, source: KVCache) -> None:
         """Hold what ``source`` holds, as if this context had evaluated it (a hand-over between layouts)."""
@@ -116,12 +120,12 @@ class LlamaBatch:
             logits=self.logits,
         )
 
-    def fill(self, ids: Sequence[int], *, position: int, sequence: int):  # noqa: ANN201 - a llama_batch
-        """``ids`` of one sequence from ``position`` on, the last one's logits wanted."""
+    def fill(self, ids: Sequence[int], *, position: int, sequence: int, every_row: bool = False):  # noqa: ANN201
+        """``ids`` of one sequence from ``position`` on: the last one's logits wanted, or ``every_row``'s."""
         n = len(ids)
         self.tokens[:n] = list(ids)
         self.positions[:n] = list(range(position, position + n))
         self.sequences[:n] = [sequence] * n
-        self.logits[:n] = [0] * (n - 1) + [1]
+        self.logits[:n] = [1] * n if every_row else [0] * (n - 1) + [1]
         self.batch.n_tokens = n
         return self.batch

@@ -25,7 +25,7 @@ from .batch import SharedBatch
 from .context import model_kv_bytes_per_token, new_context
 from .devices import init_backend
 from .fit import model_plan
-from .generation import Generation, GenerationStats, T, decode, evaluated
+from .generation import Generation, GenerationStats, T, decode, evaluated  # noqa: F401 - callers import GenerationStats here
 from .kv_cache import KVCache
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, expected_seconds, prefill_elsewhere
 from .loading import (
@@ -38,6 +38,7 @@ from .loading import (
     notice_missing_gpu_backend,
     print_log,
 )
+from .logprobs import TokenLogprobs, row_logprobs
 from .lora import AdapterInfo, LoadedAdapters, check_adapter
 from .options import EngineOptions, LoraSpec, SamplingOptions
 from .sampler import Sampler
@@ -318,10 +319,11 @@ class Engine:
         if self._auto:
             self.prepare(Work(len(prompt_ids), sampling.max_tokens))
         self._last_used[sequence] = max(self._last_used) + 1
-        return Generation(
-            lambda stats: self._generate(list(prompt_ids), sampling, answer, stats, sequence),
+        generation = Generation(
+            lambda stats: self._generate(list(prompt_ids), sampling, answer, generation, sequence),
             evaluate=self.evaluate,
         )
+        return generation
 
     def evaluate(self) -> int:
         """One evaluation of the shared batch: every running generation advances (batch.py); returns its tokens."""
@@ -338,20 +340,46 @@ class Engine:
         return self._batch.lanes if self._batch is not None else 0
 
     def _generate(
-        self, prompt_ids: list[int], sampling: SamplingOptions, answer: bool, stats: GenerationStats, sequence: int
+        self, prompt_ids: list[int], sampling: SamplingOptions, answer: bool, generation: Generation, sequence: int
     ) -> Iterator[str | None]:
+        stats = generation.stats
         stats.prompt_tokens = len(prompt_ids)
         cache = self._caches[sequence]
-        evaluated, pending, stats.layout = self._bring_cache_to(prompt_ids, cache)
+        if sampling.logprobs is not None and sampling.prompt_logprobs:
+            # Evaluated here and now, outside the shared batch: every row's logits are read as it goes.
+            generation.prompt_logprobs = self._evaluate_reporting(prompt_ids, cache, top=sampling.logprobs)
+            evaluated, pending, stats.layout = len(prompt_ids) - 1, prompt_ids[-1:], self._own_layout.value
+        else:
+            evaluated, pending, stats.layout = self._bring_cache_to(prompt_ids, cache)
         stats.prompt_tokens_evaluated = evaluated + len(pending)
-        sampler = Sampler(sampling, self._vocab)
+        sampler = Sampler(sampling, self._vocab, logprobs=generation.logprobs)
         try:
             lane = self._batch.join(cache, pending, sampler.sample)
             yield from decode(
-                lane, self._vocab, sampling, piece=self.piece, n_ctx=self.n_ctx, answer=answer, stats=stats
+                lane,
+                self._vocab,
+                sampling,
+                piece=self.piece,
+                n_ctx=self.n_ctx,
+                answer=answer,
+                stats=stats,
+                logprobs=generation.logprobs,
             )
         finally:
             sampler.close()
+
+    def _evaluate_reporting(self, prompt_ids: list[int], cache: KVCache, *, top: int) -> list[TokenLogprobs]:
+        """Evaluate all of a prompt but its last token (the shared batch's, whose logits choose the first new
+        token) again, each token's logits kept: each prompt token's log-probability after those before it (None
+        for the first)."""
+        n_vocab, after_first = self.info.n_vocab, []
+
+        def keep(index: int, logits) -> None:  # noqa: ANN001 - a float pointer
+            after_first.append(row_logprobs(logits, n_vocab, prompt_ids[index + 1], top))
+
+        cache.clear()
+        cache.feed(prompt_ids[:-1], each_row=keep)
+        return [TokenLogprobs(prompt_ids[0], None), *after_first]
 
     def _bring_cache_to(self, prompt_ids: list[int], cache: KVCache) -> tuple[int, list[int], str]:
         """Cut the cache to the prompt's prefix it holds, or have the hand-over's plain-layout engine evaluate the
@@ -367,8 +395,12 @@ class Engine:
                 evaluated = prefill._cache.bring_to(prompt_ids[:-1])
                 self.take_cache_from(prefill)
                 return evaluated, self._cache.cut_to(prompt_ids), Layout.HANDOVER.value
-        own_layout = Layout.REPACKED if self.layout is Layout.HANDOVER else self.layout
-        return 0, cache.cut_to(prompt_ids), own_layout.value
+        return 0, cache.cut_to(prompt_ids), self._own_layout.value
+
+    @property
+    def _own_layout(self) -> Layout:
+        """The layout of this engine's own weights: a hand-over's decoding side is repacked."""
+        return Layout.REPACKED if self.layout is Layout.HANDOVER else self.layout
 
     def take_cache_from(self, source: Engine) -> None:
         """Continue from the tokens ``source``'s KV cache holds, as if this engine had evaluated them."""

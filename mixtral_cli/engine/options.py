@@ -90,10 +90,23 @@ class SamplingOptions:
     max_tokens: int = DEFAULT_MAX_TOKENS
     stop: tuple[str, ...] = field(default=())
     grammar: str | None = None  # GBNF (root rule "root"): every token must keep the answer inside it
+    # OpenAI's penalties, as llama.cpp applies them over the last 64 tokens: minus frequency x count, minus
+    # presence once a token occurs; 0: none.
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit) pairs
+    # Log-probabilities to report per generated token: None none, 0 the chosen token's, k also the k likeliest;
+    # ``prompt_logprobs``: the prompt's tokens' too (OpenAI's echo).
+    logprobs: int | None = None
+    prompt_logprobs: bool = False
 
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0
+
+    @property
+    def penalized(self) -> bool:
+        return self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
 
 
 # What each numeric option can mean; the CLI, request files and chat's /set check values against these.
@@ -103,6 +116,10 @@ OPTION_BOUNDS: dict[str, Bound] = {
     "top_k": Bound(0, INT32_MAX),
     "min_p": Bound(0, 1, "a share of the top token's probability"),
     "repeat_penalty": Bound(0, FLOAT32_MAX, IN_A_FLOAT),
+    "frequency_penalty": Bound(-2, 2, "OpenAI's range"),
+    "presence_penalty": Bound(-2, 2, "OpenAI's range"),
+    "logit_bias": Bound(-100, 100, "OpenAI's range"),  # each bias
+    "top_logprobs": Bound(0, 20, "OpenAI's range"),
     "max_tokens": Bound(1, INT32_MAX),
     "seed": Bound(0, UINT32_MAX - 1, f"as llama.cpp takes {UINT32_MAX} to mean a random seed"),
     "ctx_size": Bound(16, INT32_MAX),

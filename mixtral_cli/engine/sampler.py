@@ -6,13 +6,16 @@ import ctypes
 import random
 
 from ..base.errors import LlamaCppError
+from .logprobs import TokenLogprobs, row_logprobs
 from .options import SamplingOptions
+
+PENALTY_LAST_N = 64  # the tokens the penalties look back on: llama.cpp's default (--repeat-last-n)
 
 
 def build_sampler(sampling: SamplingOptions, vocab):  # noqa: ANN001, ANN201 - llama_vocab_p, llama_sampler_p
-    """The chain llama.cpp's own CLI builds: penalties, top-k, top-p, min-p, temperature, then a draw.
+    """The chain llama.cpp's own CLI builds: logit biases, penalties, top-k, top-p, min-p, temperature, then a draw.
 
-    Temperature 0 is greedy: the penalties still apply, the draw is replaced by argmax.
+    Temperature 0 is greedy: the biases and penalties still apply, the draw is replaced by argmax.
     """
     import llama_cpp
 
@@ -20,9 +23,13 @@ def build_sampler(sampling: SamplingOptions, vocab):  # noqa: ANN001, ANN201 - l
     params.no_perf = True
     chain = llama_cpp.llama_sampler_chain_init(params)
     add = llama_cpp.llama_sampler_chain_add
-    if sampling.repeat_penalty != 1.0:
-        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)  # this llama.cpp's signature still takes it first
-        add(chain, llama_cpp.llama_sampler_init_penalties(n_vocab, 64, sampling.repeat_penalty, 0.0, 0.0))
+    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)  # this llama.cpp's signatures still take it first
+    if sampling.logit_bias:
+        biases = (llama_cpp.llama_logit_bias * len(sampling.logit_bias))(*sampling.logit_bias)
+        add(chain, llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(biases), biases))  # it copies them
+    if sampling.penalized:
+        penalties = (sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty)
+        add(chain, llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, *penalties))
     if sampling.greedy:
         add(chain, llama_cpp.llama_sampler_init_greedy())
         return chain
@@ -50,18 +57,30 @@ class Sampler:
     grammar, the byte tokens that would start or continue such a sequence are refused too.
     """
 
-    def __init__(self, sampling: SamplingOptions, vocab) -> None:  # noqa: ANN001 - a llama_vocab_p
+    def __init__(
+        self,
+        sampling: SamplingOptions,
+        vocab,  # noqa: ANN001 - a llama_vocab_p
+        *,
+        logprobs: list[TokenLogprobs] | None = None,
+    ) -> None:
+        """``logprobs``, where ``sampling.logprobs`` asks for them: each drawn token's are appended to it."""
         import llama_cpp
         import numpy as np
 
         self._llama = llama_cpp
         self._chain = build_sampler(sampling, vocab)
-        # The penalties are the one sampler of the chain that keeps state, and they change logits before the
-        # K likeliest are kept. Without them, llama.cpp's own sampling call (which also accepts the token into
-        # the chain) may make the first draw, and a repeated draw may start from the likeliest tokens.
-        stateless = sampling.repeat_penalty == 1.0
+        self._logprobs = logprobs if sampling.logprobs is not None else None
+        self._top = sampling.logprobs or 0
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        # The penalties are the one sampler of the chain that keeps state, and they and the logit biases change
+        # logits before the K likeliest are kept. Without penalties, llama.cpp's own sampling call (which also
+        # accepts the token into the chain) may make the first draw; without either, a repeated draw may start
+        # from the likeliest tokens.
+        stateless = not sampling.penalized
         self._chain_draws_first = stateless
-        self._keeps = (1 if sampling.greedy else sampling.top_k) if stateless else 0  # 0: the whole vocabulary
+        ranked_by_logits = stateless and not sampling.logit_bias
+        self._keeps = (1 if sampling.greedy else sampling.top_k) if ranked_by_logits else 0  # 0: the whole vocabulary
         self._grammar = None
         if sampling.grammar is None:
             return
@@ -80,6 +99,14 @@ class Sampler:
 
     def sample(self, ctx, row: int = -1) -> int:  # noqa: ANN001 - a llama_context_p
         """The next token from the logits of the last evaluation's ``row`` (-1: its last)."""
+        token = self._draw(ctx, row)
+        if self._logprobs is not None:
+            # The context's logits are llama.cpp's own still: the chain drew from a copy.
+            logits = self._llama.llama_get_logits_ith(ctx, row)
+            self._logprobs.append(row_logprobs(logits, self._n_vocab, token, self._top))
+        return token
+
+    def _draw(self, ctx, row: int) -> int:  # noqa: ANN001 - a llama_context_p
         llama_cpp = self._llama
         if self._grammar is None:
             return llama_cpp.llama_sampler_sample(self._chain, ctx, row)

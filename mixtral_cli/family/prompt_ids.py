@@ -8,7 +8,6 @@ templates, llama.cpp's built-in ones) differs from mistral-common somewhere; the
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -88,10 +87,11 @@ def completion_messages(
 def chat_prompt_ids(
     messages: Sequence[Message], *, prompt_format: PromptFormat, special: SpecialIds, encode: Encode
 ) -> list[int]:
-    """The prompt ids for ``messages``, ending where the assistant's answer starts."""
+    """The prompt ids for ``messages``, ending where the assistant's answer starts, or continues its last
+    message, as mistral-common's prefix continuation does; an empty last assistant message is dropped."""
     _validate(messages)
     system = "\n\n".join(m.content for m in messages if m.role == "system" and m.content) or None
-    turns = _merge_runs(messages)
+    turns = _answerable(_merge_runs(messages))
     user_indices = [i for i, m in enumerate(turns) if m.role == "user"]
     system_turn = user_indices[0] if prompt_format is PromptFormat.V1 else user_indices[-1]
     ids = [special.bos]
@@ -106,8 +106,15 @@ def chat_prompt_ids(
                 ids += [_required(special.inst), *encode(content), _required(special.inst_end)]
         else:
             # v3 right-strips spaces from answers before encoding them; v1 keeps them.
-            ids += [*encode(content if prompt_format is PromptFormat.V1 else content.rstrip(" ")), special.eos]
+            ids += encode(content if prompt_format is PromptFormat.V1 else content.rstrip(" "))
+            if i < len(turns) - 1:
+                ids.append(special.eos)  # the last is a prefix the answer continues: it has not ended
     return ids
+
+
+def continues_answer(messages: Sequence[Message]) -> bool:
+    """Whether the answer to ``messages`` continues their last, the assistant's, message (a prefix)."""
+    return bool(messages) and messages[-1].role == "assistant" and bool(messages[-1].content)
 
 
 def raw_prompt_ids(text: str, *, special: SpecialIds, encode: Encode) -> list[int]:
@@ -116,17 +123,18 @@ def raw_prompt_ids(text: str, *, special: SpecialIds, encode: Encode) -> list[in
 
 
 def _validate(messages: Sequence[Message]) -> None:
-    # The same rules mistral-common's validator applies when serving.
     if not messages:
         raise InvalidConversationError("The conversation is empty.")
-    if messages[-1].role == "assistant":
-        raise InvalidConversationError("The last message is the assistant's; end with a user message to answer.")
-    for previous, current in itertools.pairwise(messages):
-        if previous.role == "assistant" and current.role == "system":
-            raise InvalidConversationError("A system message cannot follow an assistant message.")
-    for message in messages:
-        if message.role == "assistant" and not message.content:
-            raise InvalidConversationError("An assistant message cannot be empty.")
+
+
+def _answerable(turns: list[Message]) -> list[Message]:
+    """The rules of mistral-common's normalizer and instruct tokenizer, on merged turns: an assistant turn has
+    text, but for the last, which is then no prefix at all (the answer starts afresh)."""
+    if turns[-1].role == "assistant" and not turns[-1].content:
+        turns = turns[:-1]
+    if any(turn.role == "assistant" and not turn.content for turn in turns):
+        raise InvalidConversationError("An assistant message cannot be empty, but for the last.")
+    return turns
 
 
 def _merge_runs(messages: Sequence[Message]) -> list[Message]:

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -22,20 +25,25 @@ from starlette.routing import Route
 from .. import __version__
 from ..answer.card_request import CardJob, ResponseShape, parse_request, render_response
 from ..answer.job import AnswerJob
+from ..answer.logprobs import Logprobs
 from ..answer.request import AnswerEnd, AnswerRequest
-from ..base.errors import (
-    ContextOverflowError,
-    InvalidConversationError,
-    InvalidRequestError,
-    MixtralError,
-    OutputShapeError,
-    ServerBusyError,
-    ServerStoppedError,
-)
+from ..base.errors import InvalidRequestError, MixtralError, ModelNotFoundError
 from ..base.textinput import parse_json
 from ..engine.options import SamplingOptions
-from .openai_api import Answer, OpenAIRequest, models_list, parse_chat_request, parse_text_request
-from .scheduler import ClientGone, Job, ModelHost, collect
+from .openai_api import (
+    Answer,
+    Choice,
+    OpenAIRequest,
+    choices_from,
+    model_object,
+    models_list,
+    openai_work,
+    parse_chat_request,
+    parse_text_request,
+)
+from .openai_errors import APIError, api_error, body_too_large, invalid_api_key, unknown_route
+from .responses_api import ResponseAnswer, parse_responses_request
+from .scheduler import ClientGone, Job, ModelHost
 from .work import (
     COMPLETE_ROUTE,
     GENERATE_ROUTE,
@@ -51,7 +59,6 @@ from .work import (
 
 log = logging.getLogger("mixtral.serve")
 MAX_BODY_BYTES = 4 * 2**20  # a full context of text, as JSON, with room to spare
-_BAD_REQUEST = (InvalidRequestError, InvalidConversationError, OutputShapeError, ContextOverflowError)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,12 @@ class ServeConfig:
     queue_timeout: float = 60.0
     max_body_bytes: int = MAX_BODY_BYTES
     verbose: bool = False  # log prompts and answers
+    # Other names a request's "model" may give for the served one (its file's name, its pulled name, ...).
+    model_aliases: frozenset[str] = frozenset()
+    cors_origins: tuple[str, ...] = ()  # the browser pages' origins allowed to call (none: no CORS headers)
+
+    def serves(self, name: str) -> bool:
+        return name == self.model_id or name in self.model_aliases
 
 
 class _BodyTooLarge(Exception):
@@ -75,15 +88,22 @@ def create_app(host: ModelHost, config: ServeConfig) -> Starlette:
     routes = [
         Route("/health", handlers.health, methods=["GET"]),
         Route("/v1/models", handlers.guarded(handlers.models), methods=["GET"]),
+        Route("/v1/models/{model_id:path}", handlers.guarded(handlers.model), methods=["GET"]),
         Route("/v1/chat/completions", handlers.guarded(handlers.chat_completions), methods=["POST"]),
         Route("/v1/completions", handlers.guarded(handlers.completions), methods=["POST"]),
+        Route("/v1/responses", handlers.guarded(handlers.responses), methods=["POST"]),
         Route("/score", handlers.guarded(handlers.score), methods=["POST"]),
         Route(COMPLETE_ROUTE, handlers.guarded(handlers.mixtral_complete), methods=["POST"]),
         Route(MODEL_ROUTE, handlers.guarded(handlers.mixtral_model), methods=["GET"]),
         Route(IDS_ROUTE, handlers.guarded(handlers.mixtral_ids), methods=["POST"]),
         Route(GENERATE_ROUTE, handlers.guarded(handlers.mixtral_generate), methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+    middleware = []
+    if config.cors_origins:
+        # Answers preflights (OPTIONS) before the API key is asked for, as browsers send them without it.
+        cors = {"allow_origins": list(config.cors_origins), "allow_methods": ["GET", "POST"], "allow_headers": ["*"]}
+        middleware.append(Middleware(CORSMiddleware, **cors))
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _route_error_response})
 
 
 class _Handlers:
@@ -96,17 +116,11 @@ class _Handlers:
 
         async def guarded(request: Request) -> Response:
             if not self._authorized(request):
-                return JSONResponse(
-                    {"error": {"message": "Missing or wrong API key.", "type": "AuthenticationError"}},
-                    401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
+                return _json_error(invalid_api_key())
             try:
                 return await handler(request)
             except _BodyTooLarge:
-                limit = self.config.max_body_bytes
-                message = f"The request body is larger than this server accepts ({limit} bytes)."
-                return JSONResponse({"error": {"message": message, "type": "RequestTooLarge"}}, 413)
+                return _json_error(body_too_large(self.config.max_body_bytes))
             except ClientGone:
                 return Response(status_code=499)  # nobody reads it; the work was cancelled
             except MixtralError as exc:
@@ -176,49 +190,121 @@ class _Handlers:
     async def models(self, request: Request) -> Response:
         return JSONResponse(models_list(self.config.model_id))
 
+    async def model(self, request: Request) -> Response:
+        self._check_model(request.path_params["model_id"])
+        return JSONResponse(model_object(self.config.model_id))
+
+    def _check_model(self, name: object) -> None:
+        """A request may leave "model" out; one it names must be the served model, by any of its names."""
+        if name is None or isinstance(name, str) and self.config.serves(name):
+            return
+        if not isinstance(name, str):
+            raise InvalidRequestError('"model" must be a string.', param="model")
+        raise ModelNotFoundError(
+            f"The model `{name}` does not exist on this server: it serves `{self.config.model_id}`.",
+            hint="Ask for the served model, or start a server with the model you want.",
+        )
+
     async def chat_completions(self, request: Request) -> Response:
-        return await self._openai(request, parse_chat_request(await self._json(request), self.config.sampling))
+        return await self._openai(request, parse_chat_request(await self._openai_body(request), self.config.sampling))
 
     async def completions(self, request: Request) -> Response:
-        return await self._openai(request, parse_text_request(await self._json(request), self.config.sampling))
+        return await self._openai(request, parse_text_request(await self._openai_body(request), self.config.sampling))
+
+    async def _openai_body(self, request: Request) -> object:
+        data = await self._json(request)
+        if isinstance(data, dict):
+            self._check_model(data.get("model"))
+        return data
+
+    async def responses(self, request: Request) -> Response:
+        parsed = parse_responses_request(await self._openai_body(request), self.config.sampling)
+        job = await self._start_openai(request, parsed)
+        answer = ResponseAnswer(model=self.config.model_id)
+        if parsed.stream:
+            events = self._response_events(job, answer, request, parsed.answer.prompt)
+            return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        (choice,) = await self._collect(job, request)
+        text = "".join(choice.parts)
+        self._log_exchange(parsed.answer.prompt, text)
+        return JSONResponse(answer.whole(text, choice.end))
+
+    async def _response_events(
+        self, job: Job, answer: ResponseAnswer, request: Request, prompt: object
+    ) -> AsyncIterator[str]:
+        parts: list[str] = []
+        try:
+            for event in answer.start_events():
+                yield _sse(event, named=True)
+            async for item in job.results(request.is_disconnected):
+                if isinstance(item, AnswerEnd):
+                    for event in answer.end_events("".join(parts), item):
+                        yield _sse(event, named=True)
+                elif isinstance(item, str):
+                    parts.append(item)
+                    yield _sse(answer.delta_event(item), named=True)
+        except ClientGone:
+            return
+        except MixtralError as exc:
+            yield _sse(answer.error_event(api_error(exc).error_object()), named=True)
+        finally:
+            self._log_exchange(prompt, "".join(parts))
+
+    async def _start_openai(self, request: Request, parsed: OpenAIRequest) -> Job:
+        """The job of an OpenAI request's answers, started: its first step is taken before the answer is sent, so
+        that a prompt over the context is a 400, not a stream that fails."""
+        model_path = self.config.model_path
+        work = await run_in_threadpool(lambda: openai_work(parsed, model_path=model_path))
+        return await self._start(request, work)
 
     async def _openai(self, request: Request, parsed: OpenAIRequest) -> Response:
-        answer_job = await self._answer_job(parsed.answer)
-        job = await self._start(request, answer_job.run)
-        answer = Answer(chat=parsed.answer.mode.value == "chat", model=self.config.model_id)
+        job = await self._start_openai(request, parsed)
+        answer = Answer(chat=parsed.answer.mode.value == "chat", model=self.config.model_id, logprobs=parsed.logprobs)
+        prompts = [a.prompt for a in parsed.answers]
         if parsed.stream:
-            events = self._openai_events(job, answer, request, parsed.answer.prompt, parsed.include_usage)
+            events = self._openai_events(job, answer, request, prompts, parsed.include_usage)
             return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        parts, end = await self._collect(job, request)
-        text = "".join(parts)
-        self._log_exchange(parsed.answer.prompt, text)
-        return JSONResponse(answer.whole(text, end))
+        choices = await self._collect(job, request)
+        self._log_exchange(prompts, "\n".join("".join(choice.parts) for choice in choices))
+        return JSONResponse(answer.whole(choices))
 
     async def _openai_events(
         self, job: Job, answer: Answer, request: Request, prompt: object, include_usage: bool
     ) -> AsyncIterator[str]:
         parts: list[str] = []
+        ends: list[AnswerEnd] = []
+        held: str | None = None  # a text chunk whose tokens' log-probabilities come next
+        opened = 0  # chat answers whose first chunk (the role) was sent
         try:
-            if answer.chat:
-                yield _sse(answer.chunk(first=True))
             async for item in job.results(request.is_disconnected):
+                index = len(ends)
+                if answer.chat and opened == index:
+                    yield _sse(answer.chunk(index=index, first=True))
+                    opened += 1
                 if isinstance(item, AnswerEnd):
-                    yield _sse(answer.chunk(finish=item))
-                    if include_usage:
-                        yield _sse(answer.usage_chunk(item.stats))
+                    ends.append(item)
+                    yield _sse(answer.chunk(index=index, finish=item))
+                elif isinstance(item, Logprobs):
+                    yield _sse(answer.chunk(held, index=index, tokens=item.tokens))
+                    held = None
+                elif answer.logprobs:
+                    parts.append(item)
+                    held = item
                 else:
                     parts.append(item)
-                    yield _sse(answer.chunk(item))
+                    yield _sse(answer.chunk(item, index=index))
+            if include_usage:
+                yield _sse(answer.usage_chunk(ends))
             yield "data: [DONE]\n\n"
         except ClientGone:
             return
         except MixtralError as exc:
-            yield _sse({"error": error_body(exc)})
+            yield _sse(api_error(exc).body())
         finally:
             self._log_exchange(prompt, "".join(parts))
 
-    async def _collect(self, job: Job, request: Request) -> tuple[list[str], AnswerEnd]:
-        return await collect(job, request.is_disconnected)  # type: ignore[return-value]
+    async def _collect(self, job: Job, request: Request) -> list[Choice]:
+        return choices_from([item async for item in job.results(request.is_disconnected)])
 
     async def score(self, request: Request) -> Response:
         try:
@@ -283,18 +369,19 @@ class _Handlers:
             log.info("answer: %r", answer)
 
 
-def _sse(data: dict) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+def _sse(data: dict, *, named: bool = False) -> str:
+    """A server-sent event; ``named``: with its ``event:`` line, as the Responses API sends its events."""
+    name = f"event: {data['type']}\n" if named else ""
+    return f"{name}data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 def _error_response(exc: MixtralError) -> Response:
-    headers = {}
-    if isinstance(exc, _BAD_REQUEST):
-        status = 400
-    elif isinstance(exc, (ServerBusyError, ServerStoppedError)):
-        status = 503
-        if isinstance(exc, ServerBusyError):
-            headers["Retry-After"] = str(exc.retry_after)
-    else:
-        status = 500
-    return JSONResponse({"error": error_body(exc)}, status, headers=headers)
+    return _json_error(api_error(exc))
+
+
+def _json_error(error: APIError) -> Response:
+    return JSONResponse(error.body(), error.status, headers=error.headers)
+
+
+async def _route_error_response(request: Request, exc: HTTPException) -> Response:
+    return _json_error(unknown_route(request.method, request.url.path, exc.status_code, dict(exc.headers or {})))

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ..base.atomic import atomic_path, check_writable
 from ..base.errors import ContextOverflowError, InvalidRequestError, MixtralError, OutputPathError, ServerError
 from ..engine.options import SamplingOptions
-from .openai_api import Answer, OpenAIRequest, parse_chat_request, parse_text_request
+from .openai_api import Answer, OpenAIRequest, choices_from, openai_work, parse_chat_request, parse_text_request
 
 if TYPE_CHECKING:
     from ..engine.model import Engine
@@ -214,23 +214,22 @@ def answer_here(
     model_path: Path,
     on_result: Callable[[BatchLine, BatchResult], None],
 ) -> None:
-    """Answer ``lines`` with a model loaded here: the server's scheduler and answer jobs, ``parallel`` at once."""
-    from ..answer.job import AnswerJob
-
-    jobs = {}
+    """Answer ``lines`` with a model loaded here: the server's scheduler and work, ``parallel`` at once."""
+    works = {}
     for line in lines:  # a response_format the model cannot take is an error line before anything generates
         try:
-            jobs[line.id] = AnswerJob(line.parsed.answer, model_path=model_path)
+            works[line.id] = openai_work(line.parsed, model_path=model_path)
         except MixtralError as exc:
             on_result(line, error_result(line, exc))
-    lines = [line for line in lines if line.id in jobs]
+    lines = [line for line in lines if line.id in works]
 
-    def answered(i: int, parts: list[str], end: object) -> None:
-        chat = lines[i].url == "/v1/chat/completions"
-        on_result(lines[i], answer_result(lines[i], Answer(chat=chat, model=model_id).whole("".join(parts), end)))
+    def answered(i: int, items: list[object]) -> None:
+        line = lines[i]
+        answer = Answer(chat=line.url == "/v1/chat/completions", model=model_id, logprobs=line.parsed.logprobs)
+        on_result(line, answer_result(line, answer.whole(choices_from(items))))
 
     run_here(
-        [jobs[line.id].run for line in lines],
+        [works[line.id] for line in lines],
         load=load,
         parallel=parallel,
         on_done=answered,
@@ -243,16 +242,16 @@ def run_here(
     *,
     load: Callable[[], Engine],
     parallel: int,
-    on_done: Callable[[int, list[str], object], None],
+    on_done: Callable[[int, list[object]], None],
     on_error: Callable[[int, MixtralError], None],
 ) -> None:
-    """Run ``works`` (answer jobs, card jobs) on the serve scheduler, ``parallel`` at once, batched; each one's
-    text chunks and last item go to ``on_done``, in the order they finish."""
+    """Run ``works`` (answer jobs, card jobs) on the serve scheduler, ``parallel`` at once, batched; everything
+    each one yields goes to ``on_done``, in the order they finish."""
     asyncio.run(_run_all(works, load, parallel, on_done, on_error))
 
 
 async def _run_all(works, load, parallel, on_done, on_error) -> None:  # noqa: ANN001 - as run_here's
-    from .scheduler import MAX_WAIT_S, ModelHost, collect
+    from .scheduler import MAX_WAIT_S, ModelHost
 
     host = ModelHost(load, keep_alive=None, sequences=parallel)
     loop = asyncio.get_running_loop()
@@ -267,11 +266,11 @@ async def _run_all(works, load, parallel, on_done, on_error) -> None:  # noqa: A
             job = host.submit(works[i])
             try:
                 await job.wait_turn(timeout=MAX_WAIT_S, client_gone=never_gone)
-                parts, end = await collect(job, never_gone)
+                items = [item async for item in job.results(never_gone)]
             except MixtralError as exc:
                 on_error(i, exc)
                 return
-            on_done(i, parts, end)
+            on_done(i, items)
 
     try:
         await asyncio.gather(*(run(i) for i in range(len(works))))
@@ -520,7 +519,7 @@ def run_card_folder(
             except MixtralError as exc:
                 failed(file, exc)
         run_here(works, load=runner.load, parallel=runner.parallel,
-                 on_done=lambda i, parts, outputs: answered(kept_files[i], render_response(outputs, response_shape)),
+                 on_done=lambda i, items: answered(kept_files[i], render_response(items[-1], response_shape)),
                  on_error=lambda i, exc: failed(kept_files[i], exc))  # fmt: skip
     summary.seconds = time.perf_counter() - started
     write_records(errors, failures)

@@ -43,6 +43,10 @@ class _Started:
     pass
 
 
+class _Accepted:
+    pass
+
+
 class _Ended:
     pass
 
@@ -52,7 +56,7 @@ class _Failed:
         self.error = error
 
 
-_STARTED, _ENDED = _Started(), _Ended()
+_STARTED, _ACCEPTED, _ENDED = _Started(), _Accepted(), _Ended()
 
 
 class Job:
@@ -80,15 +84,19 @@ class Job:
         self.cancel()
 
     async def wait_turn(self, *, timeout: float, client_gone: Callable[[], Awaitable[bool]]) -> None:
-        """Until the engine takes this job; ServerBusyError after ``timeout`` seconds in the queue."""
-        deadline = time.monotonic() + timeout
+        """Until the engine takes this job and it starts (the checks it makes on the engine, a prompt longer
+        than the context say, raise here, before a streamed answer's first byte); ServerBusyError after
+        ``timeout`` seconds in the queue. Loading the model does not count as waiting."""
+        deadline, started = time.monotonic() + timeout, False
         while True:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 and not started:
                 self.cancel()
                 raise ServerBusyError(retry_after=max(1, math.ceil(timeout / 2)))
-            item = await self._next(min(left, _POLL_S), client_gone)
+            item = await self._next(_POLL_S if started else min(left, _POLL_S), client_gone)
             if item is _STARTED:
+                started = True
+            elif item is _ACCEPTED:
                 return
             if isinstance(item, _Failed):
                 raise item.error
@@ -115,18 +123,6 @@ class Job:
                 self.cancel()
                 raise ClientGone from None
             return None
-
-
-async def collect(job: Job, client_gone: Callable[[], Awaitable[bool]]) -> tuple[list[str], object]:
-    """An answer job's text chunks and its end (an ``AnswerEnd``), once it has run."""
-    parts, end = [], None
-    async for item in job.results(client_gone):
-        if isinstance(item, str):
-            parts.append(item)
-        else:
-            end = item
-    assert end is not None, "an answer job ends with its AnswerEnd"
-    return parts, end
 
 
 class ModelHost:
@@ -160,10 +156,6 @@ class ModelHost:
     @property
     def waiting(self) -> int:
         return self._jobs.qsize()
-
-    @property
-    def n_ctx(self) -> int:
-        return self.facts.get("n_ctx", 0)
 
     @property
     def busy(self) -> bool:
@@ -279,6 +271,7 @@ class ModelHost:
         except Exception as exc:  # noqa: BLE001 - the job's error, not the server's
             self._fail(job, exc)
             return
+        job.send(_ACCEPTED)
         with self._lock:
             self._running.append(running)
 

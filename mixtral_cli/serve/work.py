@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, fields, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..answer.request import AnswerEnd, AnswerRequest
@@ -33,6 +34,8 @@ _SAMPLING_NUMBERS = {
     "top_k": int,
     "min_p": float,
     "repeat_penalty": float,
+    "frequency_penalty": float,
+    "presence_penalty": float,
     "seed": int,
     "max_tokens": int,
 }
@@ -97,13 +100,11 @@ def sampling_from(data: dict[str, Any], base: SamplingOptions) -> SamplingOption
     changes: dict[str, Any] = {}
     for name, kind in _SAMPLING_NUMBERS.items():
         value = data.get(name)
-        if value is None:
-            continue
-        number = kind is float and isinstance(value, (int, float)) or kind is int and isinstance(value, int)
-        if isinstance(value, bool) or not number:
-            raise InvalidRequestError(f'"{name}" must be a{"n integer" if kind is int else " number"}.')
-        OPTION_BOUNDS[name].check(f'"{name}"', value, error=InvalidRequestError)
-        changes[name] = kind(value)
+        if value is not None:
+            changes[name] = request_number(name, value, kind)
+    biases = data.get("logit_bias")
+    if biases:
+        changes["logit_bias"] = _logit_bias(biases)
     stop = data.get("stop")
     if stop is not None:
         stops = [stop] if isinstance(stop, str) else stop
@@ -111,6 +112,22 @@ def sampling_from(data: dict[str, Any], base: SamplingOptions) -> SamplingOption
             raise InvalidRequestError('"stop" must be a string or a list of strings.')
         changes["stop"] = tuple(stops)
     return replace(base, **changes)
+
+
+def request_number(name: str, value: object, kind: type[int] | type[float], *, bound: str | None = None) -> Any:
+    """``value`` of the request's field ``name``, checked against its type and OPTION_BOUNDS[``bound`` or ``name``]."""
+    number = kind is float and isinstance(value, (int, float)) or kind is int and isinstance(value, int)
+    if isinstance(value, bool) or not number:
+        raise InvalidRequestError(f'"{name}" must be a{"n integer" if kind is int else " number"}.', param=name)
+    OPTION_BOUNDS[bound or name].check(f'"{name}"', value, error=partial(InvalidRequestError, param=name))
+    return kind(value)
+
+
+def _logit_bias(biases: object) -> tuple[tuple[int, float], ...]:
+    """OpenAI's {"token id": bias} as pairs; the ids are checked against the vocabulary by the answer job."""
+    if not isinstance(biases, dict) or not all(isinstance(k, str) and k.isdecimal() for k in biases):
+        raise InvalidRequestError('"logit_bias" must map token ids (as strings) to numbers.', param="logit_bias")
+    return tuple((int(token), request_number("logit_bias", bias, float)) for token, bias in biases.items())
 
 
 def conversation_from(items: object) -> tuple[Message, ...]:
@@ -192,8 +209,10 @@ def end_from(data: dict) -> AnswerEnd:
 
 
 def error_body(exc: MixtralError) -> dict[str, Any]:
-    """An error as OpenAI's clients read it, with what `--server` needs to report it as if it happened locally."""
-    return {"message": exc.message, "type": type(exc).__name__, "hint": exc.hint, "exit_code": exc.exit_code}
+    """An error as OpenAI's error object, with what `--server` needs to report it as if it happened locally."""
+    from .openai_errors import api_error
+
+    return api_error(exc).error_object()
 
 
 def reported(error: dict) -> ServerReportedError:
