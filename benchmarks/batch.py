@@ -96,7 +96,7 @@ def start_llama_server(model: Path, work: Path, threads: int, parallel: int) -> 
 def one_answer(url: str, i: int, tokens: int) -> tuple[float, float, int]:
     """Seconds to the first streamed token, seconds to the end, and completion tokens of one greedy answer."""
     body = {"prompt": PROMPT.format(i=i), "max_tokens": tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}, "model": "m"}  # fmt: skip
+            "stream_options": {"include_usage": True}}  # fmt: skip
     request = urllib.request.Request(
         f"{url}/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
@@ -185,12 +185,14 @@ def batch_file_side_by_side(model: Path, work: Path, threads: int, requests: int
         [sys.executable, "-m", "mixtral_cli", "batch", str(batch_input), "-o", str(output), "-m", str(model),
          "--threads", str(threads), "--parallel", "8", "--ctx-size", str(CTX_PER_SEQUENCE), "--yes"]
     )[0]  # fmt: skip
+    print(f"  mixtral batch: {seconds['mixtral batch --parallel 8']:.1f} s", flush=True)
     started = time.perf_counter()
     for i in range(requests):
         measure([sys.executable, "-m", "mixtral_cli", "complete", "-m", str(model), "--raw", "--temperature", "0",
                  "-n", str(tokens), "--threads", str(threads), "--ctx-size", str(CTX_PER_SEQUENCE), "--repack",
                  PROMPT.format(i=i)])  # fmt: skip
     seconds["one `complete` at a time"] = time.perf_counter() - started
+    print(f"  one complete at a time: {seconds['one `complete` at a time']:.1f} s", flush=True)
     process, url = start_mixtral(model, work, threads, 1)
     try:
         started = time.perf_counter()

@@ -107,6 +107,9 @@ def decode(
         decode_started = time.perf_counter()
         stats.prompt_eval_s = decode_started - started
         while True:
+            if stats.completion_tokens >= max_tokens:  # max_tokens 0: the prompt evaluated, nothing generated
+                stats.stop_reason = "length"
+                break
             while not lane.ready:
                 yield None
             token = lane.take()
@@ -115,15 +118,7 @@ def decode(
                 break
             stats.completion_tokens += 1
             chunk = text.feed(piece(token))
-            stop = (
-                "stop"
-                if text.stopped
-                else "context"
-                if len(lane.cache) >= n_ctx
-                else "length"
-                if stats.completion_tokens >= max_tokens
-                else None
-            )
+            stop = _stop_reason(text.stopped, full=len(lane.cache) >= n_ctx, done=stats.completion_tokens >= max_tokens)
             if stop is None:
                 lane.queue(token)  # before the chunk goes out: the next evaluation takes it along
             if chunk:
@@ -142,3 +137,8 @@ def decode(
         lane.leave()
         if logprobs is not None:
             del logprobs[stats.completion_tokens :]  # the end of generation's own token is no part of the answer
+
+
+def _stop_reason(stopped: bool, *, full: bool, done: bool) -> str | None:
+    """Why a generation ends after its latest token (a stop string, a full context, ``max_tokens``), or None."""
+    return "stop" if stopped else "context" if full else "length" if done else None
