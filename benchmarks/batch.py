@@ -139,9 +139,10 @@ def serve_side_by_side(model: Path, work: Path, threads: int, tokens: int, repea
         for _, url in started.values():
             one_answer(url, 999, 4)  # warm: weights paged in, kernels ready
         for b in CLIENTS:
-            for _ in range(repeat):
+            for run in range(repeat):
                 for name, (_, url) in started.items():
-                    rate, first = clients_at_once(url, b, tokens, offset=100 * b)
+                    # prompts no run used before: llama-server's prompt cache would answer a repeat's at once
+                    rate, first = clients_at_once(url, b, tokens, offset=1000 * run + 100 * b)
                     best = measured[name].get(b)
                     if best is None or rate > best[0]:
                         measured[name][b] = (rate, first)
