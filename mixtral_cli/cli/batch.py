@@ -69,7 +69,8 @@ def batch(
         mixtral batch card-requests/ -o card-answers/ -m 8x7b-instruct --parallel 8
     """
     from ..answer.card_request import card_response_shape
-    from ..serve.batch_file import run_batch_file, run_card_folder
+    from ..serve.batch_file import run_batch_file
+    from ..serve.card_folder import run_card_folder
     from ..ui.batch_progress import BatchProgress
 
     runner = _runner(model, server, parallel, engine_options)

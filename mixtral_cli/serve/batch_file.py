@@ -123,10 +123,13 @@ def _failed(line: BatchLine, error: MixtralError) -> BatchLine:
     return BatchLine(line.number, line.id, line.custom_id, url=line.url, error=error)
 
 
+def error_code(error: MixtralError) -> str:
+    return next((code for kind, code in _ERROR_CODES.items() if isinstance(error, kind)), "server_error")
+
+
 def error_result(line: BatchLine, error: MixtralError) -> BatchResult:
-    code = next((code for kind, code in _ERROR_CODES.items() if isinstance(error, kind)), "server_error")
     record = {"id": line.id, "custom_id": line.custom_id, "response": None,
-              "error": {"code": code, "message": error.message}}  # fmt: skip
+              "error": {"code": error_code(error), "message": error.message}}  # fmt: skip
     return BatchResult(record, failed=True)
 
 
@@ -183,6 +186,16 @@ class BatchOutput:
             partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in answers), encoding="utf-8")
         write_records(self.errors, [r.record for r in results if r.failed])
         self.journal.unlink(missing_ok=True)
+
+
+def write_records(path: Path, records: list[dict[str, Any]]) -> None:
+    """A JSONL file of ``records``, whole; none: no file."""
+    if not records:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        return
+    with atomic_path(path) as partial:
+        partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
 
 def _records(path: Path) -> list[dict]:
@@ -318,60 +331,6 @@ def in_threads(work: Callable[[Any], None], items: Iterable[Any], *, parallel: i
             raise
 
 
-# -- the model cards' batch shape: a folder of request files in, one answer file each out -----------------------
-
-
-@dataclass(frozen=True)
-class CardFile:
-    """One request file of a folder, its answer file, and its request (or why it cannot be answered)."""
-
-    source: Path
-    answer: Path
-    text: str = ""
-    error: MixtralError | None = None
-
-
-def card_files(folder: Path, output: Path) -> list[CardFile]:
-    """The request files of ``folder`` (hidden ones aside) not yet answered in ``output``, read and checked."""
-    from ..answer.card_request import parse_request
-
-    files = []
-    for source in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        answer = output / source.name
-        if answer.exists():
-            continue  # answered by an earlier run
-        try:
-            text = source.read_text(encoding="utf-8")
-            parse_request(text)
-        except (OSError, UnicodeDecodeError) as exc:
-            files.append(CardFile(source, answer, error=InvalidRequestError(f"{source.name} cannot be read: {exc}.")))
-        except MixtralError as exc:
-            files.append(CardFile(source, answer, error=exc))
-        else:
-            files.append(CardFile(source, answer, text=text))
-    return files
-
-
-def write_card_answer(file: CardFile, rendered: str) -> None:
-    with atomic_path(file.answer) as partial:
-        partial.write_text(rendered + "\n", encoding="utf-8")
-
-
-def card_error_record(file: CardFile, error: MixtralError) -> dict[str, Any]:
-    code = next((code for kind, code in _ERROR_CODES.items() if isinstance(error, kind)), "server_error")
-    return {"file": file.source.name, "error": {"code": code, "message": error.message}}
-
-
-def write_records(path: Path, records: list[dict[str, Any]]) -> None:
-    """A JSONL file of ``records``, whole; none: no file."""
-    if not records:
-        with contextlib.suppress(OSError):
-            path.unlink(missing_ok=True)
-        return
-    with atomic_path(path) as partial:
-        partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-
-
 # -- the whole run ---------------------------------------------------------------------------------------------
 
 
@@ -445,82 +404,3 @@ def _keep(kept: BatchOutput, summary: BatchSummary, result: BatchResult, on_resu
     summary.failed += result.failed
     summary.tokens += result.tokens
     on_result(result)
-
-
-def run_card_folder(
-    folder: Path,
-    output: Path,
-    *,
-    errors: Path | None,
-    runner: BatchRunner,
-    sampling: SamplingOptions,
-    response_shape: object,
-    agree: Callable[[int], None],
-    progress: Callable[[int, int], object],
-    on_result: Callable[[BatchResult], None],
-) -> BatchSummary:
-    """Answer every request file of ``folder`` into a file of the same name in ``output``, in the cards' answer
-    shape; a file already answered there is skipped, one that fails goes to the errors file."""
-    import time
-
-    from ..answer.card_request import CardJob, parse_request, render_response
-
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputPathError(output, exc.strerror or str(exc)) from exc
-    errors = errors or output.with_name(f"{output.name}.errors.jsonl")
-    check_writable(errors)
-    total = sum(1 for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    files = card_files(folder, output)
-    summary = BatchSummary(skipped=total - len(files))
-    failures: list[dict[str, Any]] = []
-    lock = threading.Lock()
-
-    def failed(file: CardFile, error: MixtralError) -> None:
-        with lock:
-            failures.append(card_error_record(file, error))
-            summary.done += 1
-            summary.failed += 1
-        on_result(BatchResult({}, failed=True))
-
-    def answered(file: CardFile, rendered: str) -> None:
-        write_card_answer(file, rendered)
-        with lock:
-            summary.done += 1
-        on_result(BatchResult({}, failed=False))
-
-    agree(sum(file.error is None for file in files))
-    progress(len(files), summary.skipped)
-    started = time.perf_counter()
-    for file in [file for file in files if file.error is not None]:
-        failed(file, file.error)
-    files = [file for file in files if file.error is None]
-    if runner.client is not None:
-        runner.client.check()
-
-        def score(file: CardFile) -> None:
-            try:
-                text = runner.client.score(file.text, shape=getattr(response_shape, "value", None))
-            except ServerError:
-                raise
-            except MixtralError as exc:
-                failed(file, exc)
-                return
-            answered(file, text.strip())
-
-        in_threads(score, files, parallel=runner.parallel)
-    elif files:
-        works, kept_files = [], []
-        for file in files:
-            try:
-                works.append(CardJob(parse_request(file.text), sampling, model_path=runner.model_path).run)
-                kept_files.append(file)
-            except MixtralError as exc:
-                failed(file, exc)
-        run_here(works, load=runner.load, parallel=runner.parallel,
-                 on_done=lambda i, items: answered(kept_files[i], render_response(items[-1], response_shape)),
-                 on_error=lambda i, exc: failed(kept_files[i], exc))  # fmt: skip
-    summary.seconds = time.perf_counter() - started
-    write_records(errors, failures)
-    return summary
