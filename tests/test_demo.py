@@ -19,4 +19,4 @@ def test_two_first_runs_at_once_both_succeed(tmp_path):
     assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
     assert results[0][1] == results[1][1]  # greedy, same model: the same answer
     name = demo_model_path().name
-    assert sorted(p.name for p in (tmp_path / "home" / "demo").iterdir()) == [name, f"{name}.lock"]
+    assert sorted(p.name for p in (tmp_path / "home" / "demo").iterdir()) == [name]  # and no lock file left

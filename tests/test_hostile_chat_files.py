@@ -15,6 +15,7 @@ import pytest
 from mixtral_cli.answer.shapes import schema_shape
 from mixtral_cli.base.atomic import atomic_path
 from mixtral_cli.base.errors import TranscriptError
+from mixtral_cli.chat.session import resumed
 from mixtral_cli.chat.transcript import Transcript, Turn
 from mixtral_cli.engine.options import SamplingOptions
 
@@ -178,6 +179,31 @@ def test_a_second_session_resuming_a_chat_in_use_is_refused_and_the_first_keeps_
     assert f"Error: {saved} is open in another chat session." in second.stderr
     questions = [t.content for t in Transcript.load(saved).turns if t.role == "user"]
     assert questions == ["Hi", "First session's question"]
+
+
+def test_a_second_session_is_refused_before_it_reads_the_chat(mixtral, tmp_path):
+    # Read before the lock, a second session would save over turns the first adds after it read the file.
+    saved = tmp_path / "saved.json"
+    Transcript(model="tiny", turns=[Turn("user", "Hi")]).save(saved)
+    with resumed(saved) as first:
+        assert first.turns == [Turn("user", "Hi", first.turns[0].timestamp)]
+        saved.write_text("{not a chat: only a session that read the file would say so")
+
+        second = mixtral("chat", "--resume", saved, input="Second session's question\n")
+
+    assert second.exit_code == 1
+    assert f"Error: {saved} is open in another chat session." in second.stderr
+    assert "not a saved chat" not in second.stderr
+
+
+def test_a_resumed_chat_leaves_no_lock_file_beside_it(mixtral, tmp_path):
+    saved = tmp_path / "saved.json"
+    Transcript(model="tiny", turns=[Turn("user", "Hi"), Turn("assistant", "Hello")]).save(saved)
+
+    result = mixtral("chat", "--resume", saved, "-n", "2", input="Two\n")
+
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved.json"]
 
 
 def test_a_chat_can_be_resumed_again_once_its_session_has_ended(mixtral, tmp_path):

@@ -4,11 +4,14 @@ speaks the RPC hello (see /work/shared/reference/rpc.md) and then breaks off or 
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
 
 import pytest
+
+from mixtral_cli.engine.rpc import REPLY_TIMEOUT_ENV
 
 from .helpers import run_mixtral_process
 
@@ -56,6 +59,9 @@ class FakeWorker:
             conn.sendall(struct.pack("<Q", 3) + b"\xff\xfe\xfd")  # a reply of a size no command has
         elif self.misbehave == "noise":
             conn.sendall(bytes(range(256)) * 4)
+        elif self.misbehave == "goes silent":
+            while _receive(conn, 1) is not None:  # reads on, answers nothing, keeps the connection open
+                pass
 
     def close(self) -> None:
         self.listener.close()
@@ -92,6 +98,24 @@ def test_a_worker_that_misbehaves_after_a_good_hello_is_one_line(misbehave, good
     assert f"the worker at 127.0.0.1:{worker.port}" in result.stderr
     assert "backtrace" not in result.stderr.lower() and "Traceback" not in result.stderr
     assert worker.connections >= 2  # the check's, then llama.cpp's
+
+
+@pytest.mark.parametrize("good", [1, 2], ids=["after HELLO", "after DEVICE_COUNT"])
+def test_a_worker_that_goes_silent_after_a_good_hello_is_one_line_once_the_timeout_passes(good, f32_model):
+    worker = FakeWorker("goes silent", good)
+    try:
+        result = run_mixtral_process(
+            "complete", "-m", f32_model, "--rpc", f"127.0.0.1:{worker.port}", "-n", "2", "Hi",
+            env={**os.environ, REPLY_TIMEOUT_ENV: "2"},
+            timeout=60,
+        )  # fmt: skip
+    finally:
+        worker.close()
+
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("Error:") == 1
+    assert f"the worker at 127.0.0.1:{worker.port}" in result.stderr and "no answer for 2 s" in result.stderr
+    assert "backtrace" not in result.stderr.lower() and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("host", ["999.1.1.1", "no-such-host.invalid", "a" * 300, "1.2.3.4.5"])

@@ -190,6 +190,8 @@ def test_a_huge_max_tokens_is_answered_until_the_context_is_full(client):
         ("completions", {"prompt": "Hi", "logprobs": 100}, "logprobs"),
         ("responses", {"input": [{"type": "function_call", "name": "f"}]}, "input"),
         ("responses", {"input": "Hi", "tools": [{"type": "web_search"}]}, "tools"),
+        ("responses", {"input": [{"role": "robot", "content": "Hi"}]}, "input"),
+        ("chat/completions", {"messages": [{"role": "robot", "content": "Hi"}]}, "messages"),
     ],
 )
 def test_hostile_parameters_are_400_naming_them(server, route, body, param):
@@ -198,6 +200,16 @@ def test_hostile_parameters_are_400_naming_them(server, route, body, param):
 
     assert status == 400
     assert json.loads(answer)["error"]["param"] == param
+
+
+def test_prompts_times_choices_past_the_bound_are_one_400_before_any_answer(server):
+    from mixtral_cli.serve.limits import MAX_ANSWERS_PER_REQUEST
+
+    prompts = ["Hi"] * (MAX_ANSWERS_PER_REQUEST // 2 + 1)
+    status, _, answer = http("POST", f"{server.url}/v1/completions", body={"prompt": prompts, "n": 2})
+
+    assert status == 400
+    assert f"{MAX_ANSWERS_PER_REQUEST} at most" in json.loads(answer)["error"]["message"]
 
 
 # -- parameters honoured ------------------------------------------------------------------------------------

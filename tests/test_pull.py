@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,19 @@ def test_dry_run_prints_the_plan_and_downloads_nothing(online, isolated_home):
     assert "tiny.F16.gguf" in result.stdout and "disk:" in result.stdout and "memory:" in result.stdout
     assert cached_files(isolated_home) == set()
     assert not (isolated_home / "mixtral" / "models.json").exists()
+
+
+def test_dry_run_shows_the_loss_eval_measured_here_and_none_elsewhere(online, isolated_home, convert):
+    assert mixtral("pull", "test/tiny-gguf:Q8_0", env=online).returncode == 0
+    reference = convert(TinyMixtralSpec(), "F32")
+    evaluated = mixtral("eval", "test/tiny-gguf:Q8_0", "-a", reference, "-c", "128", "--chunks", "2", env=online)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "kept for `mixtral pull --list` as test/tiny-gguf:Q8_0's measured loss" in evaluated.stdout
+
+    plan = mixtral("pull", "test/tiny-gguf:F16", "--dry-run", env=online).stdout.splitlines()
+    q8, f16 = (next(line for line in plan if line.strip().startswith(quant)) for quant in ("Q8_0 ", "F16 "))
+    assert re.search(r"; measured here vs tiny-F32\.gguf: KLD 0\.\d{4}, same top \d+\.\d\d%, PPL ×[\d.]+, routing", q8)
+    assert "measured" not in f16
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from mixtral_cli.answer.shapes import (
     choice_shape,
     constrained_sampling,
     finish_answer,
+    json_object_shape,
     schema_shape,
     shortest_answer,
     with_instruction,
@@ -120,6 +121,90 @@ def answer(engine: Engine, shape, sampling: SamplingOptions) -> str:
 def test_every_answer_validates_against_its_schema(engine, schema):
     for text in answers(engine, schema_shape(json.dumps(schema)), FREE):
         jsonschema.validate(json.loads(text), schema)
+
+
+FREE_STRINGS = {
+    "json object": json_object_shape(),
+    "free string property": schema_shape('{"type": "object", "properties": {"text": {"type": "string"}}}'),
+}
+
+
+@pytest.mark.parametrize("shape", FREE_STRINGS.values(), ids=FREE_STRINGS.keys())
+def test_every_finished_answer_is_strict_json_as_generated(engine, shape):
+    # The raw text, before finish_answer re-serializes it: what the server sends and `jq` reads.
+    sampling = constrained_sampling(engine.info.path, shape, replace(FREE, max_tokens=24))
+    ids, chat = engine.completion_ids(with_instruction(PROMPT, shape))
+    finished = 0
+    for seed in range(32):
+        generation = engine.generate(ids, replace(sampling, seed=seed), answer=chat)
+        text = "".join(generation)
+        if generation.stats.stop_reason == "eos":
+            json.loads(text)
+            finished += 1
+    assert finished >= 8  # enough answers ended for the check to mean something
+
+
+@pytest.mark.parametrize(
+    ("shape", "inside_a_string"),
+    [
+        (json_object_shape(), '{"'),
+        (json_object_shape(), '{"key": "'),
+        (schema_shape('{"type": "object", "properties": {"text": {"type": "string"}}}'), '{"text": "'),
+        (schema_shape('{"type": "string", "pattern": "^.+$"}'), '"'),
+        (schema_shape('{"type": "string", "pattern": "^[^a]+$"}'), '"'),
+    ],
+    ids=["object key", "object value", "string property", "pattern dot", "pattern negated class"],
+)
+def test_llama_cpps_grammar_engine_refuses_raw_control_characters_inside_strings(demo_model, shape, inside_a_string):
+    # Random weights draw one of the 32 control bytes of 32000 tokens rarely: the grammar, as llama.cpp's
+    # sampler runs it, is asked directly.
+    allowed = _allowed_bytes_after(demo_model, shape.grammar, inside_a_string.encode())
+
+    assert not allowed & set(range(0x20))
+    assert ord("x") in allowed
+
+
+def test_escapes_stay_allowed_inside_strings(demo_model):
+    grammar = FREE_STRINGS["free string property"].grammar
+
+    assert ord("\\") in _allowed_bytes_after(demo_model, grammar, b'{"text": "')
+    assert {ord(c) for c in 'nrtu"\\'} <= _allowed_bytes_after(demo_model, grammar, b'{"text": "\\')
+
+
+def _allowed_bytes_after(model_path, grammar: str, prefix: bytes) -> set[int]:
+    """The single bytes llama.cpp's grammar sampler lets follow ``prefix`` (fed as byte tokens)."""
+    import ctypes
+    import math
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), params)
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        buffer = ctypes.create_string_buffer(8)
+        byte_token = {}
+        for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
+            n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+            if n == 1 and not llama_cpp.llama_vocab_is_control(vocab, token):
+                byte_token.setdefault(buffer.raw[0], token)
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+        try:
+            for byte in prefix:
+                llama_cpp.llama_sampler_accept(sampler, byte_token[byte])
+            candidates = sorted(byte_token.items())
+            data = (llama_cpp.llama_token_data * len(candidates))(
+                *(llama_cpp.llama_token_data(id=token, logit=0.0, p=0.0) for _, token in candidates)
+            )
+            array = llama_cpp.llama_token_data_array(data=data, size=len(candidates), selected=-1, sorted=False)
+            llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
+            by_token = {token: byte for byte, token in candidates}
+            return {by_token[data[i].id] for i in range(array.size) if not math.isinf(data[i].logit)}
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+    finally:
+        llama_cpp.llama_model_free(model)
 
 
 @pytest.mark.parametrize("schema", SCHEMAS.values(), ids=SCHEMAS.keys())

@@ -29,6 +29,22 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_SHORTEST = 2**20  # characters: a shortest answer longer than this fits no context anyway
 
 
+_LITERAL_OR_CLASS = re.compile(
+    r"""(?P<literal>"(?:\\.|[^"\\])*")|(?P<comment>\#[^\n]*)|\[(?P<negated>\^?)(?P<items>(?:\\.|[^\]\\])*)\]"""
+)
+
+
+def exclude_from_negated_classes(grammar: str, excluded: str) -> str:
+    """``grammar`` with the class items ``excluded`` (e.g. ``\\x00-\\x1F``) added to every ``[^...]`` class."""
+
+    def widen(match: re.Match[str]) -> str:
+        if not match["negated"]:
+            return match[0]
+        return f"[^{match['items']}{excluded}]"
+
+    return _LITERAL_OR_CLASS.sub(widen, grammar)
+
+
 def shortest_answer(grammar: str) -> str | None:
     """The shortest text ``grammar`` accepts (None if it uses syntax this reading does not cover).
 
@@ -42,6 +58,19 @@ def shortest_answer(grammar: str) -> str | None:
         raise
     except (ValueError, RecursionError):  # syntax this reading does not cover; llama.cpp's parser judges it
         return None
+
+
+def renamed_rules(grammar: str, prefix: str) -> str:
+    """``grammar`` with ``prefix`` before every rule name, defined or referenced: grammars join without clashes."""
+    parts, position, end = [], 0, len(grammar.rstrip())
+    while position < end:
+        match = _GBNF_TOKEN.match(grammar, position)
+        if not match or match.end() == position:
+            raise ValueError(grammar[position:])
+        name = match.start("name")
+        parts.append(match[0] if name < 0 else grammar[position:name] + prefix + match["name"])
+        position = match.end()
+    return "".join(parts) + grammar[end:]
 
 
 def _shortest_answer(grammar: str) -> str | None:

@@ -13,19 +13,22 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from ..base.errors import AnswerCutError, InvalidRequestError, OutputShapeError
+from ..base.errors import AnswerCutError, InvalidRequestError, InvalidToolsError, OutputShapeError
 from ..engine.options import OPTION_BOUNDS
 from ..family.prompt_ids import Message, continues_answer
 from .logprobs import Logprobs, readable
 from .request import AnswerEnd, AnswerRequest
 from .shapes import OutputShape, constrained_sampling, finish_answer, with_instruction
+from .tool_calls import ToolAnswerReader, ToolCallAnswer, ToolCallDelta, ToolChoice, tool_sampling_for
 
 if TYPE_CHECKING:
     from ..base.errors import MixtralError
     from ..engine.model import Engine, Generation, GenerationStats
     from ..engine.options import SamplingOptions
+
+_Step = TypeVar("_Step")
 
 
 def answer_sampling(model_path: Path, shape: OutputShape | None, sampling: SamplingOptions) -> SamplingOptions:
@@ -52,6 +55,8 @@ class AnswerJob:
 
     def __init__(self, request: AnswerRequest, *, model_path: Path) -> None:
         """Decide the sampling (the shape's grammar, checked here: a shape the model cannot take raises now)."""
+        if request.shape is not None and request.tools is not None and request.tools.choice is not ToolChoice.NONE:
+            raise InvalidToolsError("An answer shape and tools to call exclude each other: give one.")
         self.request = request
         self.sampling = answer_sampling(model_path, request.shape, request.sampling)
 
@@ -61,7 +66,9 @@ class AnswerJob:
         job.request = replace(self.request, prompt=prompt)
         return job
 
-    def run(self, engine: Engine, *, first_index: int = 0) -> Iterator[str | Logprobs | AnswerEnd | None]:
+    def run(
+        self, engine: Engine, *, first_index: int = 0
+    ) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd | None]:
         """Start on ``engine`` (a prompt the context cannot hold raises here), and return the steps; the
         answers' ``AnswerEnd.index`` counts on from ``first_index``."""
         request = self.request
@@ -74,8 +81,11 @@ class AnswerJob:
             sampling = replace(sampling, prompt_logprobs=True)
         # An answer that continues the conversation's last, the assistant's, message keeps its first space.
         answer = chat and not (isinstance(request.prompt, tuple) and continues_answer(request.prompt))
-        first = engine.generate(ids, sampling, answer=answer)
-        return self._answers(engine, ids, first, sampling, chat=chat, answer=answer, first_index=first_index)
+        first = self._with_tools(engine, sampling)
+        started = engine.generate(ids, first[0], answer=answer)
+        return self._answers(
+            engine, ids, (started, *first), sampling, chat=chat, answer=answer, first_index=first_index
+        )
 
     def _prompt_ids(self, engine: Engine) -> tuple[list[int], bool]:
         request = self.request
@@ -85,41 +95,56 @@ class AnswerJob:
                 raise InvalidRequestError(f"A prompt of token ids needs ids below {n_vocab}.", param="prompt")
             return list(request.prompt), False  # as given, as llama-server takes them: no BOS added
         prompt = list(request.prompt) if isinstance(request.prompt, tuple) else request.prompt
-        return engine.completion_ids(with_instruction(prompt, request.shown), system=request.system, mode=request.mode)
+        tools = request.tools.tools if request.tools else ()
+        return engine.completion_ids(
+            with_instruction(prompt, request.shown), system=request.system, mode=request.mode, tools=tools
+        )
+
+    def _with_tools(self, engine: Engine, sampling: SamplingOptions) -> tuple[SamplingOptions, ToolAnswerReader | None]:
+        """``sampling`` for one answer with the request's tools, and the reader of its calls (None: it makes none).
+        Each answer pins its own call ids (from its own seed)."""
+        if self.request.tools is None:
+            return sampling, None
+        prompt = list(self.request.prompt) if isinstance(self.request.prompt, tuple) else self.request.prompt
+        return tool_sampling_for(engine, self.request.tools, sampling, prompt)  # type: ignore[arg-type]
 
     def _answers(
         self,
         engine: Engine,
         ids: list[int],
-        first: Generation,
+        first: tuple[Generation, SamplingOptions, ToolAnswerReader | None],
         sampling: SamplingOptions,
         *,
         chat: bool,
         answer: bool,
         first_index: int,
-    ) -> Iterator[str | Logprobs | AnswerEnd]:
+    ) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd | None]:
+        """The answers to the prompt, ``first`` started; the k-th samples with seed + k where a seed is given."""
         for index in range(self.request.n):
             if index == 0:
-                generation = first
+                generation, each, calls = first
             else:
                 seed = None if sampling.seed is None else (sampling.seed + index) % OPTION_BOUNDS["seed"].most
-                generation = engine.generate(ids, replace(sampling, seed=seed), answer=answer)
-            yield from self._steps(engine, generation, sampling, chat=chat, index=first_index + index, again=index > 0)
+                each, calls = self._with_tools(engine, replace(sampling, seed=seed))
+                generation = engine.generate(ids, each, answer=answer)
+            again = index > 0
+            yield from self._steps(engine, generation, each, calls, chat=chat, index=first_index + index, again=again)
 
     def _steps(
         self,
         engine: Engine,
         generation: Generation,
         sampling: SamplingOptions,
+        calls: ToolAnswerReader | None,
         *,
         chat: bool,
         index: int,
         again: bool,
-    ) -> Iterator[str | Logprobs | AnswerEnd | None]:
+    ) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd | None]:
         from .report import completion_report
 
         parts, reported, logprobs = [], 0, sampling.logprobs is not None
-        chunks = generation.steps()
+        chunks = generation.steps() if calls is None else calls.read(generation.steps())
         if self.request.echo:
             # The prompt's log-probabilities are known once the first step has evaluated it.
             chunks = _ahead(chunks)
@@ -132,8 +157,9 @@ class AnswerJob:
             if chunk is None:  # waiting for the shared batch's next evaluation
                 yield None
                 continue
-            parts.append(chunk)
-            yield chunk
+            if isinstance(chunk, str):
+                parts.append(chunk)
+            yield chunk  # type: ignore[misc] - without a reader, the generation reports no control tokens
             if logprobs:
                 yield readable(engine, generation.logprobs[reported:])
                 reported = len(generation.logprobs)
@@ -141,11 +167,19 @@ class AnswerJob:
             yield readable(engine, generation.logprobs[reported:])  # tokens of a stop string's held text
         stats = generation.stats
         answer, error = _finished(self.request.shape, "".join(parts), stats, sampling)
+        tool_calls: tuple[ToolCallAnswer, ...] = ()
+        if calls is not None:
+            try:
+                tool_calls = calls.calls(stats.stop_reason)
+            except (AnswerCutError, OutputShapeError) as exc:
+                answer, error = None, exc
         report = completion_report(engine, stats, chat=chat)
-        yield AnswerEnd(stats, report, answer=answer, error=error, index=index, first_of_prompt=not again)
+        yield AnswerEnd(
+            stats, report, answer=answer, error=error, tool_calls=tool_calls, index=index, first_of_prompt=not again
+        )
 
 
-def _ahead(chunks: Iterator[str | None]) -> Iterator[str | None]:
+def _ahead(chunks: Iterator[_Step]) -> Iterator[_Step]:
     """``chunks``, the first of them taken now (a wait for the shared batch, if it is one, dropped)."""
     first = next(chunks, None)
     return chunks if first is None else itertools.chain([first], chunks)
@@ -163,7 +197,7 @@ def _finished(
         return None, exc
 
 
-def run_each(jobs: list[AnswerJob], engine: Engine) -> Iterator[str | Logprobs | AnswerEnd]:
+def run_each(jobs: list[AnswerJob], engine: Engine) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd]:
     """``jobs`` one after the other as one request's answers (OpenAI's list of prompts), their indexes counted
     on; every prompt is checked before the first step."""
     starts, index = [], 0
@@ -173,7 +207,9 @@ def run_each(jobs: list[AnswerJob], engine: Engine) -> Iterator[str | Logprobs |
     return _in_turn(starts)
 
 
-def _in_turn(steps: list[Iterator[str | Logprobs | AnswerEnd]]) -> Iterator[str | Logprobs | AnswerEnd]:
+def _in_turn(
+    steps: list[Iterator[str | ToolCallDelta | Logprobs | AnswerEnd]],
+) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd]:
     try:
         for each in steps:
             yield from each

@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from ..engine.lora import AdapterInfo
     from ..engine.model import Engine, GenerationStats
     from .summarize import SummaryPlan
+    from .tool_calls import ToolCallAnswer
 
 
 def adapters_json(adapters: Sequence[AdapterInfo]) -> list[dict[str, object]]:
@@ -16,11 +17,15 @@ def adapters_json(adapters: Sequence[AdapterInfo]) -> list[dict[str, object]]:
     return [{"path": str(a.path), "scale": a.scale, "name": a.name, "base_model": a.base_model} for a in adapters]
 
 
-def completion_json(text: str, report: dict) -> str:
-    """The `--json` object of `mixtral complete`: the text, and its ``completion_report`` (made here or by a server)."""
+def completion_json(text: str, report: dict, tool_calls: Sequence[ToolCallAnswer] = ()) -> str:
+    """The `--json` object of `mixtral complete`: the text, and its ``completion_report`` (made here or by a
+    server); an answer that called tools has its calls, and the stop reason "tool_calls"."""
     import json
 
-    return json.dumps({"text": text, **report}, ensure_ascii=False)
+    data = {"text": text, **report}
+    if tool_calls:
+        data |= {"tool_calls": [call.as_openai() for call in tool_calls], "stop_reason": "tool_calls"}
+    return json.dumps(data, ensure_ascii=False)
 
 
 def completion_report(engine: Engine, stats: GenerationStats, *, chat: bool) -> dict:

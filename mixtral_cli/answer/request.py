@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..engine.model import GenerationStats
     from ..engine.options import SamplingOptions
     from .shapes import OutputShape
+    from .tool_calls import ToolCallAnswer, ToolRequest
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class AnswerRequest:
     system: str | None = None
     shape: OutputShape | None = None
     describe_shape: bool = True  # the prompt says which shape is wanted (what --no-schema-prompt turns off)
+    tools: ToolRequest | None = None  # functions the model may (or must, or must not) call
     # Answers to the same prompt, one after the other (OpenAI's n); the k-th samples with seed + k where a seed
     # is given. ``echo``: each starts with the prompt's text (and its tokens' log-probabilities when asked).
     n: int = 1
@@ -51,6 +53,7 @@ class AnswerEnd:
     report: dict = field(default_factory=dict)  # the `--json` object without its text
     answer: str | None = None
     error: MixtralError | None = None
+    tool_calls: tuple[ToolCallAnswer, ...] = ()  # the calls the answer made, after its text (if any)
     index: int = 0  # which of the request's answers ends here
     first_of_prompt: bool = True  # False for the 2nd to nth answers to one prompt, whose prompt counted once
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ..base.errors import AnswerCutError, InputError, LimitError, MixtralError, OutputShapeError
 from ..engine.options import SamplingOptions
 from ..family.prompt_ids import Message
-from .gbnf import shortest_answer
+from .gbnf import exclude_from_negated_classes, shortest_answer
 
 if TYPE_CHECKING:
     from ..engine.model import GenerationStats
@@ -42,6 +42,9 @@ MAX_SHAPE_BYTES = 2**20  # a schema or grammar file; llama.cpp's parser is not m
 MAX_SCHEMA_REPETITIONS = 500
 _REPETITION_KEYWORDS = (("minLength", "maxLength"), ("minItems", "maxItems"))
 _PATTERN_REPETITION = re.compile(r"(?<!\\)\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
+# Every "[^...]" class of a converted schema spells characters inside a JSON string: the converter's own lets
+# raw control characters through (strict JSON refuses them), a pattern's '.' even quotes and backslashes.
+_NOT_RAW_IN_JSON_STRINGS = r'"\\\x00-\x1F'
 
 
 class AnswerKind(str, Enum):
@@ -111,20 +114,24 @@ def constrained_sampling(model_path: Path, shape: OutputShape, sampling: Samplin
 def schema_shape(text: str) -> OutputShape:
     """A JSON schema as a grammar; a schema that is not JSON, or that the converter cannot express, is refused."""
     from ..base.textinput import parse_json
-    from ..engine.grammar import json_schema_grammar
 
     schema = parse_json(text, "The schema", error=OutputShapeError)
     if not isinstance(schema, dict):
         raise OutputShapeError("The schema must be a JSON object.")
-    grammar = json_schema_grammar(json.dumps(_bounded_integers_as_enums(schema, "")))
+    grammar = json_grammar(_bounded_integers_as_enums(schema, ""))
     instruction = f"Answer with JSON that follows this JSON schema:\n{json.dumps(schema, ensure_ascii=False)}"
     return OutputShape(grammar, AnswerKind.JSON, instruction)
 
 
 def json_object_shape() -> OutputShape:
+    return OutputShape(json_grammar({"type": "object"}), AnswerKind.JSON, "Answer with a JSON object.")
+
+
+def json_grammar(schema: object) -> str:
+    """llama-cpp-python's grammar for ``schema``, whose strings can only be strict JSON (escapes allowed)."""
     from ..engine.grammar import json_schema_grammar
 
-    return OutputShape(json_schema_grammar('{"type": "object"}'), AnswerKind.JSON, "Answer with a JSON object.")
+    return exclude_from_negated_classes(json_schema_grammar(json.dumps(schema)), _NOT_RAW_IN_JSON_STRINGS)
 
 
 def grammar_shape(text: str) -> OutputShape:
@@ -137,7 +144,7 @@ def grammar_shape(text: str) -> OutputShape:
 def choice_shape(labels: list[str]) -> OutputShape:
     if not labels or any(not label for label in labels):
         raise OutputShapeError("--choice needs labels separated by commas, none of them empty: --choice yes,no.")
-    grammar = "root ::= " + " | ".join(_literal(label) for label in labels)
+    grammar = "root ::= " + " | ".join(gbnf_literal(label) for label in labels)
     return OutputShape(grammar, AnswerKind.TEXT, f"Answer with exactly one of: {', '.join(labels)}.")
 
 
@@ -164,9 +171,7 @@ def finish_answer(shape: OutputShape, text: str, stats: GenerationStats, samplin
     if shape.kind is AnswerKind.TEXT:
         return text
     try:
-        # The converter lets strings hold raw control characters, which strict JSON refuses: read them leniently
-        # and write them escaped.
-        value = json.loads(text, strict=False)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise OutputShapeError(
             f"The answer is not valid JSON ({exc.msg}); the schema's patterns may allow unescaped quotes.",
@@ -175,7 +180,8 @@ def finish_answer(shape: OutputShape, text: str, stats: GenerationStats, samplin
     return json.dumps(value, ensure_ascii=False)
 
 
-def _literal(text: str) -> str:
+def gbnf_literal(text: str) -> str:
+    """``text`` as a GBNF string literal."""
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     return f'"{escaped}"'
 

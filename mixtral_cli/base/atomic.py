@@ -14,6 +14,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from .errors import OutputPathError
 
@@ -176,7 +177,7 @@ def scratch_path(target: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def locked(target: Path, *, wait: bool = True) -> Iterator[None]:
-    """Hold an exclusive lock on ``target`` (a ``NAME.lock`` file beside it) for the block.
+    """Hold an exclusive lock on ``target`` (a ``NAME.lock`` file beside it, removed on release) for the block.
 
     Other processes, and other threads of this one, wait at the same call until it is released; with
     ``wait`` False they get BlockingIOError instead.
@@ -185,14 +186,35 @@ def locked(target: Path, *, wait: bool = True) -> Iterator[None]:
 
     _make_folder(target)
     lock_path = target.with_name(target.name + LOCK_SUFFIX)
-    try:
-        # Each call opens its own descriptor: flock then also keeps threads of one process apart.
-        lock = open(lock_path, "a")
-    except OSError as exc:
-        raise OutputPathError(lock_path, exc.strerror or str(exc)) from exc
+    while True:
+        try:
+            # Each call opens its own descriptor: flock then also keeps threads of one process apart.
+            lock = open(lock_path, "a")
+        except OSError as exc:
+            raise OutputPathError(lock_path, exc.strerror or str(exc)) from exc
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            lock.close()
+            raise
+        if _still_named(lock, lock_path):
+            break
+        # The holder removed the file as it released it: this lock is on a file no one else will open.
+        lock.close()
     with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             yield
         finally:
+            # Removed while still held, so that whoever opened it meanwhile sees it is gone and opens anew.
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _still_named(file: IO[str], path: Path) -> bool:
+    try:
+        named = path.stat()
+    except OSError:
+        return False
+    opened = os.fstat(file.fileno())
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)

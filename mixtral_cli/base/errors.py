@@ -167,6 +167,21 @@ class InputError(MixtralError, ValueError):
     """Input that cannot be read as text: empty, binary, not UTF-8, unreadable."""
 
 
+class IncomparableModelsError(MixtralError, ValueError):
+    """Two models `mixtral eval` cannot compare: another architecture or another vocabulary."""
+
+    def __init__(self, message: str, *, model: Path, reference: Path, hint: str | None = None) -> None:
+        super().__init__(
+            message, hint=hint or "Compare two GGUFs of one model: quantizations of the same checkpoint, say."
+        )
+        self.model = model
+        self.reference = reference
+
+
+class EvalTextError(InputError):
+    """A text `mixtral eval` cannot score: empty, or shorter than one chunk of the context."""
+
+
 class SummaryContextError(MixtralError):
     """The context is too small to hold a part of the text beside the instruction and the answers."""
 
@@ -184,6 +199,19 @@ class SummaryContextError(MixtralError):
 
 class InvalidConversationError(MixtralError, ValueError):
     """A conversation the Instruct format cannot express."""
+
+
+class ToolsNotSupportedError(MixtralError, ValueError):
+    """Tools asked of a model that was not trained to call them (every one but Mixtral-8x22B-Instruct)."""
+
+
+class InvalidToolsError(MixtralError, ValueError):
+    """A tools list (or tool choice) that cannot be shown to the model or enforced while it answers; ``param``
+    names the request's field at fault (tools, tool_choice, parallel_tool_calls)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, param: str = "tools") -> None:
+        super().__init__(message, hint=hint)
+        self.param = param
 
 
 class InvalidRequestError(MixtralError, ValueError):
@@ -224,6 +252,14 @@ class OutputPathError(MixtralError, OSError):
         )
         self.path = path
         self.reason = reason
+
+
+class UnusablePathError(MixtralError, OSError):
+    """A name the filesystem refuses to look up: too long, or in a folder the user may not enter."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"Cannot use {path}: {reason}.", hint="Give a shorter name, or one you may read.")
+        self.path = path
 
 
 class OutputStreamError(MixtralError, OSError):

@@ -44,9 +44,26 @@ def total_memory() -> int | None:
     return _meminfo("MemTotal")
 
 
-def _meminfo(key: str) -> int | None:
+def peak_memory() -> int:
+    """The most memory this process has held at once (its peak resident set), in bytes.
+
+    On Linux from /proc (VmHWM): getrusage's maxrss carries the peak of the parent that forked this process
+    over exec, so a big parent would be reported as ours.
+    """
+    import resource
+    import sys
+
+    peak = _meminfo("VmHWM", Path("/proc/self/status"))
+    if peak is not None:
+        return peak
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux counts KiB, macOS bytes
+
+
+def _meminfo(key: str, path: Path = Path("/proc/meminfo")) -> int | None:
+    """A ``KEY: N kB`` line of /proc/meminfo (or of a /proc status file), in bytes."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in path.read_text().splitlines():
             if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):

@@ -17,7 +17,7 @@ from ..answer.job import answer_sampling, bounded_by_context
 from ..answer.shapes import OutputShape, with_instruction
 from ..base.atomic import locked
 from ..base.errors import ChatError, ContextOverflowError, OutputPathError
-from ..base.paths import mixtral_home
+from ..base.paths import exists, mixtral_home
 from ..engine.model import Engine, GenerationStats
 from ..engine.options import LoraSpec, SamplingOptions
 from ..family.prompt_ids import Message
@@ -84,9 +84,15 @@ def list_saved_chats() -> tuple[list[SavedChat], list[UnreadableChat]]:
 
 
 @contextlib.contextmanager
-def resumed(path: Path) -> Iterator[None]:
-    """Hold ``path`` for a session that continues it and saves to it, so that a second session
-    resuming the same file is refused, not left to overwrite the first one's turns."""
+def resumed(path: Path) -> Iterator[Transcript]:
+    """The chat saved in ``path``, held for a session that continues it and saves to it.
+
+    The lock is taken before the file is read: a second session is refused whatever the timing, so that
+    neither saves over turns it never read.
+    """
+    if not exists(path.expanduser()):
+        yield Transcript.load(path)  # which names what is missing; nothing there to hold, no folder to make
+        return
     hold = contextlib.ExitStack()
     try:
         hold.enter_context(locked(path.expanduser(), wait=False))
@@ -98,7 +104,7 @@ def resumed(path: Path) -> Iterator[None]:
     except OutputPathError:
         pass  # where no lock can be made, no autosave can be written either: each save says so
     with hold:
-        yield
+        yield Transcript.load(path)
 
 
 def _new_autosave_path() -> Path:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from ..answer.shapes import AnswerKind, OutputShape
 from ..base.atomic import atomic_path
-from ..base.errors import LimitError, OutputPathError, TranscriptError
-from ..base.textinput import MAX_TEXT_BYTES, read_bounded
+from ..base.errors import InputError, LimitError, OutputPathError, TranscriptError
+from ..base.textinput import MAX_TEXT_BYTES, opened_input, read_bounded
 from ..engine.options import SamplingOptions
-from ..family.prompt_ids import ROLES, Message
+from ..family.prompt_ids import Message
 
 FORMAT_VERSION = 1
 
@@ -51,7 +51,7 @@ class Transcript:
             "model": self.model,
             "created": self.created,
             "system": self.system,
-            "sampling": {**asdict(self.sampling), "stop": list(self.sampling.stop)},
+            "sampling": self.sampling.settings(),
             "messages": [asdict(turn) for turn in self.turns],
             "shape": None if self.shape is None else {**asdict(self.shape), "kind": self.shape.kind.value},
         }
@@ -92,10 +92,10 @@ class Transcript:
         """The chat saved in ``path``; every field is checked here, so a wrong one is named now, not later."""
         path = path.expanduser()
         try:
-            with open(path, "rb") as f:
+            with opened_input(path) as f:
                 data = json.loads(read_bounded(str(path), f, limit=MAX_TEXT_BYTES).decode("utf-8"))
-        except LimitError:
-            raise  # a ValueError too, but its own message
+        except (LimitError, InputError):
+            raise  # ValueErrors too, but with their own message
         except FileNotFoundError:
             raise TranscriptError(f"{path} does not exist.", hint="`mixtral chat --list` shows saved chats.") from None
         except OSError as exc:
@@ -151,7 +151,7 @@ def _turn(path: Path, number: int, message: object) -> Turn:
     if not (isinstance(message, dict) and _is_text(message.get("content"))):
         raise _not_a_chat(path, f"message {number} has no text content")
     role = message.get("role")
-    if role not in ROLES[1:]:
+    if role not in ("user", "assistant"):
         raise _not_a_chat(path, f"message {number}'s role is {role!r}, not user or assistant")
     timestamp = _text(path, message, "timestamp", f"message {number}'s time") or now()
     interrupted = message.get("interrupted", False)
@@ -181,8 +181,8 @@ def _sampling(path: Path, saved: object) -> SamplingOptions:
     values: dict[str, object] = {}
     for name, value in saved.items():
         known = SamplingOptions.__dataclass_fields__.get(name)
-        if known is None:
-            continue  # a setting of a later version
+        if known is None or known.metadata.get("per_answer"):
+            continue  # a setting of a later version, or no setting at all
         if name == "stop":
             if not (isinstance(value, list) and all(_is_text(v) for v in value)):
                 raise _not_a_chat(path, "its stop strings are not a list of text")

@@ -15,6 +15,7 @@ import typer
 
 from .. import __version__
 from . import batch, chat, complete, completion, devices, models, prompt, pull, quantize, serve, summarize, tiny, worker
+from . import eval as eval_command
 
 app = typer.Typer(
     name="mixtral",
@@ -31,6 +32,7 @@ app.command("prompt")(prompt.prompt)
 app.command("pull")(pull.pull)
 app.add_typer(models.app, name="models")
 app.command("quantize")(quantize.quantize)
+app.command("eval")(eval_command.eval_)
 app.command("summarize")(summarize.summarize)
 app.command("batch")(batch.batch)
 app.command("tiny")(tiny.tiny)
@@ -94,6 +96,12 @@ def main(argv: list[str] | None = None) -> None:
     except MixtralError as exc:
         _report(exc, exc.message, exc.hint)
         code = exc.exit_code
+    except OSError as exc:
+        unusable = _unusable_path(exc)
+        if unusable is None:
+            raise
+        _report(exc, unusable.message, unusable.hint)
+        code = unusable.exit_code
     except typer.Abort as exc:
         _report(exc, "Aborted.", None)
         code = 1
@@ -178,6 +186,18 @@ def _importing(frame: FrameType | None) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+def _unusable_path(exc: OSError):  # noqa: ANN202 - UnusablePathError | None
+    """A name the user gave that the filesystem refuses (too long, a folder not to be entered), wherever it was
+    looked up: one sentence, not a traceback. Any other OSError is a bug to show."""
+    import errno
+
+    from ..base.errors import UnusablePathError
+
+    if exc.filename is None or exc.errno not in (errno.ENAMETOOLONG, errno.EACCES, errno.EPERM):
+        return None
+    return UnusablePathError(os.fsdecode(exc.filename), exc.strerror or str(exc))
 
 
 def _report(exc: BaseException, message: str, hint: str | None) -> None:

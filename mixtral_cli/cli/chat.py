@@ -6,12 +6,15 @@ import contextlib
 from dataclasses import fields, replace
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..engine.options import EngineOptions, SamplingOptions
 from .options import ModelOption, ServerOption, SystemOption, runs_a_model
+
+if TYPE_CHECKING:
+    from ..chat.transcript import Transcript
 
 
 class ContextPolicyChoice(str, Enum):
@@ -55,49 +58,54 @@ def chat(
     from ..chat.session import ChatSession, ContextPolicy, resumed
     from ..chat.transcript import Transcript
     from ..engine.model import Engine
-    from ..ui.console import print_notice
     from ..ui.repl import run_repl
 
     if list_chats:
         _print_saved_chats()
         return
-    if resume is not None:
-        transcript = Transcript.load(resume)
-        given = _given_on_command_line(context, sampling, system=system)
-        if given:
-            said = ", ".join("the system prompt" if k == "system" else f"{k} {v}" for k, v in given.items())
-            print_notice(f"Continuing with {said} from the command line, in place of the saved settings.")
-            transcript.sampling = replace(transcript.sampling, **{k: v for k, v in given.items() if k != "system"})
-            transcript.system = given.get("system", transcript.system)
-    else:
-        transcript = Transcript(model="", system=system, sampling=sampling)
-    if server is not None:
-        from ..serve.remote import RemoteEngine
-
-        engine = RemoteEngine(server)
-        transcript.model = model or transcript.model or engine.info.name
-    else:
-        spec = model or transcript.model or None
-        if spec is None:
-            raise ModelNotFoundError("No model given.", hint="Pass -m MODEL (-m tiny for the built-in demo).")
-        transcript.model = spec
-        engine = _load_engine(spec, engine_options)
-
-    session: ChatSession | None = None
-
-    def load_engine(name: str) -> Engine:
+    with contextlib.ExitStack() as hold:
+        if resume is not None:
+            transcript = hold.enter_context(resumed(resume))
+            _apply_command_line(transcript, _given_on_command_line(context, sampling, system=system))
+        else:
+            transcript = Transcript(model="", system=system, sampling=sampling)
         if server is not None:
-            raise ChatError("With --server, the server's model answers: start it with another model to switch.")
-        # A model switch keeps the adapters applied now (/lora), not those the command line gave.
-        loras = session.engine.options.loras if session else engine_options.loras
-        return _load_engine(name, replace(engine_options, loras=loras))
+            from ..serve.remote import RemoteEngine
 
-    with resumed(resume) if resume is not None else contextlib.nullcontext():
+            engine = RemoteEngine(server)
+            transcript.model = model or transcript.model or engine.info.name
+        else:
+            spec = model or transcript.model or None
+            if spec is None:
+                raise ModelNotFoundError("No model given.", hint="Pass -m MODEL (-m tiny for the built-in demo).")
+            transcript.model = spec
+            engine = _load_engine(spec, engine_options)
+
+        session: ChatSession | None = None
+
+        def load_engine(name: str) -> Engine:
+            if server is not None:
+                raise ChatError("With --server, the server's model answers: start it with another model to switch.")
+            # A model switch keeps the adapters applied now (/lora), not those the command line gave.
+            loras = session.engine.options.loras if session else engine_options.loras
+            return _load_engine(name, replace(engine_options, loras=loras))
+
         session = ChatSession(engine, transcript, policy=ContextPolicy(context_policy.value), autosave_path=resume)
         try:
             run_repl(session, history_file=mixtral_home() / "chat_history", load_engine=load_engine)
         finally:
             session.engine.close()
+
+
+def _apply_command_line(transcript: Transcript, given: dict[str, object]) -> None:
+    """The settings typed with --resume in place of the saved ones, said once."""
+    from ..ui.console import print_notice
+
+    if given:
+        said = ", ".join("the system prompt" if k == "system" else f"{k} {v}" for k, v in given.items())
+        print_notice(f"Continuing with {said} from the command line, in place of the saved settings.")
+        transcript.sampling = replace(transcript.sampling, **{k: v for k, v in given.items() if k != "system"})
+        transcript.system = given.get("system", transcript.system)
 
 
 def _given_on_command_line(

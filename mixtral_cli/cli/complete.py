@@ -9,9 +9,18 @@ from typing import Annotated
 import typer
 
 from ..engine.options import EngineOptions, SamplingOptions
-from .options import ModelOption, ResponseShapeOption, ServerOption, SystemOption, runs_a_model
+from .options import (
+    MessagesOption,
+    ModelOption,
+    ResponseShapeOption,
+    ServerOption,
+    SystemOption,
+    ToolsOption,
+    runs_a_model,
+)
 
 OUTPUT = "Output shape"
+TOOLS = "Function calling"
 
 
 @runs_a_model
@@ -62,6 +71,20 @@ def complete(
         typer.Option("--no-schema-prompt", rich_help_panel=OUTPUT, help="Do not describe the shape in the prompt."),
     ] = False,
     response_shape: ResponseShapeOption = None,
+    messages: MessagesOption = None,
+    tools: ToolsOption = None,
+    tool_choice: Annotated[
+        str,
+        typer.Option(
+            "--tool-choice",
+            metavar="auto|none|required|NAME",
+            rich_help_panel=TOOLS,
+            help="Whether the model may call the --tools (auto), must not, must, or must call this function.",
+        ),
+    ] = "auto",
+    no_parallel_calls: Annotated[
+        bool, typer.Option("--no-parallel-calls", rich_help_panel=TOOLS, help="At most one call per answer.")
+    ] = False,
     server: ServerOption = None,
     *,
     sampling: SamplingOptions,
@@ -79,6 +102,10 @@ def complete(
     answer is printed once complete: one JSON value (or label) alone on stdout. An answer cut by
     --max-tokens, the context or --stop is not printed and exits 3.
 
+    With --tools (Mixtral-8x22B-Instruct only) the model may answer by calling functions: each call is
+    printed as one JSON object per line, in OpenAI's tool_calls format; --messages continues a conversation
+    in OpenAI's format, tool results included.
+
     \b
     Examples:
         mixtral complete -m tiny "Write a haiku about experts"
@@ -86,15 +113,20 @@ def complete(
         mixtral complete -m model.gguf --request request.json
         mixtral complete -m model.gguf --json-schema person.json "Who wrote Faust?" | jq .name
         mixtral complete -m model.gguf --choice positive,negative,neutral "Sentiment: I love it!"
+        mixtral complete -m 8x22b-instruct --tools tools.json "Weather in Paris?" --tool-choice required
+        mixtral complete -m 8x22b-instruct --tools tools.json --messages round.json
     """
     from ..answer.request import AnswerRequest
     from ..answer.shapes import output_shape
+    from ..answer.tool_calls import tool_request_from_file
     from ..family.prompt_ids import PromptMode
 
     if raw and chat:
         raise typer.BadParameter("--raw and --chat exclude each other.", param_hint="--raw/--chat")
-    if request_file is not None and prompt is not None:
-        raise typer.BadParameter("give either a prompt or --request, not both.", param_hint="--request")
+    if request_file is not None and (prompt is not None or messages is not None or tools is not None):
+        raise typer.BadParameter("--request brings its own inputs: give no prompt, --messages or --tools.")
+    if messages is not None and prompt is not None:
+        raise typer.BadParameter("give either a prompt or --messages FILE, not both.", param_hint="--messages")
     request = AnswerRequest(
         prompt="",  # read below, once the options are known to be right; a --request brings its own inputs
         sampling=sampling,
@@ -102,6 +134,7 @@ def complete(
         system=system,
         shape=output_shape(json_schema=json_schema, json_object=json_object, grammar=grammar, choice=choice),
         describe_shape=not no_schema_prompt,
+        tools=tool_request_from_file(tools, choice=tool_choice, parallel=not no_parallel_calls),
     )
     if request_file is not None and server is not None:
         _score_on_server(server, request_file, request, response_shape)
@@ -110,10 +143,11 @@ def complete(
     elif server is not None:
         from ..serve.client import ServerClient
 
-        request = replace(request, prompt=_read_prompt(prompt))
+        request = replace(request, prompt=_read_prompt(prompt, messages))
         _print_answer(ServerClient(server).complete(request), request, json_output=json_output)
     else:
-        _complete_here(replace(request, prompt=_read_prompt(prompt)), model, engine_options, json_output=json_output)
+        request = replace(request, prompt=_read_prompt(prompt, messages))
+        _complete_here(request, model, engine_options, json_output=json_output)
 
 
 def _complete_here(request, model, engine_options, *, json_output) -> None:  # noqa: ANN001
@@ -130,6 +164,7 @@ def _print_answer(items, request, *, json_output: bool) -> None:  # noqa: ANN001
     not be printed raises its error, after its --json object."""
     from ..answer.report import completion_json
     from ..answer.request import AnswerEnd
+    from ..answer.tool_calls import calls_json_lines
     from ..ui.stream import stream_text
 
     ends: list[AnswerEnd] = []
@@ -138,20 +173,20 @@ def _print_answer(items, request, *, json_output: bool) -> None:  # noqa: ANN001
         for item in items:
             if isinstance(item, AnswerEnd):
                 ends.append(item)
-            else:
+            elif isinstance(item, str):  # a call's deltas: the calls print whole, once complete
                 yield item
 
-    if request.shape is None and not json_output:
+    if request.shape is None and request.tools is None and not json_output:
         stream_text(chunks())
         return
     text = "".join(chunks())
     (end,) = ends
     if json_output:
-        typer.echo(completion_json(text if end.answer is None else end.answer, end.report))
+        typer.echo(completion_json(text if end.answer is None else end.answer, end.report, end.tool_calls))
     if end.error is not None:
         raise end.error
     if not json_output:
-        typer.echo(end.answer)
+        typer.echo(calls_json_lines(end.tool_calls) if end.tool_calls else end.answer)
 
 
 def _score_on_server(url: str, request_file: str, request, response_shape) -> None:  # noqa: ANN001
@@ -214,10 +249,13 @@ def _model_file(model: str | None):  # noqa: ANN202 - ModelFile
         return resolve_model(model, progress=progress)
 
 
-def _read_prompt(argument: str | None) -> str:
+def _read_prompt(argument: str | None, messages: str | None = None) -> str | tuple:
     from ..base.errors import MixtralError
     from ..base.textinput import read_stdin
+    from ..family.prompt_ids import read_messages
 
+    if messages is not None:
+        return tuple(read_messages(messages))
     piped = argument == "-" or not sys.stdin.isatty()
     stdin_text = read_stdin() if piped else ""
     parts = [part for part in (stdin_text.rstrip("\n"), argument if argument != "-" else None) if part]

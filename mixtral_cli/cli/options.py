@@ -84,6 +84,24 @@ ResponseShapeOption = Annotated[
     ),
 ]
 SystemOption = Annotated[str | None, typer.Option("--system", "-s", help="System prompt (chat format only).")]
+MessagesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--messages",
+        metavar="FILE|-",
+        show_default=False,
+        help="A conversation: a JSON list of messages in OpenAI's chat format (tool calls and results too).",
+    ),
+]
+ToolsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tools",
+        metavar="FILE|-",
+        show_default=False,
+        help="Functions the model may call: a JSON list in OpenAI's tools format (Mixtral-8x22B-Instruct only).",
+    ),
+]
 
 TemperatureOption = Annotated[
     float,
@@ -269,17 +287,17 @@ def engine_options_from(**values: Any) -> EngineOptions:
         **values,
         rpc=tuple(parse_endpoints(rpc)) if rpc else (),
         tensor_split=_parse_split(split) if split else None,
-        loras=tuple(_parse_lora(text) for text in loras or ()),
+        loras=tuple(parse_lora(text) for text in loras or ()),
     )
 
 
-def _parse_lora(text: str) -> LoraSpec:
+def parse_lora(text: str, *, option: str = "--lora") -> LoraSpec:
     from ..sources.model_path import resolve_lora
 
     spec = resolve_lora(text)
     problem = OPTION_BOUNDS["lora_scale"].problem(spec.scale)
     if problem is not None:
-        raise typer.BadParameter(f"the scale {spec.scale} {problem}.", param_hint="--lora")
+        raise typer.BadParameter(f"the scale {spec.scale} {problem}.", param_hint=option)
     return spec
 
 
@@ -335,19 +353,36 @@ def runs_a_model(command: Callable[..., None]) -> Callable[..., None]:
     Typer reads a command's options from its signature, so the wrapper presents the command's own
     parameters followed by the shared ones, and turns the latter into the two option objects.
     """
+    return _with_shared_options(command, sampling=True, engine=_ENGINE_OPTIONS)
+
+
+def scores_with_models(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command that only evaluates text (`mixtral eval`) the shared engine options but --ctx-size, which
+    it declares itself, handed to it as ``engine_options``."""
+    return _with_shared_options(
+        command, sampling=False, engine=tuple(option for option in _ENGINE_OPTIONS if option[0] != "ctx_size")
+    )
+
+
+def _with_shared_options(
+    command: Callable[..., None], *, sampling: bool, engine: tuple[tuple[str, Any, Any], ...]
+) -> Callable[..., None]:
     own = inspect.signature(command, eval_str=True)
+    sampling_options = _SAMPLING_OPTIONS if sampling else ()
     shared = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=option)
-        for name, option, default in (*_SAMPLING_OPTIONS, *_ENGINE_OPTIONS)
+        for name, option, default in (*sampling_options, *engine)
     ]
     kept = [p for p in own.parameters.values() if p.name not in ("sampling", "engine_options")]
 
     @functools.wraps(command)
     def run(**values: Any) -> None:
-        sampling = {name: values.pop(name) for name, _, _ in _SAMPLING_OPTIONS}
-        sampling["stop"] = tuple(sampling["stop"] or ())
-        engine_options = engine_options_from(**{name: values.pop(name) for name, _, _ in _ENGINE_OPTIONS})
-        command(**values, sampling=SamplingOptions(**sampling), engine_options=engine_options)
+        engine_options = engine_options_from(**{name: values.pop(name) for name, _, _ in engine})
+        if sampling:
+            chosen = {name: values.pop(name) for name, _, _ in _SAMPLING_OPTIONS}
+            chosen["stop"] = tuple(chosen["stop"] or ())
+            values["sampling"] = SamplingOptions(**chosen)
+        command(**values, engine_options=engine_options)
 
     run.__signature__ = own.replace(parameters=[*kept, *shared])  # type: ignore[attr-defined]
     return run

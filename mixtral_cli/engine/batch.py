@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..base.errors import LlamaCppError
-from .kv_cache import KVCache, LlamaBatch
+from .kv_cache import KVCache, TokenBatch
 
 Pick = Callable[[object, int], int]  # (llama_context_p, row of logits in the batch) -> the next token
 
@@ -71,7 +71,7 @@ class SharedBatch:
         self._ctx = ctx
         self._size = n_batch  # the context's n_batch holds one token per sequence (fit.context_params)
         self._lanes: list[Lane] = []
-        self._rows = LlamaBatch(n_batch)
+        self._rows = TokenBatch(n_batch)
 
     @property
     def lanes(self) -> int:

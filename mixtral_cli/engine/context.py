@@ -79,6 +79,7 @@ def new_context(  # noqa: ANN201 - a llama_context_p
     placement: Placement | None,
     threads: int,
     notice: Callable[[str], None],
+    eval_callback: object | None = None,
 ):
     import llama_cpp
 
@@ -89,6 +90,8 @@ def new_context(  # noqa: ANN201 - a llama_context_p
         setattr(params, name, value)
     params.n_threads = params.n_threads_batch = threads
     params.no_perf = True
+    if eval_callback is not None:
+        params.cb_eval = eval_callback
     ctx = llama_cpp.llama_init_from_model(model, params)
     if not ctx:
         on_gpu = bool(placement and placement.devices and placement.n_gpu_layers)

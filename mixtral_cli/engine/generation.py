@@ -39,8 +39,19 @@ class GenerationStats:
         return self.completion_tokens / self.decode_s if self.decode_s else 0.0
 
 
+@dataclass(frozen=True)
+class ControlToken:
+    """A control token generated, in its place among the text: one ``SamplingOptions.reported_tokens`` named."""
+
+    id: int
+
+
+Chunk = str | ControlToken
+
+
 class Generation:
-    """Text chunks as they are generated; ``stats`` is complete once iteration ends.
+    """Text chunks as they are generated (and the control tokens asked for); ``stats`` is complete once iteration
+    ends.
 
     Where the sampling asks for log-probabilities, ``logprobs`` holds each generated token's so far (at least
     those of the text yielded), and ``prompt_logprobs`` the prompt's.
@@ -52,7 +63,7 @@ class Generation:
 
     def __init__(
         self,
-        chunks: Callable[[GenerationStats], Iterator[str | None]],
+        chunks: Callable[[GenerationStats], Iterator[Chunk | None]],
         evaluate: Callable[[], object] | None = None,
     ) -> None:
         self.stats = GenerationStats()
@@ -61,11 +72,11 @@ class Generation:
         self.logprobs: list[TokenLogprobs] = []
         self.prompt_logprobs: list[TokenLogprobs] = []
 
-    def steps(self) -> Iterator[str | None]:
-        """Text chunks, and None wherever the generation waits for the shared batch to be evaluated."""
+    def steps(self) -> Iterator[Chunk | None]:
+        """Chunks, and None wherever the generation waits for the shared batch to be evaluated."""
         return self._chunks(self.stats)
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Chunk]:
         return evaluated(self.steps(), self._evaluate or (lambda: None))
 
 
@@ -89,16 +100,18 @@ def decode(
     answer: bool,
     stats: GenerationStats,
     logprobs: list[TokenLogprobs] | None = None,
-) -> Iterator[str | None]:
+) -> Iterator[Chunk | None]:
     """Take ``lane``'s tokens (picked by the shared batch after each evaluation) until an end of generation, a
     stop string, ``max_tokens`` or a full context; None while the lane waits for an evaluation. ``answer``
-    strips the space an Instruct answer starts with. The lane leaves the batch when this ends, however it ends.
-    ``logprobs``: the list the lane's sampler appends each picked token's to.
+    strips the space an Instruct answer starts with; a token ``sampling.reported_tokens`` names is yielded as a
+    ControlToken in its place. The lane leaves the batch when this ends, however it ends. ``logprobs``: the list
+    the lane's sampler appends each picked token's to.
     """
     import llama_cpp
 
     text = TextStream(stop=sampling.stop, strip_leading_space=answer)
     is_eog, max_tokens = llama_cpp.llama_vocab_is_eog, sampling.max_tokens
+    reported = frozenset(sampling.reported_tokens)
     started = time.perf_counter()
     decode_started = None
     try:
@@ -117,6 +130,11 @@ def decode(
                 stats.stop_reason = "eos"
                 break
             stats.completion_tokens += 1
+            if token in reported:
+                held = text.flush()  # the text before the token is complete: it may not end a stop string
+                if held:
+                    yield held
+                yield ControlToken(token)
             chunk = text.feed(piece(token))
             stop = _stop_reason(text.stopped, full=len(lane.cache) >= n_ctx, done=stats.completion_tokens >= max_tokens)
             if stop is None:

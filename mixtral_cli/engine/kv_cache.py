@@ -22,7 +22,7 @@ class KVCache:
         self._n_batch = n_batch  # llama.cpp may shrink the batch to fit the context: feed what it kept
         self.sequence = sequence
         self._tokens: list[int] = []
-        self._batch = LlamaBatch(n_batch) if ctx else None
+        self._batch = TokenBatch(n_batch) if ctx else None
 
     @property
     def tokens(self) -> tuple[int, ...]:
@@ -77,8 +77,9 @@ class KVCache:
 
         for start in range(0, len(ids), self._n_batch):
             chunk = ids[start : start + self._n_batch]
+            position = len(self._tokens)
             batch = self._batch.fill(
-                chunk, position=len(self._tokens), sequence=self.sequence, every_row=each_row is not None
+                chunk, position=position, sequence=self.sequence, outputs_from=position if each_row else None
             )
             if llama_cpp.llama_decode(self._ctx, batch) != 0:
                 raise LlamaCppError("llama.cpp failed to evaluate the prompt.")
@@ -95,9 +96,9 @@ class KVCache:
         self._tokens[:] = source._tokens
 
 
-class LlamaBatch:
+class TokenBatch:
     """A llama_batch over arrays of our own (freed with it): a token, a position and a sequence id per row, and
-    whether the row's logits are wanted."""
+    whether the row's logits are wanted (filled whole for one sequence by ``fill``, row by row by batch.py)."""
 
     def __init__(self, size: int) -> None:
         import llama_cpp
@@ -120,12 +121,16 @@ class LlamaBatch:
             logits=self.logits,
         )
 
-    def fill(self, ids: Sequence[int], *, position: int, sequence: int, every_row: bool = False):  # noqa: ANN201
-        """``ids`` of one sequence from ``position`` on: the last one's logits wanted, or ``every_row``'s."""
+    def fill(self, ids: Sequence[int], *, position: int, sequence: int, outputs_from: int | None = None):  # noqa: ANN201
+        """The batch of ``ids`` of ``sequence`` from ``position`` on (a llama_batch); ``outputs_from``: the first
+        position whose logits are wanted, else only the last token's."""
         n = len(ids)
         self.tokens[:n] = list(ids)
         self.positions[:n] = list(range(position, position + n))
         self.sequences[:n] = [sequence] * n
-        self.logits[:n] = [1] * n if every_row else [0] * (n - 1) + [1]
+        if outputs_from is None:
+            self.logits[:n] = [0] * (n - 1) + [1]
+        else:
+            self.logits[:n] = [int(position + i >= outputs_from) for i in range(n)]
         self.batch.n_tokens = n
         return self.batch

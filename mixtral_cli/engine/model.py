@@ -20,12 +20,13 @@ from ..family.prompt_ids import (
     completion_messages,
     raw_prompt_ids,
 )
+from ..family.tool_prompt import Tool, refuse_tools
 from . import logs
 from .batch import SharedBatch
 from .context import model_kv_bytes_per_token, new_context
 from .devices import init_backend
 from .fit import model_plan
-from .generation import Generation, GenerationStats, T, decode, evaluated  # noqa: F401 - callers import GenerationStats here
+from .generation import Chunk, Generation, GenerationStats, T, decode, evaluated  # noqa: F401 - GenerationStats: callers import it here
 from .kv_cache import KVCache
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, expected_seconds, prefill_elsewhere
 from .loading import (
@@ -55,10 +56,12 @@ class Engine:
         on_notice: Callable[[str], None] | None = None,
         vocab_only: bool = False,
         pulled_as: tuple[str, bool] | None = None,
+        eval_callback: object | None = None,
     ) -> None:
         """``vocab_only`` loads the vocabulary and metadata alone (no weights, no context): for prompt ids.
         ``pulled_as``: the catalog name the file was pulled by and whether that entry is Instruct, which
-        wins over what the file says."""
+        wins over what the file says. ``eval_callback``: a ggml_backend_sched_eval_callback the context calls
+        for each tensor of its graph (scoring.py reads the router's choices through it)."""
         import llama_cpp
 
         started = time.perf_counter()
@@ -109,6 +112,7 @@ class Engine:
                         placement=self.placement,
                         threads=self._threads,
                         notice=notice,
+                        eval_callback=eval_callback,
                     )
                 self._adapters = LoadedAdapters(self._model, last_error=last_error)
                 if self._ctx and options.loras:
@@ -147,8 +151,11 @@ class Engine:
         bos, eos = llama_cpp.llama_vocab_bos(self._vocab), llama_cpp.llama_vocab_eos(self._vocab)
         if self.info.prompt_format is PromptFormat.V1:
             return SpecialIds(bos=bos, eos=eos)
-        inst, inst_end = (self._single_control_token(text) for text in ("[INST]", "[/INST]"))
-        return SpecialIds(bos=bos, eos=eos, inst=inst, inst_end=inst_end)
+        names = ("[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]")
+        inst, inst_end, tool_calls, tools, tools_end, results, results_end = (
+            self._single_control_token(text) for text in (*names, "[TOOL_RESULTS]", "[/TOOL_RESULTS]")
+        )
+        return SpecialIds(bos, eos, inst, inst_end, tool_calls, tools, tools_end, results, results_end)
 
     def _single_control_token(self, text: str) -> int | None:
         ids = self.tokenize(text, parse_special=True)
@@ -286,22 +293,29 @@ class Engine:
             n = self._llama.llama_token_to_piece(self._vocab, token, self._piece_buffer, -n, 0, special)
         return self._piece_buffer.raw[:n]
 
-    def chat_ids(self, messages: Sequence[Message]) -> list[int]:
+    def chat_ids(self, messages: Sequence[Message], *, tools: Sequence[Tool] = ()) -> list[int]:
         return chat_prompt_ids(
-            messages, prompt_format=self.info.prompt_format, special=self.special, encode=self.tokenize
+            messages, prompt_format=self.info.prompt_format, special=self.special, encode=self.tokenize, tools=tools
         )
 
     def raw_ids(self, text: str) -> list[int]:
         return raw_prompt_ids(text, special=self.special, encode=self.tokenize)
 
     def completion_ids(
-        self, prompt: str | list[Message], *, system: str | None = None, mode: PromptMode = PromptMode.AUTO
+        self,
+        prompt: str | list[Message],
+        *,
+        system: str | None = None,
+        mode: PromptMode = PromptMode.AUTO,
+        tools: Sequence[Tool] = (),
     ) -> tuple[list[int], bool]:
         """Ids for a text (one user turn in chat mode) or a conversation, and whether they are a chat."""
         messages = completion_messages(prompt, instruct=self.info.instruct, system=system, mode=mode)
         if messages is None:
+            if tools:
+                raise refuse_tools(reason="this is a base model, which completes text and was not trained on chats")
             return self.raw_ids(prompt), False  # type: ignore[arg-type]
-        return self.chat_ids(messages), True
+        return self.chat_ids(messages, tools=tools), True
 
     # -- generation -----------------------------------------------------------------------------------
 
@@ -341,7 +355,7 @@ class Engine:
 
     def _generate(
         self, prompt_ids: list[int], sampling: SamplingOptions, answer: bool, generation: Generation, sequence: int
-    ) -> Iterator[str | None]:
+    ) -> Iterator[Chunk | None]:
         stats = generation.stats
         stats.prompt_tokens = len(prompt_ids)
         cache = self._caches[sequence]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..base.bounds import FLOAT32_MAX, IN_A_FLOAT, INT32_MAX, UINT32_MAX, Bound, thread_bound
@@ -79,6 +79,9 @@ DEFAULT_REPEAT_PENALTY = 1.0
 DEFAULT_MAX_TOKENS = 512
 
 
+_PER_ANSWER = {"per_answer": True}
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
     temperature: float = DEFAULT_TEMPERATURE  # 0: greedy
@@ -94,11 +97,18 @@ class SamplingOptions:
     # presence once a token occurs; 0: none.
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
-    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit) pairs
+    # An OpenAI request's own: a saved chat or `complete --server` has no option for them, so never carries them.
+    logit_bias: tuple[tuple[int, float], ...] = field(default=(), metadata=_PER_ANSWER)  # (token id, bias) pairs
     # Log-probabilities to report per generated token: None none, 0 the chosen token's, k also the k likeliest;
     # ``prompt_logprobs``: the prompt's tokens' too (OpenAI's echo).
-    logprobs: int | None = None
-    prompt_logprobs: bool = False
+    logprobs: int | None = field(default=None, metadata=_PER_ANSWER)
+    prompt_logprobs: bool = field(default=False, metadata=_PER_ANSWER)
+    # The answer's own token rules (a tool call's), decided per answer: not settings, never saved or sent.
+    # The grammar waits for this token: what comes before it is free, the token and what follows are inside it.
+    grammar_trigger: int | None = field(default=None, metadata=_PER_ANSWER)
+    banned_tokens: tuple[int, ...] = field(default=(), metadata=_PER_ANSWER)  # never sampled
+    # Control tokens the generation reports by id, in their place among its text (a ControlToken chunk).
+    reported_tokens: tuple[int, ...] = field(default=(), metadata=_PER_ANSWER)
 
     @property
     def greedy(self) -> bool:
@@ -107,6 +117,11 @@ class SamplingOptions:
     @property
     def penalized(self) -> bool:
         return self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
+
+    def settings(self) -> dict[str, object]:
+        """The settings as JSON values, as a saved chat and `complete --server` carry them."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("per_answer")}
+        return {**values, "stop": list(self.stop)}
 
 
 # What each numeric option can mean; the CLI, request files and chat's /set check values against these.

@@ -8,11 +8,13 @@ from Python first, and an abort during generation ends in one line instead of a 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import socket
 import struct
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +26,11 @@ PROTOCOL_MAJOR = 7
 _CMD_HELLO, _CMD_DEVICE_COUNT = 14, 15
 _HELLO_CAPS = 24  # RPC_CONN_CAPS_SIZE: zeros ask for plain TCP
 _CHECK_TIMEOUT_S = 5.0
+# ggml's RPC client waits for a reply without end; past this many seconds without one (a worker that stopped
+# answering but keeps its connection open) the wait fails and the process ends in one line. A reply can be
+# slow: the results of a long prompt's layers on a slow worker come in one. MIXTRAL_RPC_TIMEOUT overrides it.
+REPLY_TIMEOUT_ENV = "MIXTRAL_RPC_TIMEOUT"
+_REPLY_TIMEOUT_S = 300.0
 
 _added: dict[str, list[Device]] = {}  # endpoint -> its devices, once added to the registry
 _adding: list[str] = []  # the endpoint llama.cpp is adding now, if any
@@ -153,6 +160,10 @@ def add_workers(endpoints: Sequence[str]) -> list[Device]:
             continue
         before = {d.handle for d in list_devices()}
         _adding.append(endpoint)  # until its devices are listed: each step asks the worker
+        # llama.cpp opens its connection inside add_server: a silent worker is cut off from outside.
+        watchdog = threading.Timer(reply_timeout(), _cut_off, args=(endpoint,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             reg = _rpc_function("ggml_backend_rpc_add_server", ctypes.c_void_p, ctypes.c_char_p)(endpoint.encode())
             if not reg:
@@ -160,8 +171,66 @@ def add_workers(endpoints: Sequence[str]) -> list[Device]:
             lib.ggml_backend_register(reg)
             _added[endpoint] = [d for d in list_devices() if d.handle not in before]
         finally:
+            watchdog.cancel()
             _adding.remove(endpoint)
+        _bound_replies(endpoint, reply_timeout())
     return [device for endpoint in endpoints for device in _added[endpoint]]
+
+
+def reply_timeout() -> float:
+    """How long llama.cpp may wait for one reply of a worker (MIXTRAL_RPC_TIMEOUT seconds, else 300)."""
+    text = os.environ.get(REPLY_TIMEOUT_ENV, "")
+    try:
+        seconds = float(text) if text else _REPLY_TIMEOUT_S
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 10**6:
+        raise WorkerOptionError(
+            f"{REPLY_TIMEOUT_ENV}={text} is not a number of seconds.", endpoint="", hint="Set it to e.g. 300."
+        )
+    return seconds
+
+
+def _sockets_to(endpoint: str) -> list[socket.socket]:
+    """This process's open connections to ``endpoint`` (llama.cpp's, made in C), each as a duplicate that
+    shares the connection: options set on it and a shutdown hold for llama.cpp's too."""
+    host, _, port = endpoint.rpartition(":")
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                continue
+            conn = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue  # closed meanwhile
+        try:
+            peer = conn.getpeername() if conn.family == socket.AF_INET else None
+        except OSError:
+            peer = None
+        if peer == (host, int(port)):
+            found.append(conn)
+        else:
+            conn.close()
+    return found
+
+
+def _bound_replies(endpoint: str, seconds: float) -> None:
+    """Make a wait for (or a send to) ``endpoint`` on llama.cpp's connection fail after ``seconds``; ggml then
+    aborts, and the abort handler says which worker stopped answering."""
+    whole = int(seconds)
+    limit = struct.pack("ll", whole, int((seconds - whole) * 1e6))  # struct timeval
+    for conn in _sockets_to(endpoint):
+        with conn:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+
+
+def _cut_off(endpoint: str) -> None:
+    """End llama.cpp's connection to a worker that has not answered for the whole timeout: its waiting
+    call fails, ggml aborts, and the abort handler says so."""
+    for conn in _sockets_to(endpoint):
+        with conn, contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)
 
 
 def _rpc_function(name: str, restype, *argtypes):  # noqa: ANN001, ANN202 - a ctypes function
@@ -208,7 +277,8 @@ def _install_abort_handler() -> None:
         where = ", ".join(lost or _added)
         detail = (message or b"").decode(errors="replace").strip().splitlines()
         sys.stderr.write(
-            f"Error: lost the connection to the worker at {where}; this process has to stop.\n"
+            f"Error: lost the connection to the worker at {where} (it hung up, or sent no answer for "
+            f"{reply_timeout():g} s); this process has to stop.\n"
             f"Restart the worker and run the command again (chats resume with --resume)."
             + (f" llama.cpp said: {detail[-1]}\n" if detail else "\n")
         )

@@ -24,8 +24,10 @@ def build_sampler(sampling: SamplingOptions, vocab):  # noqa: ANN001, ANN201 - l
     chain = llama_cpp.llama_sampler_chain_init(params)
     add = llama_cpp.llama_sampler_chain_add
     n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)  # this llama.cpp's signatures still take it first
-    if sampling.logit_bias:
-        biases = (llama_cpp.llama_logit_bias * len(sampling.logit_bias))(*sampling.logit_bias)
+    # One logit-bias sampler: the request's biases, and the answer's banned tokens as -inf over them.
+    biased = {**dict(sampling.logit_bias), **dict.fromkeys(sampling.banned_tokens, float("-inf"))}
+    if biased:
+        biases = (llama_cpp.llama_logit_bias * len(biased))(*biased.items())
         add(chain, llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(biases), biases))  # it copies them
     if sampling.penalized:
         penalties = (sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty)
@@ -74,17 +76,18 @@ class Sampler:
         self._top = sampling.logprobs or 0
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         # The penalties are the one sampler of the chain that keeps state, and they and the logit biases change
-        # logits before the K likeliest are kept. Without penalties, llama.cpp's own sampling call (which also
-        # accepts the token into the chain) may make the first draw; without either, a repeated draw may start
-        # from the likeliest tokens.
+        # logits before the K likeliest are kept (banned tokens are biases too). Without penalties, llama.cpp's own
+        # sampling call (which also accepts the token into the chain) may make the first draw; without either, a
+        # repeated draw may start from the likeliest tokens.
         stateless = not sampling.penalized
         self._chain_draws_first = stateless
-        ranked_by_logits = stateless and not sampling.logit_bias
+        ranked_by_logits = stateless and not sampling.logit_bias and not sampling.banned_tokens
         self._keeps = (1 if sampling.greedy else sampling.top_k) if ranked_by_logits else 0  # 0: the whole vocabulary
         self._grammar = None
         if sampling.grammar is None:
             return
-        self._grammar = llama_cpp.llama_sampler_init_grammar(vocab, sampling.grammar.encode(), b"root")
+        self._grammar = _grammar_sampler(vocab, sampling.grammar, sampling.grammar_trigger)
+        self._trigger = sampling.grammar_trigger  # None once the grammar applies
         if not self._grammar:
             llama_cpp.llama_sampler_free(self._chain)
             raise LlamaCppError("llama.cpp could not parse the grammar.")
@@ -114,10 +117,12 @@ class Sampler:
             token = llama_cpp.llama_sampler_sample(self._chain, ctx, row)
         else:
             token = self._all.fill(self._ids, self._read_logits(ctx, row)).pick(self._chain)
-        if token in self._refused or not self._one.fill(token, 0.0).allow(self._grammar):
+        if self._trigger is None and (token in self._refused or not self._one.fill(token, 0.0).allow(self._grammar)):
             token = self._redraw(ctx, row)
         llama_cpp.llama_sampler_accept(self._grammar, token)
         llama_cpp.llama_sampler_accept(self._chain, token)
+        if token == self._trigger:
+            self._trigger = None
         self._refused = self._refused_after.get(self._byte_of_token.get(token), self._refused_after[None])
         return token
 
@@ -146,6 +151,16 @@ class Sampler:
             if sampler:
                 self._llama.llama_sampler_free(sampler)
         self._chain = self._grammar = None
+
+
+def _grammar_sampler(vocab, grammar: str, trigger: int | None):  # noqa: ANN001, ANN202 - llama_vocab_p, llama_sampler_p
+    """llama.cpp's grammar sampler; a lazy one with ``trigger``, which enforces nothing before that token."""
+    import llama_cpp
+
+    if trigger is None:
+        return llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    tokens = (llama_cpp.llama_token * 1)(trigger)
+    return llama_cpp.llama_sampler_init_grammar_lazy_patterns(vocab, grammar.encode(), b"root", None, 0, tokens, 1)
 
 
 class _Candidates:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..base.errors import MixtralError
+from ..base.paths import exists
 from ..gguf_format.naming import ANY_NAMING, DASH_NAMING, DOT_NAMING, GGUFNaming
 from ..gguf_format.quant_types import normalize_quant
 from .shape import MixtralShape
@@ -144,7 +145,7 @@ def looks_like_a_path(source: str) -> bool:
     """Whether a SOURCE names something on this machine rather than a Hub repo: it exists, or it is spelled
     as only paths are (./ ../ / ~, or more parts than ORG/NAME), so a mistyped folder is never sent to the Hub."""
     path = Path(source)
-    return source.startswith((".", "~")) or path.is_absolute() or len(path.parts) > 2 or path.expanduser().exists()
+    return source.startswith((".", "~")) or path.is_absolute() or len(path.parts) > 2 or exists(path.expanduser())
 
 
 def _check_repo_id(text: str, repo: str) -> None:

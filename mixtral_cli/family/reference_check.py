@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..base.errors import MixtralError
-from .prompt_ids import Message, PromptFormat
+from .prompt_ids import Message, PromptFormat, conversation_call_ids, message_dict
+from .tool_prompt import Tool, ToolCall
 
 
 @dataclass(frozen=True)
@@ -15,21 +16,37 @@ class CheckResult:
     first_difference: int | None  # None: identical
 
 
-def check_against_mistral_common(
-    messages: Sequence[Message], ids: list[int], prompt_format: PromptFormat
-) -> CheckResult:
+def mistral_common_ids(
+    messages: Sequence[Message], prompt_format: PromptFormat, tools: Sequence[Tool] = ()
+) -> list[int]:
+    """mistral-common's ids for the conversation, its call ids mapped to the ones our prompt shows."""
     try:
-        from mistral_common.protocol.instruct.messages import AssistantMessage, SystemMessage, UserMessage
         from mistral_common.protocol.instruct.request import ChatCompletionRequest
         from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
     except ImportError:
         raise MixtralError(
             "--check needs mistral-common, which is not installed.", hint="pip install mistral-common"
         ) from None
-    classes = {"system": SystemMessage, "user": UserMessage, "assistant": AssistantMessage}
+    ids = conversation_call_ids(messages)
+    mapped = [
+        replace(
+            m,
+            tool_calls=tuple(ToolCall(c.name, c.arguments, ids.get(c.id, c.id)) for c in m.tool_calls),  # type: ignore[arg-type]
+            tool_call_id=ids.get(m.tool_call_id) if m.tool_call_id is not None else None,
+        )
+        for m in messages
+    ]
     tokenizer = MistralTokenizer.v1() if prompt_format is PromptFormat.V1 else MistralTokenizer.v3()
-    request = ChatCompletionRequest(messages=[classes[m.role](content=m.content) for m in messages])
-    reference = tokenizer.encode_chat_completion(request).tokens
+    request = ChatCompletionRequest.from_openai(
+        messages=[message_dict(m) for m in mapped], tools=[tool.as_json() for tool in tools] or None
+    )
+    return tokenizer.encode_chat_completion(request).tokens
+
+
+def check_against_mistral_common(
+    messages: Sequence[Message], ids: list[int], prompt_format: PromptFormat, tools: Sequence[Tool] = ()
+) -> CheckResult:
+    reference = mistral_common_ids(messages, prompt_format, tools)
     if reference == ids:
         return CheckResult(reference, None)
     pairs = enumerate(zip(ids, reference, strict=False))

@@ -43,11 +43,15 @@ class GGUFInfo:
 
 
 def is_gguf(path: Path) -> bool:
+    """Whether ``path`` starts as a GGUF does; a file that cannot be read says why (a permission, ...)."""
     try:
         with open(path, "rb") as f:
             return f.read(4) == GGUF_MAGIC
-    except OSError:
+    except IsADirectoryError:
         return False
+    except OSError as exc:
+        hint = f"Check its permissions: ls -l {path}" if isinstance(exc, PermissionError) else None
+        raise GGUFError(f"Cannot read {path}: {exc.strerror or exc}.", path=path, hint=hint) from exc
 
 
 # GGUF value types: fixed sizes in bytes, and the two variable ones.

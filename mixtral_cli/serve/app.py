@@ -27,9 +27,11 @@ from ..answer.card_request import CardJob, ResponseShape, parse_request, render_
 from ..answer.job import AnswerJob
 from ..answer.logprobs import Logprobs
 from ..answer.request import AnswerEnd, AnswerRequest
+from ..answer.tool_calls import ToolCallDelta
 from ..base.errors import InvalidRequestError, MixtralError, ModelNotFoundError
 from ..base.textinput import parse_json
 from ..engine.options import SamplingOptions
+from .limits import BODY_TIMEOUT_S, BodyTooLarge, BodyTooSlow, check_answer_count, read_body
 from .openai_api import (
     Answer,
     Choice,
@@ -41,9 +43,18 @@ from .openai_api import (
     parse_chat_request,
     parse_text_request,
 )
-from .openai_errors import APIError, api_error, body_too_large, invalid_api_key, unknown_route
+from .openai_errors import APIError, api_error, body_too_large, body_too_slow, invalid_api_key, unknown_route
 from .responses_api import ResponseAnswer, parse_responses_request
 from .scheduler import ClientGone, Job, ModelHost
+from .tool_calls import (
+    APPLY_TEMPLATE_ROUTE,
+    DETOKENIZE_ROUTE,
+    TOKENIZE_ROUTE,
+    apply_template_job,
+    delta_json,
+    detokenize_job,
+    tokenize_job,
+)
 from .work import (
     COMPLETE_ROUTE,
     GENERATE_ROUTE,
@@ -79,10 +90,6 @@ class ServeConfig:
         return name == self.model_id or name in self.model_aliases
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 def create_app(host: ModelHost, config: ServeConfig) -> Starlette:
     handlers = _Handlers(host, config)
     routes = [
@@ -97,6 +104,9 @@ def create_app(host: ModelHost, config: ServeConfig) -> Starlette:
         Route(MODEL_ROUTE, handlers.guarded(handlers.mixtral_model), methods=["GET"]),
         Route(IDS_ROUTE, handlers.guarded(handlers.mixtral_ids), methods=["POST"]),
         Route(GENERATE_ROUTE, handlers.guarded(handlers.mixtral_generate), methods=["POST"]),
+        Route(TOKENIZE_ROUTE, handlers.guarded(handlers.tokenize), methods=["POST"]),
+        Route(DETOKENIZE_ROUTE, handlers.guarded(handlers.detokenize), methods=["POST"]),
+        Route(APPLY_TEMPLATE_ROUTE, handlers.guarded(handlers.apply_template), methods=["POST"]),
     ]
     middleware = []
     if config.cors_origins:
@@ -119,8 +129,10 @@ class _Handlers:
                 return _json_error(invalid_api_key())
             try:
                 return await handler(request)
-            except _BodyTooLarge:
+            except BodyTooLarge:
                 return _json_error(body_too_large(self.config.max_body_bytes))
+            except BodyTooSlow:
+                return _json_error(body_too_slow(BODY_TIMEOUT_S))
             except ClientGone:
                 return Response(status_code=499)  # nobody reads it; the work was cancelled
             except MixtralError as exc:
@@ -136,17 +148,7 @@ class _Handlers:
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
 
     async def _body(self, request: Request) -> bytes:
-        limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise _BodyTooLarge
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _BodyTooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(request, limit=self.config.max_body_bytes)
 
     async def _json(self, request: Request) -> object:
         try:
@@ -253,6 +255,7 @@ class _Handlers:
     async def _start_openai(self, request: Request, parsed: OpenAIRequest) -> Job:
         """The job of an OpenAI request's answers, started: its first step is taken before the answer is sent, so
         that a prompt over the context is a 400, not a stream that fails."""
+        check_answer_count(sum(answer.n for answer in parsed.answers))
         model_path = self.config.model_path
         work = await run_in_threadpool(lambda: openai_work(parsed, model_path=model_path))
         return await self._start(request, work)
@@ -273,7 +276,7 @@ class _Handlers:
     ) -> AsyncIterator[str]:
         parts: list[str] = []
         ends: list[AnswerEnd] = []
-        held: str | None = None  # a text chunk whose tokens' log-probabilities come next
+        held: str | ToolCallDelta | None = None  # a chunk whose tokens' log-probabilities come next
         opened = 0  # chat answers whose first chunk (the role) was sent
         try:
             async for item in job.results(request.is_disconnected):
@@ -288,10 +291,12 @@ class _Handlers:
                     yield _sse(answer.chunk(held, index=index, tokens=item.tokens))
                     held = None
                 elif answer.logprobs:
-                    parts.append(item)
+                    if isinstance(item, str):
+                        parts.append(item)
                     held = item
                 else:
-                    parts.append(item)
+                    if isinstance(item, str):
+                        parts.append(item)
                     yield _sse(answer.chunk(item, index=index))
             if include_usage:
                 yield _sse(answer.usage_chunk(ends))
@@ -312,6 +317,7 @@ class _Handlers:
         except UnicodeDecodeError as exc:
             raise InvalidRequestError("The request body is not UTF-8.") from exc
         card_request = parse_request(text)
+        check_answer_count(len(card_request.inputs))
         shape_name = request.query_params.get("shape", self.config.response_shape.value)
         try:
             response_shape = ResponseShape(shape_name)
@@ -346,12 +352,29 @@ class _Handlers:
         job = await self._start(request, generate(ids, sampling, answer=answer))
         return StreamingResponse(self._lines(job, request, ids), media_type="application/x-ndjson")
 
+    async def tokenize(self, request: Request) -> Response:
+        return await self._one_result(request, tokenize_job(await self._json(request)))
+
+    async def detokenize(self, request: Request) -> Response:
+        n_vocab = self.host.facts["info"]["n_vocab"]
+        return await self._one_result(request, detokenize_job(await self._json(request), n_vocab=n_vocab))
+
+    async def apply_template(self, request: Request) -> Response:
+        return await self._one_result(request, apply_template_job(await self._json(request)))
+
+    async def _one_result(self, request: Request, work: Callable) -> Response:  # noqa: ANN001
+        job = await self._start(request, work)
+        (result,) = [item async for item in job.results(request.is_disconnected)]
+        return JSONResponse(result)
+
     async def _lines(self, job: Job, request: Request, prompt: object) -> AsyncIterator[str]:
         parts: list[str] = []
         try:
             async for item in job.results(request.is_disconnected):
                 if isinstance(item, AnswerEnd):
                     line = {"done": end_body(item)}
+                elif isinstance(item, ToolCallDelta):
+                    line = {"tool_call": delta_json(item)}
                 else:
                     parts.append(item)
                     line = {"text": item}

@@ -16,7 +16,9 @@ from urllib.parse import quote, urlsplit
 
 from .. import __version__
 from ..answer.request import AnswerEnd, AnswerRequest
+from ..answer.tool_calls import ToolCallDelta
 from ..base.errors import ServerError
+from .tool_calls import delta_from
 from .work import COMPLETE_ROUTE, completion_body, end_from, reported
 
 SERVER_ENV = "MIXTRAL_SERVER"
@@ -48,11 +50,12 @@ class ServerClient:
                 hint="Use the same version on both sides.",
             )
 
-    def complete(self, request: AnswerRequest) -> Iterator[str | AnswerEnd]:
-        """What the server's answer job yields: the text chunks as they come, then the ``AnswerEnd``."""
+    def complete(self, request: AnswerRequest) -> Iterator[str | ToolCallDelta | AnswerEnd]:
+        """What the server's answer job yields: the text chunks (and call deltas) as they come, then the
+        ``AnswerEnd``."""
         self.check()
         for item in self.stream(COMPLETE_ROUTE, completion_body(request)):
-            yield item if isinstance(item, str) else end_from(item)
+            yield end_from(item) if isinstance(item, dict) else item
 
     def call(self, method: str, path: str, body: dict | None = None) -> Any:
         """One request's JSON answer."""
@@ -60,7 +63,7 @@ class ServerClient:
         self._raise_for_status(response)
         return self._json(response)
 
-    def stream(self, path: str, body: dict) -> Iterator[str | dict]:
+    def stream(self, path: str, body: dict) -> Iterator[str | ToolCallDelta | dict]:
         """A streamed answer of mixtral's own routes: text chunks, then what its last line says of the end."""
         response = self._request("POST", path, body)
         self._raise_for_status(response)
@@ -69,6 +72,8 @@ class ServerClient:
                 line = json.loads(raw)
                 if "text" in line:
                     yield line["text"]
+                elif "tool_call" in line:
+                    yield delta_from(line["tool_call"])
                 elif "done" in line:
                     yield line["done"]
                 elif "error" in line:

@@ -18,9 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..answer.logprobs import ReadableToken
 from ..answer.request import AnswerEnd, AnswerRequest
+from ..answer.tool_calls import ToolCallDelta
 from ..base.errors import InvalidRequestError
 from ..engine.options import SamplingOptions
 from ..family.prompt_ids import PromptMode
+from .limits import MAX_ANSWERS_PER_REQUEST
+from .tool_calls import answer_message, delta_json, is_tool_message, request_tools
 from .work import conversation_from, request_number, sampling_from
 
 if TYPE_CHECKING:
@@ -35,7 +38,6 @@ _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant"
 # Parameters that would change the answer and that this server cannot honour: a 400 naming each, as OpenAI
 # answers a parameter its model does not take. (Ones that change nothing here, such as "user" or "store", pass.)
 _UNSUPPORTED = ("suffix", "audio", "prediction", "web_search_options", "reasoning_effort", "verbosity")
-MAX_CHOICES = 16  # "n": one request holds the engine for all its answers
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ def parse_chat_request(data: object, base: SamplingOptions) -> OpenAIRequest:
         sampling=replace(sampling_of(data, base), logprobs=logprobs),
         mode=PromptMode.CHAT,
         shape=response_format_of(data.get("response_format")),
+        tools=request_tools(data),
         n=_choices(data),
     )
     return _request(data, (answer,))
@@ -136,8 +139,8 @@ def _choices(data: dict[str, Any]) -> int:
     n = data.get("n")
     if n is None:
         return 1
-    if type(n) is not int or not 1 <= n <= MAX_CHOICES:
-        raise InvalidRequestError(f'"n" must be an integer from 1 to {MAX_CHOICES}.', param="n")
+    if type(n) is not int or not 1 <= n <= MAX_ANSWERS_PER_REQUEST:
+        raise InvalidRequestError(f'"n" must be an integer from 1 to {MAX_ANSWERS_PER_REQUEST}.', param="n")
     return n
 
 
@@ -154,16 +157,20 @@ def sampling_of(data: dict[str, Any], base: SamplingOptions) -> SamplingOptions:
     return sampling_from(data, base)
 
 
-def message_of(item: object, index: int) -> dict[str, str]:
-    """An OpenAI message as role and text; content given as parts keeps its text parts."""
+def message_of(item: object, index: int, *, param: str = "messages") -> dict[str, str]:
+    """An OpenAI message as role and text; content given as parts keeps its text parts. Errors name ``param``."""
+    if is_tool_message(item):
+        return item  # type: ignore[return-value] - calls and results are read whole
     if not isinstance(item, dict) or item.get("role") not in _ROLES:
-        raise InvalidRequestError(f"Message {index + 1} must have a role: system, developer, user or assistant.")
+        raise InvalidRequestError(
+            f"Message {index + 1} must have a role: system, developer, user or assistant.", param=param
+        )
     content = item.get("content")
     if isinstance(content, list):
         if not all(
             isinstance(p, dict) and p.get("type") in _TEXT_PARTS and isinstance(p.get("text"), str) for p in content
         ):
-            raise InvalidRequestError(f"Message {index + 1} may hold text parts only.")
+            raise InvalidRequestError(f"Message {index + 1} may hold text parts only.", param=param)
         content = "".join(p["text"] for p in content)
     return {"role": _ROLES[item["role"]], "content": content}
 
@@ -250,7 +257,7 @@ class Answer:
 
     def chunk(
         self,
-        text: str | None = None,
+        text: str | ToolCallDelta | None = None,
         *,
         index: int = 0,
         tokens: Sequence[ReadableToken] = (),
@@ -260,8 +267,10 @@ class Answer:
         reason = _finish_reason(finish) if finish is not None else None
         logprobs = self._logprobs(tokens, index) if self.logprobs and not first and finish is None else None
         if self.chat:
-            delta: dict[str, str] = {"role": "assistant", "content": ""} if first else {}
-            if text:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
+            if isinstance(text, ToolCallDelta):
+                delta["tool_calls"] = [delta_json(text)]
+            elif text:
                 delta["content"] = text
             choice = {"index": index, "delta": delta, "finish_reason": reason, "logprobs": logprobs}
         else:
@@ -280,7 +289,7 @@ class Answer:
             self._offsets[index] = 0
             logprobs = self._logprobs(choice.tokens, index) if self.logprobs else None
             if self.chat:
-                message = {"role": "assistant", "content": text}
+                message = answer_message(text, choice.end)
                 rendered.append({"index": index, "message": message, "finish_reason": reason, "logprobs": logprobs})
             else:
                 rendered.append({"index": index, "text": text, "finish_reason": reason, "logprobs": logprobs})
@@ -326,6 +335,8 @@ def usage(ends: Sequence[AnswerEnd]) -> dict[str, Any]:
 
 def _finish_reason(end: AnswerEnd) -> str:
     """OpenAI's finish reason; a cut shaped answer is "length", whatever cut it (docs/answers.md)."""
+    if end.tool_calls:
+        return "tool_calls"
     return "length" if end.cut else _FINISH_REASONS.get(end.stats.stop_reason, "stop")
 
 

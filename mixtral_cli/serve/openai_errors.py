@@ -14,11 +14,13 @@ from ..base.errors import (
     ContextOverflowError,
     InvalidConversationError,
     InvalidRequestError,
+    InvalidToolsError,
     MixtralError,
     ModelNotFoundError,
     OutputShapeError,
     ServerBusyError,
     ServerStoppedError,
+    ToolsNotSupportedError,
 )
 
 INVALID_REQUEST = "invalid_request_error"
@@ -53,7 +55,13 @@ def api_error(exc: MixtralError) -> APIError:
         return APIError(400, code="context_length_exceeded", param="messages", **own)
     if isinstance(exc, InvalidRequestError):
         return APIError(400, param=exc.param, code=exc.code, **own)
-    if isinstance(exc, (InvalidConversationError, OutputShapeError)):
+    if isinstance(exc, InvalidToolsError):
+        return APIError(400, param=exc.param, **own)
+    if isinstance(exc, ToolsNotSupportedError):
+        return APIError(400, param="tools", **own)
+    if isinstance(exc, InvalidConversationError):
+        return APIError(400, param="messages", **own)
+    if isinstance(exc, OutputShapeError):
         return APIError(400, **own)
     if isinstance(exc, ModelNotFoundError):
         return APIError(404, param="model", code="model_not_found", **own)
@@ -74,10 +82,18 @@ def invalid_api_key() -> APIError:
     )
 
 
+# The rest of the body may still be on its way: the connection cannot carry another request.
+_CLOSE = {"Connection": "close"}
+
+
 def body_too_large(limit: int) -> APIError:
-    return APIError(
-        413, f"The request body is larger than this server accepts ({limit} bytes).", code="request_too_large"
-    )
+    message = f"The request body is larger than this server accepts ({limit} bytes)."
+    return APIError(413, message, code="request_too_large", headers=_CLOSE)
+
+
+def body_too_slow(seconds: float) -> APIError:
+    message = f"The request body stopped arriving: nothing came for {seconds:g} s."
+    return APIError(408, message, code="request_timeout", headers=_CLOSE)
 
 
 def unknown_route(method: str, path: str, status: int, headers: dict[str, str]) -> APIError:

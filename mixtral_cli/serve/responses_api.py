@@ -39,7 +39,9 @@ def parse_responses_request(data: object, base: SamplingOptions) -> OpenAIReques
     text = data.get("text")
     shape = response_format_of(text.get("format") if isinstance(text, dict) else None, flat=True)
     sampling = sampling_of({**data, "max_tokens": data.get("max_output_tokens")}, base)
-    answer = AnswerRequest(prompt=conversation_from(messages), sampling=sampling, mode=PromptMode.CHAT, shape=shape)
+    answer = AnswerRequest(
+        prompt=conversation_from(messages, param="input"), sampling=sampling, mode=PromptMode.CHAT, shape=shape
+    )
     return OpenAIRequest((answer,), bool(data.get("stream")), include_usage=True)
 
 
@@ -62,7 +64,7 @@ def _input(value: object) -> list[dict[str, str]]:
             raise InvalidRequestError(
                 f"Input item {index + 1} is not a message: only messages are taken.", param="input"
             )
-        messages.append(message_of(item, index))
+        messages.append(message_of(item, index, param="input"))
     return messages
 
 

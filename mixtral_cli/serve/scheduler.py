@@ -68,6 +68,7 @@ class Job:
         self.submitted = time.monotonic()
         self._loop = loop
         self._results: asyncio.Queue[object] = asyncio.Queue()
+        self._client_asked = time.monotonic()  # when the request was last asked whether its client is still there
 
     def send(self, item: object) -> None:
         """From any thread: the next result (or marker) for the request."""
@@ -117,12 +118,18 @@ class Job:
 
     async def _next(self, timeout: float, client_gone: Callable[[], Awaitable[bool]]) -> object | None:
         try:
-            return await asyncio.wait_for(self._results.get(), timeout)
+            item = await asyncio.wait_for(self._results.get(), timeout)
         except asyncio.TimeoutError:
+            item = None
+        # Asked when results stop, and every _POLL_S while they flow: a request of many answers (each of
+        # them chunks) must stop as soon as its client has left, not once it is done.
+        now = time.monotonic()
+        if item is None or now - self._client_asked >= _POLL_S:
+            self._client_asked = now
             if await client_gone():
                 self.cancel()
-                raise ClientGone from None
-            return None
+                raise ClientGone
+        return item
 
 
 class ModelHost:

@@ -14,6 +14,7 @@ import uvicorn
 
 from ..base.errors import ServerError
 from .app import create_app
+from .limits import KEEP_ALIVE_S, DeadlineHTTPProtocol
 from .scheduler import ModelHost
 
 if TYPE_CHECKING:
@@ -43,7 +44,14 @@ def run_server(
             app = create_app(model_host, config)
             level = "info" if config.verbose else "warning"
             server = _Server(
-                uvicorn.Config(app, log_level=level, lifespan="off", timeout_graceful_shutdown=_GRACE_S),
+                uvicorn.Config(
+                    app,
+                    log_level=level,
+                    lifespan="off",
+                    timeout_graceful_shutdown=_GRACE_S,
+                    http=DeadlineHTTPProtocol,
+                    timeout_keep_alive=KEEP_ALIVE_S,
+                ),
                 on_stop=model_host.stop,
             )
             address, bound_port = listener.getsockname()[:2]

@@ -17,7 +17,8 @@ from ..answer.request import AnswerEnd, AnswerRequest
 from ..answer.shapes import AnswerKind, OutputShape
 from ..base.errors import InvalidRequestError, MixtralError, ServerReportedError
 from ..engine.options import OPTION_BOUNDS, SamplingOptions
-from ..family.prompt_ids import Message, PromptMode, messages_from_dicts
+from ..family.prompt_ids import Message, PromptMode, message_dict, messages_from_dicts
+from .tool_calls import calls_from, request_tools, tools_body
 
 if TYPE_CHECKING:
     from ..engine.model import Engine, GenerationStats
@@ -130,23 +131,23 @@ def _logit_bias(biases: object) -> tuple[tuple[int, float], ...]:
     return tuple((int(token), request_number("logit_bias", bias, float)) for token, bias in biases.items())
 
 
-def conversation_from(items: object) -> tuple[Message, ...]:
-    """A conversation from a request's list of role/content messages."""
+def conversation_from(items: object, *, param: str = "messages") -> tuple[Message, ...]:
+    """A conversation from a request's list of role/content messages, its errors naming the field ``param``."""
     try:
         return tuple(messages_from_dicts(items))
     except MixtralError as exc:
-        raise InvalidRequestError(exc.message) from exc
+        raise InvalidRequestError(exc.message, hint=exc.hint, param=param) from exc
 
 
 # -- mixtral's own route: the body `mixtral complete --server` sends --------------------------------------
 
 
 def sampling_body(sampling: SamplingOptions) -> dict[str, Any]:
-    return {**{f.name: getattr(sampling, f.name) for f in fields(SamplingOptions)}, "stop": list(sampling.stop)}
+    return sampling.settings()
 
 
 def completion_body(request: AnswerRequest) -> dict:
-    prompt = request.prompt if isinstance(request.prompt, str) else [asdict(m) for m in request.prompt]
+    prompt = request.prompt if isinstance(request.prompt, str) else [message_dict(m) for m in request.prompt]
     shape = None if request.shape is None else {**asdict(request.shape), "kind": request.shape.kind.value}
     return {
         "prompt": prompt,
@@ -155,6 +156,7 @@ def completion_body(request: AnswerRequest) -> dict:
         "sampling": sampling_body(request.sampling),  # its grammar, if any, is the shape's: the server's job adds it
         "shape": shape,
         "describe_shape": request.describe_shape,
+        "tools": tools_body(request.tools),
     }
 
 
@@ -181,6 +183,7 @@ def parse_completion_body(data: object) -> AnswerRequest:
         system=system,
         shape=_shape_from(data.get("shape")),
         describe_shape=bool(data.get("describe_shape", True)),
+        tools=request_tools(data.get("tools") or {}),
     )
 
 
@@ -199,13 +202,20 @@ def _shape_from(data: object) -> OutputShape | None:
 def end_body(end: AnswerEnd) -> dict:
     """The last line of a streamed answer: how it ended, with the error a shaped answer may end in."""
     error = None if end.error is None else error_body(end.error)
-    return {"stats": asdict(end.stats), "report": end.report, "answer": end.answer, "error": error}
+    calls = [call.as_openai() for call in end.tool_calls]
+    return {"stats": asdict(end.stats), "report": end.report, "answer": end.answer, "error": error, "tool_calls": calls}
 
 
 def end_from(data: dict) -> AnswerEnd:
     """An answer's end as ``end_body`` wrote it; its error, the one the server met."""
     error = data.get("error")
-    return AnswerEnd(stats_from(data["stats"]), data["report"], data.get("answer"), error and reported(error))
+    return AnswerEnd(
+        stats_from(data["stats"]),
+        data["report"],
+        data.get("answer"),
+        error and reported(error),
+        calls_from(data.get("tool_calls")),
+    )
 
 
 def error_body(exc: MixtralError) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..base.errors import ModelNotFoundError
+from ..base.paths import exists
 
 if TYPE_CHECKING:
     from ..base.progress import Progress
@@ -44,7 +45,7 @@ def resolve_model(spec: str | None, *, progress: Progress | None = None) -> Mode
     if spec == DEMO_NAME:
         return ModelFile(ensure_demo_model(progress))
     path = Path(spec).expanduser()
-    if path.exists():
+    if exists(path):
         return ModelFile(path, store.pulled_as(path))
     entry = store.get(spec)
     if entry is not None:
@@ -60,7 +61,7 @@ def resolve_lora(text: str) -> LoraSpec:
     from .store import ModelStore
 
     spec = LoraSpec.parse(text)
-    if spec.path.exists():
+    if exists(spec.path):
         return spec
     name = str(spec.path)
     adapters = [e for e in ModelStore().entries() if e.kind == "adapter" and name in (e.name, e.repo)]

@@ -33,6 +33,7 @@ from .hub import (
     download,
     list_repo,
 )
+from .measured_loss import MeasuredLoss, measured_losses
 from .store import ModelStore, StoreEntry
 
 _CONVERSION_FILES = ("config.json", "tokenizer.model", "tokenizer_config.json", "model.safetensors.index.json")
@@ -46,6 +47,7 @@ class Candidate:
     size: int
     kv_bytes: int
     gpu_bytes_cpu_moe: int  # what the GPU holds when every expert stays in host memory
+    measured: MeasuredLoss | None = None  # `mixtral eval`'s numbers for it, where it was measured here
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ def _gguf_plan(ref: ModelRef, offer: RepoOffer, catalog: CatalogModel | None) ->
     files = quants[quant]
     check_shards(offer.repo.repo, quant, [f.path for f in files])
     sizes = {q: sum(f.size for f in fs) for q, fs in quants.items() if q in _CANDIDATES or q == quant}
-    candidates = tuple(_candidate(q, size, catalog) for q, size in sorted(sizes.items(), key=lambda item: item[1]))
+    candidates = _candidates(sizes, catalog, ref.source)
     rewrite = offer.repo.legacy_layout
     return _plan(
         ref,
@@ -189,7 +191,7 @@ def _safetensors_plan(ref: ModelRef, remote: RemoteRepo, catalog: CatalogModel |
     checkpoint_bytes = sum(f.size for f in files if f.path.endswith(".safetensors"))
     n_params = checkpoint_bytes // 2  # bf16
     estimates = {q: int(n_params * QUANT_TYPES[q].bits_per_weight / 8) for q in {*_CANDIDATES, quant.name}}
-    candidates = tuple(_candidate(q, size, catalog) for q, size in sorted(estimates.items(), key=lambda i: i[1]))
+    candidates = _candidates(estimates, catalog, ref.source)
     # Conversion writes a lossless intermediate beside the output, then the output.
     return _plan(
         ref,
@@ -234,16 +236,25 @@ def _adapter_plan(ref: ModelRef, remote: RemoteRepo) -> PullPlan:
     return dataclasses.replace(plan, base_model=str(base) if base else None)
 
 
-def _candidate(quant: str, size: int, catalog: CatalogModel | None) -> Candidate:
+def _candidates(sizes: dict[str, int], catalog: CatalogModel | None, source: str) -> tuple[Candidate, ...]:
+    """Each quantization's memory needs, smallest first, with what `mixtral eval` measured of it here."""
+    measured = measured_losses(ModelStore())
+    return tuple(
+        _candidate(quant, size, catalog, measured.get(f"{source}:{quant}"))
+        for quant, size in sorted(sizes.items(), key=lambda item: item[1])
+    )
+
+
+def _candidate(quant: str, size: int, catalog: CatalogModel | None, measured: MeasuredLoss | None) -> Candidate:
     if catalog is None:
-        return Candidate(quant, size, 0, 0)
+        return Candidate(quant, size, 0, 0, measured)
     shape = catalog.shape
     kv = 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim * shape.context_length * 2  # K and V, f16
     # Top-2 of 8 experts: the idle 6/8 of the experts is total - active, so all experts are 8/6 of that;
     # what is not an expert (attention, embeddings, norms, routers) stays on the GPU under --cpu-moe.
     total, active = shape.parameter_count(), shape.parameter_count(active=True)
     shared = 1 - (total - active) / total * 8 / 6
-    return Candidate(quant, size, kv, int(size * max(shared, 0.03)) + kv)
+    return Candidate(quant, size, kv, int(size * max(shared, 0.03)) + kv, measured)
 
 
 def _plan(
@@ -331,18 +342,20 @@ class Available:
     size: int | None
     repo: str
     note: str = ""
+    measured: MeasuredLoss | None = None  # `mixtral eval`'s numbers for it, where it was measured here
 
 
 def available_models() -> list[Available]:
     """Every catalog model's GGUFs and checkpoint, with the sizes the Hub reports."""
-    rows = []
+    rows, measured = [], measured_losses(ModelStore())
     for model in CATALOG.values():
         for offer in (list_offer(repo) for repo in model.gguf_repos):
             if offer.error:
                 rows.append(Available(model.name, "-", None, offer.repo.repo, offer.error))
             note = "old layout: rewritten after download" if offer.repo.legacy_layout else ""
             for quant, files in sorted(offer.quants.items(), key=lambda item: sum(f.size for f in item[1])):
-                rows.append(Available(model.name, quant, sum(f.size for f in files), offer.repo.repo, note))
+                size, loss = sum(f.size for f in files), measured.get(f"{model.name}:{quant}")
+                rows.append(Available(model.name, quant, size, offer.repo.repo, note, measured=loss))
         try:
             remote = list_repo(model.repo)
         except HubError as exc:

@@ -141,14 +141,19 @@ class ModelStore:
 
     def pulled_as(self, path: Path) -> tuple[str, bool] | None:
         """The catalog name ``path`` was pulled by and whether that entry is Instruct; None if not known."""
+        entries = self._entries_at(path)
+        return next(((entry.name, entry.instruct) for entry in entries if entry.instruct is not None), None)
+
+    def entry_at(self, path: Path) -> StoreEntry | None:
+        """The stored model whose file ``path`` is, if any."""
+        return next(iter(self._entries_at(path)), None)
+
+    def _entries_at(self, path: Path) -> list[StoreEntry]:
         try:
             entries = self._read()["models"].values()
         except StoreError:
-            return None  # a corrupt manifest is reported by the commands that use it, not by every load
-        for entry in entries:
-            if entry.instruct is not None and Path(entry.files[0]).resolve() == path.resolve():
-                return entry.name, entry.instruct
-        return None
+            return []  # a corrupt manifest is reported by the commands that use it, not by every load
+        return [entry for entry in entries if Path(entry.files[0]).resolve() == path.resolve()]
 
     def add(self, entry: StoreEntry) -> None:
         with locked(self.manifest):

@@ -6,9 +6,11 @@ from typing import TYPE_CHECKING
 
 from ..base.units import format_bytes
 from .console import stderr_console
+from .eval_report import measured_note
 
 if TYPE_CHECKING:
     from ..convert.pipeline import QuantizeResult
+    from ..sources.measured_loss import MeasuredLoss
     from ..sources.pull_plan import Available, PullPlan
 
 
@@ -59,7 +61,8 @@ def print_pull_plan(plan: PullPlan) -> None:
     for c in plan.candidates:
         moe = f", GPU with --cpu-moe {format_bytes(c.gpu_bytes_cpu_moe)}" if c.gpu_bytes_cpu_moe else ""
         kv = f" + {format_bytes(c.kv_bytes)} KV cache" if c.kv_bytes else ""
-        console.print(f"  {c.quant:<7} {format_bytes(c.size)}{kv}{moe}")
+        measured = f"; {measured_note(c.measured)}" if c.measured else ""
+        console.print(f"  {c.quant:<7} {format_bytes(c.size)}{kv}{moe}{escape(measured)}", soft_wrap=True)
     if plan.recommendation:
         console.print(f"  recommended for this machine: {plan.recommendation}")
 
@@ -76,6 +79,13 @@ def print_available(rows: list[Available]) -> None:
 
     print_rows(
         ("model", "quant", "size", "repo", "note"),
-        [(r.model, r.quant, format_bytes(r.size) if r.size is not None else "?", r.repo, r.note) for r in rows],
+        [
+            (r.model, r.quant, format_bytes(r.size) if r.size is not None else "?", r.repo, _note(r.note, r.measured))
+            for r in rows
+        ],
         empty="The catalog is empty.",
     )
+
+
+def _note(note: str, measured: MeasuredLoss | None) -> str:
+    return "; ".join(part for part in (note, measured_note(measured) if measured else "") if part)

@@ -1,0 +1,87 @@
+"""What one client may ask of the server, and how long it may take to ask it.
+
+A request holds the one engine for as long as its answers take, so the number of answers one request may
+ask for is bounded; a client that sends its headers or body slowly, or not at all, would hold a connection
+(and a file descriptor) forever, so both have a deadline. Once the server listens beyond loopback these are
+what keep one client from starving the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import ClientDisconnect, Request
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from ..base.errors import InvalidRequestError
+from .scheduler import ClientGone
+
+MAX_ANSWERS_PER_REQUEST = 32  # /score's prompts (each its own answer, one after another on the engine)
+HEADERS_TIMEOUT_S = 10.0  # from the connection (or the previous answer) to the end of a request's headers
+BODY_TIMEOUT_S = 10.0  # the longest wait for the next piece of a body
+KEEP_ALIVE_S = 5.0  # an idle connection between requests (uvicorn's own default, said here)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyTooSlow(Exception):
+    pass
+
+
+def check_answer_count(count: int) -> None:
+    """Refuse a request that asks for more answers than one request may."""
+    if count > MAX_ANSWERS_PER_REQUEST:
+        raise InvalidRequestError(
+            f"This request asks for {count} answers; one request may ask for {MAX_ANSWERS_PER_REQUEST} at most.",
+            hint="Split it into several requests.",
+        )
+
+
+async def read_body(request: Request, *, limit: int) -> bytes:
+    """The body, refused past ``limit`` bytes (as the header says, or as it arrives) or when its next piece
+    takes longer than BODY_TIMEOUT_S; a client that leaves in the middle is ClientGone, not an error."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    pieces = request.stream().__aiter__()
+    try:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(pieces.__anext__(), BODY_TIMEOUT_S)
+            except StopAsyncIteration:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+    except asyncio.TimeoutError:
+        raise BodyTooSlow from None
+    except ClientDisconnect:
+        raise ClientGone from None
+    return b"".join(chunks)
+
+
+class DeadlineHTTPProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, which closes a connection whose request headers are not complete
+    HEADERS_TIMEOUT_S after it opened or after its previous answer (uvicorn itself waits forever)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._headers_deadline = self.loop.call_later(HEADERS_TIMEOUT_S, self._headers_too_slow)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._headers_deadline.cancel()
+        self._headers_deadline = self.loop.call_later(HEADERS_TIMEOUT_S, self._headers_too_slow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._headers_deadline.cancel()
+        super().connection_lost(exc)
+
+    def _headers_too_slow(self) -> None:
+        answering = self.cycle is not None and not self.cycle.response_complete
+        if not answering and not self.transport.is_closing():
+            self.transport.close()
