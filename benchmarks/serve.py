@@ -70,7 +70,8 @@ def first_token_here(engine: Engine, i: int, sampling: SamplingOptions) -> float
 
     engine.reset_cache()
     started = time.perf_counter()
-    next(AnswerJob(AnswerRequest(PROMPT.format(i=i) * 8, sampling), model_path=engine.path).run(engine))
+    job = AnswerJob(AnswerRequest(PROMPT.format(i=i) * 8, sampling), model_path=engine.path)
+    next(engine.run_alone(job.run(engine)))
     return time.perf_counter() - started
 
 

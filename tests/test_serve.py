@@ -309,6 +309,30 @@ def test_a_client_that_leaves_mid_stream_frees_the_engine(server, client):
     assert chat(client, PROMPT).choices[0].message.content == greedy_complete(PROMPT, "--chat")
 
 
+def test_health_shows_the_slots_in_use(server, client):
+    stream = chat(client, PROMPT, max_tokens=100_000, stream=True)
+    next(iter(stream))
+    health = server.health()
+    stream.close()
+
+    assert health["slots"] == 4
+    assert health["slots_in_use"] == 1
+
+
+def test_a_request_cancelled_mid_stream_leaves_the_others_untouched(client):
+    expected = chat(client, PROMPT, max_tokens=24).choices[0].message.content
+    leaving = chat(client, "Hello there", max_tokens=100_000, stream=True)
+    staying = chat(client, PROMPT, max_tokens=24, stream=True)
+    staying_chunks = iter(staying)
+    text = next(staying_chunks).choices[0].delta.content or ""
+    next(iter(leaving))
+
+    leaving.close()
+
+    text += "".join(chunk.choices[0].delta.content or "" for chunk in staying_chunks if chunk.choices)
+    assert text == expected
+
+
 # -- servers of their own ----------------------------------------------------------------------------------
 
 
@@ -355,7 +379,7 @@ def test_keep_alive_0_unloads_after_each_request_and_loads_again(demo_model, tmp
 
 
 def test_a_request_that_waits_too_long_is_503_with_retry_after(demo_model, tmp_path):
-    server = Server(demo_model, tmp_path / "home", "--queue-timeout", "0.5")
+    server = Server(demo_model, tmp_path / "home", "--queue-timeout", "0.5", "--parallel", "1")
     try:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
         stream = chat(client, PROMPT, max_tokens=100_000, stream=True)

@@ -146,7 +146,8 @@ class CardJob:
         )
         self.job = AnswerJob(answer, model_path=model_path)
 
-    def run(self, engine: Engine) -> Iterator[str | list[str]]:
+    def run(self, engine: Engine) -> Iterator[str | list[str] | None]:
+        """As ``AnswerJob.run``: None where an answer waits for the engine's shared batch."""
         outputs = []
         for index, source in enumerate(self.request.inputs):
             for item in self.job.with_prompt(source).run(engine):

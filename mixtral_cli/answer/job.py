@@ -46,9 +46,11 @@ def bounded_by_context(sampling: SamplingOptions, n_ctx: int) -> SamplingOptions
 class AnswerJob:
     """``request`` answered by an engine, a step at a time.
 
-    Each ``next()`` of ``run(engine)`` is one step: the first evaluates the prompt, each later one samples
-    until the next piece of text; the last item is the ``AnswerEnd``. The serve scheduler steps its running
-    jobs in turn; `mixtral complete` consumes one whole, in this process or through `--server`.
+    Each ``next()`` of ``run(engine)`` is one step: a piece of text, or None where the answer waits for the
+    engine's shared batch to be evaluated (engine/batch.py); the last item is the ``AnswerEnd``. The serve
+    scheduler steps its running jobs in turn and evaluates once for all of them, so their sequences advance in
+    one ``llama_decode``; `mixtral complete` runs one alone (``Engine.run_alone``), in this process or through
+    `--server`.
     """
 
     def __init__(self, request: AnswerRequest, *, model_path: Path) -> None:
@@ -64,7 +66,9 @@ class AnswerJob:
         job.request = replace(self.request, prompt=prompt)
         return job
 
-    def run(self, engine: Engine, *, first_index: int = 0) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd]:
+    def run(
+        self, engine: Engine, *, first_index: int = 0
+    ) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd | None]:
         """Start on ``engine`` (a prompt the context cannot hold raises here), and return the steps; the
         answers' ``AnswerEnd.index`` counts on from ``first_index``."""
         request = self.request
@@ -114,7 +118,7 @@ class AnswerJob:
         chat: bool,
         answer: bool,
         first_index: int,
-    ) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd]:
+    ) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd | None]:
         """The answers to the prompt, ``first`` started; the k-th samples with seed + k where a seed is given."""
         for index in range(self.request.n):
             if index == 0:
@@ -136,11 +140,11 @@ class AnswerJob:
         chat: bool,
         index: int,
         again: bool,
-    ) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd]:
+    ) -> Iterator[str | ToolCallDelta | Logprobs | AnswerEnd | None]:
         from .report import completion_report
 
         parts, reported, logprobs = [], 0, sampling.logprobs is not None
-        chunks = iter(generation if calls is None else calls.read(generation))
+        chunks = generation.steps() if calls is None else calls.read(generation.steps())
         if self.request.echo:
             # The prompt's log-probabilities are known once the first step has evaluated it.
             chunks = _ahead(chunks)
@@ -150,6 +154,9 @@ class AnswerJob:
             if logprobs:
                 yield readable(engine, echoed)
         for chunk in chunks:
+            if chunk is None:  # waiting for the shared batch's next evaluation
+                yield None
+                continue
             if isinstance(chunk, str):
                 parts.append(chunk)
             yield chunk  # type: ignore[misc] - without a reader, the generation reports no control tokens
@@ -173,7 +180,7 @@ class AnswerJob:
 
 
 def _ahead(chunks: Iterator[_Step]) -> Iterator[_Step]:
-    """``chunks``, the first of them taken now."""
+    """``chunks``, the first of them taken now (a wait for the shared batch, if it is one, dropped)."""
     first = next(chunks, None)
     return chunks if first is None else itertools.chain([first], chunks)
 

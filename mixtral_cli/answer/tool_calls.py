@@ -310,9 +310,12 @@ class ToolAnswerReader:
         self._given: list[str] = []
         self.reader: ToolCallReader | None = None
 
-    def read(self, chunks: Iterable[Chunk]) -> Iterator[str | ToolCallDelta]:
+    def read(self, chunks: Iterable[Chunk | None]) -> Iterator[str | ToolCallDelta | None]:
+        """``chunks`` as text and call deltas; a wait for the shared batch (None) passes through."""
         for chunk in chunks:
-            if isinstance(chunk, ControlToken):
+            if chunk is None:
+                yield None
+            elif isinstance(chunk, ControlToken):
                 if chunk.id == self._trigger and self.reader is None:
                     self.reader = ToolCallReader(self._next_id)
             elif self.reader is None:

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import chat, complete, completion, devices, models, prompt, pull, quantize, serve, summarize, tiny, worker
+from . import batch, chat, complete, completion, devices, models, prompt, pull, quantize, serve, summarize, tiny, worker
 from . import eval as eval_command
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app.add_typer(models.app, name="models")
 app.command("quantize")(quantize.quantize)
 app.command("eval")(eval_command.eval_)
 app.command("summarize")(summarize.summarize)
+app.command("batch")(batch.batch)
 app.command("tiny")(tiny.tiny)
 app.command("devices")(devices.devices)
 app.command("worker")(worker.worker)

@@ -156,7 +156,7 @@ def _complete_here(request, model, engine_options, *, json_output) -> None:  # n
     model_file = _model_file(model)
     job = AnswerJob(request, model_path=model_file.path)  # a shape the model cannot take is refused before it loads
     with _engine(model_file, engine_options) as engine:
-        _print_answer(job.run(engine), request, json_output=json_output)
+        _print_answer(engine.run_alone(job.run(engine)), request, json_output=json_output)
 
 
 def _print_answer(items, request, *, json_output: bool) -> None:  # noqa: ANN001 - Iterator[str | AnswerEnd]
@@ -221,7 +221,7 @@ def _answer_card_request(request_file: str, request, model, engine_options, resp
         describe_shape=request.describe_shape,
     )
     with _engine(model_file, engine_options) as engine:
-        *_, outputs = job.run(engine)
+        *_, outputs = engine.run_alone(job.run(engine))
     pulled_name = model_file.pulled_as[0] if model_file.pulled_as else model
     typer.echo(render_response(outputs, response_shape or card_response_shape(pulled_name)))
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..base.bounds import MAX_WAIT_S
-from ..engine.options import EngineOptions, SamplingOptions
+from ..engine.options import DEFAULT_PARALLEL, EngineOptions, SamplingOptions
 from .options import ModelOption, ResponseShapeOption, runs_a_model
 
 SERVER = "Server"
@@ -53,9 +53,11 @@ def serve(
             min=1,
             max=64,
             rich_help_panel=SERVER,
-            help="Requests answered at once, each in a KV cache sequence of its own (a whole context each).",
+            help="Requests answered at once, batched: every running one advances in each evaluation. Each has "
+            "a KV cache sequence of its own of --ctx-size tokens; without --ctx-size the context is capped so all "
+            "of them fit in memory.",
         ),
-    ] = 1,
+    ] = DEFAULT_PARALLEL,
     queue_timeout: Annotated[
         float,
         typer.Option(
@@ -86,9 +88,10 @@ def serve(
     server-sent events on request), GET /v1/models and /v1/models/{id}, with OpenAI's error objects (a
     "model" other than the served one, its file name or `tiny` for the demo is 404 model_not_found;
     docs/openai-api.md lists what is honoured); the model cards' scoring route POST /score (the request schema of
-    `mixtral complete --request`); GET /health. Requests are answered in the order they came, --parallel
-    at a time, a few tokens of each in turn; one that waits longer than --queue-timeout is answered 503
-    with Retry-After. Each runs in a KV cache sequence of its own: a conversation's next turn goes to the
+    `mixtral complete --request`); GET /health (with the slots in use). Requests are answered in the order they
+    came, --parallel at a time (4 by default, as llama-server), batched: each evaluation gives every running one
+    a token and a waiting prompt a chunk; one that waits longer than --queue-timeout is answered 503 with
+    Retry-After. Each runs in a KV cache sequence of its own: a conversation's next turn goes to the
     sequence that still holds its earlier turns, and evaluates only what is new. The sampling
     options are the defaults of every request, which may override them; a request's max_tokens is
     bounded by the context, as llama-server bounds it (an answer ends when the context is full, finish
@@ -96,13 +99,13 @@ def serve(
     that origin (a loopback page, say) call the API from a browser.
 
     It listens on 127.0.0.1 unless --host says otherwise; with any other host, set --api-key (or
-    MIXTRAL_API_KEY). `mixtral complete --server URL` sends its work here.
+        MIXTRAL_API_KEY). `mixtral complete --server URL` sends its work here.
 
-    \b
-    Examples:
-        mixtral serve -m 8x7b-instruct --keep-alive 30m
-        MIXTRAL_API_KEY=secret mixtral serve -m model.gguf --host 0.0.0.0 --port 8080
-        curl -s localhost:8080/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hi"}]}'
+        \b
+        Examples:
+            mixtral serve -m 8x7b-instruct --keep-alive 30m
+            MIXTRAL_API_KEY=secret mixtral serve -m model.gguf --host 0.0.0.0 --port 8080
+            curl -s localhost:8080/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hi"}]}'
     """
     from dataclasses import replace
 

@@ -33,9 +33,10 @@ class ModelShape:
         return n_ubatch * per_token * _F32
 
     def context_bytes(self, *, n_ctx: int, n_batch: int, flash_attn: bool, n_seq: int = 1) -> int:
-        """``n_seq`` sequences of ``n_ctx`` tokens each, evaluated one batch at a time."""
+        """``n_seq`` sequences of ``n_ctx`` tokens each, evaluated one batch at a time: a batch holds at least one
+        token of each (engine/batch.py), and attends within each sequence's own context (fit.context_params)."""
         kv = n_seq * n_ctx * self.kv_bytes_per_token
-        return kv + self.compute_bytes(n_ctx=n_ctx, n_batch=n_batch, flash_attn=flash_attn)
+        return kv + self.compute_bytes(n_ctx=n_ctx, n_batch=max(n_batch, n_seq), flash_attn=flash_attn)
 
 
 def check_context(

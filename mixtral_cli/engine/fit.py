@@ -250,9 +250,14 @@ def context_params(options: EngineOptions, n_ctx: int, *, flash_attn: bool) -> d
     return {
         "n_ctx": n_ctx * options.sequences,
         "n_seq_max": options.sequences,
-        "kv_unified": False,  # every sequence has a whole context of its own
-        "n_batch": options.batch_size,
-        "n_ubatch": options.batch_size,
+        # Every sequence has a whole context of its own (llama.cpp's per-sequence streams). A unified pool would let
+        # a sequence's cells fall out of position order once others free theirs, and attention sum in another
+        # order: an answer would depend on what else ran. The price: llama.cpp evaluates together only sequences
+        # with consecutive ids, which Engine.sequence_for keeps running side by side.
+        "kv_unified": False,
+        # A batch holds one decoding token of every sequence (engine/batch.py).
+        "n_batch": max(options.batch_size, options.sequences),
+        "n_ubatch": max(options.batch_size, options.sequences),
         "type_k": KV_CACHE_TYPES[options.cache_type_k][0],
         "type_v": KV_CACHE_TYPES[options.cache_type_v][0],
         "flash_attn_type": (

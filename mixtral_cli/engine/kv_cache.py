@@ -22,7 +22,7 @@ class KVCache:
         self._n_batch = n_batch  # llama.cpp may shrink the batch to fit the context: feed what it kept
         self.sequence = sequence
         self._tokens: list[int] = []
-        self._batch = TokenBatch(n_batch, sequence) if ctx else None
+        self._batch = TokenBatch(n_batch) if ctx else None
 
     @property
     def tokens(self) -> tuple[int, ...]:
@@ -47,7 +47,13 @@ class KVCache:
         self._tokens.clear()
 
     def bring_to(self, prompt_ids: Sequence[int]) -> int:
-        """Hold ``prompt_ids``, reusing the prefix already held; returns the tokens evaluated.
+        """Hold ``prompt_ids``, reusing the prefix already held; returns the tokens evaluated."""
+        pending = self.cut_to(prompt_ids)
+        self.feed(pending)
+        return len(pending)
+
+    def cut_to(self, prompt_ids: Sequence[int]) -> list[int]:
+        """Keep the prefix of ``prompt_ids`` already held, drop the rest; returns the ids still to evaluate.
 
         The last prompt token is always evaluated again: its logits choose the first new token.
         """
@@ -56,9 +62,11 @@ class KVCache:
         common = min(self.common_prefix(prompt_ids), len(prompt_ids) - 1)
         llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), self.sequence, common, -1)
         del self._tokens[common:]
-        pending = list(prompt_ids[common:])
-        self.feed(pending)
-        return len(pending)
+        return list(prompt_ids[common:])
+
+    def evaluated(self, ids: Sequence[int]) -> None:
+        """``ids`` were evaluated after the tokens held, in a batch of several sequences (batch.py)."""
+        self._tokens.extend(ids)
 
     def feed(self, ids: Sequence[int], *, each_row: Callable[[int, object], None] | None = None) -> None:
         """Evaluate ``ids`` after the tokens held, in batches of what the context allows.
@@ -70,29 +78,15 @@ class KVCache:
         for start in range(0, len(ids), self._n_batch):
             chunk = ids[start : start + self._n_batch]
             position = len(self._tokens)
-            batch = self._batch.fill(chunk, position=position, outputs_from=position if each_row else None)
+            batch = self._batch.fill(
+                chunk, position=position, sequence=self.sequence, outputs_from=position if each_row else None
+            )
             if llama_cpp.llama_decode(self._ctx, batch) != 0:
                 raise LlamaCppError("llama.cpp failed to evaluate the prompt.")
             self._tokens.extend(chunk)
             if each_row is not None:
                 for row in range(len(chunk)):
                     each_row(start + row, llama_cpp.llama_get_logits_ith(self._ctx, row))
-
-    def decoder(self) -> Callable[[int], None]:
-        """Evaluates one token after those held: the decode loop's step, which allocates nothing per token."""
-        import llama_cpp
-
-        one = TokenBatch(1, self.sequence)
-        batch, token_buffer, position = one.fill([0], position=0), one.tokens, one.positions
-        decode, ctx, held = llama_cpp.llama_decode, self._ctx, self._tokens
-
-        def step(token: int) -> None:
-            token_buffer[0], position[0] = token, len(held)
-            if decode(ctx, batch) != 0:
-                raise LlamaCppError("llama.cpp failed to decode a token.")
-            held.append(token)
-
-        return step
 
     def take_from(self, source: KVCache) -> None:
         """Hold what ``source`` holds, as if this context had evaluated it (a hand-over between layouts)."""
@@ -103,38 +97,40 @@ class KVCache:
 
 
 class TokenBatch:
-    """A llama_batch of one sequence over arrays of our own (freed with it), the last token's logits wanted
-    (or, for scoring, every token's from a position on)."""
+    """A llama_batch over arrays of our own (freed with it): a token, a position and a sequence id per row, and
+    whether the row's logits are wanted (filled whole for one sequence by ``fill``, row by row by batch.py)."""
 
-    def __init__(self, size: int, sequence: int) -> None:
+    def __init__(self, size: int) -> None:
         import llama_cpp
 
         self.tokens = (llama_cpp.llama_token * size)()
         self.positions = (llama_cpp.llama_pos * size)()
+        self.sequences = (llama_cpp.llama_seq_id * size)()
+        self.logits = (ctypes.c_int8 * size)()
         self._n_seq_id = (ctypes.c_int32 * size)(*[1] * size)
-        self._sequence = (llama_cpp.llama_seq_id * 1)(sequence)
-        pointer = ctypes.cast(self._sequence, ctypes.POINTER(llama_cpp.llama_seq_id))
-        self._seq_ids = (ctypes.POINTER(llama_cpp.llama_seq_id) * size)(*[pointer] * size)
-        self._logits = (ctypes.c_int8 * size)()
-        self._batch = llama_cpp.llama_batch(
+        row_pointer = ctypes.POINTER(llama_cpp.llama_seq_id)
+        base, width = ctypes.addressof(self.sequences), ctypes.sizeof(llama_cpp.llama_seq_id)
+        self._seq_ids = (row_pointer * size)(*[ctypes.cast(base + row * width, row_pointer) for row in range(size)])
+        self.batch = llama_cpp.llama_batch(
             n_tokens=0,
             token=self.tokens,
             embd=None,
             pos=self.positions,
             n_seq_id=self._n_seq_id,
             seq_id=self._seq_ids,
-            logits=self._logits,
+            logits=self.logits,
         )
 
-    def fill(self, ids: Sequence[int], *, position: int, outputs_from: int | None = None):  # noqa: ANN201
-        """The batch of ``ids`` from ``position`` on (a llama_batch); ``outputs_from``: the first position whose
-        logits are wanted, else only the last token's."""
+    def fill(self, ids: Sequence[int], *, position: int, sequence: int, outputs_from: int | None = None):  # noqa: ANN201
+        """The batch of ``ids`` of ``sequence`` from ``position`` on (a llama_batch); ``outputs_from``: the first
+        position whose logits are wanted, else only the last token's."""
         n = len(ids)
         self.tokens[:n] = list(ids)
         self.positions[:n] = list(range(position, position + n))
+        self.sequences[:n] = [sequence] * n
         if outputs_from is None:
-            self._logits[:n] = [0] * (n - 1) + [1]
+            self.logits[:n] = [0] * (n - 1) + [1]
         else:
-            self._logits[:n] = [int(position + i >= outputs_from) for i in range(n)]
-        self._batch.n_tokens = n
-        return self._batch
+            self.logits[:n] = [int(position + i >= outputs_from) for i in range(n)]
+        self.batch.n_tokens = n
+        return self.batch

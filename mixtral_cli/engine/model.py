@@ -22,10 +22,11 @@ from ..family.prompt_ids import (
 )
 from ..family.tool_prompt import Tool, refuse_tools
 from . import logs
+from .batch import SharedBatch
 from .context import model_kv_bytes_per_token, new_context
 from .devices import init_backend
 from .fit import model_plan
-from .generation import Chunk, Generation, GenerationStats, decode  # noqa: F401 - GenerationStats: callers import it here
+from .generation import Chunk, Generation, GenerationStats, T, decode, evaluated  # noqa: F401 - GenerationStats: callers import it here
 from .kv_cache import KVCache
 from .layout import Layout, LayoutPlan, LayoutRates, Memory, Work, choose_layout, expected_seconds, prefill_elsewhere
 from .loading import (
@@ -41,6 +42,7 @@ from .loading import (
 from .logprobs import TokenLogprobs, row_logprobs
 from .lora import AdapterInfo, LoadedAdapters, check_adapter
 from .options import EngineOptions, LoraSpec, SamplingOptions
+from .sampler import Sampler
 
 
 class Engine:
@@ -122,6 +124,7 @@ class Engine:
         self.n_ctx = llama_cpp.llama_n_ctx(self._ctx) // options.sequences if self._ctx else 0
         n_batch = llama_cpp.llama_n_batch(self._ctx) if self._ctx else 0
         self._caches = [KVCache(self._ctx, n_batch=n_batch, sequence=i) for i in range(options.sequences)]
+        self._batch = SharedBatch(self._ctx, n_batch=n_batch) if self._ctx else None
         self._last_used = [0] * options.sequences  # a count of generations when each sequence last began one
         self.special = self._special_ids()
         self.load_s = time.perf_counter() - started
@@ -184,17 +187,22 @@ class Engine:
         """Of the sequences ``among``, the one to generate after ``ids`` in.
 
         The one whose cache holds the longest start of ``ids``, provided that start is at least half of what
-        it holds: its conversation, continued or retried. Else the one used least recently, emptied: a new
+        it holds: its conversation, continued or retried. Else one beside a running sequence (llama.cpp
+        evaluates only consecutive sequence ids in one pass), the one used least recently, emptied: a new
         conversation starts from an empty cache, as in a new process, so its answer does not depend on what
         was asked before (reusing a prefix changes the batches, and so the last bits of the arithmetic).
         """
+        running = set(range(len(self._caches))) - set(among)
 
         def kept(sequence: int) -> int:
             cache = self._caches[sequence]
             common = cache.common_prefix(ids)
             return common if 2 * common >= len(cache) else 0
 
-        best = max(among, key=lambda sequence: (kept(sequence), -self._last_used[sequence]))
+        def beside_running(sequence: int) -> bool:
+            return sequence - 1 in running or sequence + 1 in running
+
+        best = max(among, key=lambda sequence: (kept(sequence), beside_running(sequence), -self._last_used[sequence]))
         if not kept(best):
             self._caches[best].clear()
         return best
@@ -248,7 +256,7 @@ class Engine:
         return Engine(self.path, replace(self.options, repack=repack, ctx_size=self.n_ctx), pulled_as=self._pulled_as)
 
     def _swap_models(self, other: Engine) -> None:
-        for name in ("_model", "_ctx", "_vocab", "_caches", "_adapters"):
+        for name in ("_model", "_ctx", "_vocab", "_caches", "_batch", "_adapters"):
             mine, theirs = getattr(self, name), getattr(other, name)
             setattr(self, name, theirs)
             setattr(other, name, mine)
@@ -317,59 +325,81 @@ class Engine:
         """Generate after ``prompt_ids`` in KV sequence ``sequence``; ``answer`` strips the space an Instruct
         answer starts with.
 
-        Generations of different sequences may be interleaved, a chunk of each in turn: a generation reads
-        the logits of its own last evaluation before it yields.
+        Generations of different sequences run at once: each is a lane of the context's shared batch
+        (batch.py), and every evaluation of it advances them all.
         """
         if len(prompt_ids) >= self.n_ctx:
             raise ContextOverflowError(prompt_tokens=len(prompt_ids), n_ctx=self.n_ctx)
         if self._auto:
             self.prepare(Work(len(prompt_ids), sampling.max_tokens))
         self._last_used[sequence] = max(self._last_used) + 1
-        generation = Generation(lambda stats: self._generate(list(prompt_ids), sampling, answer, generation, sequence))
+        generation = Generation(
+            lambda stats: self._generate(list(prompt_ids), sampling, answer, generation, sequence),
+            evaluate=self.evaluate,
+        )
         return generation
+
+    def evaluate(self) -> int:
+        """One evaluation of the shared batch: every running generation advances (batch.py); returns its tokens."""
+        return self._batch.evaluate() if self._batch is not None else 0
+
+    def run_alone(self, steps: Iterator[T | None]) -> Iterator[T]:
+        """A job's ``steps`` (an answer job's, a card job's) run by themselves, this engine's batch evaluated
+        wherever they wait for it; serve's scheduler runs several at once instead, one evaluation for all."""
+        return evaluated(steps, self.evaluate)
+
+    @property
+    def generating(self) -> int:
+        """How many generations are running now."""
+        return self._batch.lanes if self._batch is not None else 0
 
     def _generate(
         self, prompt_ids: list[int], sampling: SamplingOptions, answer: bool, generation: Generation, sequence: int
-    ) -> Iterator[Chunk]:
-        started = time.perf_counter()
+    ) -> Iterator[Chunk | None]:
         stats = generation.stats
         stats.prompt_tokens = len(prompt_ids)
         cache = self._caches[sequence]
         if sampling.logprobs is not None and sampling.prompt_logprobs:
+            # Evaluated here and now, outside the shared batch: every row's logits are read as it goes.
             generation.prompt_logprobs = self._evaluate_reporting(prompt_ids, cache, top=sampling.logprobs)
-            stats.prompt_tokens_evaluated, stats.layout = len(prompt_ids), self._own_layout.value
+            evaluated, pending, stats.layout = len(prompt_ids) - 1, prompt_ids[-1:], self._own_layout.value
         else:
-            stats.prompt_tokens_evaluated, stats.layout = self._bring_cache_to(prompt_ids, cache)
-        stats.prompt_eval_s = time.perf_counter() - started
-        yield from decode(
-            self._ctx,
-            self._vocab,
-            cache,
-            sampling,
-            piece=self.piece,
-            n_ctx=self.n_ctx,
-            answer=answer,
-            stats=stats,
-            logprobs=generation.logprobs,
-        )
+            evaluated, pending, stats.layout = self._bring_cache_to(prompt_ids, cache)
+        stats.prompt_tokens_evaluated = evaluated + len(pending)
+        sampler = Sampler(sampling, self._vocab, logprobs=generation.logprobs)
+        try:
+            lane = self._batch.join(cache, pending, sampler.sample)
+            yield from decode(
+                lane,
+                self._vocab,
+                sampling,
+                piece=self.piece,
+                n_ctx=self.n_ctx,
+                answer=answer,
+                stats=stats,
+                logprobs=generation.logprobs,
+            )
+        finally:
+            sampler.close()
 
     def _evaluate_reporting(self, prompt_ids: list[int], cache: KVCache, *, top: int) -> list[TokenLogprobs]:
-        """Evaluate the whole prompt again, each token's logits kept: each token's log-probability after those
-        before it (None for the first)."""
+        """Evaluate all of a prompt but its last token (the shared batch's, whose logits choose the first new
+        token) again, each token's logits kept: each prompt token's log-probability after those before it (None
+        for the first)."""
         n_vocab, after_first = self.info.n_vocab, []
 
         def keep(index: int, logits) -> None:  # noqa: ANN001 - a float pointer
-            if index + 1 < len(prompt_ids):  # the last row chooses the first new token
-                after_first.append(row_logprobs(logits, n_vocab, prompt_ids[index + 1], top))
+            after_first.append(row_logprobs(logits, n_vocab, prompt_ids[index + 1], top))
 
         cache.clear()
-        cache.feed(prompt_ids, each_row=keep)
+        cache.feed(prompt_ids[:-1], each_row=keep)
         return [TokenLogprobs(prompt_ids[0], None), *after_first]
 
-    def _bring_cache_to(self, prompt_ids: list[int], cache: KVCache) -> tuple[int, str]:
-        """Evaluate the prompt here, or in the hand-over's plain-layout engine and take over its KV cache.
+    def _bring_cache_to(self, prompt_ids: list[int], cache: KVCache) -> tuple[int, list[int], str]:
+        """Cut the cache to the prompt's prefix it holds, or have the hand-over's plain-layout engine evaluate the
+        prompt and take over its KV cache.
 
-        Returns the tokens evaluated and the layout that evaluated them.
+        Returns the tokens evaluated here and now, those left for the shared batch, and the layout evaluating them.
         """
         prefill = self._prefill
         if prefill is not None and self._rates is not None and len(prompt_ids) > 1 and cache is self._cache:
@@ -378,8 +408,8 @@ class Engine:
             if prefill_elsewhere(own, theirs, self._rates):
                 evaluated = prefill._cache.bring_to(prompt_ids[:-1])
                 self.take_cache_from(prefill)
-                return evaluated + self._cache.bring_to(prompt_ids), Layout.HANDOVER.value
-        return cache.bring_to(prompt_ids), self._own_layout.value
+                return evaluated, self._cache.cut_to(prompt_ids), Layout.HANDOVER.value
+        return 0, cache.cut_to(prompt_ids), self._own_layout.value
 
     @property
     def _own_layout(self) -> Layout:

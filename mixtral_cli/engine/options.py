@@ -29,6 +29,8 @@ class LoraSpec:
 
 
 DEFAULT_GPU_MARGIN = 512 * 2**20
+# Requests `serve` and `batch` answer at once unless told (--parallel): llama-server's default slots.
+DEFAULT_PARALLEL = 4
 
 # KV cache types: ggml_type id, and bytes per value (a q8_0 block holds 32 values in 34 bytes, q4_0 in 18).
 KV_CACHE_TYPES = {"f16": (1, 2.0), "q8_0": (8, 34 / 32), "q4_0": (2, 18 / 32)}

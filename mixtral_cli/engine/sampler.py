@@ -100,24 +100,25 @@ class Sampler:
         self._byte_of_token, self._refused_after = _utf8_rules(vocab)
         self._refused = self._refused_after[None]
 
-    def sample(self, ctx) -> int:  # noqa: ANN001 - a llama_context_p
-        token = self._draw(ctx)
+    def sample(self, ctx, row: int = -1) -> int:  # noqa: ANN001 - a llama_context_p
+        """The next token from the logits of the last evaluation's ``row`` (-1: its last)."""
+        token = self._draw(ctx, row)
         if self._logprobs is not None:
             # The context's logits are llama.cpp's own still: the chain drew from a copy.
-            logits = self._llama.llama_get_logits_ith(ctx, -1)
+            logits = self._llama.llama_get_logits_ith(ctx, row)
             self._logprobs.append(row_logprobs(logits, self._n_vocab, token, self._top))
         return token
 
-    def _draw(self, ctx) -> int:  # noqa: ANN001 - a llama_context_p
+    def _draw(self, ctx, row: int) -> int:  # noqa: ANN001 - a llama_context_p
         llama_cpp = self._llama
         if self._grammar is None:
-            return llama_cpp.llama_sampler_sample(self._chain, ctx, -1)
+            return llama_cpp.llama_sampler_sample(self._chain, ctx, row)
         if self._chain_draws_first:
-            token = llama_cpp.llama_sampler_sample(self._chain, ctx, -1)
+            token = llama_cpp.llama_sampler_sample(self._chain, ctx, row)
         else:
-            token = self._all.fill(self._ids, self._read_logits(ctx)).pick(self._chain)
+            token = self._all.fill(self._ids, self._read_logits(ctx, row)).pick(self._chain)
         if self._trigger is None and (token in self._refused or not self._one.fill(token, 0.0).allow(self._grammar)):
-            token = self._redraw(ctx)
+            token = self._redraw(ctx, row)
         llama_cpp.llama_sampler_accept(self._grammar, token)
         llama_cpp.llama_sampler_accept(self._chain, token)
         if token == self._trigger:
@@ -125,11 +126,11 @@ class Sampler:
         self._refused = self._refused_after.get(self._byte_of_token.get(token), self._refused_after[None])
         return token
 
-    def _redraw(self, ctx) -> int:  # noqa: ANN001 - a llama_context_p
+    def _redraw(self, ctx, row: int) -> int:  # noqa: ANN001 - a llama_context_p
         """The draw repeated over the tokens the grammar allows."""
         import numpy as np
 
-        logits = self._read_logits(ctx)
+        logits = self._read_logits(ctx, row)
         logits[list(self._refused)] = float("-inf")
         if self._keeps:
             size = len(self._likeliest.data)
@@ -139,10 +140,10 @@ class Sampler:
         self._all.fill(self._ids, logits).allow(self._grammar)
         return self._all.pick(self._chain)
 
-    def _read_logits(self, ctx):  # noqa: ANN001, ANN202 - a llama_context_p; a numpy array
+    def _read_logits(self, ctx, row: int):  # noqa: ANN001, ANN202 - a llama_context_p; a numpy array
         import numpy as np
 
-        self._logits[:] = np.ctypeslib.as_array(self._llama.llama_get_logits_ith(ctx, -1), shape=self._logits.shape)
+        self._logits[:] = np.ctypeslib.as_array(self._llama.llama_get_logits_ith(ctx, row), shape=self._logits.shape)
         return self._logits
 
     def close(self) -> None:

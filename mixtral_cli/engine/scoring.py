@@ -161,7 +161,7 @@ class Scorer:
             path, options, on_notice=on_notice, pulled_as=pulled_as, eval_callback=self._capture.callback
         )
         self._n_batch = llama_cpp.llama_n_batch(self.engine._ctx)  # llama.cpp may shrink it to the context
-        self._batch = TokenBatch(self._n_batch, 0)
+        self._batch = TokenBatch(self._n_batch)
         self.n_vocab = self.engine.info.n_vocab
 
     def close(self) -> None:
@@ -207,7 +207,8 @@ class Scorer:
         for start in range(0, len(ids), self._n_batch):
             part = ids[start : start + self._n_batch]
             with self._capture.catching_signals():
-                failed = llama_cpp.llama_decode(ctx, self._batch.fill(part, position=start, outputs_from=first))
+                batch = self._batch.fill(part, position=start, sequence=0, outputs_from=first)
+                failed = llama_cpp.llama_decode(ctx, batch)
             if self._capture.pending is not None:
                 pending, self._capture.pending = self._capture.pending, None
                 self._capture.take(0)

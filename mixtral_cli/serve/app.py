@@ -11,7 +11,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -25,7 +24,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..answer.card_request import CardJob, ResponseShape, parse_request, render_response
-from ..answer.job import AnswerJob, run_each
+from ..answer.job import AnswerJob
 from ..answer.logprobs import Logprobs
 from ..answer.request import AnswerEnd, AnswerRequest
 from ..answer.tool_calls import ToolCallDelta
@@ -33,7 +32,17 @@ from ..base.errors import InvalidRequestError, MixtralError, ModelNotFoundError
 from ..base.textinput import parse_json
 from ..engine.options import SamplingOptions
 from .limits import BODY_TIMEOUT_S, BodyTooLarge, BodyTooSlow, check_answer_count, read_body
-from .openai_api import Answer, Choice, OpenAIRequest, model_object, models_list, parse_chat_request, parse_text_request
+from .openai_api import (
+    Answer,
+    Choice,
+    OpenAIRequest,
+    choices_from,
+    model_object,
+    models_list,
+    openai_work,
+    parse_chat_request,
+    parse_text_request,
+)
 from .openai_errors import APIError, api_error, body_too_large, body_too_slow, invalid_api_key, unknown_route
 from .responses_api import ResponseAnswer, parse_responses_request
 from .scheduler import ClientGone, Job, ModelHost
@@ -173,6 +182,8 @@ class _Handlers:
                 "loaded": host.loaded,
                 "loads": host.loads,
                 "busy": host.busy,
+                "slots": host.slots,
+                "slots_in_use": host.slots_in_use,
                 "waiting": host.waiting,
                 "requests_run": host.requests_run,
             }
@@ -245,9 +256,9 @@ class _Handlers:
         """The job of an OpenAI request's answers, started: its first step is taken before the answer is sent, so
         that a prompt over the context is a 400, not a stream that fails."""
         check_answer_count(sum(answer.n for answer in parsed.answers))
-        answer_job = await self._answer_job(parsed.answer)
-        jobs = [answer_job.with_prompt(answer.prompt) for answer in parsed.answers]
-        return await self._start(request, partial(run_each, jobs))
+        model_path = self.config.model_path
+        work = await run_in_threadpool(lambda: openai_work(parsed, model_path=model_path))
+        return await self._start(request, work)
 
     async def _openai(self, request: Request, parsed: OpenAIRequest) -> Response:
         job = await self._start_openai(request, parsed)
@@ -298,17 +309,7 @@ class _Handlers:
             self._log_exchange(prompt, "".join(parts))
 
     async def _collect(self, job: Job, request: Request) -> list[Choice]:
-        choices, current = [], Choice()
-        async for item in job.results(request.is_disconnected):
-            if isinstance(item, AnswerEnd):
-                current.end = item
-                choices.append(current)
-                current = Choice()
-            elif isinstance(item, Logprobs):
-                current.tokens.extend(item.tokens)
-            elif isinstance(item, str):  # a call's deltas: its end holds the calls whole
-                current.parts.append(item)
-        return choices
+        return choices_from([item async for item in job.results(request.is_disconnected)])
 
     async def score(self, request: Request) -> Response:
         try:

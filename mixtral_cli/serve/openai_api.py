@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..answer.logprobs import ReadableToken
@@ -26,6 +28,7 @@ from .work import conversation_from, request_number, sampling_from
 
 if TYPE_CHECKING:
     from ..answer.shapes import OutputShape
+    from ..engine.model import Engine
 
 _FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "context": "length"}
 _TEXT_PARTS = ("text", "input_text", "output_text")  # the chat API's, and the Responses API's two
@@ -203,6 +206,32 @@ class Choice:
     parts: list[str] = field(default_factory=list)
     tokens: list[ReadableToken] = field(default_factory=list)
     end: AnswerEnd | None = None
+
+
+def openai_work(parsed: OpenAIRequest, *, model_path: Path) -> Callable[[Engine], Iterator[object]]:
+    """What answers ``parsed`` on an engine: its prompts' answer jobs, one after the other (a shape the model
+    cannot take raises here, before anything runs; it reads the model's vocabulary)."""
+    from ..answer.job import AnswerJob, run_each
+
+    job = AnswerJob(parsed.answer, model_path=model_path)
+    return partial(run_each, [job.with_prompt(answer.prompt) for answer in parsed.answers])
+
+
+def choices_from(items: Iterable[object]) -> list[Choice]:
+    """The answers of a request, from everything its work yielded: the text, log-probabilities and end of each."""
+    from ..answer.logprobs import Logprobs
+
+    choices, current = [], Choice()
+    for item in items:
+        if isinstance(item, AnswerEnd):
+            current.end = item
+            choices.append(current)
+            current = Choice()
+        elif isinstance(item, Logprobs):
+            current.tokens.extend(item.tokens)
+        elif isinstance(item, str):
+            current.parts.append(item)
+    return choices
 
 
 class Answer:

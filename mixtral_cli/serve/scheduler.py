@@ -3,7 +3,12 @@
 llama.cpp's context is not safe to share between threads, so every engine call (loading included) happens
 on the engine thread. A request becomes a ``Job``: a function of the engine that yields results, run when
 its turn comes. Results travel back to the asyncio side through the job's own queue; a job that is
-cancelled (its client left, it waited too long, the server stops) is skipped, or stops at its next token.
+cancelled (its client left, it waited too long, the server stops) is skipped, or stops at its next step.
+
+The running jobs advance together: each round steps every one of them (a job that waits for the engine's
+shared batch yields None), then evaluates the batch once, so every running sequence gains a token and every
+prompt being read a chunk in one ``llama_decode`` (continuous batching, engine/batch.py). A cancelled job
+leaves before the next evaluation: a long prompt stops within one chunk.
 """
 
 from __future__ import annotations
@@ -130,9 +135,9 @@ class Job:
 class ModelHost:
     """Loads the engine, runs jobs on it in the order they came, unloads it when idle.
 
-    ``sequences`` jobs run at once, each in a KV sequence of its own, a chunk of each in turn; the others
-    wait in order. ``keep_alive``: seconds idle before the weights are unloaded; 0 unloads as soon as no
-    job runs or waits; None never unloads.
+    ``sequences`` jobs run at once, each in a KV sequence of its own, advancing together (one evaluation a
+    round); the others wait in order. ``keep_alive``: seconds idle before the weights are unloaded; 0 unloads
+    as soon as no job runs or waits; None never unloads.
     """
 
     def __init__(self, load: Callable[[], Engine], *, keep_alive: float | None, sequences: int = 1) -> None:
@@ -162,6 +167,15 @@ class ModelHost:
     @property
     def busy(self) -> bool:
         return bool(self._running)
+
+    @property
+    def slots(self) -> int:
+        """Jobs that run at once: the engine's KV sequences."""
+        return self._sequences
+
+    @property
+    def slots_in_use(self) -> int:
+        return len(self._running)
 
     def start(self) -> None:
         """Start the engine thread and load the model; a model that cannot load raises here."""
@@ -211,6 +225,7 @@ class ModelHost:
             while self._admit():
                 for running in list(self._running):
                     self._step(running)
+                self._evaluate()
                 if self._keep_alive == 0 and not self._running and self._jobs.empty():
                     self._unload("keep-alive 0")
         finally:
@@ -286,7 +301,19 @@ class ModelHost:
             self._fail(job, exc)
             self._finish(running)
         else:
-            job.send(item)
+            if item is not None:  # None: the job waits for the next evaluation
+                job.send(item)
+
+    def _evaluate(self) -> None:
+        """One evaluation of the engine's shared batch for every running job; its failure fails them all."""
+        if self._engine is None or not self._running:
+            return
+        try:
+            self._engine.evaluate()
+        except Exception as exc:  # noqa: BLE001 - every running job's error, not the server's
+            for running in list(self._running):
+                self._fail(running.job, exc)
+                self._finish(running)
 
     def _finish(self, running: _Running) -> None:
         running.results.close()  # the generation's own cleanup (its sampler) runs now, on this thread

@@ -48,7 +48,7 @@ def generate(ids: list[int], sampling: SamplingOptions, *, answer: bool):  # noq
 
     def run(engine: Engine) -> Iterator[object]:
         generation = engine.generate(ids, bounded_by_context(sampling, engine.n_ctx), answer=answer)
-        yield from generation
+        yield from generation.steps()
         yield AnswerEnd(generation.stats)
 
     return run

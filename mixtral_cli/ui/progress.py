@@ -14,29 +14,16 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
 
-class StageProgress:
-    """One bar per stage; implements ``mixtral_cli.base.progress.Progress``. Use as a context manager.
+class LiveProgress:
+    """Rich progress on stderr while it is a terminal (a live display to start and stop); plain lines otherwise."""
 
-    When stderr is not a terminal (a log file, CI), each stage is one plain line instead of a live bar.
-    """
+    def __init__(self, *columns: object) -> None:
+        from rich.progress import Progress
 
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
-        self._progress = Progress(
-            TextColumn("{task.description:<22}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[amount]}"),
-            TimeElapsedColumn(),
-            console=stderr_console(),
-        )
-        self._task: TaskID | None = None
-        self._unit = "bytes"
-
+        self._progress = Progress(*columns, console=stderr_console())
         self._live = stderr_console().is_terminal
 
-    def __enter__(self) -> StageProgress:
+    def __enter__(self) -> LiveProgress:
         if self._live:
             self._progress.start()
         return self
@@ -44,8 +31,6 @@ class StageProgress:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc_type is None and self._task is not None:
-            self._finish_stage()
         if self._live:
             self._progress.stop()
 
@@ -59,6 +44,33 @@ class StageProgress:
         finally:
             if self._live:
                 self._progress.start()
+
+
+class StageProgress(LiveProgress):
+    """One bar per stage; implements ``mixtral_cli.base.progress.Progress``. Use as a context manager.
+
+    When stderr is not a terminal (a log file, CI), each stage is one plain line instead of a live bar.
+    """
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+        super().__init__(
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[amount]}"),
+            TimeElapsedColumn(),
+        )
+        self._task: TaskID | None = None
+        self._unit = "bytes"
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None and self._task is not None:
+            self._finish_stage()
+        super().__exit__(exc_type, exc, tb)
 
     def stage(self, description: str, total: int, *, unit: str = "bytes") -> None:
         if self._task is not None:

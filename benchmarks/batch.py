@@ -1,0 +1,261 @@
+"""Batched decoding: `mixtral serve --parallel 8` against llama.cpp's own `llama-server -np 8`, and `mixtral batch`.
+
+Side by side in one run (both servers up at once, measured in turns, the best of ``--repeat`` runs each, so that
+a busy machine's other load falls on both), on the same GGUF, threads, context per sequence (512) and greedy prompts:
+
+- aggregate generated tokens per second and time to first token with 1, 2, 4 and 8 concurrent clients, each
+  streaming one /v1/completions answer of ``--tokens`` tokens, against `mixtral serve --parallel 8` and against
+  `llama-server -np 8` (built from the llama.cpp llama-cpp-python vendors, scripts/build-llama-tools.sh), with the
+  ratio; and what llama-batched-bench measures for the same model, its B=8 over B=1 decode gain printed beside
+  ours (the target: at every B, ≥ 0.95× llama-server; B=8 over B=1 at least llama-batched-bench's);
+- `mixtral batch` of ``--requests`` requests against the same requests one `mixtral complete` at a time, and
+  through `mixtral serve --parallel 1`.
+
+The mini model is a random Mixtral of 791M parameters (hidden 1024, 8 layers, 8 experts, top-2); the 8x7B-shaped
+one has 8x7B's real tensors but ``--layers`` of its 32 layers; both Q4_K_M, repacked (both servers' default).
+
+    python benchmarks/batch.py [--model mini|8x7b] [--layers 4] [--work DIR] [--threads 2] [--tokens 48] [--repeat 2]
+                               [--requests 64] [--batch-tokens 16] [--parts serve,batch-file]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from common import bench_checkpoint, llama_tools, measure, shaped_8x7b_model
+
+CLIENTS = (1, 2, 4, 8)
+CTX_PER_SEQUENCE = 512
+PROMPT = "Write one line about expert number {i}, and why the router sends tokens to it."
+
+
+def mini_model(work: Path) -> Path:
+    model = work / "bench-Q4_K_M.gguf"
+    if not model.exists():
+        print("quantizing the mini model to Q4_K_M ...", flush=True)
+        measure([sys.executable, "-m", "mixtral_cli", "quantize", str(bench_checkpoint(work)), "--type", "Q4_K_M",
+                 "-o", str(model)])  # fmt: skip
+    return model
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(process: subprocess.Popen, url: str, log: Path) -> None:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server failed:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the server never became ready")
+
+
+def start_mixtral(model: Path, work: Path, threads: int, parallel: int) -> tuple[subprocess.Popen, str]:
+    port, log = free_port(), work / f"mixtral-serve-{parallel}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mixtral_cli", "serve", "-m", str(model), "--port", str(port), "--threads",
+         str(threads), "--parallel", str(parallel), "--ctx-size", str(CTX_PER_SEQUENCE), "--repack"],
+        stdout=subprocess.DEVNULL, stderr=log.open("w"),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(process, url, log)
+    return process, url
+
+
+def start_llama_server(model: Path, work: Path, threads: int, parallel: int) -> tuple[subprocess.Popen, str]:
+    port, log = free_port(), work / "llama-server.log"
+    process = subprocess.Popen(
+        [str(llama_tools() / "llama-server"), "-m", str(model), "--port", str(port), "-t", str(threads), "-tb",
+         str(threads), "-np", str(parallel), "-c", str(CTX_PER_SEQUENCE * parallel), "--no-kv-unified",
+         "--no-webui", "-fa", "auto"],
+        stdout=subprocess.DEVNULL, stderr=log.open("w"),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(process, url, log)
+    return process, url
+
+
+def one_answer(url: str, i: int, tokens: int) -> tuple[float, float, int]:
+    """Seconds to the first streamed token, seconds to the end, and completion tokens of one greedy answer."""
+    body = {"prompt": PROMPT.format(i=i), "max_tokens": tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    request = urllib.request.Request(
+        f"{url}/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    started, first, used, chunks = time.perf_counter(), None, 0, 0
+    with urllib.request.urlopen(request, timeout=600) as response:
+        for line in response:
+            if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("choices") and chunk["choices"][0].get("text"):
+                chunks += 1
+                first = first if first is not None else time.perf_counter() - started
+            if chunk.get("usage"):
+                used = chunk["usage"]["completion_tokens"]
+    return first or 0.0, time.perf_counter() - started, used or chunks  # llama-server: a token a chunk
+
+
+def clients_at_once(url: str, clients: int, tokens: int, offset: int) -> tuple[float, float]:
+    """Aggregate generated tokens per second, and the mean time to first token, of ``clients`` at once."""
+    results: list[tuple[float, float, int]] = []
+    threads = [
+        threading.Thread(target=lambda i=i: results.append(one_answer(url, offset + i, tokens))) for i in range(clients)
+    ]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    return sum(r[2] for r in results) / wall, sum(r[0] for r in results) / len(results)
+
+
+def serve_side_by_side(model: Path, work: Path, threads: int, tokens: int, repeat: int) -> dict[str, dict[int, tuple]]:
+    """Both servers up at once, measured in turns (each B, each repeat: ours, then theirs) so that the machine's
+    other load falls on both; the best of ``repeat`` runs of each."""
+    servers = {"mixtral serve --parallel 8": start_mixtral, "llama-server -np 8": start_llama_server}
+    started = {name: start(model, work, threads, 8) for name, start in servers.items()}
+    measured: dict[str, dict[int, tuple]] = {name: {} for name in servers}
+    try:
+        for _, url in started.values():
+            one_answer(url, 999, 4)  # warm: weights paged in, kernels ready
+        for b in CLIENTS:
+            for run in range(repeat):
+                for name, (_, url) in started.items():
+                    # prompts no run used before: llama-server's prompt cache would answer a repeat's at once
+                    rate, first = clients_at_once(url, b, tokens, offset=1000 * run + 100 * b)
+                    best = measured[name].get(b)
+                    if best is None or rate > best[0]:
+                        measured[name][b] = (rate, first)
+            print(f"  {b} clients measured", flush=True)
+    finally:
+        for process, _ in started.values():
+            process.terminate()
+            process.wait()
+    return measured
+
+
+def batched_bench(model: Path, threads: int, tokens: int) -> tuple[str, dict[int, float]]:
+    """llama-batched-bench's table for the same model and its decode tok/s at each B."""
+    done = subprocess.run(
+        [str(llama_tools() / "llama-batched-bench"), "-m", str(model), "-c", str(CTX_PER_SEQUENCE * 8), "-b", "512",
+         "-ub", "512", "-npp", "24", "-ntg", str(tokens), "-npl", ",".join(map(str, CLIENTS)), "-t", str(threads),
+         "-tb", str(threads), "-fa", "auto", "--no-kv-unified"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    table = [line for line in done.stdout.splitlines() if line.startswith("|")]
+    rates = {}
+    for line in table[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rates[int(cells[2])] = float(cells[8])  # B, and S_TG t/s
+    return "\n".join(table), rates
+
+
+def batch_file_side_by_side(model: Path, work: Path, threads: int, requests: int, tokens: int) -> dict[str, float]:
+    """Seconds for ``requests`` answers: `mixtral batch`, one `complete` process each, `serve --parallel 1`."""
+    lines = [
+        json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/completions",
+                    "body": {"prompt": PROMPT.format(i=i), "max_tokens": tokens, "temperature": 0}})
+        for i in range(requests)
+    ]  # fmt: skip
+    batch_input = work / "requests.jsonl"
+    batch_input.write_text("\n".join(lines) + "\n")
+    seconds = {}
+    output = work / "answers.jsonl"
+    output.unlink(missing_ok=True)
+    seconds["mixtral batch --parallel 8"] = measure(
+        [sys.executable, "-m", "mixtral_cli", "batch", str(batch_input), "-o", str(output), "-m", str(model),
+         "--threads", str(threads), "--parallel", "8", "--ctx-size", str(CTX_PER_SEQUENCE), "--yes"]
+    )[0]  # fmt: skip
+    print(f"  mixtral batch: {seconds['mixtral batch --parallel 8']:.1f} s", flush=True)
+    started = time.perf_counter()
+    for i in range(requests):
+        measure([sys.executable, "-m", "mixtral_cli", "complete", "-m", str(model), "--raw", "--temperature", "0",
+                 "-n", str(tokens), "--threads", str(threads), "--ctx-size", str(CTX_PER_SEQUENCE), "--repack",
+                 PROMPT.format(i=i)])  # fmt: skip
+    seconds["one `complete` at a time"] = time.perf_counter() - started
+    print(f"  one complete at a time: {seconds['one `complete` at a time']:.1f} s", flush=True)
+    process, url = start_mixtral(model, work, threads, 1)
+    try:
+        started = time.perf_counter()
+        for i in range(requests):
+            one_answer(url, i, tokens)
+        seconds["serve --parallel 1, one request at a time"] = time.perf_counter() - started
+    finally:
+        process.terminate()
+        process.wait()
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("mini", "8x7b"), default="mini")
+    parser.add_argument("--layers", type=int, default=4, help="of the 8x7B-shaped model's 32")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mixtral-bench")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=48, help="greedy tokens per client")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each measurement; the best counts")
+    parser.add_argument("--requests", type=int, default=64, help="requests of the batch-file comparison")
+    parser.add_argument("--batch-tokens", type=int, default=16, help="tokens per request there")
+    parser.add_argument(
+        "--parts", default="serve,batch-file", help="serve (the servers, llama-batched-bench), batch-file, or both"
+    )
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    model = mini_model(args.work) if args.model == "mini" else shaped_8x7b_model(args.work, args.layers)
+    print(f"model {model.name}, {args.threads} threads, {CTX_PER_SEQUENCE} tokens of context per sequence, "
+          f"{args.tokens} greedy tokens per client\n", flush=True)  # fmt: skip
+
+    parts = set(args.parts.split(","))
+    if "serve" in parts:
+        serve_part(model, args)
+    if "batch-file" in parts:
+        batch_file_part(model, args)
+
+
+def serve_part(model: Path, args: argparse.Namespace) -> None:
+    measured = serve_side_by_side(model, args.work, args.threads, args.tokens, args.repeat)
+    ours, theirs = measured["mixtral serve --parallel 8"], measured["llama-server -np 8"]
+    print(f"{'clients':>7}  {'mixtral tok/s':>13}  {'llama-server tok/s':>18}  {'ratio':>5}  "
+          f"{'mixtral TTFT s':>14}  {'llama-server TTFT s':>19}")  # fmt: skip
+    for b in CLIENTS:
+        print(f"{b:>7}  {ours[b][0]:>13.1f}  {theirs[b][0]:>18.1f}  {ours[b][0] / theirs[b][0]:>5.2f}  "
+              f"{ours[b][1]:>14.3f}  {theirs[b][1]:>19.3f}")  # fmt: skip
+    table, rates = batched_bench(model, args.threads, args.tokens)
+    print(f"\nllama-batched-bench (same model, threads, context):\n{table}")
+    top = CLIENTS[-1]
+    print(
+        f"\nB={top} over B=1, aggregate decode: mixtral serve {ours[top][0] / ours[1][0]:.2f}x, "
+        f"llama-server {theirs[top][0] / theirs[1][0]:.2f}x, llama-batched-bench {rates[top] / rates[1]:.2f}x"
+    )
+
+
+def batch_file_part(model: Path, args: argparse.Namespace) -> None:
+    seconds = batch_file_side_by_side(model, args.work, args.threads, args.requests, args.batch_tokens)
+    base = seconds["mixtral batch --parallel 8"]
+    print(f"\n{args.requests} requests of {args.batch_tokens} greedy tokens:")
+    for name, value in seconds.items():
+        print(f"  {name:<45} {value:8.1f} s  ({value / base:.2f}x mixtral batch's time)")
+
+
+if __name__ == "__main__":
+    main()
