@@ -36,11 +36,24 @@ def mistral_common_ids(
         )
         for m in messages
     ]
+    spoken = [i for i, m in enumerate(mapped) if m.role != "system"]
+    last = mapped[spoken[-1]] if spoken else None
+    if last is not None and last.role == "assistant" and not last.content and not last.tool_calls:
+        del mapped[spoken.pop()]  # an empty last assistant message asks for an answer, as our prompt reads it
     tokenizer = MistralTokenizer.v1() if prompt_format is PromptFormat.V1 else MistralTokenizer.v3()
     request = ChatCompletionRequest.from_openai(
         messages=[message_dict(m) for m in mapped], tools=[tool.as_json() for tool in tools] or None
     )
-    return tokenizer.encode_chat_completion(request).tokens
+    if spoken and mapped[spoken[-1]].role == "assistant":
+        # A last assistant message is a prefix the answer continues (mistral-common's `prefix`).
+        messages = list(request.messages)
+        index = max(i for i, m in enumerate(messages) if m.role == "assistant")
+        messages[index] = messages[index].model_copy(update={"prefix": True})
+        request = request.model_copy(update={"messages": messages})
+    # The normalizer, not the serving validator, is the reference (as in mistral-common's own encode, less the
+    # validation): it takes the message orders our prompts take, such as a system message after an assistant's.
+    normalized = tokenizer._instruct_request_normalizer.from_chat_completion_request(request)
+    return tokenizer.instruct_tokenizer.encode_instruct(normalized).tokens
 
 
 def check_against_mistral_common(
