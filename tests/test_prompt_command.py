@@ -79,3 +79,12 @@ def test_prompt_ids_need_the_vocabulary_only(demo_model, capsys):
     assert re.search(r"vocab_only\s+= 1", log) and "load_tensors" not in log and "llama_context" not in log
     with Engine(demo_model, EngineOptions(ctx_size=256)) as engine:
         assert ids == engine.chat_ids([Message("user", "Hello")])
+
+
+def test_check_takes_a_system_message_after_the_assistants_as_mistral_commons_normalizer_does(mixtral, tmp_path):
+    turns = [*CONVERSATION[1:3], {"role": "system", "content": "Be brief."}, CONVERSATION[3]]
+    (tmp_path / "c.json").write_text(json.dumps(turns))
+    result = mixtral("prompt", "-m", "tiny", "--messages", tmp_path / "c.json", "--check")
+
+    assert result.exit_code == 0, result.stderr
+    assert "Matches mistral-common's v1 encoding" in result.stderr

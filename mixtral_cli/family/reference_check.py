@@ -21,6 +21,7 @@ def mistral_common_ids(
 ) -> list[int]:
     """mistral-common's ids for the conversation, its call ids mapped to the ones our prompt shows."""
     try:
+        from mistral_common.exceptions import InvalidMessageStructureException
         from mistral_common.protocol.instruct.request import ChatCompletionRequest
         from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
     except ImportError:
@@ -50,10 +51,13 @@ def mistral_common_ids(
         index = max(i for i, m in enumerate(messages) if m.role == "assistant")
         messages[index] = messages[index].model_copy(update={"prefix": True})
         request = request.model_copy(update={"messages": messages})
-    # The normalizer, not the serving validator, is the reference (as in mistral-common's own encode, less the
-    # validation): it takes the message orders our prompts take, such as a system message after an assistant's.
-    normalized = tokenizer._instruct_request_normalizer.from_chat_completion_request(request)
-    return tokenizer.instruct_tokenizer.encode_instruct(normalized).tokens
+    try:
+        return tokenizer.encode_chat_completion(request).tokens
+    except InvalidMessageStructureException:
+        # Its serving validator refuses orders its normalizer takes (a system message after an assistant's),
+        # which our prompts take too: then the normalizer, mistral-common's own encode less that check, is it.
+        normalized = tokenizer._instruct_request_normalizer.from_chat_completion_request(request)
+        return tokenizer.instruct_tokenizer.encode_instruct(normalized).tokens
 
 
 def check_against_mistral_common(
