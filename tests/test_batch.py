@@ -154,13 +154,40 @@ def test_a_long_prompt_joins_in_chunks_while_the_others_decode(demo_model):
         assert short.stats.completion_tokens >= min(evaluations - 1, GREEDY.max_tokens - 1)
 
 
+def test_a_short_prompt_behind_a_long_one_is_read_at_once_beside_it(demo_model):
+    with Engine(demo_model, EngineOptions(ctx_size=256, sequences=3, batch_size=16)) as engine:
+        long_ids = engine.raw_ids(" ".join(["word"] * 150))
+        long_steps = engine.generate(long_ids, GREEDY, sequence=0).steps()
+        next(long_steps)
+        assert engine.evaluate() == 16
+        short_ids = engine.raw_ids("Hello")
+        short_steps = engine.generate(short_ids, GREEDY, sequence=1).steps()
+        next(short_steps)
+
+        assert engine.evaluate() == 16  # the short prompt whole, what it left to the long one
+        assert engine.prompt_read(1) is None  # read: its first token is picked
+        assert engine.prompt_read(0) == (32 - len(short_ids), len(long_ids))
+        next(short_steps)  # takes its first token, and queues it for the next evaluation
+
+        other_ids = engine.raw_ids(" ".join(["other"] * 100))
+        other_steps = engine.generate(other_ids, GREEDY, sequence=2).steps()
+        next(other_steps)
+        assert engine.evaluate() == 16  # the short one's next token, and the two long prompts 8 and 7 tokens each
+        assert engine.prompt_read(0) == (32 - len(short_ids) + 7, len(long_ids))
+        assert engine.prompt_read(2) == (8, len(other_ids))
+
+
 def test_a_sequence_that_leaves_mid_prompt_is_gone_from_the_next_evaluation(demo_model):
     with Engine(demo_model, EngineOptions(ctx_size=256, sequences=2, batch_size=16)) as engine:
         ids = engine.raw_ids(" ".join(["word"] * 100))
         steps = engine.generate(ids, GREEDY, sequence=1).steps()
         next(steps)
+        assert engine.prompt_read(1) == (0, len(ids))
         assert engine.evaluate() == 16
+        assert engine.prompt_read(1) == (16, len(ids))
+        assert engine.prompt_read(0) is None
         steps.close()
+        assert engine.prompt_read(1) is None
         assert engine.evaluate() == 0
         assert engine.generating == 0
         assert engine._caches[1].tokens == tuple(ids[:16])  # what was evaluated stays, for prefix reuse

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import signal
 import socket
 import sys
@@ -408,11 +409,94 @@ def test_sigterm_ends_requests_in_flight_with_an_error_and_frees_the_port(demo_m
         for _ in chunks:
             pass
     assert server.process.wait(timeout=60) == 0
-    with socket.socket() as probe:
-        # As a restarted server binds: connections the server closed may linger in TIME_WAIT, a listener may not.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind(("127.0.0.1", server.port))
-        probe.listen()
+    _assert_port_free(server.port)
+
+
+# -- a long prompt, read in chunks beside the others ---------------------------------------------------------
+
+# Small chunks make the demo model's long prompt many evaluations: the requests beside it, and a cancel, get
+# their turn long before it is read.
+CHUNKED = ("--ctx-size", "4096", "--batch-size", "32")
+LONG_PROMPT = [1, *(100 + i % 2000 for i in range(3999))]  # token ids: 125 chunks
+
+
+def long_prompt_stream(client: openai.OpenAI):  # noqa: ANN201 - an openai Stream
+    """A streamed completion of LONG_PROMPT; it returns with the answer's headers, once the server took the
+    request, while its prompt is read."""
+    return client.completions.create(model="tiny", prompt=LONG_PROMPT, temperature=0, max_tokens=1, stream=True)
+
+
+def cancelled_prompts(server: Server) -> list[tuple[int, int]]:
+    """What the server's log says of the requests cancelled while their prompt was read: tokens read, of how many."""
+    found = re.findall(r"cancelled after ([\d,]+) of its ([\d,]+) prompt tokens", server.log.read_text())
+    return [(int(read.replace(",", "")), int(total.replace(",", ""))) for read, total in found]
+
+
+def test_a_client_that_leaves_during_its_prompt_frees_the_engine_before_the_prompt_is_read(demo_model, tmp_path):
+    server = Server(demo_model, tmp_path / "home", "--parallel", "2", *CHUNKED)
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        long_prompt_stream(client).close()
+
+        assert _eventually(lambda: not server.health()["busy"]), "the prompt went on without its client"
+        ((read, total),) = cancelled_prompts(server)
+        assert total == len(LONG_PROMPT)
+        assert read < total
+        assert chat(client, PROMPT).choices[0].message.content == greedy_complete(PROMPT, "--chat", *CHUNKED)
+    finally:
+        server.stop()
+
+
+def test_a_stream_goes_on_while_another_clients_long_prompt_is_read(demo_model, tmp_path):
+    server = Server(demo_model, tmp_path / "home", "--parallel", "2", *CHUNKED)
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        received: list[str] = []  # which stream each chunk came from, in the order they came
+        long = long_prompt_stream(client)
+
+        def read_long() -> None:
+            for _ in long:
+                received.append("long")
+
+        reader = threading.Thread(target=read_long)
+        reader.start()
+        short = chat(
+            client,
+            PROMPT,
+            max_tokens=16,
+            logit_bias={"2": -100},  # </s>: the answer is all 16 tokens
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        for chunk in short:
+            received.append("short")
+            usage = chunk.usage
+        reader.join()
+
+        # The whole short answer came while the long prompt was read, before its first token: its prompt and 16
+        # tokens took 17 evaluations of the long prompt's 125.
+        assert usage.completion_tokens == 16
+        assert "long" in received
+        assert received.index("long") == received.count("short")
+        assert cancelled_prompts(server) == []
+    finally:
+        server.stop()
+
+
+def test_sigterm_during_a_long_prompt_ends_it_with_an_error_and_frees_the_port(demo_model, tmp_path):
+    server = Server(demo_model, tmp_path / "home", *CHUNKED)
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    stream = long_prompt_stream(client)
+
+    server.process.send_signal(signal.SIGTERM)
+
+    with pytest.raises(openai.APIError, match="stopping"):
+        for _ in stream:
+            pass
+    assert server.process.wait(timeout=60) == 0
+    ((read, total),) = cancelled_prompts(server)
+    assert read < total == len(LONG_PROMPT)
+    _assert_port_free(server.port)
 
 
 # -- `--server` on the CLI ---------------------------------------------------------------------------------
@@ -545,6 +629,14 @@ def test_a_keep_alive_that_is_not_a_duration_is_a_usage_error():
 
     assert result.returncode == 2
     assert "not a duration" in result.stderr
+
+
+def _assert_port_free(port: int) -> None:
+    with socket.socket() as probe:
+        # As a restarted server binds: connections the server closed may linger in TIME_WAIT, a listener may not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
+        probe.listen()
 
 
 def _eventually(condition, timeout: float = 30) -> bool:  # noqa: ANN001

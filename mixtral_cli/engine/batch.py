@@ -2,10 +2,12 @@
 
 Each generation joins its context's one ``SharedBatch`` as a ``Lane``: the tokens it still has to evaluate, the
 sequence's KV cache, and the function that picks its next token from its row of logits (its own sampler chain:
-temperature, seed, grammar). An evaluation holds one token of every lane that is decoding, then fills the rest
-of the batch (``n_batch`` tokens) with the prompts of lanes still reading theirs, a chunk at a time, in the order
-they joined, as llama-server does: a long prompt advances a chunk per evaluation while the others keep decoding,
-and a lane that leaves (its request cancelled) is gone from the next evaluation.
+temperature, seed, grammar). An evaluation holds one token of every lane that is decoding, then shares the rest
+of the batch (``n_batch`` tokens) equally among the prompts still being read, a chunk of each (what a shorter one
+does not need goes to the others): a long prompt advances a chunk per evaluation while the others keep decoding,
+a short prompt that comes after it is read at once beside it (llama-server fills the batch in slot order, where
+a long prompt holds back the prompts behind it), and a lane that leaves (its request cancelled) is gone from
+the next evaluation.
 
 Picking happens right after the evaluation, for every lane whose last pending token was in it: the logits of a
 batch live only until the next ``llama_decode``, which any lane may cause.
@@ -91,20 +93,26 @@ class SharedBatch:
         if lane in self._lanes:
             self._lanes.remove(lane)
 
+    def prompt_read(self, sequence: int) -> tuple[int, int] | None:
+        """How far the lane of ``sequence`` has read its prompt: the prompt's tokens in its cache, and the prompt's
+        length; None when no lane of that sequence is reading a prompt."""
+        for lane in self._lanes:
+            if lane.cache.sequence == sequence and lane.prompting:
+                return len(lane.cache), len(lane.cache) + len(lane.pending)
+        return None
+
     def evaluate(self) -> int:
-        """One ``llama_decode`` of what the lanes have pending (a token of every decoding lane, then prompt chunks
-        in the order the lanes joined, up to ``n_batch`` tokens in all), and a pick for every lane whose pending
-        tokens are all evaluated; returns the tokens evaluated."""
+        """One ``llama_decode`` of what the lanes have pending (a token of every decoding lane, then an equal share
+        of the room left to each prompt being read, up to ``n_batch`` tokens in all), and a pick for every lane
+        whose pending tokens are all evaluated; returns the tokens evaluated."""
         import llama_cpp
 
         # by sequence id: llama.cpp evaluates runs of consecutive ids together
         decoding = sorted((lane for lane in self._lanes if lane.pending and not lane.prompting), key=_sequence)
         rows = [(lane, 1) for lane in decoding]
-        room = self._size - len(rows)
-        for lane in self._lanes:
-            if lane.pending and lane.prompting and room > 0:
-                rows.append((lane, min(room, len(lane.pending))))
-                room -= rows[-1][1]
+        reading = [lane for lane in self._lanes if lane.pending and lane.prompting]
+        shares = _shares(self._size - len(rows), [len(lane.pending) for lane in reading])
+        rows += [(lane, share) for lane, share in zip(reading, shares, strict=True) if share]
         if not rows:
             return 0
         n, batch = 0, self._rows
@@ -131,3 +139,14 @@ class SharedBatch:
 
 def _sequence(lane: Lane) -> int:
     return lane.cache.sequence
+
+
+def _shares(room: int, needs: list[int]) -> list[int]:
+    """``room`` tokens shared among prompts that still need ``needs``: equally, the smallest needs served first
+    (they take the larger part of an uneven split), so that what a short prompt leaves goes to the longer ones."""
+    shares = [0] * len(needs)
+    by_need = sorted(range(len(needs)), key=needs.__getitem__)
+    for served, i in enumerate(by_need):
+        shares[i] = min(needs[i], -(-room // (len(by_need) - served)))
+        room -= shares[i]
+    return shares

@@ -343,6 +343,11 @@ class Engine:
         """One evaluation of the shared batch: every running generation advances (batch.py); returns its tokens."""
         return self._batch.evaluate() if self._batch is not None else 0
 
+    def prompt_read(self, sequence: int) -> tuple[int, int] | None:
+        """How far the generation running in ``sequence`` has read its prompt (batch.py); None when it is not
+        reading one."""
+        return self._batch.prompt_read(sequence) if self._batch is not None else None
+
     def run_alone(self, steps: Iterator[T | None]) -> Iterator[T]:
         """A job's ``steps`` (an answer job's, a card job's) run by themselves, this engine's batch evaluated
         wherever they wait for it; serve's scheduler runs several at once instead, one evaluation for all."""

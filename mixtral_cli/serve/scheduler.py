@@ -316,9 +316,19 @@ class ModelHost:
                 self._finish(running)
 
     def _finish(self, running: _Running) -> None:
+        if running.job.cancelled.is_set():
+            self._report_cancelled(running.seat)
         running.results.close()  # the generation's own cleanup (its sampler) runs now, on this thread
         with self._lock:
             self._running.remove(running)
+
+    def _report_cancelled(self, seat: _Seat) -> None:
+        """A request cancelled while its prompt was read (its client gave up, the server stops) is work thrown
+        away, and a sign that prompts take longer than clients wait: the log says how much of it was read."""
+        sequence = seat.sequence
+        read = None if sequence is None or self._engine is None else self._engine.prompt_read(sequence)
+        if read is not None:
+            log.warning("a request was cancelled after %s of its %s prompt tokens", f"{read[0]:,}", f"{read[1]:,}")
 
     @staticmethod
     def _fail(job: Job, exc: Exception) -> None:
