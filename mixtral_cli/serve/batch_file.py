@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..base.atomic import atomic_path, check_writable
-from ..base.errors import ContextOverflowError, InvalidRequestError, MixtralError, OutputPathError, ServerError
+from ..base.errors import InvalidRequestError, MixtralError, OutputPathError, ServerError, ServerReportedError
 from ..engine.options import SamplingOptions
 from .openai_api import Answer, OpenAIRequest, choices_from, openai_work, parse_chat_request, parse_text_request
+from .openai_errors import SERVER_ERROR, api_error
 
 if TYPE_CHECKING:
     from ..engine.model import Engine
@@ -41,7 +42,6 @@ ROUTES: dict[str, Callable[[object, SamplingOptions], OpenAIRequest]] = {
     "/v1/chat/completions": parse_chat_request,
     "/v1/completions": parse_text_request,
 }
-_ERROR_CODES = {InvalidRequestError: "invalid_request", ContextOverflowError: "context_length_exceeded"}
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,14 @@ def _failed(line: BatchLine, error: MixtralError) -> BatchLine:
 
 
 def error_code(error: MixtralError) -> str:
-    return next((code for kind, code in _ERROR_CODES.items() if isinstance(error, kind)), "server_error")
+    """OpenAI's code for an error line: the one `mixtral serve` answers ``error`` with (with --server, the one the
+    server did); where that gives none, its kind: invalid_request or server_error."""
+    if isinstance(error, ServerReportedError):
+        code, kind = error.code, error.type
+    else:
+        answered = api_error(error)
+        code, kind = answered.code, answered.type
+    return code or ("server_error" if kind in (SERVER_ERROR, None) else "invalid_request")
 
 
 def error_result(line: BatchLine, error: MixtralError) -> BatchResult:
