@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+
+from mixtral_cli.engine import calibration
+from mixtral_cli.engine.layout import LayoutRates
+from mixtral_cli.sources.demo import demo_model_path
 
 from .helpers import run_mixtral
 from .servers import Server
@@ -231,3 +236,180 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_answer(tmp_path)
     assert result.returncode == 1
     assert "Cannot write" in result.stderr and "is not a folder" in result.stderr
     assert "Answering" not in result.stderr
+
+
+# -- what `mixtral serve` holds a request to, held here too ---------------------------------------------------
+
+
+def test_a_line_naming_another_model_or_asking_too_many_answers_is_an_error_line_as_serve_answers_it(tmp_path):
+    lines = [
+        request_line("unnamed", "Hi"),
+        request_line("by-name", "Hi", model="tiny"),
+        request_line("by-file", "Hi", model=demo_model_path().name),
+        request_line("null", "Hi", model=None),
+        request_line("other", "Hi", model="gpt-4o"),
+        request_line("number", "Hi", model=7),
+        request_line("list", "Hi", model=["tiny"]),
+        request_line("object", "Hi", model={"id": "tiny"}),
+        request_line("empty", "Hi", model=""),
+        request_line("32", ["Hi"] * 4, url="/v1/completions", n=8, max_tokens=1),
+        request_line("33", ["Hi"] * 3, url="/v1/completions", n=11, max_tokens=1),
+    ]
+    result = run_mixtral("batch", write_input(tmp_path / "in.jsonl", lines), "-o", tmp_path / "out.jsonl", *ENGINE)
+
+    assert result.returncode == 0, result.stderr
+    answered = records(tmp_path / "out.jsonl")
+    assert [r["custom_id"] for r in answered] == ["unnamed", "by-name", "by-file", "null", "32"]
+    assert len(answered[-1]["response"]["body"]["choices"]) == 32
+    errors = {r["custom_id"]: r["error"] for r in records(tmp_path / "out.errors.jsonl")}
+    assert {name: error["code"] for name, error in errors.items()} == {
+        "other": "model_not_found",
+        "number": "invalid_request",
+        "list": "invalid_request",
+        "object": "invalid_request",
+        "empty": "model_not_found",
+        "33": "invalid_request",
+    }
+    assert errors["other"]["message"] == "The model `gpt-4o` does not exist on this server: it serves `tiny`."
+    assert errors["number"]["message"] == '"model" must be a string.'
+    assert "asks for 33 answers; one request may ask for 32 at most" in errors["33"]["message"]
+    assert "11 requests answered, 6 failed" in result.stderr
+
+
+def test_a_card_request_of_more_answers_than_serve_takes_is_an_error(tmp_path):
+    inputs, outputs = tmp_path / "requests", tmp_path / "answers"
+    inputs.mkdir()
+    for name, count in (("most.json", 32), ("over.json", 33)):
+        body = {"input_data": {"input_string": ["Hi"] * count, "parameters": {"max_new_tokens": 1}}}
+        (inputs / name).write_text(json.dumps(body))
+
+    result = run_mixtral("batch", inputs, "-o", outputs, *ENGINE)
+
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in outputs.iterdir()] == ["most.json"]
+    (error,) = records(tmp_path / "answers.errors.jsonl")
+    assert error["file"] == "over.json" and error["error"]["code"] == "invalid_request"
+    assert "asks for 33 answers" in error["error"]["message"]
+
+
+def test_the_lines_a_server_refuses_read_as_the_lines_refused_here(demo_model, tmp_path):
+    too_long = " ".join(["expert"] * 400)  # more tokens than a context of 256
+    lines = [
+        request_line("good", "Hi"),
+        request_line("other-model", "Hi", model="gpt-4o"),
+        request_line("model-number", "Hi", model=7),
+        request_line("too-long", too_long),
+        request_line("too-long-text", too_long, url="/v1/completions"),
+        request_line("33-answers", ["Hi"] * 3, url="/v1/completions", n=11, max_tokens=1),
+        request_line("bad-ids", [7, 10**9], url="/v1/completions"),
+        request_line("unsupported", "Hi", url="/v1/completions", suffix="!"),
+    ]
+    source = write_input(tmp_path / "in.jsonl", lines)
+    # The server's engine options, and the same -m: the served model's name is in a refusal's message.
+    engine = ("-m", demo_model, "--threads", "1", "--ctx-size", "256", "--no-repack")
+    here = run_mixtral("batch", source, "-o", tmp_path / "here.jsonl", *engine)
+    slow_rates(0.02)  # this machine's speed says nothing of the server's: no estimate, not asked
+    server = Server(demo_model, tmp_path / "home", "--ctx-size", "256", "--no-repack")
+    try:
+        there = run_mixtral("batch", source, "-o", tmp_path / "there.jsonl", "--server", server.url)
+    finally:
+        server.stop()
+
+    assert here.returncode == 0 and there.returncode == 0, here.stderr + there.stderr
+    refused_here = {r["custom_id"]: r["error"] for r in records(tmp_path / "here.errors.jsonl")}
+    refused_there = {r["custom_id"]: r["error"] for r in records(tmp_path / "there.errors.jsonl")}
+    assert refused_there == refused_here
+    assert {name: error["code"] for name, error in refused_there.items()} == {
+        "other-model": "model_not_found",
+        "model-number": "invalid_request",
+        "too-long": "context_length_exceeded",
+        "too-long-text": "context_length_exceeded",
+        "33-answers": "invalid_request",
+        "bad-ids": "invalid_request",
+        "unsupported": "unsupported_parameter",
+    }
+    assert [r["custom_id"] for r in records(tmp_path / "there.jsonl")] == ["good"]
+
+
+# -- a batch that would take long on this machine --------------------------------------------------------------
+
+
+def slow_rates(tokens_per_second: float) -> None:
+    """This machine's measured rates for the demo model at --threads 1 (ENGINE's), kept where a calibration keeps
+    them, in this test's own home."""
+    key = calibration.cache_key(demo_model_path(), threads=1)
+    calibration.store_rates(key, LayoutRates(*[tokens_per_second] * 4, repack_load_s=0.0))
+
+
+def said_minutes(stderr: str) -> int:
+    match = re.search(r"up to about (?:(\d+) h )?(\d+) min on this machine", stderr)
+    assert match, stderr
+    return 60 * int(match[1] or 0) + int(match[2])
+
+
+def test_a_batch_that_takes_long_at_this_machines_measured_rates_needs_yes(tmp_path):
+    slow_rates(0.02)  # 3 answers of 8 tokens: 20 minutes at least
+    lines = [request_line(f"r{i}", f"Question {i}") for i in range(3)]
+    source, output = write_input(tmp_path / "in.jsonl", lines), tmp_path / "out.jsonl"
+
+    refused = run_mixtral("batch", source, "-o", output, *ENGINE)
+
+    assert refused.returncode == 1
+    assert "This batch takes up to 3 model calls, up to about " in refused.stderr
+    assert "not started without --yes, as stdin is not a terminal" in refused.stderr
+    # The answers alone take 3 x 8 tokens / 0.02 per second; each prompt is a few tokens, far from the context.
+    assert 20 <= said_minutes(refused.stderr) < 3 * (8 + 100) / 0.02 / 60
+    assert not output.exists()
+    started = run_mixtral("batch", source, "-o", output, *ENGINE, "--yes")
+    assert started.returncode == 0, started.stderr
+    assert len(records(output)) == 3
+
+
+def test_an_answer_is_counted_up_to_the_context_at_most(tmp_path):
+    slow_rates(1.0)
+    # 35 answers of up to 100 000 tokens each would be 40 days; the context of 256 tokens ends each far sooner.
+    lines = [request_line("n32", "Hi", max_tokens=100_000, n=32)]
+    lines += [request_line(f"r{i}", "Hi", max_tokens=100_000) for i in range(3)]
+
+    result = run_mixtral("batch", write_input(tmp_path / "in.jsonl", lines), "-o", tmp_path / "out.jsonl", *ENGINE)
+
+    assert result.returncode == 1
+    assert 35 * 200 / 60 <= said_minutes(result.stderr) <= 35 * 256 / 60 + 1
+
+
+def test_without_ctx_size_the_models_own_context_bounds_each_answer(tmp_path):
+    slow_rates(100.0)
+    # 3 answers of up to 100 000 tokens: 50 minutes; each ends at the demo model's 32768 tokens: 16 minutes.
+    lines = [request_line(f"r{i}", "Hi", max_tokens=100_000) for i in range(3)]
+    source = write_input(tmp_path / "in.jsonl", lines)
+
+    result = run_mixtral("batch", source, "-o", tmp_path / "out.jsonl", "-m", "tiny", "--threads", "1", "--no-repack")
+
+    assert result.returncode == 1
+    assert 15 <= said_minutes(result.stderr) <= 17
+
+
+def test_a_folder_that_takes_long_at_this_machines_measured_rates_needs_yes(tmp_path):
+    slow_rates(0.02)  # 2 x 2 answers of 8 tokens: 26 minutes at least
+    inputs, outputs = tmp_path / "requests", tmp_path / "answers"
+    inputs.mkdir()
+    for name in ("a.json", "b.json"):
+        body = {"input_data": {"input_string": ["Hi", "Hello"], "parameters": {"max_new_tokens": 8}}}
+        (inputs / name).write_text(json.dumps(body))
+    # A schema no grammar expresses: parsed, but no answer can be asked of it (it fails, and costs nothing).
+    unshaped = {
+        "input_data": {"input_string": ["Hi"], "parameters": {"max_new_tokens": 8, "json_schema": {"type": "x"}}}
+    }
+    (inputs / "c.json").write_text(json.dumps(unshaped))
+
+    refused = run_mixtral("batch", inputs, "-o", outputs, *ENGINE)
+
+    assert refused.returncode == 1
+    assert "This batch takes up to 3 model calls, up to about " in refused.stderr
+    assert 26 <= said_minutes(refused.stderr) < 4 * (8 + 100) / 0.02 / 60
+    assert not any(outputs.iterdir())
+    started = run_mixtral("batch", inputs, "-o", outputs, *ENGINE, "--yes")
+    assert started.returncode == 0, started.stderr
+    assert sorted(p.name for p in outputs.iterdir()) == ["a.json", "b.json"]
+    (error,) = records(tmp_path / "answers.errors.jsonl")
+    assert error["file"] == "c.json" and "cannot express this schema" in error["error"]["message"]

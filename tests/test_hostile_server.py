@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from mixtral_cli.serve.limits import BODY_TIMEOUT_S, HEADERS_TIMEOUT_S, MAX_ANSWERS_PER_REQUEST
+from mixtral_cli.serve.limits import BODY_TIMEOUT_S, HEADERS_TIMEOUT_S
+from mixtral_cli.serve.request_rules import MAX_ANSWERS_PER_REQUEST
 
 from .servers import Server
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from mixtral_cli.answer.summary_plan import LONG_JOB_CALLS, LONG_JOB_SECONDS, SummaryPlan, long_job
+from mixtral_cli.answer.long_job import LONG_JOB_CALLS, LONG_JOB_SECONDS, long_job
+from mixtral_cli.answer.summary_plan import SummaryPlan
 
 from .helpers import with_default_signals
 
@@ -91,11 +92,15 @@ def test_yes_starts_a_long_summary_without_asking(long_text):
     ("bound", "seconds", "said"),
     [
         ([LONG_JOB_CALLS + 1, 1], None, f"This summary takes up to {LONG_JOB_CALLS + 2:,} model calls."),
-        ([10, 2, 1], 3 * 3600 + 125, "This summary takes up to 13 model calls, about 3 h 2 min on this machine."),
-        ([10, 1], LONG_JOB_SECONDS + 60, "This summary takes up to 11 model calls, about 16 min on this machine."),
+        ([10, 2, 1], 3 * 3600 + 125, "This summary takes up to 13 model calls, up to about 3 h 2 min on this machine."),
+        (
+            [10, 1],
+            LONG_JOB_SECONDS + 60,
+            "This summary takes up to 11 model calls, up to about 16 min on this machine.",
+        ),
         ([10, 1], 60.0, None),
         ([LONG_JOB_CALLS], None, None),
     ],
 )
 def test_what_a_long_summary_costs_is_said_from_its_bound_and_measured_time(bound, seconds, said):
-    assert long_job(SummaryPlan(bound=bound), seconds) == said
+    assert long_job("This summary", SummaryPlan(bound=bound).max_model_calls, seconds) == said

@@ -203,7 +203,7 @@ def test_hostile_parameters_are_400_naming_them(server, route, body, param):
 
 
 def test_prompts_times_choices_past_the_bound_are_one_400_before_any_answer(server):
-    from mixtral_cli.serve.limits import MAX_ANSWERS_PER_REQUEST
+    from mixtral_cli.serve.request_rules import MAX_ANSWERS_PER_REQUEST
 
     prompts = ["Hi"] * (MAX_ANSWERS_PER_REQUEST // 2 + 1)
     status, _, answer = http("POST", f"{server.url}/v1/completions", body={"prompt": prompts, "n": 2})

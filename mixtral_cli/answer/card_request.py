@@ -119,6 +119,27 @@ def _number(parameters: dict, key: str, kind: type, *, option: str) -> int | flo
     return kind(value)
 
 
+def card_answers(
+    request: ModelCardRequest,
+    sampling: SamplingOptions,
+    *,
+    shape: OutputShape | None = None,
+    mode: PromptMode = PromptMode.AUTO,
+    system: str | None = None,
+    describe_shape: bool = True,
+) -> tuple[AnswerRequest, ...]:
+    """The answer each input of ``request`` asks for, as CardJob's answers them (its arguments, as CardJob's)."""
+    first = AnswerRequest(
+        prompt=request.inputs[0],
+        sampling=request.sampling(sampling),
+        mode=mode,
+        system=system,
+        shape=request.output_shape() or shape,
+        describe_shape=describe_shape,
+    )
+    return tuple(replace(first, prompt=source) for source in request.inputs)
+
+
 class CardJob:
     """A model-card request's answers, input after input, each by the same answer job: the text chunks as
     they come, then the list of answers in input order. A shaped answer that cannot be printed raises."""
@@ -136,15 +157,8 @@ class CardJob:
     ) -> None:
         """``sampling``: the defaults the request's parameters override; ``shape``: unless the request has one."""
         self.request = request
-        answer = AnswerRequest(
-            prompt=request.inputs[0],
-            sampling=request.sampling(sampling),
-            mode=mode,
-            system=system,
-            shape=request.output_shape() or shape,
-            describe_shape=describe_shape,
-        )
-        self.job = AnswerJob(answer, model_path=model_path)
+        how = {"mode": mode, "system": system, "describe_shape": describe_shape}
+        self.job = AnswerJob(card_answers(request, sampling, shape=shape, **how)[0], model_path=model_path)
 
     def run(self, engine: Engine) -> Iterator[str | list[str] | None]:
         """As ``AnswerJob.run``: None where an answer waits for the engine's shared batch."""

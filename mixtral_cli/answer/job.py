@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from ..base.errors import AnswerCutError, InvalidRequestError, InvalidToolsError, OutputShapeError
+from ..base.errors import AnswerCutError, InvalidRequestError, InvalidToolsError, MixtralError, OutputShapeError
+from ..engine.layout import Work
 from ..engine.options import OPTION_BOUNDS
 from ..family.prompt_ids import Message, continues_answer
 from .logprobs import Logprobs, readable
@@ -24,7 +25,6 @@ from .shapes import OutputShape, constrained_sampling, finish_answer, with_instr
 from .tool_calls import ToolAnswerReader, ToolCallAnswer, ToolCallDelta, ToolChoice, tool_sampling_for
 
 if TYPE_CHECKING:
-    from ..base.errors import MixtralError
     from ..engine.model import Engine, Generation, GenerationStats
     from ..engine.options import SamplingOptions
 
@@ -41,6 +41,36 @@ def bounded_by_context(sampling: SamplingOptions, n_ctx: int) -> SamplingOptions
     """``sampling`` with ``max_tokens`` at most the context: a larger budget ends the same way, at the context
     (stop reason "context"), and would only mislead the layout planner about the work to come."""
     return replace(sampling, max_tokens=n_ctx) if 0 < n_ctx < sampling.max_tokens else sampling
+
+
+def prompt_ids(request: AnswerRequest, engine: Engine) -> tuple[list[int], bool]:
+    """The ids the model reads for ``request`` (a vocabulary-only engine gives them), and whether they are a chat."""
+    if isinstance(request.prompt, tuple) and all(isinstance(t, int) for t in request.prompt):
+        n_vocab = engine.info.n_vocab
+        if not request.prompt or not all(0 <= t < n_vocab for t in request.prompt):
+            raise InvalidRequestError(f"A prompt of token ids needs ids below {n_vocab}.", param="prompt")
+        return list(request.prompt), False  # as given, as llama-server takes them: no BOS added
+    prompt = list(request.prompt) if isinstance(request.prompt, tuple) else request.prompt
+    tools = request.tools.tools if request.tools else ()
+    return engine.completion_ids(
+        with_instruction(prompt, request.shown), system=request.system, mode=request.mode, tools=tools
+    )
+
+
+def most_work(requests: Iterable[AnswerRequest], engine: Engine, *, n_ctx: int) -> Work:
+    """The most that answering ``requests`` in a context of ``n_ctx`` tokens (0: unknown) asks of the model: each
+    prompt read once, and its n answers of max_tokens each, none past the context. A request that cannot start
+    costs nothing."""
+    prompt_tokens = answer_tokens = 0
+    for request in requests:
+        try:
+            tokens = len(prompt_ids(request, engine)[0])
+        except MixtralError:
+            continue
+        prompt_tokens += tokens
+        room = max(n_ctx - tokens, 0) if n_ctx else request.sampling.max_tokens
+        answer_tokens += request.n * min(request.sampling.max_tokens, room)
+    return Work(prompt_tokens, answer_tokens)
 
 
 class AnswerJob:
@@ -72,7 +102,7 @@ class AnswerJob:
         """Start on ``engine`` (a prompt the context cannot hold raises here), and return the steps; the
         answers' ``AnswerEnd.index`` counts on from ``first_index``."""
         request = self.request
-        ids, chat = self._prompt_ids(engine)
+        ids, chat = prompt_ids(request, engine)
         if any(not 0 <= token < engine.info.n_vocab for token, _ in self.sampling.logit_bias):
             message = f'"logit_bias" may name token ids below {engine.info.n_vocab} only.'
             raise InvalidRequestError(message, param="logit_bias")
@@ -85,19 +115,6 @@ class AnswerJob:
         started = engine.generate(ids, first[0], answer=answer)
         return self._answers(
             engine, ids, (started, *first), sampling, chat=chat, answer=answer, first_index=first_index
-        )
-
-    def _prompt_ids(self, engine: Engine) -> tuple[list[int], bool]:
-        request = self.request
-        if isinstance(request.prompt, tuple) and all(isinstance(t, int) for t in request.prompt):
-            n_vocab = engine.info.n_vocab
-            if not request.prompt or not all(0 <= t < n_vocab for t in request.prompt):
-                raise InvalidRequestError(f"A prompt of token ids needs ids below {n_vocab}.", param="prompt")
-            return list(request.prompt), False  # as given, as llama-server takes them: no BOS added
-        prompt = list(request.prompt) if isinstance(request.prompt, tuple) else request.prompt
-        tools = request.tools.tools if request.tools else ()
-        return engine.completion_ids(
-            with_instruction(prompt, request.shown), system=request.system, mode=request.mode, tools=tools
         )
 
     def _with_tools(self, engine: Engine, sampling: SamplingOptions) -> tuple[SamplingOptions, ToolAnswerReader | None]:

@@ -78,27 +78,6 @@ class SummaryPlan:
         return sum(self.bound)
 
 
-# Work past either of these is said before it starts, and run only when the user agrees (or gave --yes).
-LONG_JOB_CALLS = 500
-LONG_JOB_SECONDS = 15 * 60
-
-
-def long_job(plan: SummaryPlan, seconds: float | None) -> str | None:
-    """What a summary of the planned size will cost, where that is too much to start unasked; else None."""
-    if plan.max_model_calls <= LONG_JOB_CALLS and (seconds is None or seconds <= LONG_JOB_SECONDS):
-        return None
-    took = f", about {_duration(seconds)} on this machine" if seconds is not None else ""
-    return f"This summary takes up to {plan.max_model_calls:,} model calls{took}."
-
-
-def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    if minutes < 1:
-        return f"{seconds:.0f} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
-
-
 # -- input ----------------------------------------------------------------------------------------------
 
 

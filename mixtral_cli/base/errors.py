@@ -330,11 +330,16 @@ class ServerError(MixtralError, ConnectionError):
 
 
 class ServerReportedError(MixtralError):
-    """An error the server met while doing the work: its message, hint and exit code, as if it happened here."""
+    """An error the server met while doing the work: its message, hint and exit code, as if it happened here,
+    and OpenAI's ``code`` and ``type`` it answered with (``invalid_request_error``, ``server_error``)."""
 
-    def __init__(self, message: str, *, hint: str | None, exit_code: int) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None, exit_code: int, code: str | None = None, type: str | None = None
+    ) -> None:
         super().__init__(message, hint=hint)
         self.exit_code = exit_code
+        self.code = code
+        self.type = type
 
 
 class MissingExtraError(MixtralError, ImportError):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..engine.options import DEFAULT_PARALLEL, EngineOptions, SamplingOptions
+from .long_job import agree_to_long_job
 from .options import ModelOption, ResponseShapeOption, ServerOption, runs_a_model
 
 
@@ -43,7 +43,7 @@ def batch(
     server: ServerOption = None,
     response_shape: ResponseShapeOption = None,
     yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Start a batch of hundreds of requests without asking.")
+        bool, typer.Option("--yes", "-y", help="Start a batch of hundreds of requests, or of hours, without asking.")
     ] = False,
     *,
     sampling: SamplingOptions,
@@ -54,13 +54,16 @@ def batch(
     A batch file holds one request per line, as OpenAI's Batch API takes them: {"custom_id", "method":
     "POST", "url": "/v1/chat/completions" or "/v1/completions", "body": {...}}. The answers go to OUTPUT
     in input order, one line each with the body `mixtral serve` answers that route; failed requests go to
-    the errors file. Every line is checked before the first generation: a bad line is an error line,
-    never the end of the run. A folder of request files in the model cards' schema (what `complete
-    --request` takes) is answered into the folder OUTPUT, a file of the same name each.
+    the errors file. Every line is checked before the first generation, as `mixtral serve` checks a
+    request (a "model" it does not run, more than 32 answers): a bad line is an error line, with the code
+    the server answers it with, never the end of the run. A folder of request files in the model cards'
+    schema (what `complete --request` takes) is answered into the folder OUTPUT, a file of the same name
+    each.
 
     Run the same command again after a Ctrl-C, a crash or a full disk: what was answered is skipped, and
     the output is only ever written whole. The sampling options are the defaults each request may
-    override. A batch of more than 500 requests asks first (--yes does not).
+    override. A batch of more than 500 requests, or one that may take more than 15 minutes at the
+    speeds measured for the model on this machine, asks first (--yes does not).
 
     \b
     Examples:
@@ -80,7 +83,9 @@ def batch(
             "errors": errors,
             "runner": runner,
             "sampling": sampling,
-            "agree": lambda n: _agree_to_long_batch(n, yes=yes, progress=progress),
+            "agree": lambda calls, seconds: agree_to_long_job(
+                "This batch", calls, seconds, yes=yes, hint="Give --yes to run it anyway.", progress=progress
+            ),
             "progress": progress.start,
             "on_result": lambda result: progress.advance(result.tokens),
         }
@@ -102,6 +107,7 @@ def _runner(model, server, parallel, engine_options):  # noqa: ANN001, ANN202 - 
     from dataclasses import replace
 
     from ..serve.batch_file import BatchRunner
+    from ..serve.request_rules import ServedModel
 
     if server is not None:
         from ..serve.client import ServerClient
@@ -111,15 +117,19 @@ def _runner(model, server, parallel, engine_options):  # noqa: ANN001, ANN202 - 
     from ..sources.model_path import resolve_model
     from ..ui.console import print_notice
     from ..ui.progress import StageProgress
+    from .serve import served_model_aliases
 
     with StageProgress() as progress:
         model_file = resolve_model(model, progress=progress)
+    path, pulled = model_file.path, model_file.pulled_as
     options = replace(engine_options, sequences=parallel)
     return BatchRunner(
         parallel=parallel,
-        load=lambda: Engine(model_file.path, options, on_notice=print_notice, pulled_as=model_file.pulled_as),
-        model_id=model or model_file.path.name,
-        model_path=model_file.path,
+        load=lambda: Engine(path, options, on_notice=print_notice, pulled_as=pulled),
+        load_vocab=lambda: Engine(path, options, on_notice=print_notice, vocab_only=True, pulled_as=pulled),
+        ctx_size=options.ctx_size,
+        model=ServedModel(model or path.name, served_model_aliases(path, pulled[0] if pulled else None)),
+        model_path=path,
     )
 
 
@@ -130,19 +140,3 @@ def _read_input(source: Path) -> str:
         return source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MixtralError(f"{source} cannot be read: {exc}.") from exc
-
-
-def _agree_to_long_batch(requests: int, *, yes: bool, progress) -> None:  # noqa: ANN001
-    """Before the first request: a batch too long to start unasked is said, and run if the user agrees."""
-    from ..answer.summary_plan import LONG_JOB_CALLS
-    from ..base.errors import MixtralError
-
-    if requests <= LONG_JOB_CALLS or yes:
-        return
-    cost = f"This batch makes {requests:,} model calls."
-    hint = "Give --yes to run it anyway."
-    if not sys.stdin.isatty():
-        raise MixtralError(f"{cost[:-1]}; not started without --yes, as stdin is not a terminal.", hint=hint)
-    with progress.paused():
-        if not typer.confirm(f"{cost} Go on?", default=False, err=True):
-            raise MixtralError("Not started.", hint=hint)

@@ -10,7 +10,10 @@ import typer
 
 from ..answer.summary_plan import MAX_WORDS_BOUND, Length, Style
 from ..engine.options import EngineOptions, SamplingOptions
+from .long_job import agree_to_long_job
 from .options import ModelOption, ServerOption, bounded, runs_a_model
+
+_LONG_HINT = "Give --yes to run it anyway, or a larger --ctx-size for fewer, longer calls."
 
 
 @runs_a_model
@@ -87,7 +90,9 @@ def summarize(
                         n > 1 and p.stage(f"Summarizing, level {level}", n, unit="parts")
                     ),
                     on_chunk=progress.advance_one,
-                    on_plan=lambda plan, seconds, p=progress: _agree_to_long_job(plan, seconds, yes=yes, progress=p),
+                    on_plan=lambda plan, seconds, p=progress: agree_to_long_job(
+                        "This summary", plan.max_model_calls, lambda: seconds, yes=yes, hint=_LONG_HINT, progress=p
+                    ),
                 )
                 # Every level but the last runs here, under the progress bars; the final summary streams after.
                 chunks, plan = summarizer.summarize(text, chunking=not no_chunk)
@@ -97,22 +102,6 @@ def summarize(
                 )
             else:
                 stream_text(chunks)
-
-
-def _agree_to_long_job(plan, seconds: float | None, *, yes: bool, progress) -> None:  # noqa: ANN001
-    """Before the first model call: a summary too long to start unasked is said, and run if the user agrees."""
-    from ..answer.summary_plan import long_job
-    from ..base.errors import MixtralError
-
-    cost = long_job(plan, seconds)
-    if cost is None or yes:
-        return
-    hint = "Give --yes to run it anyway, or a larger --ctx-size for fewer, longer calls."
-    if not sys.stdin.isatty():
-        raise MixtralError(f"{cost[:-1]}; not started without --yes, as stdin is not a terminal.", hint=hint)
-    with progress.paused():
-        if not typer.confirm(f"{cost} Go on?", default=False, err=True):
-            raise MixtralError("Not started.", hint=hint)
 
 
 def _read_documents(files: list[str]):  # noqa: ANN202 - list[Document]

@@ -122,6 +122,18 @@ def _meta(model, key: str) -> str | None:  # noqa: ANN001 - a llama_model_p
     return buffer.value.decode("utf-8", errors="replace") if n >= 0 else None
 
 
+def _context_length(model) -> int:  # noqa: ANN001 - a llama_model_p
+    """The context the model was trained on (0: unknown); a vocabulary-only load leaves llama.cpp's hyperparameters
+    unread, so there the file's metadata says it."""
+    import llama_cpp
+
+    trained = llama_cpp.llama_model_n_ctx_train(model)
+    if trained > 0:
+        return trained
+    said = _meta(model, "llama.context_length") or ""
+    return int(said) if said.isdigit() else 0
+
+
 def model_info(path: Path, model, *, gpu: bool, pulled_as: tuple[str, bool] | None) -> ModelInfo:  # noqa: ANN001
     import llama_cpp
 
@@ -132,7 +144,7 @@ def model_info(path: Path, model, *, gpu: bool, pulled_as: tuple[str, bool] | No
     return ModelInfo(
         path=path,
         name=_meta(model, "general.name") or path.stem,
-        n_ctx_train=llama_cpp.llama_model_n_ctx_train(model),
+        n_ctx_train=_context_length(model),
         n_vocab=n_vocab,
         n_params=llama_cpp.llama_model_n_params(model),
         size_bytes=llama_cpp.llama_model_size(model),

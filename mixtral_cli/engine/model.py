@@ -91,7 +91,9 @@ class Engine:
             # On auto the plain layout loads first: it only maps the file, and tokenizing tells the plan the work.
             # Layers on GPUs or workers keep llama.cpp's default: the choice is about the CPU's kernels.
             offloaded = self.placement is not None and bool(self.placement.devices) and self.placement.n_gpu_layers > 0
-            self._auto = options.repack is None and not vocab_only and not offloaded
+            # On auto the layout stays open until ``prepare`` (never, for a vocabulary alone) chooses it.
+            self._layout_open = options.repack is None and not offloaded
+            self._auto = self._layout_open and not vocab_only
             repack = options.repack if options.repack is not None else not self._auto
             self.layout = Layout.REPACKED if repack else Layout.PLAIN
             self.layout_plan: LayoutPlan | None = None
@@ -220,7 +222,7 @@ class Engine:
             return self.layout_plan
         from . import calibration
 
-        self._auto = False
+        self._auto = self._layout_open = False
         # Before anything else loads: the plain model's pages are page cache, which counts as available.
         available = available_memory()
         key = calibration.cache_key(self.path, threads=self._threads)
@@ -244,12 +246,14 @@ class Engine:
         return plan
 
     def expected_seconds(self, work: Work) -> float | None:
-        """How long ``work`` should take in this engine's layout, from this machine's measured rates (see
-        calibration.py); None where this model was never measured here."""
+        """How long ``work`` should take in this engine's layout (while the layout is open, in the slowest one), from
+        this machine's measured rates (see calibration.py); None where this model was never measured here."""
         from . import calibration
 
         rates = self._rates or calibration.cached_rates(calibration.cache_key(self.path, threads=self._threads))
-        return None if rates is None else expected_seconds(work, rates, self.layout)
+        if rates is None:
+            return None
+        return max(expected_seconds(work, rates, layout) for layout in (Layout if self._layout_open else [self.layout]))
 
     def _sibling(self, *, repack: bool) -> Engine:
         """Another engine of the same file and context size in the other layout."""

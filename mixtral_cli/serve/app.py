@@ -28,10 +28,10 @@ from ..answer.job import AnswerJob
 from ..answer.logprobs import Logprobs
 from ..answer.request import AnswerEnd, AnswerRequest
 from ..answer.tool_calls import ToolCallDelta
-from ..base.errors import InvalidRequestError, MixtralError, ModelNotFoundError
+from ..base.errors import InvalidRequestError, MixtralError
 from ..base.textinput import parse_json
 from ..engine.options import SamplingOptions
-from .limits import BODY_TIMEOUT_S, BodyTooLarge, BodyTooSlow, check_answer_count, read_body
+from .limits import BODY_TIMEOUT_S, BodyTooLarge, BodyTooSlow, read_body
 from .openai_api import (
     Answer,
     Choice,
@@ -44,6 +44,7 @@ from .openai_api import (
     parse_text_request,
 )
 from .openai_errors import APIError, api_error, body_too_large, body_too_slow, invalid_api_key, unknown_route
+from .request_rules import ServedModel, check_answer_count
 from .responses_api import ResponseAnswer, parse_responses_request
 from .scheduler import ClientGone, Job, ModelHost
 from .tool_calls import (
@@ -86,8 +87,9 @@ class ServeConfig:
     model_aliases: frozenset[str] = frozenset()
     cors_origins: tuple[str, ...] = ()  # the browser pages' origins allowed to call (none: no CORS headers)
 
-    def serves(self, name: str) -> bool:
-        return name == self.model_id or name in self.model_aliases
+    @property
+    def served(self) -> ServedModel:
+        return ServedModel(self.model_id, self.model_aliases)
 
 
 def create_app(host: ModelHost, config: ServeConfig) -> Starlette:
@@ -193,19 +195,8 @@ class _Handlers:
         return JSONResponse(models_list(self.config.model_id))
 
     async def model(self, request: Request) -> Response:
-        self._check_model(request.path_params["model_id"])
+        self.config.served.check_name(request.path_params["model_id"])
         return JSONResponse(model_object(self.config.model_id))
-
-    def _check_model(self, name: object) -> None:
-        """A request may leave "model" out; one it names must be the served model, by any of its names."""
-        if name is None or isinstance(name, str) and self.config.serves(name):
-            return
-        if not isinstance(name, str):
-            raise InvalidRequestError('"model" must be a string.', param="model")
-        raise ModelNotFoundError(
-            f"The model `{name}` does not exist on this server: it serves `{self.config.model_id}`.",
-            hint="Ask for the served model, or start a server with the model you want.",
-        )
 
     async def chat_completions(self, request: Request) -> Response:
         return await self._openai(request, parse_chat_request(await self._openai_body(request), self.config.sampling))
@@ -216,7 +207,7 @@ class _Handlers:
     async def _openai_body(self, request: Request) -> object:
         data = await self._json(request)
         if isinstance(data, dict):
-            self._check_model(data.get("model"))
+            self.config.served.check_name(data.get("model"))
         return data
 
     async def responses(self, request: Request) -> Response:
@@ -255,7 +246,7 @@ class _Handlers:
     async def _start_openai(self, request: Request, parsed: OpenAIRequest) -> Job:
         """The job of an OpenAI request's answers, started: its first step is taken before the answer is sent, so
         that a prompt over the context is a 400, not a stream that fails."""
-        check_answer_count(sum(answer.n for answer in parsed.answers))
+        check_answer_count(parsed.answer_count)
         model_path = self.config.model_path
         work = await run_in_threadpool(lambda: openai_work(parsed, model_path=model_path))
         return await self._start(request, work)

@@ -3,8 +3,9 @@
 In, one JSON object per line: ``{"custom_id", "method": "POST", "url": "/v1/chat/completions" | "/v1/completions",
 "body": {...}}``. Out, in input order: ``{"id", "custom_id", "response": {"status_code": 200, "request_id", "body"},
 "error": null}``; a failed request goes to the errors file instead, with ``"response": null, "error": {"code",
-"message"}``. Every line is checked before the first generation: a malformed line, a duplicate ``custom_id``, an
-unknown url or ``stream: true`` is an error line, never an abort of the others.
+"message"}``, OpenAI's code as the server answers it. Every line is checked before the first generation: a malformed
+line, a duplicate ``custom_id``, an unknown url, ``stream: true``, or (answered here) what `mixtral serve` refuses of
+a request is an error line, never an abort of the others.
 
 Resumable: an answer's ``id`` is ``batch_req_`` and a digest of its input line, and each answer is appended to a
 journal beside the output (``OUTPUT.journal``) the moment it is done. A run after a Ctrl-C, a crash or a full disk
@@ -29,11 +30,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..base.atomic import atomic_path, check_writable
-from ..base.errors import ContextOverflowError, InvalidRequestError, MixtralError, OutputPathError, ServerError
+from ..base.errors import InvalidRequestError, MixtralError, OutputPathError, ServerError, ServerReportedError
 from ..engine.options import SamplingOptions
 from .openai_api import Answer, OpenAIRequest, choices_from, openai_work, parse_chat_request, parse_text_request
+from .openai_errors import SERVER_ERROR, api_error
+from .request_rules import ServedModel, check_answer_count
 
 if TYPE_CHECKING:
+    from ..answer.request import AnswerRequest
     from ..engine.model import Engine
     from .client import ServerClient
 
@@ -41,7 +45,6 @@ ROUTES: dict[str, Callable[[object, SamplingOptions], OpenAIRequest]] = {
     "/v1/chat/completions": parse_chat_request,
     "/v1/completions": parse_text_request,
 }
-_ERROR_CODES = {InvalidRequestError: "invalid_request", ContextOverflowError: "context_length_exceeded"}
 
 
 @dataclass(frozen=True)
@@ -76,13 +79,15 @@ def journal_path(output: Path) -> Path:
     return output.with_name(f"{output.name}.journal")
 
 
-def read_lines(text: str, base: SamplingOptions) -> list[BatchLine]:
-    """Every non-blank line of a batch file, checked against its route's schema before anything runs."""
+def read_lines(text: str, base: SamplingOptions, served: ServedModel | None) -> list[BatchLine]:
+    """Every non-blank line of a batch file, checked against its route's schema before anything runs, and, where
+    ``served`` answers it here, against the rules `mixtral serve` holds each request to (request_rules.py); with
+    --server, the server holds it to them."""
     lines, seen = [], set()
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
-        line = _check_line(number, raw, base)
+        line = _check_line(number, raw, base, served)
         if line.error is None and line.custom_id in seen:
             line = _failed(line, InvalidRequestError(f'"custom_id" {line.custom_id!r} is used by an earlier line.'))
         seen.add(line.custom_id)
@@ -90,7 +95,7 @@ def read_lines(text: str, base: SamplingOptions) -> list[BatchLine]:
     return lines
 
 
-def _check_line(number: int, raw: str, base: SamplingOptions) -> BatchLine:
+def _check_line(number: int, raw: str, base: SamplingOptions, served: ServedModel | None) -> BatchLine:
     line_id = "batch_req_" + hashlib.sha256(raw.strip().encode("utf-8")).hexdigest()[:32]
     try:
         data = json.loads(raw)
@@ -113,7 +118,11 @@ def _check_line(number: int, raw: str, base: SamplingOptions) -> BatchLine:
             raise InvalidRequestError(f'Line {number}: "body" must be a JSON object.')
         if body.get("stream"):
             raise InvalidRequestError(f'Line {number}: "stream": true cannot go in a batch; each answer is whole.')
+        if served is not None:  # in the server's order: the model first, then the body, then the answers
+            served.check_name(body.get("model"))
         parsed = ROUTES[url](body, base)
+        if served is not None:
+            check_answer_count(parsed.answer_count)
     except MixtralError as exc:
         return _failed(line, exc)
     return BatchLine(number, line_id, custom_id, url=url, body=body, parsed=parsed)
@@ -124,7 +133,14 @@ def _failed(line: BatchLine, error: MixtralError) -> BatchLine:
 
 
 def error_code(error: MixtralError) -> str:
-    return next((code for kind, code in _ERROR_CODES.items() if isinstance(error, kind)), "server_error")
+    """OpenAI's code for an error line: the one `mixtral serve` answers ``error`` with (with --server, the one the
+    server did); where that gives none, its kind: invalid_request or server_error."""
+    if isinstance(error, ServerReportedError):
+        code, kind = error.code, error.type
+    else:
+        answered = api_error(error)
+        code, kind = answered.code, answered.type
+    return code or ("server_error" if kind in (SERVER_ERROR, None) else "invalid_request")
 
 
 def error_result(line: BatchLine, error: MixtralError) -> BatchResult:
@@ -349,13 +365,31 @@ class BatchSummary:
 
 @dataclass(frozen=True)
 class BatchRunner:
-    """Where the answers come from: a model loaded here (``load``), or a running server (``client``)."""
+    """Where the answers come from: a model loaded here (``load``; ``load_vocab``, its vocabulary alone, and
+    ``ctx_size``, each sequence's context, None: the model's), or a running server (``client``)."""
 
     parallel: int
     load: Callable[[], Engine] | None = None
-    model_id: str = ""
+    load_vocab: Callable[[], Engine] | None = None
+    ctx_size: int | None = None
+    model: ServedModel | None = None
     model_path: Path | None = None
     client: ServerClient | None = None
+
+    def expected_seconds(self, requests: Iterable[AnswerRequest]) -> float | None:
+        """The most answering ``requests`` here should take, one after another, at this machine's measured rates
+        for the model; None with a server, or where the model was never measured here. Reads the vocabulary
+        alone: no weights load."""
+        from ..answer.job import most_work
+        from ..engine.layout import Work
+
+        if self.load_vocab is None:
+            return None
+        with self.load_vocab() as engine:
+            if engine.expected_seconds(Work(0, 0)) is None:  # not measured: no prompt needs reading
+                return None
+            n_ctx = self.ctx_size or engine.info.n_ctx_train
+            return engine.expected_seconds(most_work(requests, engine, n_ctx=n_ctx))
 
 
 def run_batch_file(
@@ -365,20 +399,21 @@ def run_batch_file(
     errors: Path | None,
     runner: BatchRunner,
     sampling: SamplingOptions,
-    agree: Callable[[int], None],
+    agree: Callable[[int, Callable[[], float | None]], None],
     progress: Callable[[int, int], object],
     on_result: Callable[[BatchResult], None],
 ) -> BatchSummary:
     """Answer a batch file into ``output`` (and the errors file): every line checked first, then ``agree`` to the
-    number of requests to run (it raises to refuse), ``progress(to_run, already_answered)``, then each result to
-    ``on_result`` as it comes."""
+    number of requests to run and what they should take at most (a function: it reads every prompt; it raises
+    to refuse), ``progress(to_run, already_answered)``, then each result to ``on_result`` as it comes."""
     import time
 
-    lines = read_lines(text, sampling)
+    lines = read_lines(text, sampling, runner.model)
     with BatchOutput(output, errors) as kept:
         summary = BatchSummary(skipped=sum(line.id in kept.done for line in lines))
         todo = [line for line in lines if line.id not in kept.done]
-        agree(sum(line.error is None for line in todo))
+        requests = [line.parsed for line in todo if line.parsed is not None]
+        agree(len(requests), lambda: runner.expected_seconds(a for r in requests for a in r.answers))
         progress(len(todo), summary.skipped)
         started = time.perf_counter()
         for line in [line for line in todo if line.error is not None]:
@@ -391,7 +426,7 @@ def run_batch_file(
         if runner.client is not None:
             answer_on_server(todo, runner.client, parallel=runner.parallel, on_result=result)
         elif todo:
-            answer_here(todo, load=runner.load, parallel=runner.parallel, model_id=runner.model_id,
+            answer_here(todo, load=runner.load, parallel=runner.parallel, model_id=runner.model.id,
                         model_path=runner.model_path, on_result=result)  # fmt: skip
         summary.seconds = time.perf_counter() - started
         kept.finish(lines)

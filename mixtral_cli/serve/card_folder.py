@@ -8,17 +8,23 @@ answered there is skipped, so a stopped run resumes; one that fails goes to the 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..base.atomic import atomic_path, check_writable
 from ..base.errors import InvalidRequestError, MixtralError, OutputPathError, ServerError
 from ..engine.options import SamplingOptions
 from .batch_file import BatchResult, BatchRunner, BatchSummary, error_code, in_threads, run_here, write_records
+from .request_rules import check_answer_count
+
+if TYPE_CHECKING:
+    from ..answer.card_request import ModelCardRequest
+    from ..answer.request import AnswerRequest
 
 
 @dataclass(frozen=True)
@@ -28,11 +34,13 @@ class CardFile:
     source: Path
     answer: Path
     text: str = ""
+    request: ModelCardRequest | None = None
     error: MixtralError | None = None
 
 
-def card_files(folder: Path, output: Path) -> list[CardFile]:
-    """The request files of ``folder`` (hidden ones aside) not yet answered in ``output``, read and checked."""
+def card_files(folder: Path, output: Path, *, answered_here: bool) -> list[CardFile]:
+    """The request files of ``folder`` (hidden ones aside) not yet answered in ``output``, read and checked; one
+    ``answered_here`` also against the rules the server's /score holds a request to (with --server, it does)."""
     from ..answer.card_request import parse_request
 
     files = []
@@ -42,14 +50,25 @@ def card_files(folder: Path, output: Path) -> list[CardFile]:
             continue  # answered by an earlier run
         try:
             text = source.read_text(encoding="utf-8")
-            parse_request(text)
+            request = parse_request(text)
+            if answered_here:
+                check_answer_count(len(request.inputs))
         except (OSError, UnicodeDecodeError) as exc:
             files.append(CardFile(source, answer, error=InvalidRequestError(f"{source.name} cannot be read: {exc}.")))
         except MixtralError as exc:
             files.append(CardFile(source, answer, error=exc))
         else:
-            files.append(CardFile(source, answer, text=text))
+            files.append(CardFile(source, answer, text=text, request=request))
     return files
+
+
+def _answers(requests: list[ModelCardRequest], sampling: SamplingOptions) -> Iterator[AnswerRequest]:
+    """The answers ``requests`` ask for; a request whose answers cannot be asked (a bad schema) asks none."""
+    from ..answer.card_request import card_answers
+
+    for request in requests:
+        with contextlib.suppress(MixtralError):
+            yield from card_answers(request, sampling)
 
 
 def write_card_answer(file: CardFile, rendered: str) -> None:
@@ -69,13 +88,14 @@ def run_card_folder(
     runner: BatchRunner,
     sampling: SamplingOptions,
     response_shape: object,
-    agree: Callable[[int], None],
+    agree: Callable[[int, Callable[[], float | None]], None],
     progress: Callable[[int, int], object],
     on_result: Callable[[BatchResult], None],
 ) -> BatchSummary:
     """Answer every request file of ``folder`` into a file of the same name in ``output``, in the cards' answer
-    shape; a file already answered there is skipped, one that fails goes to the errors file."""
-    from ..answer.card_request import CardJob, parse_request, render_response
+    shape; a file already answered there is skipped, one that fails goes to the errors file. ``agree`` and
+    ``progress`` as run_batch_file's."""
+    from ..answer.card_request import CardJob, render_response
 
     try:
         output.mkdir(parents=True, exist_ok=True)
@@ -84,7 +104,7 @@ def run_card_folder(
     errors = errors or output.with_name(f"{output.name}.errors.jsonl")
     check_writable(errors)
     total = sum(1 for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    files = card_files(folder, output)
+    files = card_files(folder, output, answered_here=runner.client is None)
     summary = BatchSummary(skipped=total - len(files))
     failures: list[dict[str, Any]] = []
     lock = threading.Lock()
@@ -102,7 +122,8 @@ def run_card_folder(
             summary.done += 1
         on_result(BatchResult({}, failed=False))
 
-    agree(sum(file.error is None for file in files))
+    requests = [file.request for file in files if file.error is None]
+    agree(len(requests), lambda: runner.expected_seconds(_answers(requests, sampling)))
     progress(len(files), summary.skipped)
     started = time.perf_counter()
     for file in [file for file in files if file.error is not None]:
@@ -126,7 +147,7 @@ def run_card_folder(
         works, kept_files = [], []
         for file in files:
             try:
-                works.append(CardJob(parse_request(file.text), sampling, model_path=runner.model_path).run)
+                works.append(CardJob(file.request, sampling, model_path=runner.model_path).run)
                 kept_files.append(file)
             except MixtralError as exc:
                 failed(file, exc)

@@ -1,9 +1,8 @@
-"""What one client may ask of the server, and how long it may take to ask it.
+"""How long one client may take to ask the server (what it may ask: request_rules.py).
 
-A request holds the one engine for as long as its answers take, so the number of answers one request may
-ask for is bounded; a client that sends its headers or body slowly, or not at all, would hold a connection
-(and a file descriptor) forever, so both have a deadline. Once the server listens beyond loopback these are
-what keep one client from starving the others.
+A client that sends its headers or body slowly, or not at all, would hold a connection (and a file
+descriptor) forever, so both have a deadline. Once the server listens beyond loopback these, and the bound on
+answers per request, are what keep one client from starving the others.
 """
 
 from __future__ import annotations
@@ -13,10 +12,8 @@ import asyncio
 from starlette.requests import ClientDisconnect, Request
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ..base.errors import InvalidRequestError
 from .scheduler import ClientGone
 
-MAX_ANSWERS_PER_REQUEST = 32  # /score's prompts (each its own answer, one after another on the engine)
 HEADERS_TIMEOUT_S = 10.0  # from the connection (or the previous answer) to the end of a request's headers
 BODY_TIMEOUT_S = 10.0  # the longest wait for the next piece of a body
 KEEP_ALIVE_S = 5.0  # an idle connection between requests (uvicorn's own default, said here)
@@ -28,15 +25,6 @@ class BodyTooLarge(Exception):
 
 class BodyTooSlow(Exception):
     pass
-
-
-def check_answer_count(count: int) -> None:
-    """Refuse a request that asks for more answers than one request may."""
-    if count > MAX_ANSWERS_PER_REQUEST:
-        raise InvalidRequestError(
-            f"This request asks for {count} answers; one request may ask for {MAX_ANSWERS_PER_REQUEST} at most.",
-            hint="Split it into several requests.",
-        )
 
 
 async def read_body(request: Request, *, limit: int) -> bytes:

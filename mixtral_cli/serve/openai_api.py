@@ -22,7 +22,7 @@ from ..answer.tool_calls import ToolCallDelta
 from ..base.errors import InvalidRequestError
 from ..engine.options import SamplingOptions
 from ..family.prompt_ids import PromptMode
-from .limits import MAX_ANSWERS_PER_REQUEST
+from .request_rules import MAX_ANSWERS_PER_REQUEST
 from .tool_calls import answer_message, delta_json, is_tool_message, request_tools
 from .work import conversation_from, request_number, sampling_from
 
@@ -53,6 +53,11 @@ class OpenAIRequest:
     @property
     def logprobs(self) -> bool:
         return self.answer.sampling.logprobs is not None
+
+    @property
+    def answer_count(self) -> int:
+        """Every answer asked for: n of each prompt."""
+        return sum(answer.n for answer in self.answers)
 
 
 def parse_chat_request(data: object, base: SamplingOptions) -> OpenAIRequest:

@@ -227,8 +227,13 @@ def error_body(exc: MixtralError) -> dict[str, Any]:
 
 def reported(error: dict) -> ServerReportedError:
     """The error a server reported (``error_body``), to raise here as it would have been raised there."""
+    code, kind = error.get("code"), error.get("type")
     return ServerReportedError(
-        str(error.get("message")), hint=error.get("hint"), exit_code=int(error.get("exit_code", 1))
+        str(error.get("message")),
+        hint=error.get("hint"),
+        exit_code=int(error.get("exit_code", 1)),
+        code=code if isinstance(code, str) else None,
+        type=kind if isinstance(kind, str) else None,
     )
 
 
