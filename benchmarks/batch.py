@@ -3,11 +3,14 @@
 Side by side in one run (both servers up at once, measured in turns, the best of ``--repeat`` runs each, so that
 a busy machine's other load falls on both), on the same GGUF, threads, context per sequence (512) and greedy prompts:
 
-- aggregate generated tokens per second and time to first token with 1, 2, 4 and 8 concurrent clients, each
-  streaming one /v1/completions answer of ``--tokens`` tokens, against `mixtral serve --parallel 8` and against
-  `llama-server -np 8` (built from the llama.cpp llama-cpp-python vendors, scripts/build-llama-tools.sh), with the
-  ratio; and what llama-batched-bench measures for the same model, its B=8 over B=1 decode gain printed beside
-  ours (the target: at every B, ≥ 0.95× llama-server; B=8 over B=1 at least llama-batched-bench's);
+- aggregate generated tokens per second, time to first token and aggregate decode rate (the tokens after the
+  first, from the first first token to the last end: no prompts, as llama-batched-bench's S_TG) with 1, 2, 4 and
+  8 concurrent clients, each streaming one /v1/completions answer of ``--tokens`` tokens, against `mixtral serve
+  --parallel 8` and against `llama-server -np 8` (built from the llama.cpp llama-cpp-python vendors,
+  scripts/build-llama-tools.sh), with the ratio; and what llama-batched-bench measures for the same model, its B=8
+  over B=1 decode gain printed beside both servers' (the target: at every B, ≥ 0.95× llama-server; B=8 over B=1
+  at least llama-batched-bench's). Each server evaluates every prompt whole (llama-server's prompt cache is off
+  per request: `mixtral serve` reuses a KV prefix only for the conversation a sequence holds);
 - `mixtral batch` of ``--requests`` requests against the same requests one `mixtral complete` at a time, and
   through `mixtral serve --parallel 1`.
 
@@ -93,10 +96,11 @@ def start_llama_server(model: Path, work: Path, threads: int, parallel: int) -> 
     return process, url
 
 
-def one_answer(url: str, i: int, tokens: int) -> tuple[float, float, int]:
-    """Seconds to the first streamed token, seconds to the end, and completion tokens of one greedy answer."""
+def one_answer(url: str, i: int, tokens: int, fields: dict | None = None) -> tuple[float, float, float, int]:
+    """When it started, when its first token came and when it ended (perf_counter), and the completion tokens of
+    one greedy streamed answer (``fields``: the server's own request fields)."""
     body = {"prompt": PROMPT.format(i=i), "max_tokens": tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}  # fmt: skip
+            "stream_options": {"include_usage": True}, **(fields or {})}  # fmt: skip
     request = urllib.request.Request(
         f"{url}/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
@@ -108,17 +112,21 @@ def one_answer(url: str, i: int, tokens: int) -> tuple[float, float, int]:
             chunk = json.loads(line[6:])
             if chunk.get("choices") and chunk["choices"][0].get("text"):
                 chunks += 1
-                first = first if first is not None else time.perf_counter() - started
+                first = first if first is not None else time.perf_counter()
             if chunk.get("usage"):
                 used = chunk["usage"]["completion_tokens"]
-    return first or 0.0, time.perf_counter() - started, used or chunks  # llama-server: a token a chunk
+    ended = time.perf_counter()
+    return started, first or ended, ended, used or chunks  # llama-server: a token a chunk
 
 
-def clients_at_once(url: str, clients: int, tokens: int, offset: int) -> tuple[float, float]:
-    """Aggregate generated tokens per second, and the mean time to first token, of ``clients`` at once."""
-    results: list[tuple[float, float, int]] = []
+def clients_at_once(url: str, clients: int, tokens: int, offset: int, fields: dict | None = None) -> tuple[float, ...]:
+    """Of ``clients`` at once: aggregate generated tokens per second, the mean time to first token, and the
+    aggregate decode rate (the tokens after each first one, from the first first token to the last end: what
+    llama-batched-bench's S_TG measures, without the prompts)."""
+    results: list[tuple[float, float, float, int]] = []
     threads = [
-        threading.Thread(target=lambda i=i: results.append(one_answer(url, offset + i, tokens))) for i in range(clients)
+        threading.Thread(target=lambda i=i: results.append(one_answer(url, offset + i, tokens, fields)))
+        for i in range(clients)
     ]
     started = time.perf_counter()
     for thread in threads:
@@ -126,7 +134,12 @@ def clients_at_once(url: str, clients: int, tokens: int, offset: int) -> tuple[f
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
-    return sum(r[2] for r in results) / wall, sum(r[0] for r in results) / len(results)
+    decoding = max(r[2] for r in results) - min(r[1] for r in results)
+    return (
+        sum(r[3] for r in results) / wall,
+        sum(r[1] - r[0] for r in results) / len(results),
+        sum(r[3] - 1 for r in results) / decoding,
+    )
 
 
 def serve_side_by_side(model: Path, work: Path, threads: int, tokens: int, repeat: int) -> dict[str, dict[int, tuple]]:
@@ -134,6 +147,9 @@ def serve_side_by_side(model: Path, work: Path, threads: int, tokens: int, repea
     other load falls on both; the best of ``repeat`` runs of each."""
     servers = {"mixtral serve --parallel 8": start_mixtral, "llama-server -np 8": start_llama_server}
     started = {name: start(model, work, threads, 8) for name, start in servers.items()}
+    # Every prompt evaluated whole by both: mixtral serve reuses a sequence's KV prefix only for the conversation
+    # it holds (an answer must not depend on what else was asked), llama-server for any prompt sharing a start.
+    fields = {"mixtral serve --parallel 8": {}, "llama-server -np 8": {"cache_prompt": False}}
     measured: dict[str, dict[int, tuple]] = {name: {} for name in servers}
     try:
         for _, url in started.values():
@@ -142,10 +158,10 @@ def serve_side_by_side(model: Path, work: Path, threads: int, tokens: int, repea
             for run in range(repeat):
                 for name, (_, url) in started.items():
                     # prompts no run used before: llama-server's prompt cache would answer a repeat's at once
-                    rate, first = clients_at_once(url, b, tokens, offset=1000 * run + 100 * b)
+                    result = clients_at_once(url, b, tokens, offset=1000 * run + 100 * b, fields=fields[name])
                     best = measured[name].get(b)
-                    if best is None or rate > best[0]:
-                        measured[name][b] = (rate, first)
+                    if best is None or result[0] > best[0]:
+                        measured[name][b] = result
             print(f"  {b} clients measured", flush=True)
     finally:
         for process, _ in started.values():
@@ -166,7 +182,7 @@ def batched_bench(model: Path, threads: int, tokens: int) -> tuple[str, dict[int
     rates = {}
     for line in table[2:]:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        rates[int(cells[2])] = float(cells[8])  # B, and S_TG t/s
+        rates[int(cells[2])] = float(cells[7])  # B, and S_TG t/s (cells: PP, TG, B, N_KV, T_PP, S_PP, T_TG, S_TG, ...)
     return "\n".join(table), rates
 
 
@@ -235,17 +251,19 @@ def main() -> None:
 def serve_part(model: Path, args: argparse.Namespace) -> None:
     measured = serve_side_by_side(model, args.work, args.threads, args.tokens, args.repeat)
     ours, theirs = measured["mixtral serve --parallel 8"], measured["llama-server -np 8"]
-    print(f"{'clients':>7}  {'mixtral tok/s':>13}  {'llama-server tok/s':>18}  {'ratio':>5}  "
-          f"{'mixtral TTFT s':>14}  {'llama-server TTFT s':>19}")  # fmt: skip
+    print(f"{'clients':>7}  {'mixtral tok/s':>13}  {'llama-server tok/s':>18}  {'ratio':>5}  {'mixtral TTFT s':>14}  "
+          f"{'llama-server TTFT s':>19}  {'mixtral decode':>14}  {'llama-server decode':>19}")  # fmt: skip
     for b in CLIENTS:
         print(f"{b:>7}  {ours[b][0]:>13.1f}  {theirs[b][0]:>18.1f}  {ours[b][0] / theirs[b][0]:>5.2f}  "
-              f"{ours[b][1]:>14.3f}  {theirs[b][1]:>19.3f}")  # fmt: skip
+              f"{ours[b][1]:>14.3f}  {theirs[b][1]:>19.3f}  {ours[b][2]:>14.1f}  {theirs[b][2]:>19.1f}")  # fmt: skip
     table, rates = batched_bench(model, args.threads, args.tokens)
     print(f"\nllama-batched-bench (same model, threads, context):\n{table}")
     top = CLIENTS[-1]
     print(
-        f"\nB={top} over B=1, aggregate decode: mixtral serve {ours[top][0] / ours[1][0]:.2f}x, "
-        f"llama-server {theirs[top][0] / theirs[1][0]:.2f}x, llama-batched-bench {rates[top] / rates[1]:.2f}x"
+        f"\nB={top} over B=1: aggregate tok/s, mixtral serve {ours[top][0] / ours[1][0]:.2f}x, llama-server "
+        f"{theirs[top][0] / theirs[1][0]:.2f}x; aggregate decode (no prompts), mixtral serve "
+        f"{ours[top][2] / ours[1][2]:.2f}x, llama-server {theirs[top][2] / theirs[1][2]:.2f}x, "
+        f"llama-batched-bench (S_TG) {rates[top] / rates[1]:.2f}x"
     )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from ..base.errors import MissingExtraError
 
-_SERVE_EXTRA = ("starlette", "uvicorn", "anyio", "h11")
+_SERVE_EXTRA = ("starlette", "uvicorn", "anyio", "httptools", "uvloop")
 
 
 def server_runner() -> Callable[..., None]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from starlette.requests import ClientDisconnect, Request
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .scheduler import ClientGone
 
@@ -52,9 +52,11 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-class DeadlineHTTPProtocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, which closes a connection whose request headers are not complete
-    HEADERS_TIMEOUT_S after it opened or after its previous answer (uvicorn itself waits forever)."""
+class DeadlineHTTPProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol on httptools (llhttp, in C: the pure-Python h11 costs a streamed token more than
+    the 2-core machines this runs on can spare beside llama.cpp's threads), which closes a connection whose
+    request headers are not complete HEADERS_TIMEOUT_S after it opened or after its previous answer (uvicorn
+    itself waits forever)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
