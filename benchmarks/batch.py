@@ -3,13 +3,13 @@
 Side by side in one run (both servers up at once, measured in turns, the best of ``--repeat`` runs each, so that
 a busy machine's other load falls on both), on the same GGUF, threads, context per sequence (512) and greedy prompts:
 
-- aggregate generated tokens per second, time to first token and aggregate decode rate (the tokens after the
-  first, from the first first token to the last end: no prompts, as llama-batched-bench's S_TG) with 1, 2, 4 and
-  8 concurrent clients, each streaming one /v1/completions answer of ``--tokens`` tokens, against `mixtral serve
-  --parallel 8` and against `llama-server -np 8` (built from the llama.cpp llama-cpp-python vendors,
-  scripts/build-llama-tools.sh), with the ratio; and what llama-batched-bench measures for the same model, its B=8
-  over B=1 decode gain printed beside both servers' (the target: at every B, ≥ 0.95× llama-server; B=8 over B=1
-  at least llama-batched-bench's). Each server evaluates every prompt whole (llama-server's prompt cache is off
+- aggregate generated tokens per second, time to first token and the steady decode rate (tokens per second
+  while every client decodes: no prompts, as llama-batched-bench's S_TG) with 1, 2, 4 and 8 concurrent clients,
+  each streaming one /v1/completions answer of ``--tokens`` tokens, against `mixtral serve --parallel 8` and
+  against `llama-server -np 8` (built from the llama.cpp llama-cpp-python vendors, scripts/build-llama-tools.sh),
+  with the ratio; and what llama-batched-bench measures for the same model, its B=8 over B=1 decode gain printed
+  beside both servers' (the target: at every B, ≥ 0.95× llama-server; B=8 over B=1 at least
+  llama-batched-bench's). Each server evaluates every prompt whole (llama-server's prompt cache is off
   per request: `mixtral serve` reuses a KV prefix only for the conversation a sequence holds);
 - `mixtral batch` of ``--requests`` requests against the same requests one `mixtral complete` at a time, and
   through `mixtral serve --parallel 1`.
@@ -96,34 +96,43 @@ def start_llama_server(model: Path, work: Path, threads: int, parallel: int) -> 
     return process, url
 
 
-def one_answer(url: str, i: int, tokens: int, fields: dict | None = None) -> tuple[float, float, float, int]:
-    """When it started, when its first token came and when it ended (perf_counter), and the completion tokens of
-    one greedy streamed answer (``fields``: the server's own request fields)."""
+def one_answer(url: str, i: int, tokens: int, fields: dict | None = None) -> tuple[float, list[float], float, int]:
+    """When it started, when each piece of text came and when it ended (perf_counter), and the completion tokens
+    of one greedy streamed answer (``fields``: the server's own request fields)."""
     body = {"prompt": PROMPT.format(i=i), "max_tokens": tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}, **(fields or {})}  # fmt: skip
     request = urllib.request.Request(
         f"{url}/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
-    started, first, used, chunks = time.perf_counter(), None, 0, 0
+    started, arrivals, used = time.perf_counter(), [], 0
     with urllib.request.urlopen(request, timeout=600) as response:
         for line in response:
             if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
             if chunk.get("choices") and chunk["choices"][0].get("text"):
-                chunks += 1
-                first = first if first is not None else time.perf_counter()
+                arrivals.append(time.perf_counter())
             if chunk.get("usage"):
                 used = chunk["usage"]["completion_tokens"]
     ended = time.perf_counter()
-    return started, first or ended, ended, used or chunks  # llama-server: a token a chunk
+    return started, arrivals or [ended], ended, used or len(arrivals)  # llama-server: a token a chunk
+
+
+def steady_decode_rate(results: list[tuple[float, list[float], float, int]]) -> float:
+    """Tokens per second while every client decodes (from the last first token to the first end): what
+    llama-batched-bench's S_TG measures, B sequences decoding together, without the prompts. A piece of text may
+    hold several tokens (or a token none): each client's pieces count its tokens in proportion."""
+    start, end = max(r[1][0] for r in results), min(r[2] for r in results)
+    if end <= start:
+        return 0.0
+    tokens = sum(sum(start < t <= end for t in r[1]) * r[3] / len(r[1]) for r in results)
+    return tokens / (end - start)
 
 
 def clients_at_once(url: str, clients: int, tokens: int, offset: int, fields: dict | None = None) -> tuple[float, ...]:
     """Of ``clients`` at once: aggregate generated tokens per second, the mean time to first token, and the
-    aggregate decode rate (the tokens after each first one, from the first first token to the last end: what
-    llama-batched-bench's S_TG measures, without the prompts)."""
-    results: list[tuple[float, float, float, int]] = []
+    steady decode rate (``steady_decode_rate``)."""
+    results: list[tuple[float, list[float], float, int]] = []
     threads = [
         threading.Thread(target=lambda i=i: results.append(one_answer(url, offset + i, tokens, fields)))
         for i in range(clients)
@@ -134,11 +143,10 @@ def clients_at_once(url: str, clients: int, tokens: int, offset: int, fields: di
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
-    decoding = max(r[2] for r in results) - min(r[1] for r in results)
     return (
         sum(r[3] for r in results) / wall,
-        sum(r[1] - r[0] for r in results) / len(results),
-        sum(r[3] - 1 for r in results) / decoding,
+        sum(r[1][0] - r[0] for r in results) / len(results),
+        steady_decode_rate(results),
     )
 
 
@@ -261,7 +269,7 @@ def serve_part(model: Path, args: argparse.Namespace) -> None:
     top = CLIENTS[-1]
     print(
         f"\nB={top} over B=1: aggregate tok/s, mixtral serve {ours[top][0] / ours[1][0]:.2f}x, llama-server "
-        f"{theirs[top][0] / theirs[1][0]:.2f}x; aggregate decode (no prompts), mixtral serve "
+        f"{theirs[top][0] / theirs[1][0]:.2f}x; steady decode (no prompts), mixtral serve "
         f"{ours[top][2] / ours[1][2]:.2f}x, llama-server {theirs[top][2] / theirs[1][2]:.2f}x, "
         f"llama-batched-bench (S_TG) {rates[top] / rates[1]:.2f}x"
     )
