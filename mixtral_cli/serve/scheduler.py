@@ -14,6 +14,7 @@ leaves before the next evaluation: a long prompt stops within one chunk.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import queue
@@ -67,7 +68,8 @@ class Job:
         self.cancelled = threading.Event()
         self.submitted = time.monotonic()
         self.loop = loop
-        self._results: asyncio.Queue[object] = asyncio.Queue()
+        self._results: collections.deque[object] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None  # set while the request waits for a result
         self._client_asked = time.monotonic()  # when the request was last asked whether its client is still there
 
     def send(self, item: object) -> None:
@@ -76,7 +78,8 @@ class Job:
 
     def deliver(self, item: object) -> None:
         """On the request's event loop: ``item`` is the next result."""
-        self._results.put_nowait(item)
+        self._results.append(item)
+        _wake(self._waiter)
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -118,13 +121,17 @@ class Job:
             self.cancel()  # a request that stops listening, for whatever reason, frees the engine at once
 
     async def _next(self, timeout: float, client_gone: Callable[[], Awaitable[bool]]) -> object | None:
-        try:
-            item = self._results.get_nowait()  # mostly a result is there: no timer, no task to wait in
-        except asyncio.QueueEmpty:
+        """The next result, or None after ``timeout`` seconds without one. A future and a timer, not
+        asyncio.wait_for's task of its own: this runs for every streamed token."""
+        if not self._results:
+            self._waiter = self.loop.create_future()
+            timer = self.loop.call_later(timeout, _wake, self._waiter)
             try:
-                item = await asyncio.wait_for(self._results.get(), timeout)
-            except asyncio.TimeoutError:
-                item = None
+                await self._waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        item = self._results.popleft() if self._results else None
         # Asked when results stop, and every _POLL_S while they flow: a request of many answers (each of
         # them chunks) must stop as soon as its client has left, not once it is done.
         now = time.monotonic()
@@ -134,6 +141,11 @@ class Job:
                 self.cancel()
                 raise ClientGone
         return item
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _send_all(loop: asyncio.AbstractEventLoop, results: list[tuple[Job, object]]) -> None:
