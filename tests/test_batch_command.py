@@ -196,14 +196,8 @@ def test_more_than_500_requests_need_yes_when_stdin_is_not_a_terminal(tmp_path):
 def test_a_batch_sent_to_a_server_gets_the_same_answers(demo_model, tmp_path):
     lines = [request_line(f"r{i}", f"Question {i}") for i in range(4)] + ["{"]
     source = write_input(tmp_path / "in.jsonl", lines)
-    here = run_mixtral("batch", source, "-o", tmp_path / "here.jsonl", *ENGINE)
-    server = Server(demo_model, tmp_path / "home", "--ctx-size", "256", "--no-repack")
-    try:
-        there = run_mixtral("batch", source, "-o", tmp_path / "there.jsonl", "--server", server.url)
-    finally:
-        server.stop()
+    batch_here_and_on_a_server(demo_model, tmp_path, source, "tiny")
 
-    assert here.returncode == 0 and there.returncode == 0, here.stderr + there.stderr
     assert contents(tmp_path / "there.jsonl") == contents(tmp_path / "here.jsonl")
     assert len(records(tmp_path / "there.errors.jsonl")) == 1
 
@@ -305,17 +299,10 @@ def test_the_lines_a_server_refuses_read_as_the_lines_refused_here(demo_model, t
         request_line("unsupported", "Hi", url="/v1/completions", suffix="!"),
     ]
     source = write_input(tmp_path / "in.jsonl", lines)
-    # The server's engine options, and the same -m: the served model's name is in a refusal's message.
-    engine = ("-m", demo_model, "--threads", "1", "--ctx-size", "256", "--no-repack")
-    here = run_mixtral("batch", source, "-o", tmp_path / "here.jsonl", *engine)
-    slow_rates(0.02)  # this machine's speed says nothing of the server's: no estimate, not asked
-    server = Server(demo_model, tmp_path / "home", "--ctx-size", "256", "--no-repack")
-    try:
-        there = run_mixtral("batch", source, "-o", tmp_path / "there.jsonl", "--server", server.url)
-    finally:
-        server.stop()
+    slow_rates(0.02)  # this machine's speed says nothing of the server's: no estimate, not asked (here: --yes)
+    # The same -m as the server's: the served model's name is in a refusal's message.
+    batch_here_and_on_a_server(demo_model, tmp_path, source, demo_model, "--yes")
 
-    assert here.returncode == 0 and there.returncode == 0, here.stderr + there.stderr
     refused_here = {r["custom_id"]: r["error"] for r in records(tmp_path / "here.errors.jsonl")}
     refused_there = {r["custom_id"]: r["error"] for r in records(tmp_path / "there.errors.jsonl")}
     assert refused_there == refused_here
@@ -332,6 +319,18 @@ def test_the_lines_a_server_refuses_read_as_the_lines_refused_here(demo_model, t
 
 
 # -- a batch that would take long on this machine --------------------------------------------------------------
+
+
+def batch_here_and_on_a_server(demo_model, tmp_path, source, model, *here_options) -> None:  # noqa: ANN001
+    """``source`` answered by `mixtral batch` here (``-m model``, ENGINE's other options and ``here_options``) into
+    here.jsonl, then by a server of the same engine options into there.jsonl; both runs succeed."""
+    here = run_mixtral("batch", source, "-o", tmp_path / "here.jsonl", *ENGINE[2:], "-m", model, *here_options)
+    server = Server(demo_model, tmp_path / "home", "--ctx-size", "256", "--no-repack")
+    try:
+        there = run_mixtral("batch", source, "-o", tmp_path / "there.jsonl", "--server", server.url)
+    finally:
+        server.stop()
+    assert here.returncode == 0 and there.returncode == 0, here.stderr + there.stderr
 
 
 def slow_rates(tokens_per_second: float) -> None:
