@@ -49,6 +49,12 @@ class Server:
         with urllib.request.urlopen(f"{self.url}/health", timeout=10) as response:
             return json.loads(response.read())
 
+    def openai_client(self, api_key: str = "unused"):  # noqa: ANN201 - an openai.OpenAI
+        """The official client, against this server's /v1, with no retries (a refusal must show as it is)."""
+        import openai
+
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0)
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.terminate()

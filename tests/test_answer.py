@@ -31,7 +31,7 @@ def server(demo_model, tmp_path_factory):
 
 @pytest.fixture
 def client(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    return server.openai_client()
 
 
 def local(*args: str, input: str = ""):  # noqa: ANN201 - CompletedProcess

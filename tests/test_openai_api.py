@@ -55,7 +55,7 @@ def engine(server):
 
 @pytest.fixture
 def client(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    return server.openai_client()
 
 
 def chat(client: openai.OpenAI, content: str = PROMPT, **options):  # noqa: ANN201
@@ -115,7 +115,7 @@ def test_models_retrieve_of_another_model_is_not_found(client):
 def test_a_wrong_api_key_is_authentication_error_invalid_api_key(demo_model, tmp_path):
     keyed = Server(demo_model, tmp_path, "--api-key", "right")
     try:
-        wrong = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key="wrong", max_retries=0)
+        wrong = keyed.openai_client("wrong")
         with pytest.raises(openai.AuthenticationError) as raised:
             wrong.models.list()
     finally:

@@ -50,7 +50,7 @@ def server(demo_model, tmp_path_factory):
 
 @pytest.fixture
 def client(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    return server.openai_client()
 
 
 def complete(*args: str) -> str:
@@ -340,12 +340,12 @@ def test_a_request_cancelled_mid_stream_leaves_the_others_untouched(client):
 def test_wrong_api_key_is_401_and_nothing_runs(demo_model, tmp_path):
     server = Server(demo_model, tmp_path / "home", "--api-key", "right key")
     try:
-        wrong = openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong key", max_retries=0)
+        wrong = server.openai_client("wrong key")
         with pytest.raises(openai.AuthenticationError):
             chat(wrong, PROMPT)
         assert server.health()["requests_run"] == 0
 
-        right = openai.OpenAI(base_url=f"{server.url}/v1", api_key="right key", max_retries=0)
+        right = server.openai_client("right key")
         assert chat(right, PROMPT).choices[0].message.content
     finally:
         server.stop()
@@ -369,7 +369,7 @@ def test_complete_over_a_server_with_a_key_sends_mixtral_api_key(demo_model, tmp
 def test_keep_alive_0_unloads_after_each_request_and_loads_again(demo_model, tmp_path):
     server = Server(demo_model, tmp_path / "home", "--keep-alive", "0")
     try:
-        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        client = server.openai_client()
         first = chat(client, PROMPT).choices[0].message.content
         assert _eventually(lambda: not server.health()["loaded"])
 
@@ -382,7 +382,7 @@ def test_keep_alive_0_unloads_after_each_request_and_loads_again(demo_model, tmp
 def test_a_request_that_waits_too_long_is_503_with_retry_after(demo_model, tmp_path):
     server = Server(demo_model, tmp_path / "home", "--queue-timeout", "0.5", "--parallel", "1")
     try:
-        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        client = server.openai_client()
         stream = chat(client, PROMPT, max_tokens=100_000, stream=True)
         next(iter(stream))
 
@@ -398,7 +398,7 @@ def test_a_request_that_waits_too_long_is_503_with_retry_after(demo_model, tmp_p
 
 def test_sigterm_ends_requests_in_flight_with_an_error_and_frees_the_port(demo_model, tmp_path):
     server = Server(demo_model, tmp_path / "home")
-    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    client = server.openai_client()
     stream = chat(client, PROMPT, max_tokens=100_000, stream=True)
     chunks = iter(stream)
     next(chunks)
@@ -435,7 +435,7 @@ def cancelled_prompts(server: Server) -> list[tuple[int, int]]:
 def test_a_client_that_leaves_during_its_prompt_frees_the_engine_before_the_prompt_is_read(demo_model, tmp_path):
     server = Server(demo_model, tmp_path / "home", "--parallel", "2", *CHUNKED)
     try:
-        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        client = server.openai_client()
         long_prompt_stream(client).close()
 
         assert _eventually(lambda: not server.health()["busy"]), "the prompt went on without its client"
@@ -450,7 +450,7 @@ def test_a_client_that_leaves_during_its_prompt_frees_the_engine_before_the_prom
 def test_a_stream_goes_on_while_another_clients_long_prompt_is_read(demo_model, tmp_path):
     server = Server(demo_model, tmp_path / "home", "--parallel", "2", *CHUNKED)
     try:
-        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        client = server.openai_client()
         received: list[str] = []  # which stream each chunk came from, in the order they came
         long = long_prompt_stream(client)
 
@@ -485,7 +485,7 @@ def test_a_stream_goes_on_while_another_clients_long_prompt_is_read(demo_model, 
 
 def test_sigterm_during_a_long_prompt_ends_it_with_an_error_and_frees_the_port(demo_model, tmp_path):
     server = Server(demo_model, tmp_path / "home", *CHUNKED)
-    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    client = server.openai_client()
     stream = long_prompt_stream(client)
 
     server.process.send_signal(signal.SIGTERM)

@@ -37,7 +37,7 @@ def server(convert, tmp_path_factory):
 
 @pytest.fixture
 def client(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    return server.openai_client()
 
 
 def post(url: str, body: object) -> tuple[int, dict]:
@@ -171,7 +171,7 @@ def test_a_named_function_is_called(client):
 def test_tools_on_the_8x7b_format_are_refused_naming_the_8x22b_instruct(demo_model, tmp_path):
     running = Server(demo_model, tmp_path / "home")
     try:
-        v1 = openai.OpenAI(base_url=f"{running.url}/v1", api_key="unused", max_retries=0)
+        v1 = running.openai_client()
         with pytest.raises(openai.BadRequestError, match="Mixtral-8x22B-Instruct"):
             v1.chat.completions.create(model="tiny", messages=ASK, tools=[CITY])
     finally:
