@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from ..base.errors import MissingExtraError
 
-_SERVE_EXTRA = ("starlette", "uvicorn", "anyio", "httptools", "uvloop")
+_SERVE_EXTRA = ("starlette", "uvicorn", "anyio", "httptools")
 
 
 def server_runner() -> Callable[..., None]:
