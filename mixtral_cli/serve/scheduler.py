@@ -379,7 +379,6 @@ class ModelHost:
             log.warning("a request was cancelled after %s of its %s prompt tokens", f"{read[0]:,}", f"{read[1]:,}")
 
 
-
 def _failure(exc: Exception) -> _Failed:
     """A job's error as its request sees it: an error of the server's own is logged and said in general terms."""
     if not isinstance(exc, MixtralError):
