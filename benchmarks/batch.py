@@ -1,7 +1,8 @@
 """Batched decoding: `mixtral serve --parallel 8` against llama.cpp's own `llama-server -np 8`, and `mixtral batch`.
 
-Side by side in one run (both servers up at once, measured in turns, the best of ``--repeat`` runs each, so that
-a busy machine's other load falls on both), on the same GGUF, threads, context per sequence (512) and greedy prompts:
+Side by side in one run (both servers up at once, measured in ``--repeat`` pairs of runs, one server then the
+other with the order alternating, so that a pair shares the machine's load of the moment; the medians count), on
+the same GGUF, threads, context per sequence (512) and greedy prompts:
 
 - aggregate generated tokens per second, time to first token and the steady decode rate (tokens per second
   while every client decodes: no prompts, as llama-batched-bench's S_TG) with 1, 2, 4 and 8 concurrent clients,
@@ -17,7 +18,7 @@ a busy machine's other load falls on both), on the same GGUF, threads, context p
 The mini model is a random Mixtral of 791M parameters (hidden 1024, 8 layers, 8 experts, top-2); the 8x7B-shaped
 one has 8x7B's real tensors but ``--layers`` of its 32 layers; both Q4_K_M, repacked (both servers' default).
 
-    python benchmarks/batch.py [--model mini|8x7b] [--layers 4] [--work DIR] [--threads 2] [--tokens 48] [--repeat 2]
+    python benchmarks/batch.py [--model mini|8x7b] [--layers 4] [--work DIR] [--threads 2] [--tokens 48] [--repeat 5]
                                [--requests 64] [--batch-tokens 16] [--parts serve,batch-file]
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,26 +152,25 @@ def clients_at_once(url: str, clients: int, tokens: int, offset: int, fields: di
     )
 
 
-def serve_side_by_side(model: Path, work: Path, threads: int, tokens: int, repeat: int) -> dict[str, dict[int, tuple]]:
-    """Both servers up at once, measured in turns (each B, each repeat: ours, then theirs) so that the machine's
-    other load falls on both; the best of ``repeat`` runs of each."""
+def serve_side_by_side(model: Path, work: Path, threads: int, tokens: int, repeat: int) -> dict[str, dict[int, list]]:
+    """Both servers up at once, measured in pairs (each B, each repeat: one server then the other, the order
+    alternating), so that a pair shares the machine's load of the moment: every run's results, per server."""
     servers = {"mixtral serve --parallel 8": start_mixtral, "llama-server -np 8": start_llama_server}
     started = {name: start(model, work, threads, 8) for name, start in servers.items()}
     # Every prompt evaluated whole by both: mixtral serve reuses a sequence's KV prefix only for the conversation
     # it holds (an answer must not depend on what else was asked), llama-server for any prompt sharing a start.
     fields = {"mixtral serve --parallel 8": {}, "llama-server -np 8": {"cache_prompt": False}}
-    measured: dict[str, dict[int, tuple]] = {name: {} for name in servers}
+    measured: dict[str, dict[int, list]] = {name: {b: [] for b in CLIENTS} for name in servers}
     try:
         for _, url in started.values():
             one_answer(url, 999, 4)  # warm: weights paged in, kernels ready
         for b in CLIENTS:
             for run in range(repeat):
-                for name, (_, url) in started.items():
+                turns = list(started.items())
+                for name, (_, url) in turns if run % 2 == 0 else reversed(turns):
                     # prompts no run used before: llama-server's prompt cache would answer a repeat's at once
                     result = clients_at_once(url, b, tokens, offset=1000 * run + 100 * b, fields=fields[name])
-                    best = measured[name].get(b)
-                    if best is None or result[0] > best[0]:
-                        measured[name][b] = result
+                    measured[name][b].append(result)
             print(f"  {b} clients measured", flush=True)
     finally:
         for process, _ in started.values():
@@ -242,7 +243,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mixtral-bench")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=48, help="greedy tokens per client")
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each measurement; the best counts")
+    parser.add_argument("--repeat", type=int, default=5, help="pairs of runs of each measurement; medians count")
     parser.add_argument("--requests", type=int, default=64, help="requests of the batch-file comparison")
     parser.add_argument("--batch-tokens", type=int, default=16, help="tokens per request there")
     parser.add_argument(
@@ -264,20 +265,30 @@ def main() -> None:
 def serve_part(model: Path, args: argparse.Namespace) -> None:
     measured = serve_side_by_side(model, args.work, args.threads, args.tokens, args.repeat)
     ours, theirs = measured["mixtral serve --parallel 8"], measured["llama-server -np 8"]
-    print(f"{'clients':>7}  {'mixtral tok/s':>13}  {'llama-server tok/s':>18}  {'ratio':>5}  {'mixtral TTFT s':>14}  "
-          f"{'llama-server TTFT s':>19}  {'mixtral decode':>14}  {'llama-server decode':>19}")  # fmt: skip
+    print(f"{'clients':>7}  {'mixtral tok/s':>13}  {'llama-server tok/s':>18}  {'ratio':>5}  {'ratio range':>11}  "
+          f"{'mixtral TTFT s':>14}  {'llama-server TTFT s':>19}  {'mixtral decode':>14}  "
+          f"{'llama-server decode':>19}")  # fmt: skip
     for b in CLIENTS:
-        print(f"{b:>7}  {ours[b][0]:>13.1f}  {theirs[b][0]:>18.1f}  {ours[b][0] / theirs[b][0]:>5.2f}  "
-              f"{ours[b][1]:>14.3f}  {theirs[b][1]:>19.3f}  {ours[b][2]:>14.1f}  {theirs[b][2]:>19.1f}")  # fmt: skip
+        # the median of each pair's ratio: the machine's load drifts between pairs more than within one
+        ratios = [o[0] / t[0] for o, t in zip(ours[b], theirs[b], strict=True)]
+        mine, its = median_of(ours[b]), median_of(theirs[b])
+        print(f"{b:>7}  {mine[0]:>13.1f}  {its[0]:>18.1f}  {statistics.median(ratios):>5.2f}  "
+              f"{min(ratios):>5.2f}-{max(ratios):<5.2f}  {mine[1]:>14.3f}  {its[1]:>19.3f}  {mine[2]:>14.1f}  "
+              f"{its[2]:>19.1f}")  # fmt: skip
     table, rates = batched_bench(model, args.threads, args.tokens)
     print(f"\nllama-batched-bench (same model, threads, context):\n{table}")
-    top = CLIENTS[-1]
+    top, mine, its = CLIENTS[-1], {b: median_of(ours[b]) for b in CLIENTS}, {b: median_of(theirs[b]) for b in CLIENTS}
     print(
-        f"\nB={top} over B=1: aggregate tok/s, mixtral serve {ours[top][0] / ours[1][0]:.2f}x, llama-server "
-        f"{theirs[top][0] / theirs[1][0]:.2f}x; steady decode (no prompts), mixtral serve "
-        f"{ours[top][2] / ours[1][2]:.2f}x, llama-server {theirs[top][2] / theirs[1][2]:.2f}x, "
+        f"\nB={top} over B=1 (medians): aggregate tok/s, mixtral serve {mine[top][0] / mine[1][0]:.2f}x, llama-server "
+        f"{its[top][0] / its[1][0]:.2f}x; steady decode (no prompts), mixtral serve "
+        f"{mine[top][2] / mine[1][2]:.2f}x, llama-server {its[top][2] / its[1][2]:.2f}x, "
         f"llama-batched-bench (S_TG) {rates[top] / rates[1]:.2f}x"
     )
+
+
+def median_of(runs: list[tuple[float, ...]]) -> tuple[float, ...]:
+    """Each measure's median over ``runs``."""
+    return tuple(statistics.median(column) for column in zip(*runs, strict=True))
 
 
 def batch_file_part(model: Path, args: argparse.Namespace) -> None:
