@@ -239,15 +239,15 @@ def test_chat_logprobs_are_the_log_softmax_of_llama_cpps_logits(client, engine):
 
 def test_streamed_logprobs_equal_the_whole_answers(client):
     whole = chat(client, logprobs=True, top_logprobs=2).choices[0].logprobs.content
-    streamed = [
-        entry
-        for chunk in chat(client, logprobs=True, top_logprobs=2, stream=True)
-        for choice in chunk.choices
-        if choice.logprobs
-        for entry in choice.logprobs.content
-    ]
+    chunks = [choice for chunk in chat(client, logprobs=True, top_logprobs=2, stream=True) for choice in chunk.choices]
+    streamed = [entry for choice in chunks if choice.logprobs for entry in choice.logprobs.content]
 
     assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in whole]
+    # each piece of text with the tokens that make it, not the next ones (the answer's text drops its first space)
+    pieces = [(c.delta.content, "".join(e.token for e in c.logprobs.content)) for c in chunks if c.logprobs]
+    first, *rest = pieces
+    assert (first[0], first[1].removeprefix(" ")) == (first[0], first[0])
+    assert rest == [(text, text) for text, _ in rest]
 
 
 def test_echo_gives_the_prompt_tokens_logprobs_of_llama_cpps_logits(client, server):
@@ -264,6 +264,26 @@ def test_echo_gives_the_prompt_tokens_logprobs_of_llama_cpps_logits(client, serv
     for position, token in enumerate(ids[1:]):
         assert logprobs.token_logprobs[position + 1] == pytest.approx(rows[position][token], abs=LOGPROB_TOLERANCE)
     assert answer.choices[0].text.startswith(" Tell me about")
+
+
+def test_an_echoed_text_prompts_tokens_spell_the_text_at_their_offsets(client):
+    answer = client.completions.create(model="tiny", prompt=PROMPT, echo=True, logprobs=1, max_tokens=6, temperature=0)
+    (choice,) = answer.choices
+    tokens, offsets = choice.logprobs.tokens, choice.logprobs.text_offset
+    streamed = [
+        chunk.choices[0]
+        for chunk in client.completions.create(
+            model="tiny", prompt=PROMPT, echo=True, logprobs=1, max_tokens=6, temperature=0, stream=True
+        )
+        if chunk.choices[0].logprobs
+    ]
+
+    assert choice.text.startswith(PROMPT)
+    assert "".join(tokens) == choice.text  # the tokenizer's space before the first word is not in the text
+    assert [choice.text[offset : offset + len(token)] for token, offset in zip(tokens, offsets, strict=True)] == tokens
+    # each streamed piece of text with its own tokens (on a server that runs requests side by side too)
+    assert [(c.text, "".join(c.logprobs.tokens)) for c in streamed] == [(c.text, c.text) for c in streamed]
+    assert [offset for c in streamed for offset in c.logprobs.text_offset] == offsets
 
 
 def test_penalties_change_greedy_text_as_the_engines_sampler_does(client, engine):

@@ -19,7 +19,7 @@ from ..base.errors import AnswerCutError, InvalidRequestError, InvalidToolsError
 from ..engine.layout import Work
 from ..engine.options import OPTION_BOUNDS
 from ..family.prompt_ids import Message, continues_answer
-from .logprobs import Logprobs, readable
+from .logprobs import Logprobs, echoed, readable
 from .request import AnswerEnd, AnswerRequest
 from .shapes import OutputShape, constrained_sampling, finish_answer, with_instruction
 from .tool_calls import ToolAnswerReader, ToolCallAnswer, ToolCallDelta, ToolChoice, tool_sampling_for
@@ -166,20 +166,26 @@ class AnswerJob:
             # The prompt's log-probabilities are known once the first step has evaluated it.
             chunks = _ahead(chunks)
             prompt = self.request.prompt
-            echoed = generation.prompt_logprobs if isinstance(prompt, tuple) else generation.prompt_logprobs[1:]
-            yield prompt if isinstance(prompt, str) else b"".join(map(engine.piece, prompt)).decode(errors="replace")
-            if logprobs:
-                yield readable(engine, echoed)
+            if isinstance(prompt, str):
+                yield prompt
+                if logprobs:
+                    yield echoed(engine, generation.prompt_logprobs[1:], prompt)
+            else:
+                yield b"".join(map(engine.piece, prompt)).decode(errors="replace")
+                if logprobs:
+                    yield readable(engine, generation.prompt_logprobs)
         for chunk in chunks:
             if chunk is None:  # waiting for the shared batch's next evaluation
                 yield None
                 continue
             if isinstance(chunk, str):
                 parts.append(chunk)
+            # Read now: once this job has yielded, the shared batch may pick its next token before it resumes.
+            tokens = readable(engine, generation.logprobs[reported:]) if logprobs else None
+            reported = len(generation.logprobs)
             yield chunk  # type: ignore[misc] - without a reader, the generation reports no control tokens
-            if logprobs:
-                yield readable(engine, generation.logprobs[reported:])
-                reported = len(generation.logprobs)
+            if tokens is not None:
+                yield tokens
         if logprobs and reported < len(generation.logprobs):
             yield readable(engine, generation.logprobs[reported:])  # tokens of a stop string's held text
         stats = generation.stats

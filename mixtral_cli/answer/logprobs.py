@@ -7,7 +7,7 @@ the chunk that finishes it); with ``echo``, the prompt's tokens after its BOS co
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -36,3 +36,14 @@ def readable(engine: Engine, tokens: Sequence[TokenLogprobs]) -> Logprobs:
     return Logprobs(
         tuple(ReadableToken(*piece(t.token), t.logprob, tuple((*piece(i), lp) for i, lp in t.top)) for t in tokens)
     )
+
+
+def echoed(engine: Engine, tokens: Sequence[TokenLogprobs], prompt: str) -> Logprobs:
+    """A text prompt's tokens after its BOS, spelling ``prompt`` as given: the space the tokenizer puts before
+    the first word (SentencePiece's prefix) is not in the echoed text, so the first token's text goes without
+    it, and a completion's ``text_offset`` counts characters of the text it returns."""
+    readable_tokens = readable(engine, tokens).tokens
+    if not readable_tokens or "".join(t.text for t in readable_tokens) != f" {prompt}":
+        return Logprobs(readable_tokens)
+    first = readable_tokens[0]
+    return Logprobs((replace(first, text=first.text[1:], bytes=first.bytes[1:]), *readable_tokens[1:]))
