@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +46,12 @@ class Server:
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
+    def connect(self, timeout: float) -> socket.socket:
+        """A raw connection to the server, every read and write on it bounded by ``timeout``."""
+        conn = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        conn.settimeout(timeout)
+        return conn
+
     def health(self) -> dict:
         with urllib.request.urlopen(f"{self.url}/health", timeout=10) as response:
             return json.loads(response.read())
@@ -60,3 +67,27 @@ class Server:
             self.process.terminate()
             self.process.wait(timeout=60)
         return self.process.returncode
+
+
+def raw_post(path: str, body: bytes, *, length: int | None = None) -> bytes:
+    """A POST of ``body`` as JSON, its Content-Length ``length`` where given (a body sent in parts, or a lie)."""
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    return f"{head}Content-Length: {len(body) if length is None else length}\r\n\r\n".encode() + body
+
+
+def raw_response(conn: socket.socket) -> tuple[int, dict]:
+    """The status and JSON body of one answer (Content-Length framed), read in a bounded loop."""
+    data = b""
+    for _ in range(10_000):
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if sep:
+            length = int(
+                next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+            )
+            if len(rest) >= length:
+                return int(head.split()[1]), json.loads(rest[:length])
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    raise AssertionError(f"no complete answer: {data!r}")

@@ -14,7 +14,7 @@ import pytest
 from mixtral_cli.serve.limits import BODY_TIMEOUT_S, HEADERS_TIMEOUT_S
 from mixtral_cli.serve.request_rules import MAX_ANSWERS_PER_REQUEST
 
-from .servers import Server
+from .servers import Server, raw_post, raw_response
 
 pytestmark = pytest.mark.usefixtures("demo_model")
 
@@ -24,35 +24,6 @@ def server(demo_model, tmp_path_factory):
     running = Server(demo_model, tmp_path_factory.mktemp("hostile-serve-home"))
     yield running
     running.stop()
-
-
-def _connect(server: Server, timeout: float) -> socket.socket:
-    conn = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
-    conn.settimeout(timeout)
-    return conn
-
-
-def _request(path: str, body: bytes, *, length: int | None = None) -> bytes:
-    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-    return f"{head}Content-Length: {len(body) if length is None else length}\r\n\r\n".encode() + body
-
-
-def _response(conn: socket.socket) -> tuple[int, dict]:
-    """The status and JSON body of one answer (Content-Length framed), read in a bounded loop."""
-    data = b""
-    for _ in range(10_000):
-        head, sep, rest = data.partition(b"\r\n\r\n")
-        if sep:
-            length = int(
-                next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
-            )
-            if len(rest) >= length:
-                return int(head.split()[1]), json.loads(rest[:length])
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    raise AssertionError(f"no complete answer: {data!r}")
 
 
 def _closed_within(conn: socket.socket, seconds: float) -> bool:
@@ -74,7 +45,7 @@ def _no_traceback_in(server: Server) -> None:
     assert "Traceback" not in server.log.read_text(), server.log.read_text()
 
 
-def _card_request(prompts: int, max_new_tokens: int) -> bytes:
+def _cardraw_post(prompts: int, max_new_tokens: int) -> bytes:
     strings = [f"Prompt number {i}" for i in range(prompts)]
     parameters = {"max_new_tokens": max_new_tokens, "do_sample": False}
     return json.dumps({"input_data": {"input_string": strings, "parameters": parameters}}).encode()
@@ -82,9 +53,9 @@ def _card_request(prompts: int, max_new_tokens: int) -> bytes:
 
 def test_a_request_for_more_answers_than_one_may_ask_is_400_naming_the_bound(server):
     runs_before = server.health()["requests_run"]
-    with _connect(server, 30) as conn:
-        conn.sendall(_request("/score", _card_request(1000, 10)))
-        status, body = _response(conn)
+    with server.connect(30) as conn:
+        conn.sendall(raw_post("/score", _cardraw_post(1000, 10)))
+        status, body = raw_response(conn)
 
     assert status == 400
     assert (
@@ -95,8 +66,8 @@ def test_a_request_for_more_answers_than_one_may_ask_is_400_naming_the_bound(ser
 
 def test_a_request_whose_client_leaves_stops_and_frees_the_engine(server):
     # The most answers one request may ask for, each long: tens of seconds of work on the engine.
-    with _connect(server, 30) as conn:
-        conn.sendall(_request("/score", _card_request(MAX_ANSWERS_PER_REQUEST, 400)))
+    with server.connect(30) as conn:
+        conn.sendall(raw_post("/score", _cardraw_post(MAX_ANSWERS_PER_REQUEST, 400)))
         for _ in range(200):
             if server.health()["busy"]:
                 break
@@ -115,9 +86,9 @@ def test_a_request_whose_client_leaves_stops_and_frees_the_engine(server):
 
 def test_text_with_a_lone_surrogate_escape_is_400_without_a_traceback(server):
     body = b'{"messages": [{"role": "user", "content": "Hi \\ud800 there"}], "max_tokens": 4}'
-    with _connect(server, 30) as conn:
-        conn.sendall(_request("/v1/chat/completions", body))
-        status, answer = _response(conn)
+    with server.connect(30) as conn:
+        conn.sendall(raw_post("/v1/chat/completions", body))
+        status, answer = raw_response(conn)
 
     assert status == 400
     assert "lone surrogate" in answer["error"]["message"]
@@ -125,8 +96,8 @@ def test_text_with_a_lone_surrogate_escape_is_400_without_a_traceback(server):
 
 
 def test_a_client_that_leaves_in_the_middle_of_its_body_leaves_no_traceback(server):
-    with _connect(server, 30) as conn:
-        conn.sendall(_request("/v1/completions", b'{"prompt": "Half a bo', length=1000))
+    with server.connect(30) as conn:
+        conn.sendall(raw_post("/v1/completions", b'{"prompt": "Half a bo', length=1000))
         time.sleep(0.3)
 
     _no_traceback_in(server)
@@ -134,21 +105,21 @@ def test_a_client_that_leaves_in_the_middle_of_its_body_leaves_no_traceback(serv
 
 
 def test_a_connection_that_never_finishes_its_headers_is_closed(server):
-    with _connect(server, 1) as conn:
+    with server.connect(1) as conn:
         conn.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
 
         assert _closed_within(conn, HEADERS_TIMEOUT_S + 10)
 
 
 def test_a_connection_that_never_sends_anything_is_closed(server):
-    with _connect(server, 1) as conn:
+    with server.connect(1) as conn:
         assert _closed_within(conn, HEADERS_TIMEOUT_S + 10)
 
 
 def test_a_body_that_stops_arriving_is_408_and_its_connection_closed(server):
-    with _connect(server, BODY_TIMEOUT_S + 10) as conn:
-        conn.sendall(_request("/v1/completions", b'{"prompt": "Sent slow', length=1000))
-        status, body = _response(conn)
+    with server.connect(BODY_TIMEOUT_S + 10) as conn:
+        conn.sendall(raw_post("/v1/completions", b'{"prompt": "Sent slow', length=1000))
+        status, body = raw_response(conn)
 
         assert status == 408
         assert "stopped arriving" in body["error"]["message"]

@@ -23,7 +23,7 @@ from mixtral_cli.answer.card_request import ResponseShape, card_response_shape
 from mixtral_cli.serve.scheduler import parse_keep_alive
 
 from .helpers import run_mixtral
-from .servers import Server
+from .servers import Server, raw_post, raw_response
 
 pytestmark = pytest.mark.usefixtures("demo_model")
 
@@ -318,6 +318,57 @@ def test_health_shows_the_slots_in_use(server, client):
 
     assert health["slots"] == 4
     assert health["slots_in_use"] == 1
+
+
+def _one_token(i: int) -> bytes:
+    return json.dumps({"prompt": f"Expert number {i} says", "max_tokens": 1, "temperature": 0}).encode()
+
+
+def _evaluations(server: Server) -> int:
+    assert _eventually(lambda: not server.health()["busy"]), "an earlier request still runs"
+    return server.health()["evaluations"]
+
+
+def test_requests_sent_together_share_the_evaluations_of_one(server):
+    before = _evaluations(server)
+    with server.connect(30) as conn:
+        conn.sendall(raw_post("/v1/completions", _one_token(0)))
+        assert raw_response(conn)[0] == 200
+    one_alone = _evaluations(server) - before
+
+    # Three whose bodies are still coming when the fourth is whole: the server is reading them as the engine
+    # takes the fourth, which waits for them (a prompt read alone first would take an evaluation of its own).
+    bodies = [_one_token(i) for i in range(1, 5)]
+    conns = [server.connect(30) for _ in bodies]
+    try:
+        for conn, body in zip(conns[1:], bodies[1:], strict=True):
+            conn.sendall(raw_post("/v1/completions", body[:-1], length=len(body)))
+        before = _evaluations(server)  # a round trip after those: the server has begun to read them
+        conns[0].sendall(raw_post("/v1/completions", bodies[0]))
+        for conn, body in zip(conns[1:], bodies[1:], strict=True):
+            conn.sendall(body[-1:])
+        answers = [raw_response(conn) for conn in conns]
+    finally:
+        for conn in conns:
+            conn.close()
+
+    assert [status for status, _ in answers] == [200] * 4
+    assert _evaluations(server) - before == one_alone
+
+
+def test_a_client_slow_to_send_its_body_does_not_hold_back_the_others(server, client):
+    with server.connect(30) as slow:
+        body = _one_token(5)
+        slow.sendall(raw_post("/v1/completions", body[:-1], length=len(body)))
+        server.health()  # the server has begun to read it
+
+        answer = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=12, temperature=0)
+
+        # answered while the slow body is still awaited: well inside its 10 s, nothing was sent to it yet
+        slow.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            slow.recv(1)
+    assert answer.choices[0].text == greedy_complete(PROMPT, "--raw")
 
 
 def test_a_request_cancelled_mid_stream_leaves_the_others_untouched(client):

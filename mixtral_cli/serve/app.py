@@ -129,6 +129,7 @@ class _Handlers:
         async def guarded(request: Request) -> Response:
             if not self._authorized(request):
                 return _json_error(invalid_api_key())
+            request.state.handed_over = self.host.arrivals.begin()
             try:
                 return await handler(request)
             except BodyTooLarge:
@@ -139,6 +140,8 @@ class _Handlers:
                 return Response(status_code=499)  # nobody reads it; the work was cancelled
             except MixtralError as exc:
                 return _error_response(exc)
+            finally:
+                request.state.handed_over()
 
         return guarded
 
@@ -165,6 +168,7 @@ class _Handlers:
 
     async def _start(self, request: Request, work: Callable) -> Job:  # noqa: ANN001
         job = self.host.submit(work)
+        request.state.handed_over()
         try:
             await job.wait_turn(timeout=self.config.queue_timeout, client_gone=request.is_disconnected)
         except BaseException:
@@ -188,6 +192,7 @@ class _Handlers:
                 "slots_in_use": host.slots_in_use,
                 "waiting": host.waiting,
                 "requests_run": host.requests_run,
+                "evaluations": host.evaluations,
             }
         )
 
