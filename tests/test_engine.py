@@ -209,6 +209,21 @@ def test_a_logit_bias_moves_the_greedy_choice_as_llama_cpp_python_does(cpu_engin
     assert [entry.token for entry in biased.logprobs] == [runner_up]
 
 
+def test_a_first_prompt_of_the_warm_ups_shape_is_read_with_two_experts(cpu_engine):
+    """The load's warm-up evaluates two tokens with every expert active; llama.cpp would reuse that graph for a
+    first batch of the same shape (two tokens, one sequence, one output)."""
+    ids = cpu_engine.raw_ids("Once")
+    assert len(ids) == 2
+    with Engine(cpu_engine.info.path, cpu_engine.options) as fresh:
+        generation = fresh.generate(ids, SamplingOptions(temperature=0, max_tokens=1, logprobs=1))
+        list(generation)
+    (entry,) = generation.logprobs
+    row = log_softmax(llama_cpp_logits(cpu_engine.info.path, ids)[-1])
+
+    assert entry.token == int(row.argmax())
+    assert entry.logprob == pytest.approx(row[entry.token], abs=LOGPROB_TOLERANCE)
+
+
 def test_logprobs_are_the_log_softmax_of_llama_cpps_logits(cpu_engine):
     engine, ids = cpu_engine, cpu_engine.raw_ids("The mixture of experts")
     generation = engine.generate(ids, SamplingOptions(temperature=0, max_tokens=6, logprobs=3, prompt_logprobs=True))

@@ -114,11 +114,16 @@ def warm_up(model, ctx) -> None:  # noqa: ANN001 - a llama_model_p, a llama_cont
     """llama.cpp's warm-up, as its own tools run it at load: one evaluation of BOS and EOS with every expert
     active, so that every weight is read once now (paged in, the backends' kernels ready), not in the first
     answers. Without it, the first answers after a load were up to 10% slower than llama-server's (8x7B-shaped,
-    2 cores): each token routed to experts no token had used yet. The KV cache is left empty."""
+    2 cores): each token routed to experts no token had used yet. The KV cache is left empty.
+
+    Its attention is not causal, so that no real evaluation reuses its graph: llama.cpp reuses a graph for the
+    next batch of the same shape and does not count the warm-up among what must match, so a first prompt of
+    two tokens ran with every expert active."""
     import llama_cpp
 
     vocab = llama_cpp.llama_model_get_vocab(model)
     ids = [t for t in (llama_cpp.llama_vocab_bos(vocab), llama_cpp.llama_vocab_eos(vocab)) if t >= 0] or [0]
+    llama_cpp.llama_set_causal_attn(ctx, False)
     llama_cpp.llama_set_warmup(ctx, True)
     try:
         tokens = (llama_cpp.llama_token * len(ids))(*ids)
@@ -128,3 +133,4 @@ def warm_up(model, ctx) -> None:  # noqa: ANN001 - a llama_model_p, a llama_cont
     finally:
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
         llama_cpp.llama_set_warmup(ctx, False)
+        llama_cpp.llama_set_causal_attn(ctx, True)
