@@ -193,6 +193,14 @@ def test_more_than_500_requests_need_yes_when_stdin_is_not_a_terminal(tmp_path):
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_the_model_calls_counted_are_the_answers_asked_for(tmp_path):
+    lines = [request_line(f"r{i}", "Hi", n=4) for i in range(126)]  # 126 lines, 504 answers
+    result = run_mixtral("batch", write_input(tmp_path / "in.jsonl", lines), "-o", tmp_path / "out.jsonl", *ENGINE)
+
+    assert result.returncode == 1
+    assert "504 model calls" in result.stderr and "--yes" in result.stderr
+
+
 def test_a_batch_sent_to_a_server_gets_the_same_answers(demo_model, tmp_path):
     lines = [request_line(f"r{i}", f"Question {i}") for i in range(4)] + ["{"]
     source = write_input(tmp_path / "in.jsonl", lines)
@@ -404,7 +412,7 @@ def test_a_folder_that_takes_long_at_this_machines_measured_rates_needs_yes(tmp_
     refused = run_mixtral("batch", inputs, "-o", outputs, *ENGINE)
 
     assert refused.returncode == 1
-    assert "This batch takes up to 3 model calls, up to about " in refused.stderr
+    assert "This batch takes up to 4 model calls, up to about " in refused.stderr  # c.json asks none
     assert 26 <= said_minutes(refused.stderr) < 4 * (8 + 100) / 0.02 / 60
     assert not any(outputs.iterdir())
     started = run_mixtral("batch", inputs, "-o", outputs, *ENGINE, "--yes")

@@ -404,8 +404,9 @@ def run_batch_file(
     on_result: Callable[[BatchResult], None],
 ) -> BatchSummary:
     """Answer a batch file into ``output`` (and the errors file): every line checked first, then ``agree`` to the
-    number of requests to run and what they should take at most (a function: it reads every prompt; it raises
-    to refuse), ``progress(to_run, already_answered)``, then each result to ``on_result`` as it comes."""
+    model calls to make (every answer asked for) and what they should take at most (a function: it reads every
+    prompt; it raises to refuse), ``progress(to_run, already_answered)``, then each result to ``on_result`` as it
+    comes."""
     import time
 
     lines = read_lines(text, sampling, runner.model)
@@ -413,7 +414,8 @@ def run_batch_file(
         summary = BatchSummary(skipped=sum(line.id in kept.done for line in lines))
         todo = [line for line in lines if line.id not in kept.done]
         requests = [line.parsed for line in todo if line.parsed is not None]
-        agree(len(requests), lambda: runner.expected_seconds(a for r in requests for a in r.answers))
+        answers = [answer for request in requests for answer in request.answers]
+        agree(sum(answer.n for answer in answers), lambda: runner.expected_seconds(answers))
         progress(len(todo), summary.skipped)
         started = time.perf_counter()
         for line in [line for line in todo if line.error is not None]:

@@ -123,7 +123,8 @@ def run_card_folder(
         on_result(BatchResult({}, failed=False))
 
     requests = [file.request for file in files if file.error is None]
-    agree(len(requests), lambda: runner.expected_seconds(_answers(requests, sampling)))
+    answers = list(_answers(requests, sampling))
+    agree(sum(answer.n for answer in answers), lambda: runner.expected_seconds(answers))
     progress(len(files), summary.skipped)
     started = time.perf_counter()
     for file in [file for file in files if file.error is not None]:
