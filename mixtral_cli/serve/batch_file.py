@@ -415,7 +415,7 @@ def run_batch_file(
         todo = [line for line in lines if line.id not in kept.done]
         requests = [line.parsed for line in todo if line.parsed is not None]
         answers = [answer for request in requests for answer in request.answers]
-        agree(sum(answer.n for answer in answers), lambda: runner.expected_seconds(answers))
+        agree(sum(request.answer_count for request in requests), lambda: runner.expected_seconds(answers))
         progress(len(todo), summary.skipped)
         started = time.perf_counter()
         for line in [line for line in todo if line.error is not None]:
